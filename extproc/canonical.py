@@ -1,0 +1,166 @@
+"""The canonical request: an OpenAI chat-completions body, checked once at the edge.
+
+Everything after this point (policies, translators) may rely on the shape checked here.
+The check is hand-written rather than a pydantic model on purpose: it runs on every
+request, must leave unknown fields untouched for passthrough providers, and only needs to
+reject what would make the request meaningless or make a translator crash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .errors import GatewayError, bad_request
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+JSON_CONTENT_TYPES = ("application/json",)
+
+
+def check_content_type(value: str | None) -> None:
+    """Only JSON bodies are accepted. A missing content type is read as JSON."""
+    if value is None:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media not in JSON_CONTENT_TYPES and not media.endswith("+json"):
+        raise GatewayError(415, f"unsupported content type '{media}': send application/json",
+                           code="unsupported_media_type")
+
+
+def parse_request(body: bytes) -> dict[str, Any]:
+    """Parse and validate a chat-completions request body."""
+    if not body:
+        raise bad_request("the request body is empty: expected a JSON object", code="invalid_json")
+    try:
+        req = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(req, dict):
+        raise bad_request(f"the request body must be a JSON object, not {_kind(req)}",
+                          code="invalid_request_body")
+    validate_request(req)
+    return req
+
+
+def validate_request(req: dict[str, Any]) -> None:
+    messages = req.get("messages")
+    if messages is None:
+        raise bad_request("'messages' is required", code="missing_required_parameter",
+                          param="messages")
+    if not isinstance(messages, list):
+        raise bad_request(f"'messages' must be an array, not {_kind(messages)}",
+                          code="invalid_type", param="messages")
+    if not messages:
+        raise bad_request("'messages' must contain at least one message", code="invalid_value",
+                          param="messages")
+    for i, msg in enumerate(messages):
+        _check_message(i, msg)
+    _check_type(req, "model", str)
+    _check_type(req, "stream", bool)
+    _check_type(req, "tools", list)
+    _check_type(req, "stream_options", dict)
+    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        _check_number(req, key)
+    for key in ("max_tokens", "max_completion_tokens", "n"):
+        value = req.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise bad_request(f"'{key}' must be a positive integer", code="invalid_type", param=key)
+    stop = req.get("stop")
+    if stop is not None and not isinstance(stop, str) and not (
+            isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        raise bad_request("'stop' must be a string or an array of strings", code="invalid_type",
+                          param="stop")
+    for i, tool in enumerate(req.get("tools") or ()):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise bad_request(f"'tools[{i}]' must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}",
+                              code="invalid_type", param=f"tools[{i}]")
+
+
+def _check_message(i: int, msg: Any) -> None:
+    param = f"messages[{i}]"
+    if not isinstance(msg, dict):
+        raise bad_request(f"'{param}' must be an object, not {_kind(msg)}", code="invalid_type",
+                          param=param)
+    role = msg.get("role")
+    if role not in ROLES:
+        raise bad_request(f"'{param}.role' must be one of {', '.join(sorted(ROLES))}",
+                          code="invalid_value", param=f"{param}.role")
+    content = msg.get("content")
+    if content is None:
+        if role == "assistant" and (msg.get("tool_calls") or msg.get("function_call")):
+            pass
+        elif role == "assistant":
+            pass  # an empty assistant turn is legal in OpenAI's API
+        else:
+            raise bad_request(f"'{param}.content' is required for role '{role}'",
+                              code="missing_required_parameter", param=f"{param}.content")
+    elif isinstance(content, list):
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise bad_request(f"'{param}.content[{j}]' must be an object with a 'type'",
+                                  code="invalid_type", param=f"{param}.content[{j}]")
+            if part["type"] == "text" and not isinstance(part.get("text"), str):
+                raise bad_request(f"'{param}.content[{j}].text' must be a string",
+                                  code="invalid_type", param=f"{param}.content[{j}].text")
+    elif not isinstance(content, str):
+        raise bad_request(f"'{param}.content' must be a string or an array of content parts",
+                          code="invalid_type", param=f"{param}.content")
+    tool_calls = msg.get("tool_calls")
+    if tool_calls is not None:
+        if not isinstance(tool_calls, list):
+            raise bad_request(f"'{param}.tool_calls' must be an array", code="invalid_type",
+                              param=f"{param}.tool_calls")
+        for j, call in enumerate(tool_calls):
+            fn = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise bad_request(f"'{param}.tool_calls[{j}].function.name' is required",
+                                  code="invalid_type", param=f"{param}.tool_calls[{j}]")
+    if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
+        raise bad_request(f"'{param}.tool_call_id' is required for role 'tool'",
+                          code="missing_required_parameter", param=f"{param}.tool_call_id")
+
+
+def _check_type(req: dict, key: str, typ: type) -> None:
+    value = req.get(key)
+    if value is not None and (not isinstance(value, typ) or (typ is not bool and isinstance(value, bool))):
+        raise bad_request(f"'{key}' must be {_TYPE_NAMES[typ]}, not {_kind(value)}",
+                          code="invalid_type", param=key)
+
+
+def _check_number(req: dict, key: str) -> None:
+    value = req.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise bad_request(f"'{key}' must be a number, not {_kind(value)}", code="invalid_type",
+                          param=key)
+
+
+_TYPE_NAMES = {str: "a string", bool: "a boolean", list: "an array", dict: "an object"}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def message_text(content: Any) -> str:
+    """The text of a message's content: a string, or its text parts joined by newlines."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if p.get("type") == "text" and isinstance(p.get("text"), str))
+    return ""
+
+
+def wants_stream(req: dict) -> bool:
+    return req.get("stream") is True

@@ -1,0 +1,103 @@
+"""`aigw`: the command line.
+
+  aigw serve --bootstrap envoy/mock.yaml --socket /tmp/aigw/extproc.sock
+  aigw check --bootstrap envoy/mock.yaml     # validate only, exit 2 on a bad setting
+  aigw mock --port 18081                     # the built-in mock provider
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from . import logs
+from .settings import DEFAULT_MAX_REQUEST_BYTES, ProcessorSettings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level, args.log_format)
+    # Imported here so `aigw mock` does not pay for loading every provider and Envoy proto.
+    from .config.bootstrap import ConfigError, load_bootstrap
+    from .server import serve
+
+    try:
+        gw = load_bootstrap(args.bootstrap)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    settings = ProcessorSettings(max_request_bytes=args.max_request_bytes,
+                                 debug_bodies=args.debug_bodies)
+    if args.debug_bodies:
+        logging.getLogger("aigw").setLevel(logging.DEBUG)
+        logging.getLogger("aigw").warning("--debug-bodies is on: request bodies will be logged")
+    try:
+        asyncio.run(serve(gw, settings, socket_path=args.socket, tcp=args.tcp, grace=args.grace))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .config.bootstrap import ConfigError, load_bootstrap
+
+    try:
+        gw = load_bootstrap(args.bootstrap)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"ok: {len(gw.routes)} gateway route(s), {len(gw.backends)} backend(s)")
+    for b in gw.backends:
+        print(f"  backend {b.name}: provider={b.provider.name} model={b.settings.model or '(from request)'}")
+    return 0
+
+
+def _mock(args: argparse.Namespace) -> int:
+    from .mock.server import run
+
+    logs.setup(args.log_level, "text")
+    run(args.host, args.port, args.provider or None)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aigw", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the ext_proc server")
+    serve.add_argument("--bootstrap", required=True, help="the Envoy bootstrap Envoy also runs")
+    serve.add_argument("--socket", default="/tmp/aigw/extproc.sock", help="Unix socket path")
+    serve.add_argument("--tcp", default=None, help="also listen on host:port (optional)")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text")
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--debug-bodies", action="store_true",
+                       help="log request bodies (they hold user data: debugging only)")
+    serve.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                       help="default request body limit; routes may set maxRequestBytes")
+    serve.add_argument("--grace", type=float, default=30.0,
+                       help="seconds to finish in-flight streams after SIGTERM")
+    serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check", help="validate the gateway settings in a bootstrap")
+    check.add_argument("--bootstrap", required=True)
+    check.set_defaults(func=_check)
+
+    mock = sub.add_parser("mock", help="run the mock LLM provider")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=18081)
+    mock.add_argument("--provider", action="append",
+                      help="speak only this provider's API (repeatable); default: all")
+    mock.add_argument("--log-level", default="warning")
+    mock.set_defaults(func=_mock)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

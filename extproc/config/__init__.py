@@ -1,0 +1,1 @@
+"""Gateway configuration: pydantic models, secrets, and the bootstrap reader."""

@@ -1,0 +1,303 @@
+"""Reads an Envoy bootstrap and builds the validated gateway configuration from it.
+
+Envoy and the processor read the same file. Envoy uses all of it; the processor reads the
+gateway settings in it (route and endpoint metadata under `aigw`) and checks that the
+ext_proc filters are wired so that no request can bypass the gateway:
+
+- every cluster holding `aigw` endpoints runs the upstream ext_proc filter, or requests
+  would reach the provider untranslated and without the gateway's credential;
+- every listener serving `aigw` routes runs the route-level ext_proc filter;
+- neither filter fails open.
+
+All problems are reported together, each naming the route or endpoint and the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+from pydantic import ValidationError
+
+from ..backends import Backend
+from ..providers import PROVIDERS, backend_settings_adapter
+from .gateway import AIGW, ClusterConfig, GatewayConfig, RouteConfig, metadata_key
+from .policy import RoutePolicy
+from .secrets import Secret, SecretError
+
+HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+EXT_PROC = "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+PHASE_HEADER = "x-aigw-phase"
+
+
+class ConfigError(Exception):
+    """One or more invalid gateway settings. `str()` lists them all."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        head = f"invalid gateway configuration in {source}" if source else "invalid gateway configuration"
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass
+class _Filter:
+    phase: str | None
+    config: dict[str, Any]
+    location: str
+
+
+def load_bootstrap(path: str | Path, *, resolve_secrets: bool = True) -> GatewayConfig:
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError([f"cannot read the bootstrap: {exc.strerror}"], str(path)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"the bootstrap is not valid YAML: {exc}"], str(path)) from None
+    return build_config(doc, source=str(path), resolve_secrets=resolve_secrets)
+
+
+def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) -> GatewayConfig:
+    problems: list[str] = []
+    if not isinstance(doc, dict):
+        raise ConfigError(["the bootstrap must be a YAML mapping"], source)
+    static = doc.get("static_resources") or {}
+
+    clusters: dict[str, ClusterConfig] = {}
+    by_metadata: dict[bytes, list[tuple[str, Backend]]] = {}
+    for ci, cluster in enumerate(static.get("clusters") or []):
+        _read_cluster(ci, cluster, clusters, by_metadata, problems, resolve_secrets)
+
+    routes: dict[str, RouteConfig] = {}
+    for li, listener in enumerate(static.get("listeners") or []):
+        for loc, hcm in _connection_managers(li, listener):
+            _read_hcm(loc, hcm, routes, clusters, problems)
+
+    if problems:
+        raise ConfigError(problems, source)
+    return GatewayConfig(routes, clusters, by_metadata)
+
+
+# ---- clusters and endpoints -------------------------------------------------------------
+
+def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig],
+                  by_metadata: dict[bytes, list[tuple[str, Backend]]], problems: list[str],
+                  resolve_secrets: bool) -> None:
+    name = cluster.get("name") or f"clusters[{ci}]"
+    upstream_filter = _upstream_ext_proc(cluster, name, problems)
+    endpoints = list(_endpoints(cluster))
+    gateway_endpoints = [e for e in endpoints if e[2] is not None]
+    if not gateway_endpoints and upstream_filter is None:
+        return  # an ordinary cluster (the processor itself, a webhook, ...)
+    if upstream_filter is None:
+        problems.append(
+            f"cluster '{name}': its endpoints carry '{AIGW}' metadata but the cluster has no "
+            f"upstream ext_proc filter (initial_metadata {PHASE_HEADER}: upstream) in "
+            f"typed_extension_protocol_options.{HTTP_OPTIONS}.http_filters; requests would "
+            "reach the provider untranslated")
+        return
+    _check_ext_proc(upstream_filter, problems, phase="upstream",
+                    attributes=("xds.upstream_host_metadata", "upstream.address"),
+                    need_mode_override=True)
+    cfg = clusters.setdefault(name, ClusterConfig(name))
+    for loc, address, aigw in endpoints:
+        where = f"cluster '{name}' endpoint {loc} ({address})"
+        if aigw is None:
+            problems.append(f"{where}: no '{AIGW}' metadata (metadata.filter_metadata.{AIGW}); "
+                            "every endpoint behind the upstream ext_proc filter needs a provider")
+            continue
+        backend = _build_backend(where, name, address, aigw, problems, resolve_secrets)
+        if backend is not None:
+            cfg.backends.append(backend)
+            by_metadata.setdefault(metadata_key(aigw), []).append((address, backend))
+
+
+def _endpoints(cluster: dict) -> Iterator[tuple[str, str, dict | None]]:
+    assignment = cluster.get("load_assignment") or {}
+    for ei, locality in enumerate(assignment.get("endpoints") or []):
+        for li, lb in enumerate(locality.get("lb_endpoints") or []):
+            endpoint = lb.get("endpoint") or {}
+            address = _address(endpoint.get("address") or {})
+            metadata = ((lb.get("metadata") or {}).get("filter_metadata") or {}).get(AIGW)
+            yield f"endpoints[{ei}].lb_endpoints[{li}]", address, metadata
+
+
+def _address(addr: dict) -> str:
+    if "socket_address" in addr:
+        sa = addr["socket_address"]
+        return f"{sa.get('address')}:{sa.get('port_value')}"
+    if "pipe" in addr:
+        return addr["pipe"].get("path", "")
+    return "?"
+
+
+def _build_backend(where: str, cluster: str, address: str, aigw: Any, problems: list[str],
+                   resolve_secrets: bool) -> Backend | None:
+    if not isinstance(aigw, dict):
+        problems.append(f"{where}: '{AIGW}' metadata must be a mapping")
+        return None
+    try:
+        settings = backend_settings_adapter.validate_python(aigw)
+    except ValidationError as exc:
+        problems.extend(f"{where}: {msg}" for msg in format_validation_error(exc, tagged=True))
+        return None
+    provider_cls = PROVIDERS[settings.provider]
+    if settings.auth is None and provider_cls.requires_auth:
+        problems.append(f"{where}: field 'auth': required for provider '{settings.provider}' "
+                        "(a secretRef, or passthrough: true)")
+        return None
+    secret = None
+    if settings.auth is not None and settings.auth.secret_ref is not None and resolve_secrets:
+        try:
+            secret = Secret(settings.auth.secret_ref)
+        except SecretError as exc:
+            problems.append(f"{where}: field 'auth.secretRef': {exc}")
+            return None
+    try:
+        provider = provider_cls(settings)
+    except ValueError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+    return Backend(settings.name or f"{cluster}/{address}", cluster, settings, provider, secret)
+
+
+def _upstream_ext_proc(cluster: dict, name: str, problems: list[str]) -> _Filter | None:
+    options = (cluster.get("typed_extension_protocol_options") or {}).get(HTTP_OPTIONS) or {}
+    for fi, f in enumerate(options.get("http_filters") or []):
+        typed = f.get("typed_config") or {}
+        if typed.get("@type", "").endswith(EXT_PROC):
+            flt = _Filter(_phase(typed), typed,
+                          f"cluster '{name}' upstream http_filters[{fi}] ({f.get('name')})")
+            if flt.phase == "upstream":
+                return flt
+    return None
+
+
+# ---- listeners, routes ------------------------------------------------------------------
+
+def _connection_managers(li: int, listener: dict) -> Iterator[tuple[str, dict]]:
+    lname = listener.get("name") or f"listeners[{li}]"
+    for ci, chain in enumerate(listener.get("filter_chains") or []):
+        for fi, f in enumerate(chain.get("filters") or []):
+            typed = f.get("typed_config") or {}
+            if typed.get("@type", "").endswith(HCM):
+                yield f"listener '{lname}' filter_chains[{ci}].filters[{fi}]", typed
+
+
+def _read_hcm(loc: str, hcm: dict, routes: dict[str, RouteConfig],
+              clusters: dict[str, ClusterConfig], problems: list[str]) -> None:
+    route_filter = None
+    for fi, f in enumerate(hcm.get("http_filters") or []):
+        typed = f.get("typed_config") or {}
+        if typed.get("@type", "").endswith(EXT_PROC) and _phase(typed) == "route":
+            route_filter = _Filter("route", typed, f"{loc} http_filters[{fi}] ({f.get('name')})")
+            break
+    route_config = hcm.get("route_config") or {}
+    has_gateway_routes = False
+    for vi, vhost in enumerate(route_config.get("virtual_hosts") or []):
+        vname = vhost.get("name") or f"virtual_hosts[{vi}]"
+        for ri, route in enumerate(vhost.get("routes") or []):
+            aigw = ((route.get("metadata") or {}).get("filter_metadata") or {}).get(AIGW)
+            target = route.get("route") or {}
+            cluster_names = _route_clusters(target)
+            reaches_gateway = any(c in clusters for c in cluster_names)
+            if aigw is None and not reaches_gateway:
+                continue
+            has_gateway_routes = True
+            rname = route.get("name")
+            where = f"route '{rname}'" if rname else f"{loc} virtual host '{vname}' routes[{ri}]"
+            if not rname:
+                problems.append(f"{where}: a route with '{AIGW}' metadata or an AI backend needs "
+                                "a 'name' (the processor finds its policy by route name)")
+                continue
+            if rname in routes:
+                problems.append(f"{where}: route name '{rname}' is used twice; gateway routes "
+                                "need unique names")
+                continue
+            policy = _route_policy(where, aigw, problems)
+            if policy is None:
+                continue
+            backends = [b for c in cluster_names for b in (clusters[c].backends if c in clusters else [])]
+            routes[rname] = RouteConfig(
+                name=rname, policy=policy, location=where, clusters=tuple(cluster_names),
+                model_always_set=bool(backends) and all(b.settings.model for b in backends))
+    if has_gateway_routes:
+        if route_filter is None:
+            problems.append(f"{loc}: serves gateway routes but has no route-level ext_proc filter "
+                            f"(initial_metadata {PHASE_HEADER}: route) in http_filters")
+        else:
+            _check_ext_proc(route_filter, problems, phase="route", attributes=("xds.route_name",),
+                            need_mode_override=True)
+
+
+def _route_clusters(target: dict) -> list[str]:
+    if "cluster" in target:
+        return [target["cluster"]]
+    weighted = target.get("weighted_clusters") or {}
+    return [c.get("name") for c in weighted.get("clusters") or [] if c.get("name")]
+
+
+def _route_policy(where: str, aigw: Any, problems: list[str]) -> RoutePolicy | None:
+    if aigw is None:
+        return RoutePolicy()
+    if not isinstance(aigw, dict):
+        problems.append(f"{where}: '{AIGW}' metadata must be a mapping")
+        return None
+    try:
+        return RoutePolicy.model_validate(aigw)
+    except ValidationError as exc:
+        problems.extend(f"{where}: {msg}" for msg in format_validation_error(exc))
+        return None
+
+
+# ---- ext_proc filter checks -----------------------------------------------------------------
+
+def _phase(typed: dict) -> str | None:
+    service = typed.get("grpc_service") or {}
+    for item in service.get("initial_metadata") or []:
+        if item.get("key", "").lower() == PHASE_HEADER:
+            return item.get("value")
+    return None
+
+
+def _check_ext_proc(f: _Filter, problems: list[str], *, phase: str, attributes: tuple[str, ...],
+                    need_mode_override: bool) -> None:
+    cfg = f.config
+    if cfg.get("failure_mode_allow"):
+        problems.append(f"{f.location}: failure_mode_allow must be false; the gateway never "
+                        "fails open")
+    have = set(cfg.get("request_attributes") or [])
+    missing = [a for a in attributes if a not in have]
+    if missing:
+        problems.append(f"{f.location}: request_attributes must include {', '.join(missing)}")
+    mode = cfg.get("processing_mode") or {}
+    if mode.get("request_body_mode") != "BUFFERED":
+        problems.append(f"{f.location}: processing_mode.request_body_mode must be BUFFERED "
+                        f"for the {phase} filter")
+    if mode.get("request_header_mode", "SEND") != "SEND":
+        problems.append(f"{f.location}: processing_mode.request_header_mode must be SEND")
+    if need_mode_override and not cfg.get("allow_mode_override"):
+        problems.append(f"{f.location}: allow_mode_override must be true (the processor picks "
+                        "the response body mode per response)")
+
+
+def format_validation_error(exc: ValidationError, *, tagged: bool = False) -> list[str]:
+    """Pydantic errors as `field 'a.b': message`, in the config's own field names."""
+    out = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        if tagged and loc and isinstance(loc[0], str) and loc[0] in PROVIDERS:
+            loc = loc[1:]  # drop the union tag pydantic puts first
+        field = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+        msg = err["msg"]
+        if err["type"] == "union_tag_invalid":
+            msg = f"unknown provider {err['input'].get('provider')!r}; known: {', '.join(sorted(PROVIDERS))}"
+            field = "provider"
+        elif err["type"] == "union_tag_not_found":
+            field = "provider"
+            msg = f"required; one of {', '.join(sorted(PROVIDERS))}"
+        out.append(f"field '{field}': {msg}" if field else msg)
+    return out

@@ -1,0 +1,111 @@
+"""The validated gateway configuration and the lookups the hot path makes on it.
+
+Built once at start-up from the Envoy bootstrap. At request time the processor only does
+dictionary lookups here: by route name for route policy, and by the upstream host's
+metadata string (which Envoy sends as protobuf text) for the backend. A metadata string
+is parsed only the first time it is seen; the result is cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from google.protobuf import json_format, text_format
+
+from envoy.config.core.v3 import base_pb2
+
+from ..backends import Backend
+from .policy import RoutePolicy
+
+AIGW = "aigw"
+
+
+@dataclass
+class RouteConfig:
+    name: str
+    policy: RoutePolicy
+    location: str
+    clusters: tuple[str, ...] = ()
+    # True when every backend the route can reach has a configured model, so a request
+    # without `model` is still complete.
+    model_always_set: bool = False
+
+
+@dataclass
+class ClusterConfig:
+    name: str
+    backends: list[Backend] = field(default_factory=list)
+
+
+def normalise(value: Any) -> Any:
+    """Metadata crosses Envoy as a protobuf Struct, where every number is a double: make
+    `3.0` and `3` the same key again."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalise(v) for v in value]
+    return value
+
+
+def metadata_key(aigw: dict[str, Any]) -> bytes:
+    return orjson.dumps(normalise(aigw), option=orjson.OPT_SORT_KEYS)
+
+
+def aigw_from_text_metadata(text: str) -> dict[str, Any] | None:
+    """`envoy.config.core.v3.Metadata` in text format -> the `aigw` namespace as a dict."""
+    md = base_pb2.Metadata()
+    text_format.Parse(text, md)
+    if AIGW not in md.filter_metadata:
+        return None
+    return json_format.MessageToDict(md.filter_metadata[AIGW])
+
+
+class GatewayConfig:
+    def __init__(self, routes: dict[str, RouteConfig], clusters: dict[str, ClusterConfig],
+                 by_metadata: dict[bytes, list[tuple[str, Backend]]],
+                 default_policy: RoutePolicy | None = None) -> None:
+        self.routes = routes
+        self.clusters = clusters
+        self.default_policy = default_policy or RoutePolicy()
+        self._by_metadata = by_metadata
+        self._host_cache: dict[tuple[str, str], Backend | None] = {}
+        self.default_route = RouteConfig(name="", policy=self.default_policy, location="(default)")
+
+    @property
+    def backends(self) -> list[Backend]:
+        return [b for c in self.clusters.values() for b in c.backends]
+
+    def route(self, name: str) -> RouteConfig:
+        return self.routes.get(name) or self.default_route
+
+    def backend_for_host(self, metadata_text: str, address: str) -> Backend | None:
+        """The backend for the host Envoy picked, or None when this processor's config
+        does not know it (Envoy and the processor were given different bootstraps)."""
+        key = (metadata_text, address)
+        try:
+            return self._host_cache[key]
+        except KeyError:
+            pass
+        backend = self._resolve(metadata_text, address)
+        if len(self._host_cache) < 10_000:  # bounded: the set of hosts is static anyway
+            self._host_cache[key] = backend
+        return backend
+
+    def _resolve(self, metadata_text: str, address: str) -> Backend | None:
+        try:
+            aigw = aigw_from_text_metadata(metadata_text) if metadata_text else None
+        except text_format.ParseError:
+            return None
+        if aigw is None:
+            return None
+        candidates = self._by_metadata.get(metadata_key(aigw))
+        if not candidates:
+            return None
+        for configured_address, backend in candidates:
+            if configured_address == address:
+                return backend
+        return candidates[0][1]

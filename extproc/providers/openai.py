@@ -1,0 +1,61 @@
+"""OpenAI: the canonical schema itself, so translation is the model override only."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from ..sse import SSEEvent
+from .base import BackendSettings, Provider, StreamTranslator
+
+
+class OpenAISettings(BackendSettings):
+    provider: Literal["openai"]
+    # OpenAI-Organization / OpenAI-Project headers, for keys that span several.
+    organization: str | None = None
+    project: str | None = None
+
+
+class PassthroughStream(StreamTranslator):
+    """Not used on the hot path (OpenAI streams skip the upstream body phase); kept so
+    every provider answers the same interface."""
+
+    def on_event(self, event: SSEEvent) -> list[dict[str, Any]]:
+        import orjson
+        if not event.has_data or event.data == "[DONE]":
+            return []
+        return [orjson.loads(event.data)]
+
+
+class OpenAI(Provider):
+    name = "openai"
+    settings_model = OpenAISettings
+    default_authority = "api.openai.com"
+    canonical_responses = True
+
+    def request_path(self, model: str, stream: bool) -> str:
+        return "/v1/chat/completions"
+
+    def translate_request(self, req: dict[str, Any], model: str) -> dict[str, Any]:
+        if req.get("model") == model:
+            return req
+        out = dict(req)
+        out["model"] = model
+        return out
+
+    def extra_headers(self) -> dict[str, str]:
+        headers = {}
+        s: OpenAISettings = self.settings  # type: ignore[assignment]
+        if s.organization:
+            headers["openai-organization"] = s.organization
+        if s.project:
+            headers["openai-project"] = s.project
+        return headers
+
+    def translate_response(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        return body
+
+    def stream_translator(self, model: str) -> StreamTranslator:
+        return PassthroughStream()
+
+
+PROVIDER = OpenAI

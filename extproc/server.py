@@ -1,0 +1,73 @@
+"""The processor's lifecycle: listen on a Unix socket (and optionally TCP), serve the
+gRPC health service, and on SIGTERM stop taking new streams while finishing the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from .config.gateway import GatewayConfig
+from .servicer import ExtProcServicer
+from .settings import ProcessorSettings
+
+log = logging.getLogger("aigw.server")
+
+# gRPC's default 4 MiB message cap would turn a large request body into an Envoy 500.
+_MAX_MESSAGE = 64 * 1024 * 1024
+EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+
+
+async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: str | None,
+                tcp: str | None = None, grace: float = 30.0,
+                ready: asyncio.Event | None = None) -> None:
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", _MAX_MESSAGE),
+        ("grpc.max_send_message_length", _MAX_MESSAGE),
+        ("grpc.so_reuseport", 0),
+    ])
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(gw, settings), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+
+    listening = []
+    if socket_path:
+        path = Path(socket_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_socket() or path.exists():
+            path.unlink()  # a stale socket from a previous run
+        server.add_insecure_port(f"unix:{path}")
+        listening.append(f"unix:{path}")
+    if tcp:
+        server.add_insecure_port(tcp)
+        listening.append(tcp)
+    if not listening:
+        raise ValueError("nothing to listen on: give a socket path or a TCP address")
+
+    await server.start()
+    for service in ("", EXT_PROC_SERVICE):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    log.info("processor listening", extra={"fields": {
+        "listen": ",".join(listening), "routes": len(gw.routes), "backends": len(gw.backends),
+        "pid": os.getpid()}})
+    if ready is not None:
+        ready.set()
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+
+    log.info("draining: no new streams, finishing in-flight ones", extra={"fields": {"grace_s": grace}})
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace)
+    if socket_path:
+        Path(socket_path).unlink(missing_ok=True)
+    log.info("processor stopped")

@@ -1,0 +1,80 @@
+"""The gRPC ExternalProcessor service: one bidirectional stream per request per filter.
+
+The same process serves both filter positions. Each ext_proc filter in the bootstrap
+sends `x-aigw-phase: route` or `x-aigw-phase: upstream` as gRPC initial metadata, and the
+servicer hands the stream to the matching state machine. Handlers see each message once,
+in order, and answer it; this loop owns only dispatch, failure containment and the close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from . import messages as msg
+from .config.gateway import GatewayConfig
+from .errors import GatewayError
+from .route_filter import RouteStream
+from .settings import ProcessorSettings
+from .upstream_filter import UpstreamStream
+
+log = logging.getLogger("aigw.servicer")
+
+PHASE_KEY = "x-aigw-phase"
+
+# Answers for messages the gateway never asks for but must still acknowledge.
+_ACK = {
+    "request_trailers": lambda: pb.ProcessingResponse(request_trailers=pb.TrailersResponse()),
+    "response_trailers": lambda: pb.ProcessingResponse(response_trailers=pb.TrailersResponse()),
+}
+
+
+class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
+    def __init__(self, gw: GatewayConfig, settings: ProcessorSettings) -> None:
+        self.gw = gw
+        self.settings = settings
+
+    def _handler(self, context) -> RouteStream | UpstreamStream | None:
+        for key, value in context.invocation_metadata() or ():
+            if key == PHASE_KEY:
+                if value == "route":
+                    return RouteStream(self.gw, self.settings)
+                if value == "upstream":
+                    return UpstreamStream(self.gw, self.settings)
+        return None
+
+    async def Process(self, request_iterator, context):
+        handler = self._handler(context)
+        if handler is None:
+            log.error("ext_proc stream without a valid %s metadata; check the bootstrap's "
+                      "grpc_service.initial_metadata", PHASE_KEY)
+            yield msg.error_reply(GatewayError(500, "the gateway filter is misconfigured",
+                                               code="gateway_misconfigured"))
+            return
+        outcome = "complete"
+        try:
+            async for req in request_iterator:
+                kind = req.WhichOneof("request")
+                method = getattr(handler, kind, None) if kind else None
+                if method is None:
+                    ack = _ACK.get(kind or "")
+                    if ack is not None:
+                        yield ack()
+                    continue
+                try:
+                    yield await method(req)
+                except Exception:  # a bug must not leave the request unanswered or open
+                    outcome = "error"
+                    log.exception("processing failed", extra={"fields": {
+                        "request_id": getattr(handler, "request_id", ""), "phase": kind}})
+                    yield msg.error_reply(GatewayError(500, "the gateway failed to process the request",
+                                                       code="gateway_internal_error"))
+                    return
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            handler.close(outcome)

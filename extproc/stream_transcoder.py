@@ -1,0 +1,60 @@
+"""Bytes of a provider's SSE stream in, bytes of an OpenAI chat-completion stream out.
+
+Glue between the incremental SSE parser and a provider's StreamTranslator: the parser
+copes with arbitrary chunking, the translator with the provider's event semantics, and
+this class with framing (`data: {json}` per chunk, a single `data: [DONE]` at the end,
+an error event followed by `[DONE]` when the provider reports an error mid-stream).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .providers.base import ProviderError, StreamTranslator, error_dict
+from .sse import DONE, SSEParser
+
+
+class StreamTranscoder:
+    __slots__ = ("_parser", "_translator", "done", "error")
+
+    def __init__(self, translator: StreamTranslator) -> None:
+        self._parser = SSEParser()
+        self._translator = translator
+        self.done = False
+        self.error: dict[str, Any] | None = None
+
+    def feed(self, data: bytes, end_of_stream: bool) -> bytes:
+        if self.done:
+            return b""
+        out: list[bytes] = []
+        try:
+            for event in self._parser.feed(data):
+                self._emit(self._translator.on_event(event), out)
+                if self.done:
+                    return b"".join(out)
+            if end_of_stream:
+                for event in self._parser.close():
+                    self._emit(self._translator.on_event(event), out)
+                    if self.done:
+                        return b"".join(out)
+                self._emit(self._translator.on_end(), out)
+                if not self.done:
+                    out.append(DONE)
+                    self.done = True
+        except (ProviderError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # A stream the translator cannot follow ends with an error the client can see,
+            # never with silently truncated or untranslated output.
+            self._emit([error_dict(502, f"the provider's stream could not be translated: {exc}",
+                                   code="upstream_invalid_stream")], out)
+        return b"".join(out)
+
+    def _emit(self, chunks: list[dict[str, Any]], out: list[bytes]) -> None:
+        for chunk in chunks:
+            out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if "error" in chunk and "choices" not in chunk:
+                self.error = chunk
+                out.append(DONE)
+                self.done = True
+                return

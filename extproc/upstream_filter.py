@@ -1,0 +1,186 @@
+"""The upstream filter: runs once per attempt, after Envoy has picked the host.
+
+Everything provider-specific happens here, for the host this attempt goes to: the body
+is translated, the path rewritten, the client's credential removed and the backend's set.
+A retry or a failover to another host is a new attempt, and is translated again for that
+host from the canonical body the route-level filter left.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from . import headers as H
+from . import messages as msg
+from .backends import CREDENTIAL_HEADERS, Backend, client_key
+from .canonical import parse_request
+from .config.gateway import GatewayConfig
+from .errors import GatewayError, bad_request
+from .logs import access_log
+from .providers.base import ProviderError, error_dict
+from .settings import ProcessorSettings
+from .stream_transcoder import StreamTranscoder
+
+log = logging.getLogger("aigw.upstream")
+
+_HOST_ATTRS = "envoy.filters.http.ext_proc"
+
+
+class UpstreamStream:
+    """State for one attempt's upstream gRPC stream."""
+
+    __slots__ = ("gw", "settings", "backend", "client_key", "model", "stream", "status",
+                 "started", "attempt", "request_id", "transcoder", "translate_json", "done")
+
+    def __init__(self, gw: GatewayConfig, settings: ProcessorSettings) -> None:
+        self.gw = gw
+        self.settings = settings
+        self.backend: Backend | None = None
+        self.client_key: str | None = None
+        self.model = ""
+        self.stream = False
+        self.status = 0
+        self.started = time.monotonic()
+        self.attempt = "1"
+        self.request_id = ""
+        self.transcoder: StreamTranscoder | None = None
+        self.translate_json = False
+        self.done = False  # see RouteStream.done
+
+    # ---- request --------------------------------------------------------------------
+    async def request_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        attrs = req.attributes.get(_HOST_ATTRS)
+        metadata = address = ""
+        if attrs is not None:
+            f = attrs.fields
+            if "xds.upstream_host_metadata" in f:
+                metadata = f["xds.upstream_host_metadata"].string_value
+            if "upstream.address" in f:
+                address = f["upstream.address"].string_value
+        hdrs = msg.headers_of(req.request_headers.headers)
+        self.request_id = hdrs.get(H.REQUEST_ID, "")
+        self.attempt = hdrs.get(H.ENVOY_ATTEMPT, "1")
+        self.backend = self.gw.backend_for_host(metadata, address)
+        if self.backend is None:
+            # Envoy picked a host this processor has no settings for: Envoy and the
+            # processor run different bootstraps. Never forward such a request as is.
+            log.error("no backend configured for upstream host", extra={"fields": {
+                "request_id": self.request_id, "address": address}})
+            return self._reject(GatewayError(
+                500, "the gateway has no configuration for the selected backend",
+                code="backend_not_configured"))
+        if req.request_headers.end_of_stream:
+            return self._reject(bad_request("the request body is empty: expected a JSON object",
+                                            code="invalid_json"))
+        self.client_key = client_key(hdrs)
+        return msg.request_headers()
+
+    async def request_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        backend = self.backend
+        assert backend is not None
+        try:
+            canonical = parse_request(req.request_body.body)
+            model = backend.settings.model or canonical.get("model")
+            if not model:
+                raise bad_request("'model' is required: the selected backend has no configured "
+                                  "model", code="model_required", param="model")
+            provider = backend.provider
+            self.model = model
+            self.stream = canonical.get("stream") is True
+            body = orjson.dumps(provider.translate_request(canonical, model))
+            path = provider.request_path(model, self.stream)
+        except GatewayError as err:
+            return self._reject(err)
+        except (ProviderError, ValueError) as err:
+            return self._reject(bad_request(f"the request cannot be sent to {provider.name}: {err}",
+                                            code="untranslatable_request"))
+        set_headers = {":path": path, "content-length": str(len(body)),
+                       "content-type": "application/json"}
+        set_headers.update(backend.headers)
+        credential = backend.credential(self.client_key)
+        if credential is not None:
+            set_headers[credential.header] = credential.value
+        remove = [h for h in CREDENTIAL_HEADERS if h not in set_headers]
+        if self.settings.debug_bodies:
+            log.debug("upstream request body", extra={"fields": {
+                "request_id": self.request_id, "backend": backend.name, "body": body.decode()}})
+        return msg.request_body(set_headers=set_headers, remove=remove, body=body)
+
+    # ---- response -------------------------------------------------------------------
+    async def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        backend = self.backend
+        assert backend is not None
+        hdrs = msg.headers_of(req.response_headers.headers)
+        self.status = int(hdrs.get(":status", "0") or 0)
+        report = {H.BACKEND: backend.name, H.PROVIDER: backend.provider.name, H.ATTEMPT: self.attempt}
+        if req.response_headers.end_of_stream:
+            self.done = True
+            return msg.response_headers(set_headers=report)
+        content_type = hdrs.get("content-type", "")
+        if self.status >= 400:
+            # Errors are read whole and normalised to the OpenAI error shape.
+            self.translate_json = True
+            return msg.response_headers(set_headers=report, body_mode=msg.BUFFERED)
+        if backend.provider.canonical_responses:
+            self.done = True
+            return msg.response_headers(set_headers=report)
+        if content_type.startswith("text/event-stream"):
+            self.transcoder = StreamTranscoder(backend.provider.stream_translator(self.model))
+            return msg.response_headers(set_headers=report, remove=["content-length"],
+                                        body_mode=msg.STREAMED)
+        self.translate_json = True
+        return msg.response_headers(set_headers=report, body_mode=msg.BUFFERED)
+
+    async def response_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        body = req.response_body
+        self.done = body.end_of_stream
+        if self.transcoder is not None:
+            return msg.streamed_body(self.transcoder.feed(body.body, body.end_of_stream))
+        if not self.translate_json:
+            return msg.response_body()
+        status, doc = self._translate_whole(body.body)
+        out = orjson.dumps(doc)
+        set_headers = {"content-length": str(len(out)), "content-type": "application/json"}
+        if status != self.status:
+            set_headers[":status"] = str(status)
+            self.status = status
+        return msg.response_body(set_headers=set_headers, body=out)
+
+    def _translate_whole(self, body: bytes) -> tuple[int, dict]:
+        provider = self.backend.provider  # type: ignore[union-attr]
+        if self.status >= 400:
+            return provider.translate_error(self.status, body)
+        try:
+            return self.status, provider.translate_response(orjson.loads(body), self.model)
+        except (orjson.JSONDecodeError, ProviderError, ValueError, KeyError, TypeError,
+                AttributeError) as exc:
+            log.warning("untranslatable provider response", extra={"fields": {
+                "request_id": self.request_id, "backend": self.backend.name,  # type: ignore[union-attr]
+                "error": str(exc)}})
+            return 502, error_dict(502, f"{provider.name} returned a response the gateway could "
+                                        "not translate", code="upstream_invalid_response")
+
+    # ---- end ------------------------------------------------------------------------
+    def _reject(self, err: GatewayError) -> pb.ProcessingResponse:
+        self.status = err.status
+        self.done = True
+        return msg.error_reply(err)
+
+    def close(self, outcome: str) -> None:
+        if outcome == "cancelled" and self.done:
+            outcome = "complete"
+        backend = self.backend
+        access_log.info("attempt", extra={"fields": {
+            "request_id": self.request_id,
+            "backend": backend.name if backend else "-",
+            "provider": backend.provider.name if backend else "-",
+            "model": self.model or "-",
+            "attempt": self.attempt,
+            "status": self.status,
+            "duration_ms": round((time.monotonic() - self.started) * 1000, 2),
+            "outcome": outcome,
+        }})
