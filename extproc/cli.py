@@ -2,6 +2,7 @@
 
   aigw serve --bootstrap envoy/mock.yaml --socket /tmp/aigw/extproc.sock
   aigw check --bootstrap envoy/mock.yaml     # validate only, exit 2 on a bad setting
+  aigw up --bootstrap envoy/mock.yaml        # Envoy + processor + mocks, Ctrl-C stops
   aigw mock --port 18081                     # the built-in mock provider
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from . import logs
@@ -32,8 +34,16 @@ def _serve(args: argparse.Namespace) -> int:
     if args.debug_bodies:
         logging.getLogger("aigw").setLevel(logging.DEBUG)
         logging.getLogger("aigw").warning("--debug-bodies is on: request bodies will be logged")
+    socket_path = args.socket or gw.processor_socket
+    if not socket_path and not args.tcp:
+        print("no socket: the bootstrap has no pipe endpoint for the ext_proc cluster; "
+              "pass --socket or --tcp", file=sys.stderr)
+        return 2
+    if os.environ.get("AIGW_UVLOOP"):
+        import uvloop
+        uvloop.install()
     try:
-        asyncio.run(serve(gw, settings, socket_path=args.socket, tcp=args.tcp, grace=args.grace))
+        asyncio.run(serve(gw, settings, socket_path=socket_path, tcp=args.tcp, grace=args.grace))
     except KeyboardInterrupt:
         pass
     return 0
@@ -53,6 +63,14 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .devstack import up
+
+    return up(Path(args.bootstrap), Path(args.run_dir))
+
+
 def _mock(args: argparse.Namespace) -> int:
     from .mock.server import run
 
@@ -68,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the ext_proc server")
     serve.add_argument("--bootstrap", required=True, help="the Envoy bootstrap Envoy also runs")
-    serve.add_argument("--socket", default="/tmp/aigw/extproc.sock", help="Unix socket path")
+    serve.add_argument("--socket", default=None,
+                       help="Unix socket path (default: the ext_proc cluster's pipe in the bootstrap)")
     serve.add_argument("--tcp", default=None, help="also listen on host:port (optional)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
     serve.add_argument("--log-level", default="info")
@@ -83,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the gateway settings in a bootstrap")
     check.add_argument("--bootstrap", required=True)
     check.set_defaults(func=_check)
+
+    upc = sub.add_parser("up", help="run Envoy, the processor and mocks for a bootstrap")
+    upc.add_argument("--bootstrap", default="envoy/mock.yaml")
+    upc.add_argument("--run-dir", default=".run", help="where logs go")
+    upc.set_defaults(func=_up)
 
     mock = sub.add_parser("mock", help="run the mock LLM provider")
     mock.add_argument("--host", default="127.0.0.1")

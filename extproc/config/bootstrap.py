@@ -78,7 +78,45 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
 
     if problems:
         raise ConfigError(problems, source)
-    return GatewayConfig(routes, clusters, by_metadata)
+    gw = GatewayConfig(routes, clusters, by_metadata)
+    gw.processor_socket = processor_socket(doc)
+    return gw
+
+
+def processor_socket(doc: dict[str, Any]) -> str | None:
+    """The Unix socket Envoy expects the processor on: the `pipe` endpoint of the cluster
+    the ext_proc filters call. The processor listens there unless told otherwise, so the
+    path is written once, in the bootstrap."""
+    names = set()
+    for flt in _all_ext_proc_filters(doc):
+        cluster = ((flt.get("grpc_service") or {}).get("envoy_grpc") or {}).get("cluster_name")
+        if cluster:
+            names.add(cluster)
+    for cluster in (doc.get("static_resources") or {}).get("clusters") or []:
+        if cluster.get("name") not in names:
+            continue
+        for locality in (cluster.get("load_assignment") or {}).get("endpoints") or []:
+            for lb in locality.get("lb_endpoints") or []:
+                pipe = ((lb.get("endpoint") or {}).get("address") or {}).get("pipe")
+                if pipe:
+                    return pipe.get("path")
+    return None
+
+
+def _all_ext_proc_filters(doc: dict[str, Any]) -> Iterator[dict]:
+    static = doc.get("static_resources") or {}
+    for li, listener in enumerate(static.get("listeners") or []):
+        for _, hcm in _connection_managers(li, listener):
+            for f in hcm.get("http_filters") or []:
+                typed = f.get("typed_config") or {}
+                if typed.get("@type", "").endswith(EXT_PROC):
+                    yield typed
+    for cluster in static.get("clusters") or []:
+        options = (cluster.get("typed_extension_protocol_options") or {}).get(HTTP_OPTIONS) or {}
+        for f in options.get("http_filters") or []:
+            typed = f.get("typed_config") or {}
+            if typed.get("@type", "").endswith(EXT_PROC):
+                yield typed
 
 
 # ---- clusters and endpoints -------------------------------------------------------------

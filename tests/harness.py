@@ -1,0 +1,201 @@
+"""Starts the real thing for end-to-end tests: Envoy, the processor and mock providers.
+
+A test hands over an Envoy bootstrap (usually one of the files in `envoy/`). The harness
+rewrites only what must differ per run: free ports for listeners and admin, a temporary
+path for the processor's socket, and, for every endpoint carrying gateway metadata on
+loopback, a freshly started mock provider that speaks that endpoint's provider API.
+Everything else is run exactly as written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import yaml
+from aiohttp import web
+
+from extproc.devstack import Envoy, Processor, free_port, wait_for
+from extproc.mock.dialects import discover
+from extproc.mock.server import Behavior, MockState, build_app
+
+ROOT = Path(__file__).resolve().parents[1]
+ENVOY_DIR = ROOT / "envoy"
+
+__all__ = ["Stack", "MockProvider", "load_bootstrap", "wait_for", "free_port", "ROOT"]
+
+
+def load_bootstrap(name: str) -> dict[str, Any]:
+    path = Path(name) if os.path.isabs(name) else ENVOY_DIR / name
+    return yaml.safe_load(path.read_text())
+
+
+class GatewayProcessor(Processor):
+    """The processor, plus reading its JSON log records."""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]
+
+    def wait_log(self, timeout: float = 5, **match: Any) -> dict[str, Any]:
+        """The first JSON log record whose fields equal `match`, waiting for it to appear
+        (a request is logged when its stream closes, just after the client got its answer)."""
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            found[:] = [r for r in self.log_records()
+                        if all(r.get(k) == v for k, v in match.items())]
+            return bool(found)
+        wait_for(seen, timeout, f"a processor log record {match}")
+        return found[0]
+
+
+class MockProvider:
+    """A mock provider in this process, on its own thread and event loop."""
+
+    def __init__(self, providers: list[str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.state = MockState(dialects=discover(providers))
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._baseline: dict[str, Any] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "MockProvider":
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(build_app(self.state), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    # What the provider received, and how it should behave next.
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self.state.received)
+
+    def clear(self) -> None:
+        self.state.received.clear()
+
+    def behave(self, **kw: Any) -> None:
+        """Set server-wide behaviour, e.g. behave(status=429, retryAfter=1, times=2)."""
+        self.state.behavior = Behavior.from_json({**self._baseline, **kw})
+        self.state.failures_left = self.state.behavior.times
+
+    def baseline(self, **kw: Any) -> None:
+        """Behaviour this mock always has (e.g. auth="none" for a server without auth);
+        `reset()` returns to it."""
+        self._baseline = kw
+        self.behave()
+
+    def reset(self) -> None:
+        self.clear()
+        self.behave()
+
+
+class Stack:
+    """Envoy + processor + one mock per gateway endpoint, from one bootstrap."""
+
+    def __init__(self, bootstrap: dict[str, Any], *, processor_args: list[str] | None = None,
+                 start_mocks: bool = True) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="aigw-test-"))
+        self.socket_path = self.tmp / "extproc.sock"
+        self.admin_port = free_port()
+        self.mocks: dict[str, MockProvider] = {}
+        self.listener_ports: dict[str, int] = {}
+        self.doc = self._rewrite(copy.deepcopy(bootstrap), start_mocks)
+        self.bootstrap_path = self.tmp / "bootstrap.yaml"
+        self.bootstrap_path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
+        self.processor = GatewayProcessor(self.bootstrap_path, self.socket_path,
+                                          self.tmp / "processor.log", ["--grace", "5", *(processor_args or [])])
+        self.envoy = Envoy(self.bootstrap_path, self.tmp / "envoy.log", self.admin_port)
+
+    @property
+    def port(self) -> int:
+        return next(iter(self.listener_ports.values()))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _rewrite(self, doc: dict[str, Any], start_mocks: bool) -> dict[str, Any]:
+        doc["admin"] = {"address": {"socket_address": {"address": "127.0.0.1",
+                                                       "port_value": self.admin_port}}}
+        static = doc["static_resources"]
+        for listener in static.get("listeners") or []:
+            port = free_port()
+            listener["address"]["socket_address"]["port_value"] = port
+            listener["address"]["socket_address"]["address"] = "127.0.0.1"
+            self.listener_ports[listener["name"]] = port
+        for cluster in static.get("clusters") or []:
+            for locality in (cluster.get("load_assignment") or {}).get("endpoints") or []:
+                for lb in locality.get("lb_endpoints") or []:
+                    address = lb["endpoint"]["address"]
+                    if "pipe" in address:
+                        address["pipe"]["path"] = str(self.socket_path)
+                        continue
+                    aigw = ((lb.get("metadata") or {}).get("filter_metadata") or {}).get("aigw")
+                    sa = address.get("socket_address") or {}
+                    if aigw is None or sa.get("address") not in ("127.0.0.1", "localhost"):
+                        continue
+                    name = aigw.get("name") or f"{cluster['name']}/{sa['port_value']}"
+                    mock = self.mocks.get(name)
+                    if mock is None:
+                        mock = MockProvider([aigw["provider"]])
+                        self.mocks[name] = mock
+                    sa["port_value"] = mock.port
+        return doc
+
+    def start(self) -> "Stack":
+        try:
+            for mock in self.mocks.values():
+                mock.start()
+            self.processor.start()
+            self.envoy.start()
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.envoy.stop()
+        self.processor.stop()
+        for mock in self.mocks.values():
+            mock.stop()
+
+    @property
+    def mock(self) -> MockProvider:
+        """The only mock, for single-backend stacks."""
+        assert len(self.mocks) == 1, list(self.mocks)
+        return next(iter(self.mocks.values()))
+
+    def client(self, api_key: str = "client-key", **kw: Any):
+        import openai
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0,
+                             timeout=kw.pop("timeout", 20), **kw)
+
+    def post(self, body: Any = None, *, raw: bytes | None = None, headers: dict | None = None,
+             path: str = "/v1/chat/completions", **kw: Any) -> httpx.Response:
+        h = {"content-type": "application/json", "authorization": "Bearer client-key"}
+        h.update(headers or {})
+        content = raw if raw is not None else (None if body is None else orjson.dumps(body))
+        return httpx.post(self.url + path, content=content, headers=h, timeout=kw.pop("timeout", 20), **kw)
