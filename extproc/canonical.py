@@ -84,7 +84,7 @@ def _check_message(i: int, msg: Any) -> None:
         raise bad_request(f"'{param}' must be an object, not {_kind(msg)}", code="invalid_type",
                           param=param)
     role = msg.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise bad_request(f"'{param}.role' must be one of {', '.join(sorted(ROLES))}",
                           code="invalid_value", param=f"{param}.role")
     content = msg.get("content")

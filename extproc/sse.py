@@ -4,14 +4,18 @@ Envoy hands a STREAMED body over in chunks cut anywhere: mid-line, mid-event, be
 `\\r` and `\\n` of a line ending, or inside a multi-byte UTF-8 character. The parser keeps
 the unfinished tail and yields only whole events, so what it yields never depends on where
 the cuts fell. It follows the WHATWG event-stream rules: `\\r\\n`, `\\r` and `\\n` all end a
-line, a blank line ends an event, `:` starts a comment, and one space after the field's
-colon is dropped.
+line, a blank line ends an event, `:` starts a comment, one space after the field's colon
+is dropped, and a leading byte-order mark is ignored. Unlike a browser, it also hands on
+events that carry only comments or an `event:` name, so they can pass through untouched.
 """
 
 from __future__ import annotations
 
 import codecs
+import re
 from dataclasses import dataclass, field
+
+_EOL = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(slots=True)
@@ -22,69 +26,72 @@ class SSEEvent:
     retry: int | None = None
     # Comment lines in the event, without the leading ':'. Kept so they can pass through.
     comments: list[str] = field(default_factory=list)
+    # True when the event had a `data:` line, even an empty one.
+    _data_seen: bool = False
 
     @property
     def has_data(self) -> bool:
-        return self._data_seen
-
-    _data_seen: bool = False
+        return self._data_seen or self.data != ""
 
 
 class SSEParser:
     """Feed bytes in any chunking; get back complete events in order."""
 
-    __slots__ = ("_decoder", "_buf", "_pending_cr", "_event", "_data_lines")
+    __slots__ = ("_decoder", "_parts", "_pending_cr", "_started", "_event", "_data_lines")
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buf = ""
+        # Text of the unfinished line, kept in pieces: joining only once a line ends keeps
+        # a long line delivered in many chunks linear rather than quadratic.
+        self._parts: list[str] = []
         self._pending_cr = False
+        self._started = False
         self._event = SSEEvent()
         self._data_lines: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        text = self._decoder.decode(chunk)
-        if self._pending_cr:
-            # A '\r' ended the previous chunk: a '\n' starting this one belongs to it.
-            self._pending_cr = False
-            if text.startswith("\n"):
-                text = text[1:]
-        return self._consume(text)
+        return self._consume(self._decoder.decode(chunk))
 
     def close(self) -> list[SSEEvent]:
         """End of stream. A final event not followed by a blank line is dispatched anyway
         (browsers drop it, but providers do send a last event without the blank line)."""
-        text = self._decoder.decode(b"", final=True)
-        events = self._consume(text)
-        if self._buf:
-            self._line(self._buf, events)
-            self._buf = ""
+        events = self._consume(self._decoder.decode(b"", final=True))
+        if self._parts:
+            self._line("".join(self._parts), events)
+            self._parts = []
         self._dispatch(events)
         return events
 
     def _consume(self, text: str) -> list[SSEEvent]:
         events: list[SSEEvent] = []
-        buf = self._buf + text if self._buf else text
+        if not text:
+            return events
+        if not self._started:
+            self._started = True
+            if text[0] == "\ufeff":
+                text = text[1:]
+        if self._pending_cr:
+            # A '\r' ended the previous text: a '\n' starting this one belongs to it.
+            self._pending_cr = False
+            if text.startswith("\n"):
+                text = text[1:]
+        if "\n" not in text and "\r" not in text:
+            if text:
+                self._parts.append(text)
+            return events
+        if self._parts:
+            self._parts.append(text)
+            text = "".join(self._parts)
+            self._parts = []
         start = 0
-        n = len(buf)
-        while start < n:
-            # Find the next line terminator of any kind.
-            i_n = buf.find("\n", start)
-            i_r = buf.find("\r", start, i_n if i_n != -1 else n)
-            if i_r != -1:
-                end, nxt = i_r, i_r + 1
-                if nxt < n:
-                    if buf[nxt] == "\n":
-                        nxt += 1
-                else:
-                    self._pending_cr = True
-            elif i_n != -1:
-                end, nxt = i_n, i_n + 1
-            else:
-                break
-            self._line(buf[start:end], events)
-            start = nxt
-        self._buf = buf[start:]
+        for m in _EOL.finditer(text):
+            self._line(text[start:m.start()], events)
+            start = m.end()
+        if text.endswith("\r"):
+            self._pending_cr = True
+        tail = text[start:]
+        if tail:
+            self._parts.append(tail)
         return events
 
     def _line(self, line: str, events: list[SSEEvent]) -> None:
@@ -106,7 +113,7 @@ class SSEParser:
             if "\0" not in value:
                 self._event.id = value
         elif name == "retry":
-            if value.isdigit():
+            if value.isascii() and value.isdigit():
                 self._event.retry = int(value)
         # Unknown fields are ignored, as the spec says.
 
@@ -119,24 +126,32 @@ class SSEParser:
         self._data_lines = []
 
 
+def _one_line(value: str) -> str:
+    """Field values other than data cannot hold a line break: it would end the field
+    and let the rest be read as another field."""
+    return _EOL.sub(" ", value)
+
+
 def encode_event(data: str | None = None, *, event: str | None = None, id: str | None = None,
-                 comments: list[str] | None = None) -> bytes:
-    """Serialise one event. Multi-line data becomes several `data:` lines."""
+                 retry: int | None = None, comments: list[str] | None = None) -> bytes:
+    """Serialise one event. Multi-line data (any line ending) becomes several `data:` lines."""
     parts: list[str] = []
     if comments:
-        parts.extend(f":{c}" for c in comments)
+        parts.extend(f":{_one_line(c)}" for c in comments)
     if event is not None:
-        parts.append(f"event: {event}")
+        parts.append(f"event: {_one_line(event)}")
     if id is not None:
-        parts.append(f"id: {id}")
+        parts.append(f"id: {_one_line(id)}")
+    if retry is not None:
+        parts.append(f"retry: {int(retry)}")
     if data is not None:
-        parts.extend(f"data: {line}" for line in data.split("\n"))
+        parts.extend(f"data: {line}" for line in _EOL.split(data))
     return ("\n".join(parts) + "\n\n").encode()
 
 
 def encode(ev: SSEEvent) -> bytes:
     return encode_event(ev.data if ev.has_data else None, event=ev.event, id=ev.id,
-                        comments=ev.comments)
+                        retry=ev.retry, comments=ev.comments)
 
 
 DONE = b"data: [DONE]\n\n"
