@@ -93,6 +93,13 @@ class RouteStream:
             return self._reject(err)
         self.model = model or ""
         self.stream = canonical.get("stream") is True
+        if self.route.backends:
+            cooling = self.gw.all_cooling(self.route.backends)
+            if cooling is not None:
+                return self._reject(GatewayError(
+                    429, "every backend of this route is rate limited; retry after "
+                         f"{cooling} s", code="rate_limit_exceeded",
+                    headers={"retry-after": str(cooling)}))
         if self.settings.debug_bodies:
             log.debug("request body", extra={"fields": {"request_id": self.request_id,
                                                         "body": body.decode("utf-8", "replace")}})

@@ -51,6 +51,11 @@ async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: 
         raise ValueError("nothing to listen on: give a socket path or a TCP address")
 
     await server.start()
+    health_runner = None
+    if gw.health_address is not None:
+        from . import health_server
+        names = {b.name for b in gw.backends}
+        health_runner = await health_server.start(gw.health, names, *gw.health_address)
     for service in ("", EXT_PROC_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("processor listening", extra={"fields": {
@@ -68,6 +73,8 @@ async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: 
     log.info("draining: no new streams, finishing in-flight ones", extra={"fields": {"grace_s": grace}})
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace)
+    if health_runner is not None:
+        await health_runner.cleanup()
     if socket_path:
         Path(socket_path).unlink(missing_ok=True)
     log.info("processor stopped")

@@ -16,6 +16,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import headers as H
 from . import messages as msg
+from .backend_health import retry_after_seconds
 from .backends import CREDENTIAL_HEADERS, Backend, client_key
 from .canonical import parse_request
 from .config.gateway import GatewayConfig
@@ -97,7 +98,8 @@ class UpstreamStream:
             return self._reject(err)
         except (ProviderError, ValueError) as err:
             return self._reject(bad_request(f"the request cannot be sent to {provider.name}: {err}",
-                                            code="untranslatable_request"))
+                                            code="untranslatable_request",
+                                            param=getattr(err, "param", None)))
         set_headers = {":path": path, "content-length": str(len(body)),
                        "content-type": "application/json"}
         set_headers.update(backend.headers)
@@ -121,6 +123,8 @@ class UpstreamStream:
             self.done = True
             return msg.response_headers(set_headers=report)
         content_type = hdrs.get("content-type", "")
+        if self.status == 429 or (self.status == 503 and "retry-after" in hdrs):
+            self._cool_down(backend, hdrs)
         if self.status >= 400:
             # Errors are read whole and normalised to the OpenAI error shape.
             self.translate_json = True
@@ -163,6 +167,18 @@ class UpstreamStream:
                 "error": str(exc)}})
             return 502, error_dict(502, f"{provider.name} returned a response the gateway could "
                                         "not translate", code="upstream_invalid_response")
+
+    def _cool_down(self, backend: Backend, hdrs: dict[str, str]) -> None:
+        """The provider asked us to back off: keep this backend out of rotation (Envoy's
+        health checker asks the processor) for Retry-After, or the configured default."""
+        s = backend.settings
+        wait = retry_after_seconds(hdrs)
+        seconds = min(wait if wait is not None else s.cooldown_seconds, s.max_cooldown_seconds)
+        if seconds > 0:
+            left = self.gw.health.cool_down(backend.name, seconds)
+            log.info("backend cooling down", extra={"fields": {
+                "request_id": self.request_id, "backend": backend.name, "status": self.status,
+                "retry_after": hdrs.get("retry-after"), "cooldown_s": round(left, 2)}})
 
     # ---- end ------------------------------------------------------------------------
     def _reject(self, err: GatewayError) -> pb.ProcessingResponse:

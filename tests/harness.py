@@ -141,6 +141,7 @@ class Stack:
         doc["admin"] = {"address": {"socket_address": {"address": "127.0.0.1",
                                                        "port_value": self.admin_port}}}
         static = doc["static_resources"]
+        health_ports: dict[int, int] = {}
         for listener in static.get("listeners") or []:
             port = free_port()
             listener["address"]["socket_address"]["port_value"] = port
@@ -154,6 +155,9 @@ class Stack:
                         address["pipe"]["path"] = str(self.socket_path)
                         continue
                     aigw = ((lb.get("metadata") or {}).get("filter_metadata") or {}).get("aigw")
+                    hc = ((lb["endpoint"].get("health_check_config") or {}).get("address") or {}).get("socket_address")
+                    if hc:  # the processor's backend-health endpoint: one free port per original
+                        hc["port_value"] = health_ports.setdefault(hc["port_value"], free_port())
                     sa = address.get("socket_address") or {}
                     if aigw is None or sa.get("address") not in ("127.0.0.1", "localhost"):
                         continue

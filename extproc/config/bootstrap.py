@@ -68,8 +68,20 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
 
     clusters: dict[str, ClusterConfig] = {}
     by_metadata: dict[bytes, list[tuple[str, Backend]]] = {}
+    health_addresses: set[tuple[str, int]] = set()
     for ci, cluster in enumerate(static.get("clusters") or []):
-        _read_cluster(ci, cluster, clusters, by_metadata, problems, resolve_secrets)
+        _read_cluster(ci, cluster, clusters, by_metadata, problems, resolve_secrets,
+                      health_addresses)
+    if len(health_addresses) > 1:
+        problems.append("gateway endpoints' health_check_config addresses differ "
+                        f"({', '.join(f'{h}:{p}' for h, p in sorted(health_addresses))}); they "
+                        "must all name the processor's one health endpoint")
+    seen: set[str] = set()
+    for backend in (b for c in clusters.values() for b in c.backends):
+        if backend.name in seen:
+            problems.append(f"backend name '{backend.name}' is used by more than one endpoint; "
+                            "names identify backends in logs, metrics and health checks")
+        seen.add(backend.name)
 
     routes: dict[str, RouteConfig] = {}
     for li, listener in enumerate(static.get("listeners") or []):
@@ -80,6 +92,7 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
         raise ConfigError(problems, source)
     gw = GatewayConfig(routes, clusters, by_metadata)
     gw.processor_socket = processor_socket(doc)
+    gw.health_address = next(iter(health_addresses), None)
     return gw
 
 
@@ -123,7 +136,7 @@ def _all_ext_proc_filters(doc: dict[str, Any]) -> Iterator[dict]:
 
 def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig],
                   by_metadata: dict[bytes, list[tuple[str, Backend]]], problems: list[str],
-                  resolve_secrets: bool) -> None:
+                  resolve_secrets: bool, health_addresses: set[tuple[str, int]]) -> None:
     name = cluster.get("name") or f"clusters[{ci}]"
     upstream_filter = _upstream_ext_proc(cluster, name, problems)
     endpoints = list(_endpoints(cluster))
@@ -141,26 +154,54 @@ def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig],
                     attributes=("xds.upstream_host_metadata", "upstream.address"),
                     need_mode_override=True)
     cfg = clusters.setdefault(name, ClusterConfig(name))
-    for loc, address, aigw in endpoints:
+    health_checked = bool(cluster.get("health_checks"))
+    if health_checked:
+        panic = ((cluster.get("common_lb_config") or {}).get("healthy_panic_threshold") or {}).get("value")
+        if panic != 0:
+            problems.append(f"cluster '{name}': has health_checks, so set common_lb_config."
+                            "healthy_panic_threshold: {value: 0}; otherwise Envoy sends traffic to "
+                            "rate-limited hosts once half of them cool down")
+    for loc, address, aigw, lb in endpoints:
         where = f"cluster '{name}' endpoint {loc} ({address})"
         if aigw is None:
             problems.append(f"{where}: no '{AIGW}' metadata (metadata.filter_metadata.{AIGW}); "
                             "every endpoint behind the upstream ext_proc filter needs a provider")
             continue
         backend = _build_backend(where, name, address, aigw, problems, resolve_secrets)
-        if backend is not None:
-            cfg.backends.append(backend)
-            by_metadata.setdefault(metadata_key(aigw), []).append((address, backend))
+        if backend is None:
+            continue
+        cfg.backends.append(backend)
+        by_metadata.setdefault(metadata_key(aigw), []).append((address, backend))
+        if health_checked:
+            _check_health_config(where, backend.name, lb, problems, health_addresses)
 
 
-def _endpoints(cluster: dict) -> Iterator[tuple[str, str, dict | None]]:
+def _endpoints(cluster: dict) -> Iterator[tuple[str, str, dict | None, dict]]:
     assignment = cluster.get("load_assignment") or {}
     for ei, locality in enumerate(assignment.get("endpoints") or []):
         for li, lb in enumerate(locality.get("lb_endpoints") or []):
             endpoint = lb.get("endpoint") or {}
             address = _address(endpoint.get("address") or {})
             metadata = ((lb.get("metadata") or {}).get("filter_metadata") or {}).get(AIGW)
-            yield f"endpoints[{ei}].lb_endpoints[{li}]", address, metadata
+            yield f"endpoints[{ei}].lb_endpoints[{li}]", address, metadata, lb
+
+
+def _check_health_config(where: str, backend: str, lb: dict, problems: list[str],
+                         health_addresses: set[tuple[str, int]]) -> None:
+    """A health-checked gateway endpoint is checked at the processor, by backend name
+    (see backend_health.py); checking the provider itself would tell nothing useful."""
+    hc = (lb.get("endpoint") or {}).get("health_check_config") or {}
+    sa = (hc.get("address") or {}).get("socket_address")
+    if not sa:
+        problems.append(f"{where}: the cluster has health_checks, so the endpoint needs "
+                        "health_check_config.address pointing at the processor's health "
+                        f"endpoint, and health_check_config.hostname: {backend}")
+        return
+    if hc.get("hostname") != backend:
+        problems.append(f"{where}: health_check_config.hostname must be the backend name "
+                        f"'{backend}' (the processor answers by name)")
+        return
+    health_addresses.add((sa.get("address"), int(sa.get("port_value", 0))))
 
 
 def _address(addr: dict) -> str:
@@ -261,7 +302,8 @@ def _read_hcm(loc: str, hcm: dict, routes: dict[str, RouteConfig],
             backends = [b for c in cluster_names for b in (clusters[c].backends if c in clusters else [])]
             routes[rname] = RouteConfig(
                 name=rname, policy=policy, location=where, clusters=tuple(cluster_names),
-                model_always_set=bool(backends) and all(b.settings.model for b in backends))
+                model_always_set=bool(backends) and all(b.settings.model for b in backends),
+                backends=tuple(b.name for b in backends))
     if has_gateway_routes:
         if route_filter is None:
             problems.append(f"{loc}: serves gateway routes but has no route-level ext_proc filter "

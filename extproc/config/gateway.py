@@ -8,6 +8,7 @@ is parsed only the first time it is seen; the result is cached.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from google.protobuf import json_format, text_format
 
 from envoy.config.core.v3 import base_pb2
 
+from ..backend_health import BackendHealth
 from ..backends import Backend
 from .policy import RoutePolicy
 
@@ -31,6 +33,8 @@ class RouteConfig:
     # True when every backend the route can reach has a configured model, so a request
     # without `model` is still complete.
     model_always_set: bool = False
+    # Names of the backends the route can reach.
+    backends: tuple[str, ...] = ()
 
 
 @dataclass
@@ -76,6 +80,9 @@ class GatewayConfig:
         self.default_route = RouteConfig(name="", policy=self.default_policy, location="(default)")
         # Where Envoy expects the processor (from the bootstrap), if it says.
         self.processor_socket: str | None = None
+        # Where Envoy health-checks gateway backends at the processor, if it does.
+        self.health_address: tuple[str, int] | None = None
+        self.health = BackendHealth()
 
     @property
     def backends(self) -> list[Backend]:
@@ -83,6 +90,17 @@ class GatewayConfig:
 
     def route(self, name: str) -> RouteConfig:
         return self.routes.get(name) or self.default_route
+
+    def all_cooling(self, names: tuple[str, ...]) -> int | None:
+        """Whole seconds until the first of `names` is out of its rate-limit cooldown, or
+        None when one of them is available now."""
+        shortest = None
+        for name in names:
+            left = self.health.remaining(name)
+            if left <= 0:
+                return None
+            shortest = left if shortest is None else min(shortest, left)
+        return max(1, math.ceil(shortest)) if shortest is not None else None
 
     def backend_for_host(self, metadata_text: str, address: str) -> Backend | None:
         """The backend for the host Envoy picked, or None when this processor's config

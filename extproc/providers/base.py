@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import orjson
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..config.base import ConfigModel
 from ..config.secrets import SecretRef
@@ -64,6 +64,10 @@ class BackendSettings(ConfigModel):
     auth: AuthConfig | None = None
     # Host header sent upstream. Defaults to the provider's public host, if it has one.
     authority: str | None = None
+    # After a 429 without a usable Retry-After, keep the backend out of rotation this long;
+    # a Retry-After longer than the maximum is capped (see backend_health.py).
+    cooldown_seconds: float = Field(default=10.0, gt=0)
+    max_cooldown_seconds: float = Field(default=300.0, gt=0)
 
 
 class Credential:
@@ -83,6 +87,10 @@ class ProviderError(Exception):
 class UnsupportedRequest(ValueError):
     """A canonical request this provider cannot honour (e.g. `n: 3` where only one choice
     exists). The client gets a 400 naming the field, rather than a silently different answer."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class StreamTranslator(ABC):

@@ -1,0 +1,345 @@
+"""Canonical chat-completions request -> Google `GenerateContentRequest`.
+
+Shared by the Gemini API and Vertex AI providers: both take the same body and differ only
+in path and credential. Pure functions; the canonical request is never modified (every
+list and dict in the result is new, so a retry can translate the same request again).
+"""
+
+from __future__ import annotations
+
+import copy
+import mimetypes
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from .base import UnsupportedRequest, max_tokens_of, parse_data_url, stop_list, text_of
+
+# OpenAI request fields with no Gemini counterpart. They are ignored on purpose, not by
+# accident: listed here so the README's translation table stays honest.
+DROPPED_FIELDS: tuple[str, ...] = (
+    "user", "logit_bias", "logprobs", "top_logprobs", "stream_options",
+    "parallel_tool_calls", "store", "metadata", "service_tier", "prediction",
+    # Gemini's thinking controls differ by model generation (a token budget on 2.5, a
+    # level on 3); a guess would make non-thinking models fail, so it is not translated.
+    "reasoning_effort",
+    "modalities", "audio", "web_search_options", "verbosity", "prompt_cache_key",
+    "safety_identifier",
+)
+
+# What is refused with a 400 rather than sent in a form that changes its meaning.
+REJECTED: tuple[str, ...] = (
+    "content parts other than text, image_url, input_audio and inline file_data",
+    "file ids (`file.file_id`)", "tools other than functions", "tool_choice 'allowed_tools'",
+    "response_format types other than text, json_object and json_schema",
+    "tool-call arguments that are not a JSON object",
+    "tool results whose tool_call_id matches no earlier tool call",
+    "JSON-schema $refs other than local #/$defs or #/definitions",
+)
+
+# Simple numeric settings: canonical name -> generationConfig name.
+_CONFIG_FIELDS = (
+    ("temperature", "temperature"), ("top_p", "topP"), ("n", "candidateCount"),
+    ("seed", "seed"), ("presence_penalty", "presencePenalty"),
+    ("frequency_penalty", "frequencyPenalty"),
+)
+
+# The JSON-schema keys Google's `Schema` object accepts (the OpenAPI 3.0 subset that both
+# the Gemini API and Vertex AI document). Google rejects a request naming any other key
+# ("Unknown name ... Cannot find field"), so everything else is removed, recursively.
+SCHEMA_KEYS = frozenset({
+    "type", "format", "title", "description", "nullable", "enum", "items", "minItems",
+    "maxItems", "properties", "required", "minProperties", "maxProperties", "minLength",
+    "maxLength", "pattern", "example", "anyOf", "propertyOrdering", "default", "minimum",
+    "maximum",
+})
+_MAX_SCHEMA_DEPTH = 32
+
+_AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
+
+
+def translate_request(req: dict[str, Any]) -> dict[str, Any]:
+    system, contents = _contents(req["messages"])
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    declarations = _declarations(req.get("tools"))
+    if declarations:
+        body["tools"] = [{"functionDeclarations": declarations}]
+        tool_config = _tool_config(req.get("tool_choice"))
+        if tool_config:
+            body["toolConfig"] = tool_config
+    config = _generation_config(req)
+    if config:
+        body["generationConfig"] = config
+    return body
+
+
+# ---- messages ------------------------------------------------------------------------
+
+def _contents(messages: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
+    call_names: dict[str, str] = {}  # tool_call_id -> function name, for tool results
+    for i, msg in enumerate(messages):
+        role, where = msg["role"], f"messages[{i}]"
+        if role in ("system", "developer"):
+            # Gemini has one system instruction, wherever the messages were.
+            system.extend(_text_parts(msg.get("content")))
+            continue
+        if role == "user":
+            gemini_role, parts = "user", _user_parts(msg.get("content"), where)
+        elif role == "assistant":
+            gemini_role, parts = "model", _assistant_parts(msg, where, call_names)
+        elif role == "tool":
+            name = call_names.get(msg["tool_call_id"]) or msg.get("name")
+            if not isinstance(name, str):
+                raise UnsupportedRequest(
+                    f"'{where}.tool_call_id' {msg['tool_call_id']!r} matches no earlier assistant "
+                    "tool call: Gemini needs the function's name for every tool result")
+            gemini_role, parts = "user", [_function_response(name, msg.get("content"))]
+        else:  # "function": the deprecated form of a tool result
+            gemini_role, parts = "user", [_function_response(msg.get("name") or "", msg.get("content"))]
+        if not parts:
+            continue  # Gemini rejects turns without parts; an empty message says nothing
+        # Gemini wants turns to alternate; several tool results in a row become one turn.
+        if contents and contents[-1]["role"] == gemini_role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": gemini_role, "parts": parts})
+    if not contents:
+        raise UnsupportedRequest("Gemini needs at least one user or assistant message besides "
+                                 "system messages")
+    return system, contents
+
+
+def _text_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, list):  # text and refusal parts; Gemini rejects empty text
+        texts = [p.get("text") or p.get("refusal") for p in content if isinstance(p, dict)]
+        return [{"text": t} for t in texts if isinstance(t, str) and t]
+    text = text_of(content)
+    return [{"text": text}] if text else []
+
+
+def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(content, list):
+        return _text_parts(content)
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "text":
+            if part["text"]:
+                parts.append({"text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            parts.append(_media_part(url, f"{where}.content[{j}]"))
+        elif kind == "input_audio":
+            audio = part.get("input_audio") or {}
+            mime = _AUDIO_TYPES.get(audio.get("format"))
+            if mime is None or not isinstance(audio.get("data"), str):
+                raise UnsupportedRequest(f"'{where}.content[{j}]': audio must be wav or mp3 data")
+            parts.append({"inlineData": {"mimeType": mime, "data": audio["data"]}})
+        elif kind == "file":
+            data = (part.get("file") or {}).get("file_data")
+            if not isinstance(data, str):
+                raise UnsupportedRequest(f"'{where}.content[{j}]': only inline files (file_data) "
+                                         "can be sent to Gemini, not file ids")
+            parts.append(_media_part(data, f"{where}.content[{j}]"))
+        else:
+            raise UnsupportedRequest(f"'{where}.content[{j}]': content of type {kind!r} cannot be "
+                                     "sent to Gemini")
+    return parts
+
+
+def _media_part(url: Any, where: str) -> dict[str, Any]:
+    if not isinstance(url, str):
+        raise UnsupportedRequest(f"'{where}': a url is required")
+    if url.startswith("data:"):
+        parsed = parse_data_url(url)
+        if parsed is None:
+            raise UnsupportedRequest(f"'{where}': only base64 data URLs are supported")
+        return {"inlineData": {"mimeType": parsed[0], "data": parsed[1]}}
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in ("http", "https", "gs"):
+        raise UnsupportedRequest(f"'{where}': unsupported URL scheme {scheme!r}")
+    # Google requires a MIME type next to a file URI; guess it from the extension.
+    mime = mimetypes.guess_type(urlsplit(url).path)[0] or "image/jpeg"
+    return {"fileData": {"mimeType": mime, "fileUri": url}}
+
+
+def _assistant_parts(msg: dict[str, Any], where: str, call_names: dict[str, str]) -> list[dict]:
+    parts = _text_parts(msg.get("content"))
+    calls = list(msg.get("tool_calls") or ())
+    if isinstance(msg.get("function_call"), dict):  # deprecated single-call form
+        calls.append({"function": msg["function_call"]})
+    for j, call in enumerate(calls):
+        fn = call["function"]
+        part: dict[str, Any] = {"functionCall": {
+            "name": fn["name"], "args": _arguments(fn.get("arguments"), f"{where}.tool_calls[{j}]")}}
+        # Gemini 3 rejects a function-call history without the thought signatures it
+        # issued; they travel through clients the way Google's own OpenAI endpoint sends
+        # them: `extra_content.google.thought_signature` on the tool call.
+        extra = call.get("extra_content")
+        google = extra.get("google") if isinstance(extra, dict) else None
+        signature = google.get("thought_signature") if isinstance(google, dict) else None
+        if isinstance(signature, str) and signature:
+            part["thoughtSignature"] = signature
+        parts.append(part)
+        if isinstance(call.get("id"), str):
+            call_names[call["id"]] = fn["name"]
+    return parts
+
+
+def _arguments(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    try:
+        args = orjson.loads(raw) if isinstance(raw, (str, bytes)) else copy.deepcopy(raw)
+    except orjson.JSONDecodeError:
+        raise UnsupportedRequest(f"'{where}.function.arguments' is not valid JSON") from None
+    if not isinstance(args, dict):
+        raise UnsupportedRequest(f"'{where}.function.arguments' must be a JSON object for Gemini")
+    return args
+
+
+def _function_response(name: str, content: Any) -> dict[str, Any]:
+    # Gemini wants an object. A tool that returned a JSON object is passed as is;
+    # anything else is wrapped so the model still sees the exact text.
+    text = text_of(content)
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        parsed = None
+    response = parsed if isinstance(parsed, dict) else {"content": text}
+    return {"functionResponse": {"name": name, "response": response}}
+
+
+# ---- tools ---------------------------------------------------------------------------
+
+def _declarations(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    out = []
+    for i, tool in enumerate(tools or ()):
+        if tool.get("type", "function") != "function":
+            raise UnsupportedRequest(f"'tools[{i}]': only function tools can be sent to Gemini")
+        fn = tool["function"]
+        decl: dict[str, Any] = {"name": fn["name"]}
+        if isinstance(fn.get("description"), str):
+            decl["description"] = fn["description"]
+        params = clean_schema(fn.get("parameters"))
+        # Gemini rejects an OBJECT schema without properties ("should be non-empty for
+        # OBJECT type"), which is what a function without arguments declares.
+        if params.get("properties"):
+            decl["parameters"] = params
+        out.append(decl)
+    return out
+
+
+def _tool_config(choice: Any) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}.get(choice)
+        if mode is None:
+            raise UnsupportedRequest(f"'tool_choice' {choice!r} is not supported")
+        return {"functionCallingConfig": {"mode": mode}}
+    fn = choice.get("function") if isinstance(choice, dict) else None
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(name, str) or choice.get("type", "function") != "function":
+        raise UnsupportedRequest("'tool_choice' must be auto, none, required or a named function")
+    return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
+
+
+def clean_schema(schema: Any, defs: dict[str, Any] | None = None, depth: int = 0) -> dict[str, Any]:
+    """A JSON schema reduced to what Google's `Schema` accepts.
+
+    Local `$ref`s (`#/$defs/X`, `#/definitions/X`, as pydantic and zod emit) are inlined;
+    `type: [T, "null"]` and `anyOf`/`oneOf` with a null branch become `nullable`; `oneOf`
+    becomes `anyOf`; a string `const` becomes a one-value `enum`; non-string enums (Google
+    takes strings only), `required` names missing from `properties`, and every key outside
+    SCHEMA_KEYS are dropped.
+    """
+    if not isinstance(schema, dict):
+        return {}
+    if depth > _MAX_SCHEMA_DEPTH:
+        raise UnsupportedRequest("a JSON schema nests too deeply for Gemini (a recursive $ref?)")
+    if defs is None:
+        defs = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        prefix, _, name = ref.rpartition("/")
+        if prefix not in ("#/$defs", "#/definitions") or name not in defs:
+            raise UnsupportedRequest(f"JSON schema reference {ref!r} cannot be resolved for Gemini")
+        merged = {**defs[name], **{k: v for k, v in schema.items() if k != "$ref"}}
+        return clean_schema(merged, defs, depth + 1)
+    out: dict[str, Any] = {}
+    inline: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "type" and isinstance(value, list):
+            kinds = [t for t in value if t != "null"]
+            if len(kinds) == 1:
+                out["type"] = kinds[0]
+            elif kinds:
+                out["anyOf"] = [{"type": t} for t in kinds]
+            if "null" in value:
+                out["nullable"] = True
+        elif key in ("anyOf", "oneOf") and isinstance(value, list):
+            branches = [s for s in value if not (isinstance(s, dict) and s.get("type") == "null")]
+            if len(branches) < len(value):
+                out["nullable"] = True
+            cleaned = [clean_schema(s, defs, depth + 1) for s in branches]
+            if len(cleaned) == 1:
+                inline = cleaned[0]  # `Optional[X]`: just X, nullable
+            elif cleaned:
+                out["anyOf"] = cleaned
+        elif key == "const":
+            if isinstance(value, str) and "enum" not in schema:
+                out["enum"] = [value]
+        elif key == "enum":
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                out["enum"] = list(value)
+        elif key == "properties" and isinstance(value, dict):
+            props = {name: clean_schema(s, defs, depth + 1) for name, s in value.items()}
+            if props:
+                out["properties"] = props
+        elif key == "items":
+            if isinstance(value, dict):  # tuple-style `items: [..]` has no equivalent
+                out["items"] = clean_schema(value, defs, depth + 1)
+        elif key in SCHEMA_KEYS:
+            out[key] = copy.deepcopy(value)
+    for key, value in inline.items():
+        out.setdefault(key, value)
+    if "required" in out:
+        # Google rejects a required name its own node does not declare in `properties`.
+        declared = out.get("properties") or {}
+        names = [n for n in out["required"] if n in declared] if isinstance(out["required"], list) else []
+        if names:
+            out["required"] = names
+        else:
+            del out["required"]
+    return out
+
+
+# ---- generation settings ---------------------------------------------------------------
+
+def _generation_config(req: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for ours, theirs in _CONFIG_FIELDS:
+        if req.get(ours) is not None:
+            config[theirs] = req[ours]
+    max_tokens = max_tokens_of(req)
+    if max_tokens is not None:
+        config["maxOutputTokens"] = max_tokens
+    stop = stop_list(req)
+    if stop:
+        config["stopSequences"] = stop
+    fmt = req.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        if fmt["type"] not in ("json_object", "json_schema"):
+            raise UnsupportedRequest(f"'response_format.type' {fmt['type']!r} is not supported")
+        config["responseMimeType"] = "application/json"
+        schema = (fmt.get("json_schema") or {}).get("schema") if fmt["type"] == "json_schema" else None
+        if isinstance(schema, dict):
+            config["responseSchema"] = clean_schema(schema)
+    return config
