@@ -43,7 +43,9 @@ def _serve(args: argparse.Namespace) -> int:
         import uvloop
         uvloop.install()
     try:
-        asyncio.run(serve(gw, settings, socket_path=socket_path, tcp=args.tcp, grace=args.grace))
+        metrics_address = (args.metrics_host, args.metrics_port) if args.metrics_port else None
+        asyncio.run(serve(gw, settings, socket_path=socket_path, tcp=args.tcp, grace=args.grace,
+                          metrics_address=metrics_address))
     except KeyboardInterrupt:
         pass
     return 0
@@ -95,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log request bodies (they hold user data: debugging only)")
     serve.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                        help="default request body limit; routes may set maxRequestBytes")
+    serve.add_argument("--metrics-port", type=int, default=9464,
+                       help="Prometheus /metrics port (0 turns it off)")
+    serve.add_argument("--metrics-host", default="127.0.0.1")
     serve.add_argument("--grace", type=float, default=30.0,
                        help="seconds to finish in-flight streams after SIGTERM")
     serve.set_defaults(func=_serve)

@@ -26,6 +26,7 @@ EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: str | None,
                 tcp: str | None = None, grace: float = 30.0,
+                metrics_address: tuple[str, int] | None = None,
                 ready: asyncio.Event | None = None) -> None:
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", _MAX_MESSAGE),
@@ -51,11 +52,14 @@ async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: 
         raise ValueError("nothing to listen on: give a socket path or a TCP address")
 
     await server.start()
-    health_runner = None
+    runners = []
+    if metrics_address is not None:
+        from . import metrics
+        runners.append(await metrics.start_server(*metrics_address))
     if gw.health_address is not None:
         from . import health_server
         names = {b.name for b in gw.backends}
-        health_runner = await health_server.start(gw.health, names, *gw.health_address)
+        runners.append(await health_server.start(gw.health, names, *gw.health_address))
     for service in ("", EXT_PROC_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("processor listening", extra={"fields": {
@@ -73,8 +77,10 @@ async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: 
     log.info("draining: no new streams, finishing in-flight ones", extra={"fields": {"grace_s": grace}})
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace)
-    if health_runner is not None:
-        await health_runner.cleanup()
+    for runner in runners:
+        await runner.cleanup()
+    from .guards.http_client import shared_session
+    await shared_session.close()
     if socket_path:
         Path(socket_path).unlink(missing_ok=True)
     log.info("processor stopped")

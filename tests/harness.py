@@ -38,6 +38,18 @@ def load_bootstrap(name: str) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
+def _replace_ports(value: Any, ports: dict[int, int]) -> Any:
+    if isinstance(value, str):
+        for old, new in ports.items():
+            value = value.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+        return value
+    if isinstance(value, dict):
+        return {k: _replace_ports(v, ports) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_ports(v, ports) for v in value]
+    return value
+
+
 class GatewayProcessor(Processor):
     """The processor, plus reading its JSON log records."""
 
@@ -125,8 +137,10 @@ class Stack:
         self.doc = self._rewrite(copy.deepcopy(bootstrap), start_mocks)
         self.bootstrap_path = self.tmp / "bootstrap.yaml"
         self.bootstrap_path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
-        self.processor = GatewayProcessor(self.bootstrap_path, self.socket_path,
-                                          self.tmp / "processor.log", ["--grace", "5", *(processor_args or [])])
+        self.metrics_port = free_port()
+        self.processor = GatewayProcessor(
+            self.bootstrap_path, self.socket_path, self.tmp / "processor.log",
+            ["--grace", "5", "--metrics-port", str(self.metrics_port), *(processor_args or [])])
         self.envoy = Envoy(self.bootstrap_path, self.tmp / "envoy.log", self.admin_port)
 
     @property
@@ -142,6 +156,7 @@ class Stack:
                                                        "port_value": self.admin_port}}}
         static = doc["static_resources"]
         health_ports: dict[int, int] = {}
+        mock_ports: dict[int, int] = {}
         for listener in static.get("listeners") or []:
             port = free_port()
             listener["address"]["socket_address"]["port_value"] = port
@@ -166,7 +181,16 @@ class Stack:
                     if mock is None:
                         mock = MockProvider([aigw["provider"]])
                         self.mocks[name] = mock
+                    mock_ports[int(sa["port_value"])] = mock.port
                     sa["port_value"] = mock.port
+        # Route policies may call a mock too (e.g. its moderation endpoint): follow the move.
+        for listener in static.get("listeners") or []:
+            for chain in listener.get("filter_chains") or []:
+                for f in chain.get("filters") or []:
+                    for vhost in ((f.get("typed_config") or {}).get("route_config") or {}).get("virtual_hosts") or []:
+                        for route in vhost.get("routes") or []:
+                            if "metadata" in route:
+                                route["metadata"] = _replace_ports(route["metadata"], mock_ports)
         return doc
 
     def start(self) -> "Stack":
@@ -191,6 +215,28 @@ class Stack:
         """The only mock, for single-backend stacks."""
         assert len(self.mocks) == 1, list(self.mocks)
         return next(iter(self.mocks.values()))
+
+    def metrics(self) -> dict[str, float]:
+        """Scrape the processor's /metrics: {'name{label="v",...}': value}."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for key, value in self.metrics().items():
+            base, _, rest = key.partition("{")
+            if base != name:
+                continue
+            have = dict(item.split("=", 1) for item in rest.rstrip("}").split(",") if "=" in item)
+            if all(have.get(k) == f'"{v}"' for k, v in labels.items()):
+                total += value
+        return total
 
     def client(self, api_key: str = "client-key", **kw: Any):
         import openai

@@ -299,11 +299,13 @@ def _read_hcm(loc: str, hcm: dict, routes: dict[str, RouteConfig],
             policy = _route_policy(where, aigw, problems)
             if policy is None:
                 continue
+            guards = _route_guards(where, rname, policy, problems)
             backends = [b for c in cluster_names for b in (clusters[c].backends if c in clusters else [])]
             routes[rname] = RouteConfig(
                 name=rname, policy=policy, location=where, clusters=tuple(cluster_names),
-                model_always_set=bool(backends) and all(b.settings.model for b in backends),
-                backends=tuple(b.name for b in backends))
+                model_always_set=(bool(backends) and all(b.settings.model for b in backends))
+                or any(d.path == "model" for d in policy.field_defaults),
+                backends=tuple(b.name for b in backends), guards=guards)
     if has_gateway_routes:
         if route_filter is None:
             problems.append(f"{loc}: serves gateway routes but has no route-level ext_proc filter "
@@ -331,6 +333,23 @@ def _route_policy(where: str, aigw: Any, problems: list[str]) -> RoutePolicy | N
     except ValidationError as exc:
         problems.extend(f"{where}: {msg}" for msg in format_validation_error(exc))
         return None
+
+
+def _route_guards(where: str, name: str, policy: RoutePolicy, problems: list[str]):
+    """Compile the route's guards now: patterns, Presidio engines, webhook and moderation
+    clients (and their secrets). Nothing of this is built per request."""
+    cfg = policy.prompt_guard
+    if cfg is None:
+        return None
+    from ..guards.pipeline import RequestGuards, ResponseGuards, RouteGuards
+    try:
+        return RouteGuards(RequestGuards(cfg.request, name) if cfg.request else None,
+                           ResponseGuards(cfg.response, name) if cfg.response else None)
+    except SecretError as exc:
+        problems.append(f"{where}: field 'promptGuard': {exc}")
+    except ValueError as exc:
+        problems.append(f"{where}: field 'promptGuard': {exc}")
+    return None
 
 
 # ---- ext_proc filter checks -----------------------------------------------------------------

@@ -35,6 +35,8 @@ class RouteConfig:
     model_always_set: bool = False
     # Names of the backends the route can reach.
     backends: tuple[str, ...] = ()
+    # The route's compiled guards (guards.pipeline.RouteGuards), if it has any.
+    guards: Any = None
 
 
 @dataclass

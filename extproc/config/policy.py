@@ -6,8 +6,14 @@ with the route-level filter and no `aigw` metadata gets the defaults.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from ..canonical import validate_request
+from ..errors import GatewayError
+from ..guards.config import PromptGuardConfig
+from ..policies.content_routing import ContentRouting
+from ..policies.enrichment import PromptEnrichment
+from ..policies.field_defaults import FieldDefault, apply_all
 from .base import ConfigModel
 
 
@@ -16,3 +22,21 @@ class RoutePolicy(ConfigModel):
     # processor's --max-request-bytes. Envoy's own buffer limit on the listener
     # (per_connection_buffer_limit_bytes) must be at least this large.
     max_request_bytes: int | None = Field(default=None, gt=0)
+    prompt_enrichment: PromptEnrichment | None = None
+    field_defaults: tuple[FieldDefault, ...] = ()
+    prompt_guard: PromptGuardConfig | None = None
+    content_routing: ContentRouting | None = None
+
+    @model_validator(mode="after")
+    def _defaults_make_valid_requests(self) -> "RoutePolicy":
+        """A default that would make every request invalid (say `temperature: "hot"`) is
+        the operator's mistake: catch it now, not as a 400 on every request."""
+        if self.field_defaults:
+            sample = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+            apply_all(self.field_defaults, sample)
+            # Overrides also land on fields the client may have set; check them on a full one.
+            try:
+                validate_request(sample)
+            except GatewayError as exc:
+                raise ValueError(f"fieldDefaults produce an invalid request: {exc.message}") from None
+        return self

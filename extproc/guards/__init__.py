@@ -1,0 +1,1 @@
+"""Content guards that inspect prompts and completions: regex/PII, webhooks, moderation."""

@@ -1,0 +1,198 @@
+"""The regex prompt guard: named custom patterns plus Presidio's built-in PII recognizers.
+
+Config follows kgateway's `promptGuard.regex` (`matches`, `builtins`, `action`). Patterns
+are compiled and Presidio engines built once, when a TextScanner is made at start-up; a
+request only runs `re` (and, if builtins are configured, one Presidio analyze()).
+
+Decisions worth knowing:
+
+- Custom patterns are case-sensitive by default (`caseSensitive: true`), as in kgateway and
+  as `re` reads them: making them case-insensitive behind the user's back would also widen
+  classes such as `[A-Z]{2}[0-9]{6}`. Write `(?i)` or set `caseSensitive: false` to opt in.
+  Builtins are unaffected (Presidio's own flags).
+- `scoreThreshold` defaults to 0.3. Offline, Presidio cannot raise scores from context words,
+  so the scores it gives are: 1.0 for checksum-validated matches (cards, emails), 0.5 for
+  dashed SSNs, 0.4 for phone numbers, and 0.05 for bare 9-digit numbers that *might* be an
+  SSN or a US passport. 0.3 keeps the first three and drops the last, which would flag
+  every order id. A builtin whose best offline score is below the threshold is a config
+  error rather than a guard that silently never fires.
+- Overlapping findings are merged (see `_resolve`), so no character any pattern flagged
+  is ever left unmasked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..config.base import ConfigModel
+
+# A pattern that matches the empty string would "mask" between characters and report a
+# finding in every text. Matching nothing at all is undecidable for `re` in general, so we
+# reject what matches empty on these probes, and the scanner also drops any empty match.
+_EMPTY_PROBES = ("", "aZ 09_-.,@\n\t\u00e9")
+
+CUSTOM_SCORE = 1.0  # a custom pattern either matches or not
+
+
+class RegexMatch(ConfigModel):
+    pattern: str
+    # Used in the mask label `<NAME>` and in logs, so kept to label-safe characters.
+    name: str = Field(default="CUSTOM", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+
+    @field_validator("pattern")
+    @classmethod
+    def _valid_regex(cls, pattern: str) -> str:
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+        for probe in _EMPTY_PROBES:
+            if any(m.start() == m.end() for m in compiled.finditer(probe)):
+                raise ValueError(
+                    f"pattern {pattern!r} can match the empty string, which would flag every text"
+                )
+        return pattern
+
+
+class RegexGuardConfig(ConfigModel):
+    action: Literal["MASK", "REJECT"] = "MASK"
+    matches: tuple[RegexMatch, ...] = ()
+    builtins: tuple[str, ...] = ()
+    score_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
+    case_sensitive: bool = True
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _any_case(cls, action: object) -> object:
+        return action.strip().upper() if isinstance(action, str) else action
+
+    @field_validator("builtins")
+    @classmethod
+    def _known_builtins(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if not names:
+            return names
+        # Imported here: it imports presidio (~1.2 s), which pure-regex policies never need.
+        from . import presidio_engine
+
+        for name in names:
+            presidio_engine.entity_for(name)  # raises, listing the valid names
+        # Upper-cased because the name becomes the mask label; repeats add nothing.
+        return tuple(dict.fromkeys(name.strip().upper() for name in names))
+
+    @model_validator(mode="after")
+    def _useful(self) -> RegexGuardConfig:
+        if not self.matches and not self.builtins:
+            raise ValueError("a regex guard needs at least one entry in `matches` or `builtins`")
+        if self.builtins:
+            from . import presidio_engine
+
+            for name in self.builtins:
+                best = presidio_engine.best_offline_score(presidio_engine.entity_for(name))
+                if best is not None and best < self.score_threshold:
+                    raise ValueError(
+                        f"builtins: {name} scores at most {best} without context words, so "
+                        f"with scoreThreshold {self.score_threshold} it would never be found; "
+                        f"lower scoreThreshold to {best} (expect false positives) or drop it"
+                    )
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    entity: str  # the configured name: `CC`, `EMAIL`, not Presidio's EMAIL_ADDRESS
+    start: int
+    end: int
+    score: float
+
+
+class TextScanner:
+    """Finds and masks a policy's patterns and builtins in text. Thread-safe, stateless."""
+
+    def __init__(self, config: RegexGuardConfig) -> None:
+        flags = 0 if config.case_sensitive else re.IGNORECASE
+        self._patterns = tuple((m.name, re.compile(m.pattern, flags)) for m in config.matches)
+        self._threshold = config.score_threshold
+        # Presidio entity -> (configured name, tie-break rank). Custom patterns rank first.
+        self._labels: dict[str, tuple[str, int]] = {}
+        self._engine = None
+        if config.builtins:
+            from . import presidio_engine
+
+            for rank, name in enumerate(config.builtins, start=len(self._patterns)):
+                self._labels.setdefault(presidio_engine.entity_for(name), (name, rank))
+            self._entities = sorted(self._labels)
+            self._language = presidio_engine.LANGUAGE
+            self._engine = presidio_engine.get_engine(self._entities)
+
+    @property
+    def needs_presidio(self) -> bool:
+        return self._engine is not None
+
+    def scan(self, text: str) -> list[Finding]:
+        """Findings sorted by position, never overlapping (see `_resolve`)."""
+        candidates: list[tuple[Finding, int]] = []
+        for rank, (name, compiled) in enumerate(self._patterns):
+            for m in compiled.finditer(text):
+                if m.end() > m.start():
+                    candidates.append((Finding(name, m.start(), m.end(), CUSTOM_SCORE), rank))
+        if self._engine is not None and text:
+            results = self._engine.analyze(
+                text=text, language=self._language, entities=self._entities,
+                score_threshold=self._threshold,
+            )
+            for r in results:
+                name, rank = self._labels[r.entity_type]
+                candidates.append((Finding(name, r.start, r.end, r.score), rank))
+        return _resolve(candidates)
+
+    def mask(self, text: str) -> tuple[str, list[Finding]]:
+        """`text` with every finding replaced by `<NAME>`, and the findings (in `text`)."""
+        findings = self.scan(text)
+        if not findings:
+            return text, findings
+        parts: list[str] = []
+        pos = 0
+        for f in findings:
+            parts += (text[pos:f.start], "<", f.entity, ">")
+            pos = f.end
+        parts.append(text[pos:])
+        return "".join(parts), findings
+
+
+def _resolve(candidates: list[tuple[Finding, int]]) -> list[Finding]:
+    """Merge overlapping candidates into one finding each.
+
+    Candidates that overlap (share at least one character; touching is not overlapping),
+    directly or through a chain, become one finding spanning all of them: dropping or
+    trimming one instead would leave part of a detected value in the clear (a custom
+    `card \\d{4}` overlapping a full card number must not unmask the other 12 digits).
+    The merged finding is named after, and scored as, the longest candidate; ties go to
+    the higher score, then the earlier config entry (custom matches before builtins),
+    then the earlier start. The result is the same whatever order candidates come in.
+    """
+    candidates.sort(key=lambda c: (c[0].start, -c[0].end))
+    findings: list[Finding] = []
+    group: list[tuple[Finding, int]] = []
+    group_end = -1
+    for candidate in candidates:
+        if group and candidate[0].start < group_end:
+            group.append(candidate)
+            group_end = max(group_end, candidate[0].end)
+            continue
+        if group:
+            findings.append(_merge(group, group_end))
+        group, group_end = [candidate], candidate[0].end
+    if group:
+        findings.append(_merge(group, group_end))
+    return findings
+
+
+def _merge(group: list[tuple[Finding, int]], end: int) -> Finding:
+    best, _ = min(group, key=lambda c: (c[0].start - c[0].end, -c[0].score, c[1], c[0].start))
+    if len(group) == 1:
+        return best
+    return Finding(best.entity, group[0][0].start, end, best.score)
