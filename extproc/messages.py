@@ -82,6 +82,18 @@ def error_reply(err: GatewayError) -> pb.ProcessingResponse:
                      details=f"aigw_{err.code or 'error'}")
 
 
+def with_metadata(resp: pb.ProcessingResponse, metadata) -> pb.ProcessingResponse:
+    """Attach dynamic metadata ({namespace: {...}}, a dict or a Struct) for Envoy's later
+    filters and access log. The filter's metadata_options.receiving_namespaces must allow
+    the namespace."""
+    if metadata is not None:
+        if isinstance(metadata, dict):
+            resp.dynamic_metadata.update(metadata)
+        else:
+            resp.dynamic_metadata.CopyFrom(metadata)
+    return resp
+
+
 def headers_of(header_map) -> dict[str, str]:
     """Envoy's HeaderMap as a dict. Values arrive in `raw_value` (bytes)."""
     return {h.key: (h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)

@@ -2,7 +2,8 @@
 
 It owns the client-facing contract: the request is a well-formed OpenAI chat-completions
 request (or the client gets a clear 4xx), route policies apply to the canonical request
-and response, and internal headers never cross the gateway's edge in either direction.
+and response, token usage is accounted, and internal headers never cross the gateway's
+edge in either direction.
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ from __future__ import annotations
 import logging
 import time
 
+import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import headers as H
 from . import messages as msg
-import orjson
-
+from .accounting import NAMESPACE, Accounting
 from .canonical import check_content_type, parse_request
-from .policies.field_defaults import apply_all
 from .config.gateway import GatewayConfig, RouteConfig
 from .errors import GatewayError, bad_request
 from .logs import access_log
+from .policies.field_defaults import apply_all
+from .response_stream import ResponseStream
 from .settings import ProcessorSettings
 
 log = logging.getLogger("aigw.route")
@@ -29,29 +31,28 @@ log = logging.getLogger("aigw.route")
 class RouteStream:
     """State for one request's route-level gRPC stream."""
 
-    __slots__ = ("gw", "settings", "route", "started", "request_id", "status", "backend",
-                 "provider", "attempts", "model", "stream", "limit", "rejected", "done",
-                 "headers", "guard_response")
+    __slots__ = ("gw", "settings", "route", "request_id", "attempts", "limit", "rejected",
+                 "done", "headers", "acct", "strip_usage", "response", "read_json", "canonical")
 
     def __init__(self, gw: GatewayConfig, settings: ProcessorSettings) -> None:
         self.gw = gw
         self.settings = settings
         self.route: RouteConfig = gw.default_route
-        self.started = time.monotonic()
         self.request_id = ""
-        self.status = 0
-        self.backend = ""
-        self.provider = ""
         self.attempts = 0
-        self.model = ""
-        self.stream = False
         self.limit = settings.max_request_bytes
         self.rejected: GatewayError | None = None
         # Set once the last message this stream will get has been answered; a stream that
         # closes before that was cut short (client gone, upstream reset).
         self.done = False
         self.headers: dict[str, str] = {}
-        self.guard_response = False
+        self.acct = Accounting("")
+        # The gateway asked the provider for stream usage the client did not ask for.
+        self.strip_usage = False
+        self.response: ResponseStream | None = None
+        self.read_json = False
+        # Kept only when a cut-short stream may need a prompt-token estimate.
+        self.canonical: dict | None = None
 
     # ---- request --------------------------------------------------------------------
     async def request_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
@@ -60,6 +61,7 @@ class RouteStream:
             name = attrs.fields.get("xds.route_name")
             if name is not None:
                 self.route = self.gw.route(name.string_value)
+        self.acct.route = self.route.name
         policy = self.route.policy
         if policy.max_request_bytes:
             self.limit = policy.max_request_bytes
@@ -111,21 +113,38 @@ class RouteStream:
             self._check_cooling()
         except GatewayError as err:
             return self._reject(err)
-        self.model = model or ""
-        self.stream = canonical.get("stream") is True
+        self.acct.request_model = model or ""
+        self.acct.stream = canonical.get("stream") is True
+        if self.acct.stream:
+            changed |= self._ask_for_stream_usage(canonical)
+            self.canonical = canonical
         if self.settings.debug_bodies:
             log.debug("request body", extra={"fields": {"request_id": self.request_id,
                                                         "body": body.decode("utf-8", "replace")}})
-        if not changed and routing is None:
-            return msg.request_body()
+        metadata = None
+        if policy.prompt_token_estimate:
+            from .tokens import estimate_prompt_tokens
+            metadata = {NAMESPACE: {"prompt_tokens_estimate": estimate_prompt_tokens(canonical)}}
         set_headers: dict[str, str] = dict(routing or {})
         new_body = None
         if changed:
             new_body = orjson.dumps(canonical)
             set_headers["content-length"] = str(len(new_body))
+        if not set_headers and metadata is None:
+            return msg.request_body()
         # Clearing the route cache makes Envoy match routes again, now with these headers.
-        return msg.request_body(set_headers=set_headers, body=new_body,
-                                clear_route_cache=routing is not None)
+        return msg.with_metadata(msg.request_body(set_headers=set_headers, body=new_body,
+                                                  clear_route_cache=routing is not None), metadata)
+
+    def _ask_for_stream_usage(self, canonical: dict) -> bool:
+        """Streams are counted too: ask for the usage chunk, and remember to drop it again
+        if the client did not ask for it."""
+        options = canonical.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            return False
+        self.strip_usage = True
+        canonical["stream_options"] = {**(options or {}), "include_usage": True}
+        return True
 
     def _check_cooling(self) -> None:
         if self.route.backends:
@@ -138,44 +157,87 @@ class RouteStream:
     # ---- response -------------------------------------------------------------------
     async def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         hdrs = msg.headers_of(req.response_headers.headers)
-        self.status = int(hdrs.get(":status", "0") or 0)
-        self.backend = hdrs.get(H.BACKEND, "")
-        self.provider = hdrs.get(H.PROVIDER, "")
+        acct = self.acct
+        acct.status = int(hdrs.get(":status", "0") or 0)
+        acct.backend = hdrs.get(H.BACKEND, "")
+        acct.provider = hdrs.get(H.PROVIDER, "")
         attempt = hdrs.get(H.ATTEMPT, "")
-        self.attempts = int(attempt) if attempt.isdigit() else (1 if self.backend else 0)
+        self.attempts = int(attempt) if attempt.isdigit() else (1 if acct.backend else 0)
         internal = [k for k in hdrs if k.startswith(H.PREFIX)]
-        guards = self.route.guards
-        if (guards is not None and guards.response is not None and 200 <= self.status < 300
-                and not req.response_headers.end_of_stream):
-            self.guard_response = True
+        if 200 <= acct.status < 300 and not req.response_headers.end_of_stream:
+            guards = self.route.guards.response if self.route.guards is not None else None
+            if hdrs.get("content-type", "").startswith("text/event-stream"):
+                self.response = ResponseStream(self.route.name, guards, self.strip_usage, self.headers)
+                return msg.response_headers(remove=[*internal, "content-length"],
+                                            body_mode=msg.STREAMED)
+            # JSON: read for usage (and the response guards).
+            self.read_json = True
             return msg.response_headers(remove=internal, body_mode=msg.BUFFERED)
         self.done = True
         return msg.response_headers(remove=internal)
 
     async def response_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        self.done = req.response_body.end_of_stream
-        if not self.guard_response:
+        body = req.response_body
+        self.done = body.end_of_stream
+        if self.response is not None:
+            out = await self.response.feed(body.body, body.end_of_stream)
+            if self.response.terminated and self.rejected is None:
+                self.rejected = GatewayError(200, "stream ended by a guard", code="guard_terminated")
+            resp = msg.streamed_body(out)
+            if body.end_of_stream:
+                self._stream_done()
+                return msg.with_metadata(resp, self.acct.dynamic_metadata())
+            return resp
+        if not self.read_json:
             return msg.response_body()
+        return await self._json_body(body.body)
+
+    async def _json_body(self, raw: bytes) -> pb.ProcessingResponse:
         try:
-            completion = orjson.loads(req.response_body.body)
+            completion = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            # Not JSON: nothing the guards can read, so nothing may pass unguarded.
-            return self._replace_response(GatewayError(
-                502, "the provider's response could not be checked by the gateway",
-                code="unguardable_response"))
-        try:
-            changed = await self.route.guards.response.apply(completion, self.headers)
-        except GatewayError as err:
-            return self._replace_response(err)
-        if not changed:
+            completion = None
+        if not isinstance(completion, dict):
+            if self.route.guards is not None and self.route.guards.response is not None:
+                # Nothing the guards can read, so nothing may pass unguarded.
+                return self._replace_response(GatewayError(
+                    502, "the provider's response could not be checked by the gateway",
+                    code="unguardable_response"))
             return msg.response_body()
+        self.acct.take_usage(completion.get("usage"))
+        self.acct.response_model = str(completion.get("model") or "")
+        changed = False
+        guards = self.route.guards.response if self.route.guards is not None else None
+        if guards is not None:
+            try:
+                changed = await guards.apply(completion, self.headers)
+            except GatewayError as err:
+                return self._replace_response(err)
+        if not changed:
+            return msg.with_metadata(msg.response_body(), self.acct.dynamic_metadata())
         out = orjson.dumps(completion)
-        return msg.response_body(set_headers={"content-length": str(len(out))}, body=out)
+        return msg.with_metadata(msg.response_body(set_headers={"content-length": str(len(out))}, body=out),
+                                 self.acct.dynamic_metadata())
+
+    def _stream_done(self) -> None:
+        rs = self.response
+        if rs is None:
+            return
+        acct = self.acct
+        acct.response_model = rs.model
+        acct.first_token_at, acct.last_token_at = rs.first_token_at, rs.last_token_at
+        acct.take_usage(rs.usage)
+        if acct.total_tokens is None and self.canonical is not None:
+            # Cut short before the usage chunk: count what was seen.
+            from .tokens import count_tokens, estimate_prompt_tokens
+            acct.input_tokens = estimate_prompt_tokens(self.canonical)
+            acct.output_tokens = count_tokens("".join(rs.text_parts), acct.request_model)
+            acct.estimated = True
 
     def _replace_response(self, err: GatewayError) -> pb.ProcessingResponse:
         """Withhold the provider's answer: the client gets the error instead."""
         self.rejected = err
-        self.status = err.status
+        self.acct.status = err.status
         body = err.body()
         return msg.response_body(set_headers={":status": str(err.status),
                                               "content-type": "application/json",
@@ -184,23 +246,29 @@ class RouteStream:
     # ---- end ------------------------------------------------------------------------
     def _reject(self, err: GatewayError) -> pb.ProcessingResponse:
         self.rejected = err
-        self.status = err.status
+        self.acct.status = err.status
         self.done = True
         return msg.error_reply(err)
 
     def close(self, outcome: str) -> None:
         if outcome == "cancelled" and self.done:
             outcome = "complete"  # Envoy closes the stream once it needs nothing more
+        acct = self.acct
+        if self.response is not None and not self.done:
+            self._stream_done()  # cut short: still record what was seen
+        acct.record()
         fields = {
             "request_id": self.request_id,
             "route": self.route.name or "-",
-            "backend": self.backend or "-",
-            "provider": self.provider or "-",
-            "model": self.model or "-",
-            "stream": self.stream,
-            "status": self.status,
+            "backend": acct.backend or "-",
+            "provider": acct.provider or "-",
+            "model": acct.request_model or "-",
+            "stream": acct.stream,
+            "status": acct.status,
             "attempts": self.attempts,
-            "duration_ms": round((time.monotonic() - self.started) * 1000, 2),
+            "input_tokens": acct.input_tokens,
+            "output_tokens": acct.output_tokens,
+            "duration_ms": round((time.monotonic() - acct.started) * 1000, 2),
             "outcome": outcome,
         }
         if self.rejected is not None:

@@ -15,6 +15,7 @@ import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import headers as H
+from . import metrics
 from . import messages as msg
 from .backend_health import retry_after_seconds
 from .backends import CREDENTIAL_HEADERS, Backend, client_key
@@ -190,6 +191,9 @@ class UpstreamStream:
         if outcome == "cancelled" and self.done:
             outcome = "complete"
         backend = self.backend
+        if backend is not None:
+            metrics.ATTEMPTS.labels(backend.provider.name, backend.name, str(self.status or 0),
+                                    "false" if self.attempt == "1" else "true").inc()
         access_log.info("attempt", extra={"fields": {
             "request_id": self.request_id,
             "backend": backend.name if backend else "-",

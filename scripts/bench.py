@@ -22,6 +22,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from extproc.devstack import Envoy, MockProcess, Processor, free_port  # noqa: E402
 
@@ -136,6 +137,8 @@ def main() -> int:
     for c in levels:
         b, g = results["bare envoy"][c], results["gateway"][c]
         print(f"| {c} | {g['rps'] / b['rps']:.2f} | {g['p50_ms'] / b['p50_ms']:.2f}x | {g['p99_ms'] / b['p99_ms']:.2f}x |")
+    import bench_holdback
+    bench_holdback.main()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     bad = sum(r["non2xx"] for rows in results.values() for r in rows.values())

@@ -238,6 +238,19 @@ class Stack:
                 total += value
         return total
 
+    def access_log(self, request_id: str, timeout: float = 5) -> dict[str, Any]:
+        """Envoy's access log line (JSON, from stdout) for one request."""
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            for line in self.envoy.logs().splitlines():
+                if line.startswith("{") and request_id in line:
+                    found.append(json.loads(line))
+                    return True
+            return False
+        wait_for(seen, timeout, f"the access log line of {request_id}")
+        return found[0]
+
     def client(self, api_key: str = "client-key", **kw: Any):
         import openai
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0,

@@ -26,6 +26,9 @@ class RoutePolicy(ConfigModel):
     field_defaults: tuple[FieldDefault, ...] = ()
     prompt_guard: PromptGuardConfig | None = None
     content_routing: ContentRouting | None = None
+    # Estimate the prompt's tokens (tiktoken) before the call and offer it as dynamic
+    # metadata `aigw: {prompt_tokens_estimate}`, e.g. for token-based rate limiting.
+    prompt_token_estimate: bool = False
 
     @model_validator(mode="after")
     def _defaults_make_valid_requests(self) -> "RoutePolicy":

@@ -15,6 +15,7 @@ from typing import Any
 from .. import metrics
 from ..errors import GatewayError
 from .config import CustomResponse, RequestGuardConfig, ResponseGuardConfig
+from .holdback import Holdback
 from .moderation import build_moderator
 from .regex_guard import TextScanner
 from .webhook import WebhookGuard
@@ -165,6 +166,8 @@ class ResponseGuards:
         self.scanner = TextScanner(config.regex) if config.regex else None
         self.regex = (RegexStage(self.scanner, config.regex.action, route, "response", self.custom)
                       if config.regex else None)
+        # For streams: how much text may still become part of a match (compiled once).
+        self.holdback = Holdback(self.scanner, config.stream_window) if self.scanner else None
         self.webhook = WebhookGuard(config.webhook) if config.webhook else None
         self.needs_headers = self.webhook is not None
 

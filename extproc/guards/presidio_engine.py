@@ -35,10 +35,15 @@ from presidio_analyzer import (  # noqa: E402
     EntityRecognizer,
     PatternRecognizer,
     RecognizerRegistry,
+    RecognizerResult,
     predefined_recognizers,
 )
 from presidio_analyzer.nlp_engine import NoOpNlpEngine  # noqa: E402
-from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer  # noqa: E402
+from presidio_analyzer.predefined_recognizers import (  # noqa: E402
+    CreditCardRecognizer,
+    EmailRecognizer,
+    PhoneRecognizer,
+)
 
 LANGUAGE = "en"
 
@@ -79,6 +84,7 @@ class _OfflineEmailRecognizer(EmailRecognizer):
 # A run of the characters phonenumbers reads as one candidate, and a short trailing group.
 _DIGIT_RUN = re.compile(r"\+?\(?\d[\d ().\-]*\d")
 _SHORT_TAIL = re.compile(r"(.*?[\d)])[ .\-]+\d{1,2}")
+_PHONE_SEPARATOR = re.compile(r"[-.()+]")
 
 
 class _PhoneRecognizer(PhoneRecognizer):
@@ -109,7 +115,71 @@ class _PhoneRecognizer(PhoneRecognizer):
                 if found:
                     results += found
                     break
+        results += self._adjacent_numbers(text, entities, nlp_artifacts, results)
         return EntityRecognizer.remove_duplicates(results)
+
+    def _adjacent_numbers(self, text, entities, nlp_artifacts, results) -> list:
+        """Numbers written next to each other ("(212) 555-0198 (212) 555-0198", or a number
+        then a card) are one candidate to phonenumbers, which then finds none of them.
+        In a run nothing covers, try whitespace-separated token spans (longest first) that
+        look like a phone number: 10-20 characters with a phone separator (- . ( ) +).
+        Space-only digit groups (cards, order numbers) are never split into phones."""
+        found = []
+        for run in _DIGIT_RUN.finditer(text):
+            tokens = [(m.start() + run.start(), m.end() + run.start())
+                      for m in re.finditer(r"\S+", run.group())]
+            if len(tokens) < 2:
+                continue
+            i = 0
+            while i < len(tokens):
+                matched = False
+                for j in range(min(len(tokens), i + 5) - 1, i - 1, -1):
+                    start, end = tokens[i][0], tokens[j][1]
+                    span = text[start:end]
+                    if not 10 <= len(span) <= 20 or not _PHONE_SEPARATOR.search(span):
+                        continue
+                    if any(r.start < end and start < r.end for r in results + found):
+                        continue
+                    hits = super().analyze(span, entities, nlp_artifacts)
+                    if any(h.start == 0 and h.end == len(span) for h in hits):
+                        hit = next(h for h in hits if h.start == 0 and h.end == len(span))
+                        hit.start, hit.end = start, end
+                        found.append(hit)
+                        i = j + 1
+                        matched = True
+                        break
+                if not matched:
+                    i += 1
+        return found
+
+
+_CARD_RUN = re.compile(r"\d[\d \-]*\d")
+_GROUP_START = re.compile(r"(?<![\d])\d")
+
+
+class _CreditCardRecognizer(CreditCardRecognizer):
+    """Presidio's CreditCardRecognizer, also finding a card right after other digits.
+
+    Its regex is run with `finditer`, so in "4399 4111 1111 1111 1111" the first candidate
+    ("4399 4111 1111 1111") fails the Luhn check and swallows the digits of the real card
+    after it, which then leaks. Inside each digit run we try the card pattern again at
+    every group start not already covered, and keep the candidates that validate.
+    """
+
+    def analyze(self, text, entities, nlp_artifacts=None):  # noqa: D102
+        results = super().analyze(text, entities, nlp_artifacts)
+        pattern = re.compile(self.patterns[0].regex, re.DOTALL | re.MULTILINE | re.IGNORECASE)
+        taken = [(r.start, r.end) for r in results]
+        for run in _CARD_RUN.finditer(text):
+            for group in _GROUP_START.finditer(text, run.start(), run.end()):
+                m = pattern.match(text, group.start())
+                if m is None or m.end() > run.end() or any(s < m.end() and m.start() < e for s, e in taken):
+                    continue
+                if self.validate_result(m.group()):
+                    results.append(RecognizerResult(self.supported_entities[0], m.start(), m.end(),
+                                                    EntityRecognizer.MAX_SCORE))
+                    taken.append((m.start(), m.end()))
+        return results
 
 
 @cache
@@ -132,6 +202,7 @@ def _recognizer_classes() -> dict[str, type[EntityRecognizer]]:
             found.setdefault(entity, cls)
     found["EMAIL_ADDRESS"] = _OfflineEmailRecognizer
     found["PHONE_NUMBER"] = _PhoneRecognizer
+    found["CREDIT_CARD"] = _CreditCardRecognizer
     return found
 
 
@@ -166,6 +237,26 @@ def best_offline_score(entity: str) -> float | None:
         return EntityRecognizer.MAX_SCORE
     recognizer = cls(supported_language=LANGUAGE)
     return max(pattern.score for pattern in recognizer.patterns)
+
+
+# A character every match of the entity must contain. Text without any of them cannot hold
+# a match, so Presidio is not called at all (most prose has no digit and no '@').
+_REQUIRED_CHARS = {
+    "CREDIT_CARD": r"\d", "US_SSN": r"\d", "PHONE_NUMBER": r"\d", "EMAIL_ADDRESS": "@",
+    "IBAN_CODE": r"\d", "US_BANK_NUMBER": r"\d", "US_ITIN": r"\d", "IP_ADDRESS": r"[\d:]",
+    "UK_NHS": r"\d", "US_DRIVER_LICENSE": r"\d", "MEDICAL_LICENSE": r"\d",
+}
+
+
+def trigger_for(entities: Iterable[str]) -> re.Pattern | None:
+    """One regex that finds a required character of any of `entities`, or None when some
+    entity has no such character (then Presidio always runs)."""
+    parts = []
+    for entity in entities:
+        if entity not in _REQUIRED_CHARS:
+            return None
+        parts.append(_REQUIRED_CHARS[entity])
+    return re.compile("|".join(sorted(set(parts))))
 
 
 _engines: dict[frozenset[str], AnalyzerEngine] = {}

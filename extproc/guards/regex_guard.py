@@ -114,7 +114,10 @@ class TextScanner:
 
     def __init__(self, config: RegexGuardConfig) -> None:
         flags = 0 if config.case_sensitive else re.IGNORECASE
+        self.config = config
         self._patterns = tuple((m.name, re.compile(m.pattern, flags)) for m in config.matches)
+        self._entities: list[str] = []
+        self._trigger: re.Pattern | None = None
         self._threshold = config.score_threshold
         # Presidio entity -> (configured name, tie-break rank). Custom patterns rank first.
         self._labels: dict[str, tuple[str, int]] = {}
@@ -127,19 +130,30 @@ class TextScanner:
             self._entities = sorted(self._labels)
             self._language = presidio_engine.LANGUAGE
             self._engine = presidio_engine.get_engine(self._entities)
+            self._trigger = presidio_engine.trigger_for(self._entities)
 
     @property
     def needs_presidio(self) -> bool:
         return self._engine is not None
 
-    def scan(self, text: str) -> list[Finding]:
-        """Findings sorted by position, never overlapping (see `_resolve`)."""
+    @property
+    def entities(self) -> list[str]:
+        """The Presidio entities scanned for (EMAIL_ADDRESS, not the configured EMAIL)."""
+        return list(self._entities)
+
+    def scan(self, text: str, presidio_hint: str | None = None) -> list[Finding]:
+        """Findings sorted by position, never overlapping (see `_resolve`).
+
+        Presidio is skipped when the text (or `presidio_hint`, the part of it that can
+        hold a new match) has none of the characters its entities need."""
         candidates: list[tuple[Finding, int]] = []
         for rank, (name, compiled) in enumerate(self._patterns):
             for m in compiled.finditer(text):
                 if m.end() > m.start():
                     candidates.append((Finding(name, m.start(), m.end(), CUSTOM_SCORE), rank))
-        if self._engine is not None and text:
+        # Most text cannot hold any of the entities at all (no digit, no '@'): skip Presidio.
+        hint = text if presidio_hint is None else presidio_hint
+        if self._engine is not None and text and (self._trigger is None or self._trigger.search(hint)):
             results = self._engine.analyze(
                 text=text, language=self._language, entities=self._entities,
                 score_threshold=self._threshold,

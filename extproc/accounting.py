@@ -1,0 +1,83 @@
+"""Per-request accounting at the route level: token usage, timings, status; recorded as
+Prometheus metrics when the request ends, and offered to Envoy as dynamic metadata
+(namespace `aigw`) so an access log line can print them (`%DYNAMIC_METADATA(aigw:total_tokens)%`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from . import metrics
+
+NAMESPACE = "aigw"
+
+
+class Accounting:
+    __slots__ = ("route", "started", "request_model", "response_model", "provider", "backend",
+                 "stream", "status", "input_tokens", "output_tokens", "estimated",
+                 "first_token_at", "last_token_at", "recorded")
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.started = time.monotonic()
+        self.request_model = ""
+        self.response_model = ""
+        self.provider = ""
+        self.backend = ""
+        self.stream = False
+        self.status = 0
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.estimated = False
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        self.recorded = False
+
+    def take_usage(self, usage: dict[str, Any] | None) -> None:
+        if not isinstance(usage, dict):
+            return
+        p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(p, int) and isinstance(c, int):
+            self.input_tokens, self.output_tokens, self.estimated = p, c, False
+
+    @property
+    def total_tokens(self) -> int | None:
+        if self.input_tokens is None or self.output_tokens is None:
+            return None
+        return self.input_tokens + self.output_tokens
+
+    def dynamic_metadata(self) -> struct_pb2.Struct:
+        fields: dict[str, Any] = {"provider": self.provider, "backend": self.backend,
+                                  "request_model": self.request_model,
+                                  "response_model": self.response_model}
+        if self.total_tokens is not None:
+            fields.update(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                          total_tokens=self.total_tokens, tokens_estimated=self.estimated)
+        md = struct_pb2.Struct()
+        md.update({NAMESPACE: fields})
+        return md
+
+    def record(self) -> None:
+        """Once per request, when its stream closes (complete or cut short)."""
+        if self.recorded:
+            return
+        self.recorded = True
+        route, provider, backend = self.route or "-", self.provider or "-", self.backend or "-"
+        metrics.REQUESTS.labels(route, provider, backend, str(self.status or 0)).inc()
+        metrics.REQUEST_DURATION.labels(route, provider, backend, str(self.stream).lower()).observe(
+            time.monotonic() - self.started)
+        if self.total_tokens is not None:
+            labels = (route, provider, backend, self.request_model or "-", self.response_model or "-")
+            for kind, value in (("input", self.input_tokens), ("output", self.output_tokens)):
+                metrics.TOKENS.labels(*labels, kind).inc(value)
+                metrics.TOKEN_USAGE.labels(*labels, kind).observe(value)
+            metrics.TOKENS.labels(*labels, "total").inc(self.total_tokens)
+        if self.stream and self.first_token_at is not None:
+            metrics.TIME_TO_FIRST_TOKEN.labels(route, provider, backend).observe(
+                self.first_token_at - self.started)
+            if self.output_tokens and self.output_tokens > 1 and self.last_token_at is not None:
+                metrics.TIME_PER_OUTPUT_TOKEN.labels(route, provider, backend).observe(
+                    (self.last_token_at - self.first_token_at) / (self.output_tokens - 1))
