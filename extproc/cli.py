@@ -2,6 +2,8 @@
 
   aigw serve --bootstrap envoy/mock.yaml --socket /tmp/aigw/extproc.sock
   aigw check --bootstrap envoy/mock.yaml     # validate only, exit 2 on a bad setting
+  aigw validate envoy/examples/failover.yaml # check a gateway config
+  aigw render envoy/examples/failover.yaml -o bootstrap.yaml
   aigw up --bootstrap envoy/mock.yaml        # Envoy + processor + mocks, Ctrl-C stops
   aigw mock --port 18081                     # the built-in mock provider
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 
 from . import logs
@@ -39,9 +40,6 @@ def _serve(args: argparse.Namespace) -> int:
         print("no socket: the bootstrap has no pipe endpoint for the ext_proc cluster; "
               "pass --socket or --tcp", file=sys.stderr)
         return 2
-    if os.environ.get("AIGW_UVLOOP"):
-        import uvloop
-        uvloop.install()
     try:
         metrics_address = (args.metrics_host, args.metrics_port) if args.metrics_port else None
         asyncio.run(serve(gw, settings, socket_path=socket_path, tcp=args.tcp, grace=args.grace,
@@ -65,12 +63,62 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from .render.loader import GatewayConfigError, render_file
+
+    try:
+        doc = render_file(args.config)
+    except GatewayConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    routes = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+    print(f"ok: {args.config}: {len(routes['virtual_hosts'][0]['routes'])} Envoy route(s), "
+          f"{len(doc['static_resources']['clusters']) - 1} cluster(s)")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from .render.loader import GatewayConfigError, dump, render_file
+
+    try:
+        text = dump(render_file(args.config), args.config)
+    except GatewayConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        from pathlib import Path
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .devstack import up
+    import yaml
 
-    return up(Path(args.bootstrap), Path(args.run_dir))
+    from .devstack import up
+    from .render.loader import GatewayConfigError, dump, is_gateway_config, render_file
+
+    path, run_dir = Path(args.bootstrap), Path(args.run_dir)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 2
+    if is_gateway_config(doc):
+        try:
+            rendered = dump(render_file(path), str(path))
+        except GatewayConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / "bootstrap.yaml"
+        path.write_text(rendered)
+        print(f"rendered {args.bootstrap} to {path}", file=sys.stderr)
+    return up(path, run_dir)
 
 
 def _mock(args: argparse.Namespace) -> int:
@@ -108,8 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--bootstrap", required=True)
     check.set_defaults(func=_check)
 
-    upc = sub.add_parser("up", help="run Envoy, the processor and mocks for a bootstrap")
-    upc.add_argument("--bootstrap", default="envoy/mock.yaml")
+    validate = sub.add_parser("validate", help="check a gateway config (file:line: field: problem)")
+    validate.add_argument("config")
+    validate.set_defaults(func=_validate)
+
+    render = sub.add_parser("render", help="render a gateway config to an Envoy bootstrap")
+    render.add_argument("config")
+    render.add_argument("-o", "--output", help="write here instead of stdout")
+    render.set_defaults(func=_render)
+
+    upc = sub.add_parser("up", help="run Envoy, the processor and mocks for a bootstrap or gateway config")
+    upc.add_argument("--bootstrap", default="envoy/mock.yaml",
+                     help="an Envoy bootstrap, or a gateway config (rendered first)")
     upc.add_argument("--run-dir", default=".run", help="where logs go")
     upc.set_defaults(func=_up)
 

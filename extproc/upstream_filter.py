@@ -55,18 +55,26 @@ class UpstreamStream:
 
     # ---- request --------------------------------------------------------------------
     async def request_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        attrs = req.attributes.get(_HOST_ATTRS)
-        metadata = address = ""
-        if attrs is not None:
-            f = attrs.fields
-            if "xds.upstream_host_metadata" in f:
-                metadata = f["xds.upstream_host_metadata"].string_value
-            if "upstream.address" in f:
-                address = f["upstream.address"].string_value
         hdrs = msg.headers_of(req.request_headers.headers)
+        rejected = self._identify(req, hdrs)
+        if rejected is not None:
+            return rejected
+        if req.request_headers.end_of_stream:
+            return self._reject(bad_request("the request body is empty: expected a JSON object",
+                                            code="invalid_json"))
+        return msg.request_headers()
+
+    def _identify(self, req: pb.ProcessingRequest, hdrs: dict[str, str]) -> pb.ProcessingResponse | None:
+        """Find the backend Envoy picked for this attempt (headers phase: it must be SEND,
+        see config/bootstrap.py, or header changes made with the body would be lost)."""
+        fields = {}
+        attrs = req.attributes.get(_HOST_ATTRS)
+        if attrs is not None:
+            fields = {k: v.string_value for k, v in attrs.fields.items()}
         self.request_id = hdrs.get(H.REQUEST_ID, "")
         self.attempt = hdrs.get(H.ENVOY_ATTEMPT, "1")
-        self.backend = self.gw.backend_for_host(metadata, address)
+        address = fields.get("upstream.address", "")
+        self.backend = self.gw.backend_for_host(fields.get("xds.upstream_host_metadata", ""), address)
         if self.backend is None:
             # Envoy picked a host this processor has no settings for: Envoy and the
             # processor run different bootstraps. Never forward such a request as is.
@@ -75,11 +83,8 @@ class UpstreamStream:
             return self._reject(GatewayError(
                 500, "the gateway has no configuration for the selected backend",
                 code="backend_not_configured"))
-        if req.request_headers.end_of_stream:
-            return self._reject(bad_request("the request body is empty: expected a JSON object",
-                                            code="invalid_json"))
         self.client_key = client_key(hdrs)
-        return msg.request_headers()
+        return None
 
     async def request_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         backend = self.backend

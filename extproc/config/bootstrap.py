@@ -153,6 +153,7 @@ def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig],
     _check_ext_proc(upstream_filter, problems, phase="upstream",
                     attributes=("xds.upstream_host_metadata", "upstream.address"),
                     need_mode_override=True)
+
     cfg = clusters.setdefault(name, ClusterConfig(name))
     health_checked = bool(cluster.get("health_checks"))
     if health_checked:
@@ -172,6 +173,7 @@ def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig],
             continue
         cfg.backends.append(backend)
         by_metadata.setdefault(metadata_key(aigw), []).append((address, backend))
+
         if health_checked:
             _check_health_config(where, backend.name, lb, problems, health_addresses)
 
@@ -287,6 +289,12 @@ def _read_hcm(loc: str, hcm: dict, routes: dict[str, RouteConfig],
                 continue
             has_gateway_routes = True
             rname = route.get("name")
+            per_filter = (route.get("typed_per_filter_config") or {})
+            if reaches_gateway and any((cfg or {}).get("disabled") for key, cfg in per_filter.items()
+                                       if "ext_proc" in key):
+                problems.append(f"route '{rname or ri}': reaches an AI backend but disables the "
+                                "route-level ext_proc filter; requests would bypass the gateway")
+                continue
             where = f"route '{rname}'" if rname else f"{loc} virtual host '{vname}' routes[{ri}]"
             if not rname:
                 problems.append(f"{where}: a route with '{AIGW}' metadata or an AI backend needs "
@@ -376,8 +384,14 @@ def _check_ext_proc(f: _Filter, problems: list[str], *, phase: str, attributes: 
     if mode.get("request_body_mode") != "BUFFERED":
         problems.append(f"{f.location}: processing_mode.request_body_mode must be BUFFERED "
                         f"for the {phase} filter")
+    # Both filters need the headers phase. The route-level one: a request without a body
+    # sends no body message, so it would pass unchecked. The upstream one: with headers
+    # skipped, Envoy forwards them before the body is processed, so the path, Host and
+    # credential set in the body response would be silently lost (the client's key would
+    # reach the provider).
     if mode.get("request_header_mode", "SEND") != "SEND":
-        problems.append(f"{f.location}: processing_mode.request_header_mode must be SEND")
+        problems.append(f"{f.location}: processing_mode.request_header_mode must be SEND (with "
+                        "SKIP, header changes made with the body are lost)")
     if need_mode_override and not cfg.get("allow_mode_override"):
         problems.append(f"{f.location}: allow_mode_override must be true (the processor picks "
                         "the response body mode per response)")

@@ -216,3 +216,26 @@ def test_check_command_exits_2_naming_the_problem(tmp_path, doc):
     ok = subprocess.run([sys.executable, "-m", "extproc", "serve", "--bootstrap", str(bad),
                          "--socket", str(tmp_path / "s.sock")], capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 2 and "openia" in ok.stderr
+
+
+@pytest.mark.parametrize("which", ["route", "upstream"])
+def test_skipping_the_request_headers_phase_is_refused(doc, which):
+    """SKIP would let bodiless requests through the route filter, and would lose the
+    upstream filter's header changes (credential swap) since Envoy forwards headers early."""
+    if which == "route":
+        hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        mode = hcm["http_filters"][0]["typed_config"]["processing_mode"]
+    else:
+        up = next(iter(cluster(doc, "llm")["typed_extension_protocol_options"].values()))
+        mode = up["http_filters"][0]["typed_config"]["processing_mode"]
+    mode["request_header_mode"] = "SKIP"
+    [p] = problems(doc)
+    assert "request_header_mode must be SEND" in p
+
+
+def test_route_to_ai_backend_cannot_disable_the_route_filter(doc):
+    routes(doc)[0]["typed_per_filter_config"] = {"envoy.filters.http.ext_proc": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+        "disabled": True}}
+    [p] = problems(doc)
+    assert "route 'chat'" in p and "bypass" in p

@@ -6,6 +6,7 @@ import subprocess
 import pytest
 import yaml
 
+from extproc.cli import build_parser
 from extproc.config.bootstrap import build_config, processor_socket
 from extproc.devstack import envoy_binary
 from tests.harness import ROOT
@@ -23,20 +24,43 @@ def _host_path(volume: str) -> str | None:
 
 def test_services_and_images(compose):
     services = compose["services"]
-    assert set(services) == {"envoy", "processor", "mock"}
+    assert set(services) == {"envoy", "processor", "mock", "prometheus", "grafana"}
     assert re.fullmatch(r"envoyproxy/envoy:v1\.40\.\d+", services["envoy"]["image"])
+    assert re.fullmatch(r"prom/prometheus:v3\.\d+\.\d+", services["prometheus"]["image"])
+    assert re.fullmatch(r"grafana/grafana:1\d\.\d+\.\d+", services["grafana"]["image"])
     for name in ("processor", "mock"):
         build = services[name]["build"]
         assert (ROOT / build["context"] / build["dockerfile"]).is_file()
     assert "8080:8080" in services["envoy"]["ports"]
+    assert any(p.split(":")[-1] == "3000" for p in services["grafana"]["ports"])
+
+
+def test_every_image_is_pinned_to_a_version(compose):
+    images = {name: s["image"] for name, s in compose["services"].items() if "image" in s}
+    assert set(images) == {"envoy", "prometheus", "grafana"}
+    for name, image in images.items():
+        repo, _, tag = image.rpartition(":")
+        assert repo and "/" not in tag, f"{name}: {image} has no tag"
+        assert tag != "latest" and re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image} is not pinned"
 
 
 def test_every_mounted_path_exists(compose):
-    for service in compose["services"].values():
+    mounted = set()
+    for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             path = _host_path(volume)
             if path:
                 assert (ROOT / path).exists(), f"{volume} names a missing path"
+                mounted.add(name)
+    # Config comes from the repo for every service that is not built from it.
+    assert {"envoy", "processor", "prometheus", "grafana"} <= mounted
+
+
+def test_processor_metrics_are_reachable_from_other_containers(compose):
+    processor = compose["services"]["processor"]
+    args = build_parser().parse_args(processor["command"])
+    assert args.command == "serve" and args.bootstrap == "/etc/envoy/envoy.yaml"
+    assert args.metrics_host == "0.0.0.0" and args.metrics_port == 9464
 
 
 def test_socket_is_shared_where_the_bootstrap_expects_it(compose):

@@ -1,0 +1,403 @@
+"""Renders the compact gateway config to an Envoy bootstrap (a plain dict, dumped as YAML).
+
+The output is ordinary Envoy config with the same wiring as the hand-written bootstraps in
+envoy/: the route-level ext_proc filter, the upstream ext_proc filter on every AI cluster,
+backend settings in endpoint metadata and route policy in route metadata (namespace
+`aigw`), JSON local replies, and, for priority groups, the retry policy, health checks
+answered by the processor and outlier detection described in the README.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..providers import PROVIDERS
+from .model import Backend, Endpoint, GatewayConfig, PriorityGroups, RateLimit, Route, RouteMatch
+
+AIGW = "aigw"
+EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+EXT_PROC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+LOCAL_RATELIMIT = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+CEL = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+HEALTH_PATH = "/aigw/backend-health"
+OVERWRITE = "OVERWRITE_IF_EXISTS_OR_ADD"
+APPEND = "APPEND_IF_EXISTS_OR_ADD"
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _cel(expr: str) -> dict:
+    return {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel",
+                                 "typed_config": {"@type": CEL, "expression": expr}}}
+
+
+def _json_error(message: str, type_: str, code: str) -> dict:
+    return {"json_format": {"error": {"message": message, "type": type_, "param": None, "code": code}},
+            "content_type": "application/json"}
+
+
+NOT_OURS = "!response.code_details.startsWith('aigw') && response.code_details != 'direct_response'"
+
+
+def local_reply_config() -> dict:
+    """Every reply Envoy makes itself becomes an OpenAI-style JSON error; the processor's
+    own replies (details starting with "aigw") and direct responses are left alone."""
+    return {"mappers": [
+        {"filter": _cel("response.code_details.startsWith('ext_proc_error')"), "status_code": 503,
+         "body_format_override": _json_error("the AI gateway processor is unavailable", "server_error",
+                                             "gateway_unavailable")},
+        {"filter": {"and_filter": {"filters": [
+            {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 429, "runtime_key": "aigw.unused"}}}},
+            _cel(NOT_OURS)]}},
+         "body_format_override": _json_error("rate limit exceeded", "rate_limit_error", "rate_limit_exceeded")},
+        {"filter": {"and_filter": {"filters": [
+            {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "aigw.unused"}}}},
+            _cel(NOT_OURS)]}},
+         "body_format_override": _json_error("the request body is too large", "invalid_request_error",
+                                             "request_too_large")},
+        {"filter": _cel(NOT_OURS),
+         "body_format_override": _json_error("%LOCAL_REPLY_BODY%", "server_error", "gateway_error_%RESPONSE_CODE%")},
+    ]}
+
+
+def access_log() -> list[dict]:
+    fmt = {
+        "time": "%START_TIME%", "request_id": "%REQ(X-REQUEST-ID)%", "route": "%ROUTE_NAME%",
+        "method": "%REQ(:METHOD)%", "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "status": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "details": "%RESPONSE_CODE_DETAILS%",
+        "upstream": "%UPSTREAM_HOST%", "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+        "duration_ms": "%DURATION%",
+    }
+    for key in ("provider", "backend", "response_model", "input_tokens", "output_tokens",
+                "total_tokens", "prompt_tokens_estimate"):
+        fmt[key] = f"%DYNAMIC_METADATA({AIGW}:{key})%"
+    return [{"name": "envoy.access_loggers.stdout", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+        "log_format": {"json_format": fmt}}}]
+
+
+def _ext_proc(phase: str, timeout: float, attributes: list[str], **extra: Any) -> dict:
+    return {"name": "envoy.filters.http.ext_proc", "typed_config": {
+        "@type": EXT_PROC,
+        "grpc_service": {"envoy_grpc": {"cluster_name": "extproc"}, "timeout": _s(timeout),
+                         "initial_metadata": [{"key": "x-aigw-phase", "value": phase}]},
+        "failure_mode_allow": False,
+        "allow_mode_override": True,
+        "request_attributes": attributes,
+        "message_timeout": _s(timeout),
+        **extra,
+        # SEND for request headers in both positions: see config/bootstrap.py.
+        "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
+                            "response_header_mode": "SEND", "response_body_mode": "NONE",
+                            "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"}}}
+
+
+def _address(host: str, port: int) -> dict:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _tls(sni: str) -> dict:
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": sni,
+        "common_tls_context": {"validation_context": {
+            "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"},
+            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": sni}}]}}}}
+
+
+_RAW = {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}
+
+
+def _endpoint_of(entry: Any) -> Endpoint:
+    if entry.endpoint is not None:
+        return entry.endpoint
+    provider = PROVIDERS[entry.provider](entry)
+    host = entry.authority or provider.default_authority
+    if not host:
+        raise ValueError(f"provider '{entry.name}' ({entry.provider}) has no public host: set 'endpoint'")
+    return Endpoint(host=host, port=443)
+
+
+def _metadata(entry: Any, backend: Backend, endpoint: Endpoint) -> dict:
+    md = entry.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True, exclude={"endpoint"})
+    md["provider"] = entry.provider
+    md["name"] = entry.name or backend.name
+    if entry.endpoint is not None and endpoint.uses_tls and "authority" not in md and endpoint.is_ip is False:
+        md["authority"] = endpoint.host  # the Host header should match the TLS name
+    return md
+
+
+def render_cluster(backend: Backend, cfg: GatewayConfig) -> dict:
+    g = cfg.gateway
+    buffer = 2 * g.max_request_bytes
+    if backend.static is not None:
+        ep = backend.static
+        cluster = {"name": backend.name, "type": "STATIC" if ep.is_ip else "STRICT_DNS",
+                   "connect_timeout": "5s", "load_assignment": {"cluster_name": backend.name, "endpoints": [
+                       {"lb_endpoints": [{"endpoint": {"address": _address(ep.host, ep.port)}}]}]}}
+        if ep.uses_tls:
+            cluster["transport_socket"] = _tls(ep.sni or ep.host)
+        return cluster
+
+    groups = isinstance(backend.ai, PriorityGroups)
+    localities: dict[int, list] = {}
+    tls_names: set[str] = set()
+    dns = False
+    for priority, entry in backend.providers():
+        ep = _endpoint_of(entry)
+        dns |= not ep.is_ip
+        md = {AIGW: _metadata(entry, backend, ep)}
+        lb: dict[str, Any] = {"endpoint": {"address": _address(ep.host, ep.port)}, "metadata": {"filter_metadata": md}}
+        if ep.uses_tls:
+            sni = ep.sni or ep.host
+            tls_names.add(sni)
+            md["envoy.transport_socket_match"] = {"aigw_tls": sni}
+        if groups:
+            lb["endpoint"]["health_check_config"] = {
+                "address": _address("127.0.0.1", g.processor.health_port), "hostname": md[AIGW]["name"]}
+        localities.setdefault(priority, []).append(lb)
+
+    cluster: dict[str, Any] = {
+        "name": backend.name,
+        "type": "STRICT_DNS" if dns else "STATIC",
+        "connect_timeout": "5s",
+        "per_connection_buffer_limit_bytes": buffer,
+        "typed_extension_protocol_options": {HTTP_OPTIONS: {
+            "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+            "explicit_http_config": {"http_protocol_options": {}},
+            "http_filters": [
+                _ext_proc("upstream", g.processor.timeout, ["xds.upstream_host_metadata", "upstream.address"],
+                          mutation_rules={"allow_all_routing": True}),
+                {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
+            ]}},
+        "load_assignment": {"cluster_name": backend.name, "endpoints": [
+            {"priority": p, "lb_endpoints": eps} for p, eps in sorted(localities.items())]},
+    }
+    if dns:
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    # Each endpoint picks its TLS settings by metadata, so one cluster can mix providers.
+    if tls_names:
+        matches = [{"name": f"tls-{n}", "match": {"aigw_tls": n}, "transport_socket": _tls(n)} for n in sorted(tls_names)]
+        if groups:
+            matches.insert(0, {"name": "health-checks", "match": {"aigw_hc": "plain"}, "transport_socket": _RAW})
+        cluster["transport_socket_matches"] = matches
+    if groups:
+        fo = backend.ai.failover  # type: ignore[union-attr]
+        cluster["load_assignment"]["policy"] = {"overprovisioning_factor": 10000}
+        cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+        cluster["outlier_detection"] = {
+            "consecutive_5xx": fo.outlier_detection.consecutive_5xx, "interval": "1s",
+            "base_ejection_time": _s(fo.outlier_detection.base_ejection_time),
+            "max_ejection_time": _s(fo.outlier_detection.max_ejection_time),
+            "max_ejection_percent": 100}
+        check = {"timeout": "1s", "interval": _s(fo.health_check_interval),
+                 "no_traffic_interval": _s(fo.health_check_interval),
+                 "unhealthy_threshold": 1, "healthy_threshold": 1,
+                 "http_health_check": {"path": HEALTH_PATH}}
+        if tls_names:
+            check["transport_socket_match_criteria"] = {"aigw_hc": "plain"}
+        cluster["health_checks"] = [check]
+    return cluster
+
+
+def _match(m: RouteMatch) -> dict:
+    out: dict[str, Any] = {}
+    if m.path.type == "PathPrefix":
+        out["prefix"] = m.path.value
+    elif m.path.type == "Exact":
+        out["path"] = m.path.value
+    else:
+        out["safe_regex"] = {"regex": m.path.value}
+    if m.headers:
+        out["headers"] = [{"name": h.name, "string_match": {"exact": h.value} if h.type == "Exact"
+                           else {"safe_regex": {"regex": h.value}}} for h in m.headers]
+    if m.query_params:
+        out["query_parameters"] = [{"name": q.name, "string_match": {"exact": q.value} if q.type == "Exact"
+                                    else {"safe_regex": {"regex": q.value}}} for q in m.query_params]
+    return out
+
+
+def _retry_policy(backends: list[Backend]) -> dict | None:
+    groups = [b.ai for b in backends if isinstance(b.ai, PriorityGroups)]
+    if not groups:
+        return None
+    hosts = max(sum(len(g.providers) for g in grp.priority_groups) for grp in groups)
+    largest = max(len(g.providers) for grp in groups for g in grp.priority_groups)
+    return {
+        "retry_on": "retriable-status-codes,5xx,reset,connect-failure",
+        "retriable_status_codes": [429],
+        "num_retries": max(1, hosts - 1),  # every host may be tried once
+        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+        "host_selection_retry_max_attempts": max(3, hosts + 1),
+        # Leave a group only after each of its hosts was tried once.
+        "retry_priority": {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+            "update_frequency": largest}},
+    }
+
+
+def _headers_to_add(modifier) -> list[dict]:
+    return ([{"header": {"key": h.name, "value": h.value}, "append_action": OVERWRITE} for h in modifier.set]
+            + [{"header": {"key": h.name, "value": h.value}, "append_action": APPEND} for h in modifier.add])
+
+
+def _rate_limit(route_name: str, rl: RateLimit) -> dict:
+    fill = {"second": "1s", "minute": "60s", "hour": "3600s"}[rl.per]
+    bucket = {"max_tokens": rl.requests, "tokens_per_fill": rl.requests, "fill_interval": fill}
+    if rl.key.header:
+        action = {"request_headers": {"header_name": rl.key.header, "descriptor_key": "client_key"}}
+        entry = {"key": "client_key"}
+    else:
+        action = {"remote_address": {}}
+        entry = {"key": "remote_address"}
+    on = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": f"aigw_rl_{route_name}"}
+    return {"@type": LOCAL_RATELIMIT, "stat_prefix": f"aigw_rl_{route_name}",
+            # Requests without the key share one bucket of the same size.
+            "token_bucket": bucket, "filter_enabled": on, "filter_enforced": on,
+            "rate_limits": [{"actions": [action]}],
+            # A value-less entry is a wildcard: one bucket per distinct key.
+            "descriptors": [{"entries": [entry], "token_bucket": bucket}],
+            "max_dynamic_descriptors": 100000,
+            # Otherwise every request also draws from the shared bucket above.
+            "always_consume_default_token_bucket": False,
+            "enable_x_ratelimit_headers": "DRAFT_VERSION_03"}
+
+
+def render_routes(cfg: GatewayConfig, route: Route) -> list[dict]:
+    backends = {b.name: b for b in cfg.backends}
+    targets = [backends[r.name] for r in route.backend_refs]
+    is_ai = bool(targets) and targets[0].ai is not None
+    base: dict[str, Any] = {}
+    per_filter: dict[str, Any] = {}
+    if route.direct_response is not None:
+        d = route.direct_response
+        base["direct_response"] = {"status": d.status, "body": {"inline_string": d.body}}
+        base["response_headers_to_add"] = [{"header": {"key": "content-type", "value": d.content_type},
+                                            "append_action": OVERWRITE}]
+    else:
+        action: dict[str, Any] = {"timeout": _s(route.timeouts.request), "idle_timeout": _s(route.timeouts.idle)}
+        if len(route.backend_refs) == 1:
+            action["cluster"] = route.backend_refs[0].name
+        else:
+            action["weighted_clusters"] = {"clusters": [{"name": r.name, "weight": r.weight}
+                                                        for r in route.backend_refs]}
+        retry = _retry_policy(targets)
+        if retry:
+            action["retry_policy"] = retry
+        for f in route.filters:
+            if f.type == "URLRewrite":
+                rw = f.url_rewrite
+                if rw.path is not None and rw.path.type == "ReplacePrefixMatch":
+                    action["prefix_rewrite"] = rw.path.replace_prefix_match
+                elif rw.path is not None:
+                    action["regex_rewrite"] = {"pattern": {"regex": "^.*$"}, "substitution": rw.path.replace_full_path}
+                if rw.hostname:
+                    action["host_rewrite_literal"] = rw.hostname
+        base["route"] = action
+    for f in route.filters:
+        if f.type == "RequestHeaderModifier":
+            base.setdefault("request_headers_to_add", []).extend(_headers_to_add(f.request_header_modifier))
+            base.setdefault("request_headers_to_remove", []).extend(f.request_header_modifier.remove)
+        elif f.type == "ResponseHeaderModifier":
+            base.setdefault("response_headers_to_add", []).extend(_headers_to_add(f.response_header_modifier))
+            base.setdefault("response_headers_to_remove", []).extend(f.response_header_modifier.remove)
+    if is_ai:
+        policy = route.policies.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True) \
+            if route.policies else {}
+        policy.setdefault("maxRequestBytes", cfg.gateway.max_request_bytes)
+        base["metadata"] = {"filter_metadata": {AIGW: policy}}
+    else:
+        per_filter["envoy.filters.http.ext_proc"] = {"@type": EXT_PROC_PER_ROUTE, "disabled": True}
+    if route.rate_limit is not None:
+        per_filter["envoy.filters.http.local_ratelimit"] = _rate_limit(route.name, route.rate_limit)
+    if per_filter:
+        base["typed_per_filter_config"] = per_filter
+    out = []
+    for i, m in enumerate(route.matches):
+        name = route.name if i == 0 else f"{route.name}.{i + 1}"
+        out.append({"name": name, "match": _match(m), **base})
+    return out
+
+
+def _merge_policies(cfg: GatewayConfig) -> list[Route]:
+    """Apply top-level `policies` to the routes they target."""
+    routes = {r.name: r for r in cfg.routes}
+    for policy in cfg.policies:
+        for ref in policy.target_refs:
+            route = routes[ref.name]
+            update: dict[str, Any] = {}
+            if policy.ai is not None:
+                if route.policies is not None:
+                    raise ValueError(f"route '{route.name}' has policies and is also targeted by "
+                                     f"policy '{policy.name}'; keep one")
+                update["policies"] = policy.ai
+            if policy.rate_limit is not None:
+                if route.rate_limit is not None:
+                    raise ValueError(f"route '{route.name}' has a rateLimit and is also targeted by "
+                                     f"policy '{policy.name}'")
+                update["rate_limit"] = policy.rate_limit
+            routes[ref.name] = route.model_copy(update=update)
+    return [routes[r.name] for r in cfg.routes]
+
+
+def render(cfg: GatewayConfig) -> dict:
+    g = cfg.gateway
+    routes = _merge_policies(cfg)
+    vhost_routes = [er for r in routes for er in render_routes(cfg, r)]
+    if not any(r.path.type == "PathPrefix" and r.path.value == "/" and not r.headers and not r.query_params
+               for route in routes for r in route.matches):
+        vhost_routes.append({
+            "name": "not-found", "match": {"prefix": "/"},
+            "direct_response": {"status": 404, "body": {"inline_string":
+                '{"error":{"message":"no route for this path","type":"invalid_request_error","param":null,"code":"unknown_url"}}'}},
+            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                         "append_action": OVERWRITE}],
+            "typed_per_filter_config": {"envoy.filters.http.ext_proc": {"@type": EXT_PROC_PER_ROUTE, "disabled": True}}})
+    http_filters = []
+    if any(r.rate_limit for r in routes):
+        http_filters.append({"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+            "@type": LOCAL_RATELIMIT, "stat_prefix": "aigw_rl"}})
+    http_filters.append(_ext_proc("route", g.processor.timeout, ["xds.route_name"],
+                                  metadata_options={"receiving_namespaces": {"untyped": [AIGW]}}))
+    http_filters.append({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    hcm: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "gateway",
+        "always_set_request_id_in_response": True,
+        "local_reply_config": local_reply_config(),
+        "route_config": {"name": "gateway", "virtual_hosts": [{
+            "name": "gateway", "domains": ["*"], "include_request_attempt_count": True,
+            "routes": vhost_routes}]},
+        "http_filters": http_filters,
+    }
+    if g.access_log:
+        hcm = {"@type": hcm.pop("@type"), "access_log": access_log(), **hcm}
+    clusters = [{
+        "name": "extproc", "type": "STATIC", "connect_timeout": "1s",
+        "typed_extension_protocol_options": {HTTP_OPTIONS: {
+            "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+            "explicit_http_config": {"http2_protocol_options": {}}}},
+        "load_assignment": {"cluster_name": "extproc", "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": g.processor.socket}}}}]}]},
+    }]
+    clusters += [render_cluster(b, cfg) for b in cfg.backends]
+    return {
+        "admin": {"address": _address("127.0.0.1", g.admin_port)},
+        "static_resources": {
+            "listeners": [{
+                "name": "gateway",
+                "address": _address(g.listen.address, g.listen.port),
+                "per_connection_buffer_limit_bytes": 2 * g.max_request_bytes,
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                "typed_config": hcm}]}],
+            }],
+            "clusters": clusters,
+        },
+    }

@@ -1,0 +1,342 @@
+"""The compact gateway config, modelled on the seed guides' resources.
+
+  gateway:   where Envoy listens, where the processor is
+  backends:  an AI provider (`ai: {provider, model, auth}`), `ai.priorityGroups` of
+             providers for failover, or a plain HTTP service (`static`)
+  routes:    `matches` (path prefix/exact/regex, headers, query parameters), weighted
+             `backendRefs` or a `directResponse`, `timeouts`, `filters` (header
+             modifiers, URL rewrites), `policies` (enrichment, defaults, guards, content
+             routing) and a `rateLimit`
+  policies:  route policies applied by `targetRefs`, like TrafficPolicy
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+
+from ..config.base import ConfigModel
+from ..config.policy import RoutePolicy
+from ..providers import PROVIDERS
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+
+
+def seconds(value: str | float | int) -> float:
+    """"30s", "1.5s", "500ms", "2m", "1h" or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value).strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a duration such as 30s, 500ms, 2m or 1h")
+    n, unit = float(m.group(1)), m.group(2)
+    return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+Duration = Annotated[float, Field(ge=0)]
+
+
+def _duration(v: Any) -> float:
+    return seconds(v)
+
+
+# ---- backends -------------------------------------------------------------------------------
+
+class Endpoint(ConfigModel):
+    host: str
+    port: int = Field(gt=0, le=65535)
+    # TLS to the endpoint; default: on for port 443.
+    tls: bool | None = None
+    sni: str | None = None
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls if self.tls is not None else self.port == 443
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+            return True
+        except ValueError:
+            return False
+
+
+def _entry_model(settings_cls):
+    """A provider's endpoint-metadata settings plus where it listens."""
+    return type(f"{settings_cls.__name__}Entry", (settings_cls,), {
+        "__annotations__": {"endpoint": Endpoint | None},
+        "endpoint": None,
+        "__module__": __name__,
+    })
+
+
+_ENTRIES = {name: _entry_model(cls.settings_model) for name, cls in PROVIDERS.items()}
+ProviderEntry = Annotated[
+    Union[tuple(Annotated[m, Tag(n)] for n, m in _ENTRIES.items())],  # type: ignore[misc]
+    Discriminator(lambda v: v.get("provider") if isinstance(v, dict) else getattr(v, "provider", None)),
+]
+
+
+class PriorityGroup(ConfigModel):
+    providers: tuple[ProviderEntry, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _named(self) -> "PriorityGroup":
+        for i, p in enumerate(self.providers):
+            if not p.name:
+                raise ValueError(f"providers[{i}] needs a 'name' (it names the backend in logs, "
+                                 "metrics and health checks)")
+        return self
+
+
+class OutlierDetection(ConfigModel):
+    consecutive_5xx: int = Field(default=3, ge=1, alias="consecutive5xx")
+    base_ejection_time: float = Field(default=10.0, gt=0)
+    max_ejection_time: float = Field(default=120.0, gt=0)
+
+    _parse = field_validator("base_ejection_time", "max_ejection_time", mode="before")(lambda cls, v: _duration(v))
+
+
+class Failover(ConfigModel):
+    # How often Envoy asks the processor whether a host waits out a Retry-After.
+    health_check_interval: float = Field(default=1.0, gt=0)
+    outlier_detection: OutlierDetection = OutlierDetection()
+
+    _parse = field_validator("health_check_interval", mode="before")(lambda cls, v: _duration(v))
+
+
+class PriorityGroups(ConfigModel):
+    priority_groups: tuple[PriorityGroup, ...] = Field(min_length=1)
+    failover: Failover = Failover()
+
+
+def _ai_kind(v: Any) -> str:
+    data = v if isinstance(v, dict) else v.__dict__
+    return "groups" if "priorityGroups" in data or "priority_groups" in data else "single"
+
+
+AIBackend = Annotated[Union[Annotated[PriorityGroups, Tag("groups")],
+                            Annotated[ProviderEntry, Tag("single")]], Discriminator(_ai_kind)]
+
+
+class Backend(ConfigModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    ai: AIBackend | None = None
+    # A plain HTTP service (no translation, no policies), e.g. for a docs or health page.
+    static: Endpoint | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Backend":
+        if (self.ai is None) == (self.static is None):
+            raise ValueError("set exactly one of 'ai' or 'static'")
+        return self
+
+    def providers(self) -> list[tuple[int, Any]]:
+        """(priority, provider entry) for every provider, single backends at priority 0."""
+        if isinstance(self.ai, PriorityGroups):
+            return [(i, p) for i, g in enumerate(self.ai.priority_groups) for p in g.providers]
+        return [(0, self.ai)] if self.ai is not None else []
+
+
+# ---- routes ---------------------------------------------------------------------------------
+
+class PathMatch(ConfigModel):
+    type: Literal["PathPrefix", "Exact", "RegularExpression"] = "PathPrefix"
+    value: str = Field(min_length=1)
+
+
+class ValueMatch(ConfigModel):
+    name: str = Field(min_length=1)
+    value: str
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+
+
+class RouteMatch(ConfigModel):
+    path: PathMatch = PathMatch(value="/")
+    headers: tuple[ValueMatch, ...] = ()
+    query_params: tuple[ValueMatch, ...] = ()
+
+    @model_validator(mode="after")
+    def _regexes_compile(self) -> "RouteMatch":
+        for m in [self.path, *self.headers, *self.query_params]:
+            if m.type == "RegularExpression":
+                try:
+                    re.compile(m.value)
+                except re.error as exc:
+                    raise ValueError(f"invalid regular expression {m.value!r}: {exc}") from None
+        return self
+
+
+class BackendRef(ConfigModel):
+    name: str
+    weight: int = Field(default=1, ge=0)
+
+
+class Timeouts(ConfigModel):
+    # Whole request including a streamed response; 0 means none (streams can run long).
+    request: float = 0.0
+    # A response (or stream) that goes quiet this long is cut.
+    idle: float = 300.0
+
+    _parse = field_validator("request", "idle", mode="before")(lambda cls, v: _duration(v))
+
+
+class HeaderValue(ConfigModel):
+    name: str = Field(min_length=1)
+    value: str
+
+
+class HeaderModifier(ConfigModel):
+    set: tuple[HeaderValue, ...] = ()
+    add: tuple[HeaderValue, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+class PathRewrite(ConfigModel):
+    type: Literal["ReplacePrefixMatch", "ReplaceFullPath"]
+    replace_prefix_match: str | None = None
+    replace_full_path: str | None = None
+
+    @model_validator(mode="after")
+    def _value(self) -> "PathRewrite":
+        want = "replace_prefix_match" if self.type == "ReplacePrefixMatch" else "replace_full_path"
+        if getattr(self, want) is None:
+            raise ValueError(f"type {self.type} needs '{want.split('_')[0]}{''.join(w.title() for w in want.split('_')[1:])}'")
+        return self
+
+
+class URLRewrite(ConfigModel):
+    path: PathRewrite | None = None
+    hostname: str | None = None
+
+
+class RouteFilter(ConfigModel):
+    type: Literal["RequestHeaderModifier", "ResponseHeaderModifier", "URLRewrite"]
+    request_header_modifier: HeaderModifier | None = None
+    response_header_modifier: HeaderModifier | None = None
+    url_rewrite: URLRewrite | None = Field(default=None, alias="urlRewrite")
+
+    @model_validator(mode="after")
+    def _matching_field(self) -> "RouteFilter":
+        field = {"RequestHeaderModifier": "request_header_modifier",
+                 "ResponseHeaderModifier": "response_header_modifier",
+                 "URLRewrite": "url_rewrite"}[self.type]
+        if getattr(self, field) is None:
+            raise ValueError(f"type {self.type} needs its settings under the matching key")
+        return self
+
+
+class DirectResponse(ConfigModel):
+    status: int = Field(ge=200, le=599)
+    body: str = ""
+    content_type: str = "application/json"
+
+
+class RateLimitKey(ConfigModel):
+    header: str | None = None
+    client_address: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> "RateLimitKey":
+        if (self.header is None) == (not self.client_address):
+            raise ValueError("set either 'header' or 'clientAddress: true'")
+        return self
+
+
+class RateLimit(ConfigModel):
+    key: RateLimitKey
+    requests: int = Field(gt=0)
+    per: Literal["second", "minute", "hour"] = "minute"
+
+
+class Route(ConfigModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+    matches: tuple[RouteMatch, ...] = (RouteMatch(),)
+    backend_refs: tuple[BackendRef, ...] = ()
+    direct_response: DirectResponse | None = None
+    timeouts: Timeouts = Timeouts()
+    filters: tuple[RouteFilter, ...] = ()
+    policies: RoutePolicy | None = None
+    rate_limit: RateLimit | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> "Route":
+        if bool(self.backend_refs) == (self.direct_response is not None):
+            raise ValueError("set exactly one of 'backendRefs' or 'directResponse'")
+        if self.backend_refs and not any(r.weight for r in self.backend_refs):
+            raise ValueError("at least one backendRef needs a weight above 0")
+        return self
+
+
+# ---- the whole config -----------------------------------------------------------------------
+
+class Listen(ConfigModel):
+    address: str = "127.0.0.1"
+    port: int = Field(default=8080, gt=0, le=65535)
+
+
+class ProcessorSettings(ConfigModel):
+    socket: str = "/tmp/aigw/extproc.sock"
+    # Where the processor answers Envoy's health checks for failover backends.
+    health_port: int = Field(default=18099, gt=0, le=65535)
+    timeout: float = 10.0
+
+    _parse = field_validator("timeout", mode="before")(lambda cls, v: _duration(v))
+
+
+class GatewaySettings(ConfigModel):
+    listen: Listen = Listen()
+    admin_port: int = Field(default=9901, gt=0, le=65535)
+    processor: ProcessorSettings = ProcessorSettings()
+    # Request bodies up to this size are accepted (413 above); Envoy buffers twice that.
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    access_log: bool = True
+
+
+class TargetRef(ConfigModel):
+    name: str
+
+
+class Policy(ConfigModel):
+    """Route policies applied to the routes named in `targetRefs` (like TrafficPolicy)."""
+
+    name: str
+    target_refs: tuple[TargetRef, ...] = Field(min_length=1)
+    ai: RoutePolicy | None = None
+    rate_limit: RateLimit | None = None
+
+
+class GatewayConfig(ConfigModel):
+    gateway: GatewaySettings = GatewaySettings()
+    backends: tuple[Backend, ...] = ()
+    routes: tuple[Route, ...] = Field(min_length=1)
+    policies: tuple[Policy, ...] = ()
+
+    @model_validator(mode="after")
+    def _references(self) -> "GatewayConfig":
+        backends = {b.name: b for b in self.backends}
+        if len(backends) != len(self.backends):
+            raise ValueError("backend names must be unique")
+        routes = {r.name for r in self.routes}
+        if len(routes) != len(self.routes):
+            raise ValueError("route names must be unique")
+        names = [p.name or b.name for b in self.backends for _, p in b.providers()]
+        if len(set(names)) != len(names):
+            raise ValueError("provider names must be unique across backends")
+        for route in self.routes:
+            kinds = set()
+            for ref in route.backend_refs:
+                if ref.name not in backends:
+                    raise ValueError(f"route '{route.name}': backendRef '{ref.name}' names no backend")
+                kinds.add("static" if backends[ref.name].static is not None else "ai")
+            if len(kinds) > 1:
+                raise ValueError(f"route '{route.name}': cannot mix AI and static backends")
+        for policy in self.policies:
+            for ref in policy.target_refs:
+                if ref.name not in routes:
+                    raise ValueError(f"policy '{policy.name}': targetRef '{ref.name}' names no route")
+        return self
