@@ -8,14 +8,12 @@ of the gateway. wrk drives the load from its own process.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml

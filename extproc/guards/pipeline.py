@@ -116,32 +116,11 @@ class RequestGuards:
 
     async def _webhook(self, messages: list[dict], headers: dict[str, str]) -> bool:
         per_message = [message_slots(m) for m in messages]
-        sent = [{"role": m.get("role", "user"), "content": "\n".join(s.text for s in slots)}
+        sent = [{"role": m.get("role", "user"), "content": _joined(slots)}
                 for m, slots in zip(messages, per_message)]
         verdict = await self.webhook.check_request(sent, headers)  # type: ignore[union-attr]
-        if verdict.failed:
-            metrics.guard_action(self.route, "request", "webhook", "failed_open" if verdict.action == "pass" else "failed")
-        if verdict.action == "reject":
-            if not verdict.failed:
-                metrics.guard_action(self.route, "request", "webhook", "rejected")
-            raise GatewayError(verdict.status or 403, verdict.message or self.custom.message,
-                               code="webhook_unavailable" if verdict.failed else "content_policy_violation")
-        if verdict.action != "mask":
-            return False
-        changed = False
-        for slots, before, after in zip(per_message, sent, verdict.messages or []):
-            text = after.get("content", "")
-            if text == before["content"] or not slots:
-                continue
-            # One text per message went out; it comes back into the first text part and
-            # replaces the others (non-text parts such as images stay).
-            slots[0].set(text)
-            for extra in slots[1:]:
-                extra.set("")
-            changed = True
-        if changed:
-            metrics.guard_action(self.route, "request", "webhook", "masked")
-        return changed
+        returned = [m.get("content", "") for m in verdict.messages or []]
+        return _settle(verdict, self.route, "request", self.custom, per_message, returned)
 
     async def _moderate(self, messages: list[dict]) -> None:
         texts = [s.text for m in messages for s in message_slots(m) if s.text]
@@ -183,32 +162,43 @@ class ResponseGuards:
         return changed
 
     async def webhook_texts(self, messages: list[dict], headers: dict[str, str]) -> bool:
-        sent = [{"message": {"role": m.get("role", "assistant"),
-                             "content": "\n".join(s.text for s in message_slots(m))}} for m in messages]
+        per_message = [message_slots(m) for m in messages]
+        sent = [{"message": {"role": m.get("role", "assistant"), "content": _joined(slots)}}
+                for m, slots in zip(messages, per_message)]
         verdict = await self.webhook.check_response(sent, headers)  # type: ignore[union-attr]
-        if verdict.failed:
-            metrics.guard_action(self.route, "response", "webhook", "failed_open" if verdict.action == "pass" else "failed")
-        if verdict.action == "reject":
-            if not verdict.failed:
-                metrics.guard_action(self.route, "response", "webhook", "rejected")
-            raise GatewayError(verdict.status or self.custom.status_code,
-                               verdict.message or self.custom.message,
-                               code="webhook_unavailable" if verdict.failed else "content_policy_violation")
-        if verdict.action != "mask":
-            return False
-        changed = False
-        for m, before, after in zip(messages, sent, verdict.choices or []):
-            text = (after.get("message") or {}).get("content", "")
-            if text != before["message"]["content"]:
-                slots = message_slots(m)
-                if slots:
-                    slots[0].set(text)
-                    for extra in slots[1:]:
-                        extra.set("")
-                    changed = True
-        if changed:
-            metrics.guard_action(self.route, "response", "webhook", "masked")
-        return changed
+        returned = [(c.get("message") or {}).get("content", "") for c in verdict.choices or []]
+        return _settle(verdict, self.route, "response", self.custom, per_message, returned)
+
+
+def _joined(slots: list[_TextSlot]) -> str:
+    return "\n".join(s.text for s in slots)
+
+
+def _settle(verdict, route: str, direction: str, custom: CustomResponse,
+            per_message: list[list[_TextSlot]], returned: list[str]) -> bool:
+    """Act on a webhook verdict: raise for a rejection, write masked texts back."""
+    if verdict.failed:
+        metrics.guard_action(route, direction, "webhook", "failed_open" if verdict.action == "pass" else "failed")
+    if verdict.action == "reject":
+        if not verdict.failed:
+            metrics.guard_action(route, direction, "webhook", "rejected")
+        raise GatewayError(verdict.status or custom.status_code, verdict.message or custom.message,
+                           code="webhook_unavailable" if verdict.failed else "content_policy_violation")
+    if verdict.action != "mask":
+        return False
+    changed = False
+    for slots, text in zip(per_message, returned):
+        if not slots or text == _joined(slots):
+            continue
+        # One text per message went out; it comes back into the first text part and
+        # replaces the others (non-text parts such as images stay).
+        slots[0].set(text)
+        for extra in slots[1:]:
+            extra.set("")
+        changed = True
+    if changed:
+        metrics.guard_action(route, direction, "webhook", "masked")
+    return changed
 
 
 class RouteGuards:

@@ -16,10 +16,8 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
-from ._gemini_request import translate_request
-from ._gemini_response import GeminiStream, translate_error, translate_response
-from .base import BackendSettings, Provider, StreamTranslator
-from .gemini import check_api_version, check_model
+from .base import BackendSettings
+from .gemini import Gemini, check_api_version, check_model
 
 # Both go into the path: letters, digits and the separators Google's ids use, nothing else.
 _PROJECT = re.compile(r"[a-z0-9][a-z0-9.:-]*")
@@ -79,7 +77,9 @@ class VertexAISettings(BackendSettings):
         return check_api_version(v)
 
 
-class VertexAI(Provider):
+class VertexAI(Gemini):
+    """Gemini's bodies, translation and errors; Vertex's path, host and bearer token."""
+
     name = "vertex-ai"
     settings_model = VertexAISettings
     auth_header = "authorization"
@@ -92,18 +92,6 @@ class VertexAI(Provider):
         action = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return (f"/{s.api_version}/projects/{s.project}/locations/{s.location}"
                 f"/publishers/{s.publisher}/models/{check_model(model)}:{action}")
-
-    def translate_request(self, req: dict[str, Any], model: str) -> dict[str, Any]:
-        return translate_request(req)
-
-    def translate_response(self, body: dict[str, Any], model: str) -> dict[str, Any]:
-        return translate_response(body, model)
-
-    def stream_translator(self, model: str) -> StreamTranslator:
-        return GeminiStream(model)
-
-    def translate_error(self, status: int, body: bytes) -> tuple[int, dict[str, Any]]:
-        return translate_error(status, body, self.name)
 
 
 PROVIDER = VertexAI

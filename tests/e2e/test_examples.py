@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from extproc.render.loader import render_file
-from tests.harness import ROOT, Stack, wait_for
+from tests.harness import ROOT, Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,6 @@ import json
 
 import httpx
 import openai
-import orjson
 import pytest
 
 from extproc.mock import engine

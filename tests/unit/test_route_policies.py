@@ -1,6 +1,5 @@
 """Route policy models: enrichment, field defaults, content routing, and start-up errors."""
 
-import copy
 
 import pytest
 from pydantic import ValidationError
