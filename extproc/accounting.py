@@ -13,6 +13,21 @@ from google.protobuf import struct_pb2
 from . import metrics
 
 NAMESPACE = "aigw"
+# Model names come from clients: label values are capped so a client cannot grow the
+# metrics without bound by inventing models. Past the cap, new names count as "other".
+_MODEL_LABELS_MAX = 200
+_seen_models: set[str] = set()
+
+
+def _model_label(name: str) -> str:
+    if not name:
+        return "-"
+    if name in _seen_models:
+        return name
+    if len(_seen_models) >= _MODEL_LABELS_MAX or len(name) > 128:
+        return "other"
+    _seen_models.add(name)
+    return name
 
 
 class Accounting:
@@ -40,7 +55,8 @@ class Accounting:
         if not isinstance(usage, dict):
             return
         p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if isinstance(p, int) and isinstance(c, int):
+        if (isinstance(p, int) and isinstance(c, int) and not isinstance(p, bool)
+                and not isinstance(c, bool) and p >= 0 and c >= 0):
             self.input_tokens, self.output_tokens, self.estimated = p, c, False
 
     @property
@@ -70,7 +86,8 @@ class Accounting:
         metrics.REQUEST_DURATION.labels(route, provider, backend, str(self.stream).lower()).observe(
             time.monotonic() - self.started)
         if self.total_tokens is not None:
-            labels = (route, provider, backend, self.request_model or "-", self.response_model or "-")
+            labels = (route, provider, backend, _model_label(self.request_model),
+                      _model_label(self.response_model))
             for kind, value in (("input", self.input_tokens), ("output", self.output_tokens)):
                 metrics.TOKENS.labels(*labels, kind).inc(value)
                 metrics.TOKEN_USAGE.labels(*labels, kind).observe(value)

@@ -37,13 +37,12 @@ def retry_after_seconds(headers: dict[str, str], now: float | None = None) -> fl
         return value if math.isfinite(value) and value >= 0 else None
     except ValueError:
         pass
-    try:
-        when = email.utils.parsedate_to_datetime(ra)
-    except (TypeError, ValueError):
+    parsed = email.utils.parsedate_tz(ra)
+    if parsed is None:
         return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+    # mktime_tz reads a missing or "-0000" zone as UTC, as HTTP dates are.
+    when = email.utils.mktime_tz(parsed)
+    return max(0.0, when - (now if now is not None else time.time()))
 
 
 class BackendHealth:

@@ -8,6 +8,12 @@ from .providers.base import BackendSettings, Credential, Provider
 # Every header a client might use to carry a provider credential. All are removed from
 # every upstream request; the one the backend needs is then set by the gateway.
 CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key")
+# Never forwarded: compression would hide bodies from the gateway's parsers (Envoy can
+# compress towards the client), and cookies or proxy credentials are the client's own.
+CLIENT_ONLY_HEADERS = ("accept-encoding", "cookie", "proxy-authorization")
+# Choose the account billed. With the gateway's credential, the backend's settings decide,
+# not the client; with passthrough, the client's own account is the client's business.
+ACCOUNT_HEADERS = ("openai-organization", "openai-project", "x-goog-user-project")
 
 
 class Backend:

@@ -55,6 +55,14 @@ def response_headers(*, body_mode: int | None = None, **kw) -> pb.ProcessingResp
     return resp
 
 
+def replace_response(set_headers: dict[str, str], body: bytes) -> pb.ProcessingResponse:
+    """Answer a headers-only response (end_of_stream on the headers) with a body."""
+    resp = pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=common(
+        set_headers=set_headers, body=body)))
+    resp.response_headers.response.status = pb.CommonResponse.CONTINUE_AND_REPLACE
+    return resp
+
+
 def response_body(**kw) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common(**kw)))
 

@@ -77,4 +77,7 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
             outcome = "cancelled"
             raise
         finally:
-            handler.close(outcome)
+            try:
+                handler.close(outcome)
+            except Exception:  # accounting must never turn a finished request into an error
+                log.exception("closing a stream failed")

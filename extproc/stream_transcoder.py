@@ -8,12 +8,15 @@ an error event followed by `[DONE]` when the provider reports an error mid-strea
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 
 from .providers.base import ProviderError, StreamTranslator, error_dict
 from .sse import DONE, SSEParser
+
+log = logging.getLogger("aigw.upstream")
 
 
 class StreamTranscoder:
@@ -45,8 +48,10 @@ class StreamTranscoder:
                     self.done = True
         except (ProviderError, ValueError, KeyError, TypeError, AttributeError) as exc:
             # A stream the translator cannot follow ends with an error the client can see,
-            # never with silently truncated or untranslated output.
-            self._emit([error_dict(502, f"the provider's stream could not be translated: {exc}",
+            # never with silently truncated or untranslated output. The exception text may
+            # quote provider data, so it goes to the log, not to the client.
+            log.warning("untranslatable provider stream", extra={"fields": {"error": repr(exc)[:200]}})
+            self._emit([error_dict(502, "the provider's stream could not be translated",
                                    code="upstream_invalid_stream")], out)
         return b"".join(out)
 

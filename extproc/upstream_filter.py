@@ -18,12 +18,12 @@ from . import headers as H
 from . import metrics
 from . import messages as msg
 from .backend_health import retry_after_seconds
-from .backends import CREDENTIAL_HEADERS, Backend, client_key
+from .backends import ACCOUNT_HEADERS, CLIENT_ONLY_HEADERS, CREDENTIAL_HEADERS, Backend, client_key
 from .canonical import parse_request
 from .config.gateway import GatewayConfig
 from .errors import GatewayError, bad_request
 from .logs import access_log
-from .providers.base import ProviderError, error_dict
+from .providers.base import ProviderError, error_dict, openai_style_error
 from .settings import ProcessorSettings
 from .stream_transcoder import StreamTranscoder
 
@@ -112,7 +112,8 @@ class UpstreamStream:
         credential = backend.credential(self.client_key)
         if credential is not None:
             set_headers[credential.header] = credential.value
-        remove = [h for h in CREDENTIAL_HEADERS if h not in set_headers]
+        strip = CREDENTIAL_HEADERS + CLIENT_ONLY_HEADERS + (() if backend.passthrough else ACCOUNT_HEADERS)
+        remove = [h for h in strip if h not in set_headers]
         if self.settings.debug_bodies:
             log.debug("upstream request body", extra={"fields": {
                 "request_id": self.request_id, "backend": backend.name, "body": body.decode()}})
@@ -125,12 +126,18 @@ class UpstreamStream:
         hdrs = msg.headers_of(req.response_headers.headers)
         self.status = int(hdrs.get(":status", "0") or 0)
         report = {H.BACKEND: backend.name, H.PROVIDER: backend.provider.name, H.ATTEMPT: self.attempt}
+        if self.status == 429 or (self.status == 503 and ("retry-after" in hdrs or "retry-after-ms" in hdrs)):
+            self._cool_down(backend, hdrs)
         if req.response_headers.end_of_stream:
             self.done = True
+            if self.status >= 400:
+                # An error without a body still reaches the client as an OpenAI-style error.
+                status, doc = self._translate_whole(b"")
+                out = orjson.dumps(doc)
+                return msg.replace_response(report | {"content-type": "application/json",
+                                                      "content-length": str(len(out))}, out)
             return msg.response_headers(set_headers=report)
         content_type = hdrs.get("content-type", "")
-        if self.status == 429 or (self.status == 503 and "retry-after" in hdrs):
-            self._cool_down(backend, hdrs)
         if self.status >= 400:
             # Errors are read whole and normalised to the OpenAI error shape.
             self.translate_json = True
@@ -163,7 +170,12 @@ class UpstreamStream:
     def _translate_whole(self, body: bytes) -> tuple[int, dict]:
         provider = self.backend.provider  # type: ignore[union-attr]
         if self.status >= 400:
-            return provider.translate_error(self.status, body)
+            try:
+                return provider.translate_error(self.status, body)
+            except Exception:  # an odd error body must not hide the provider's status
+                log.warning("untranslatable provider error", extra={"fields": {
+                    "request_id": self.request_id, "backend": self.backend.name}})  # type: ignore[union-attr]
+                return self.status, openai_style_error(self.status, body, provider.name)
         try:
             return self.status, provider.translate_response(orjson.loads(body), self.model)
         except (orjson.JSONDecodeError, ProviderError, ValueError, KeyError, TypeError,
@@ -176,7 +188,11 @@ class UpstreamStream:
 
     def _cool_down(self, backend: Backend, hdrs: dict[str, str]) -> None:
         """The provider asked us to back off: keep this backend out of rotation (Envoy's
-        health checker asks the processor) for Retry-After, or the configured default."""
+        health checker asks the processor) for Retry-After, or the configured default.
+        Not for passthrough backends: there the limit is the client's own key's, and one
+        client's 429 must not take the backend away from everyone else."""
+        if backend.passthrough:
+            return
         s = backend.settings
         wait = retry_after_seconds(hdrs)
         seconds = min(wait if wait is not None else s.cooldown_seconds, s.max_cooldown_seconds)

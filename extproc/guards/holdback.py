@@ -2,7 +2,8 @@
 
 Given the text seen so far, `Holdback.start(text, base)` is the smallest index at or after
 `base` from which the text could still change what the guard finds when more text
-arrives. Everything before it can be released now; the tail from it is held.
+arrives, and the rule that says so. Everything before it can be released now; the tail
+from it is held.
 
 - Custom patterns: the `regex` module's partial matching finds a match that runs into
   the end of the text. A complete match is also held when the text from its start could
@@ -14,8 +15,8 @@ arrives. Everything before it can be released now; the tail from it is held.
   with), up to the longest such match.
 - Entities without a known character set hold the whole window.
 
-The caller caps the tail at the policy's window (see stream_guard.py), so nothing is ever
-held without bound.
+When the tail outgrows the policy's window, the stream guard masks it and follows it with
+the same rule (`Rule.end_of_match`) until the possible match is over.
 """
 
 from __future__ import annotations
@@ -27,61 +28,103 @@ import regex
 from .regex_guard import TextScanner
 
 # Presidio entity -> (characters its matches consist of, characters a match can start
-# with, longest match worth waiting for)
-CHAR_RUNS: dict[str, tuple[str, str, int]] = {
-    "CREDIT_CARD": (r"[\d \-]", r"\d", 32),
-    "US_SSN": (r"[\d \-.]", r"\d", 16),
+# with, characters a match can end with, longest match worth waiting for). Checked
+# against Presidio's own patterns in tests/unit/test_guard_edges.py.
+CHAR_RUNS: dict[str, tuple[str, str, str, int]] = {
+    "CREDIT_CARD": (r"[\d \-]", r"\d", r"\d", 32),
+    "US_SSN": (r"[\d \-.]", r"\d", r"\d", 16),
     # phonenumbers accepts many separators, brackets, a leading +, and "ext"/"x" suffixes.
-    "PHONE_NUMBER": (r"[\d\s()+\-./#,;xXeEtT\u2010-\u2015\u2212\u00ad\uff0d]", r"[\d(+\uff0b]", 48),
-    "EMAIL_ADDRESS": (r"[\w.!#$%&'*+/=?^`{|}~@\-]", r"[\w!#$%&'*+/=?^`{|}~]", 254),
-    "IP_ADDRESS": (r"[\da-fA-F.:/%]", r"[\da-fA-F:]", 48),
-    "IBAN_CODE": (r"[A-Za-z\d ]", r"[A-Za-z]", 42),
-    "US_BANK_NUMBER": (r"\d", r"\d", 17),
-    "US_ITIN": (r"[\d \-]", r"\d", 16),
+    "PHONE_NUMBER": (r"[\d\s()+\-./#,;xXeEtT\u2010-\u2015\u2212\u00ad\uff0d]", r"[\d(+\uff0b]", r"[\d)]", 48),
+    "EMAIL_ADDRESS": (r"[\w.!#$%&'*+/=?^`{|}~@\-]", r"[\w!#$%&'*+/=?^`{|}~]", r"\w", 254),
+    "IP_ADDRESS": (r"[\da-fA-F.:/%]", r"[\da-fA-F:]", r"[\da-fA-F:]", 48),
+    "IBAN_CODE": (r"[A-Za-z\d \-]", r"[A-Za-z]", r"[A-Za-z\d]", 48),
+    "US_BANK_NUMBER": (r"\d", r"\d", r"\d", 17),
+    "US_ITIN": (r"[\d \-]", r"\d", r"\d", 16),
 }
+
+
+class Rule:
+    """One reason to hold text back, and how to tell where the match it might be ends."""
+
+    label: str
+
+    def end_of_match(self, text: str) -> int | None:
+        """`text` starts where a possible match starts. The index where that match is over
+        (it completed there, or failed), or None while it may still continue."""
+        raise NotImplementedError
+
+
+class PatternRule(Rule):
+    def __init__(self, label: str, pattern: regex.Pattern) -> None:
+        self.label, self.pattern = label, pattern
+
+    def end_of_match(self, text: str) -> int | None:
+        m = self.pattern.match(text, partial=True)
+        if m is None:
+            return 0
+        if m.partial or m.end() == len(text):
+            return None
+        return m.end()
+
+
+class RunRule(Rule):
+    def __init__(self, label: str, chars: re.Pattern, ends: re.Pattern) -> None:
+        self.label, self.chars, self.ends = label, chars, ends
+
+    def end_of_match(self, text: str) -> int | None:
+        i = 0
+        while i < len(text) and self.chars.match(text, i):
+            i += 1
+        if i == len(text):
+            return None
+        # The run may end in separators ("4111 " before "ok") that are not the match's.
+        while i > 0 and not self.ends.match(text, i - 1):
+            i -= 1
+        return i
 
 
 class Holdback:
     def __init__(self, scanner: TextScanner, window: int) -> None:
         cfg = scanner.config
         flags = 0 if cfg.case_sensitive else regex.IGNORECASE
-        self._partial: list[regex.Pattern] = []
-        self._whole_window = False
+        self._partial: list[PatternRule] = []
+        self._whole_window: RunRule | None = None
         for m in cfg.matches:
             try:
-                self._partial.append(regex.compile(m.pattern, flags | regex.VERSION0))
+                self._partial.append(PatternRule(m.name, regex.compile(m.pattern, flags | regex.VERSION0)))
             except regex.error:
-                # A pattern only `re` understands: fall back to holding the whole window.
-                self._whole_window = True
-        self._runs: list[tuple[re.Pattern, re.Pattern, int]] = []
+                # A pattern only `re` understands: hold the whole window for it.
+                self._whole_window = RunRule(m.name, re.compile(r"\S"), re.compile(r"\S"))
+        self._runs: list[tuple[RunRule, re.Pattern, int]] = []
         for entity in scanner.entities:
+            label = scanner.label_for(entity)
             if entity in CHAR_RUNS:
-                chars, starts, longest = CHAR_RUNS[entity]
-                self._runs.append((re.compile(chars), re.compile(starts), min(longest, window)))
-            else:
-                self._whole_window = True
+                chars, starts, ends, longest = CHAR_RUNS[entity]
+                self._runs.append((RunRule(label, re.compile(chars), re.compile(ends)), re.compile(starts),
+                                   min(longest, window)))
+            elif self._whole_window is None:
+                self._whole_window = RunRule(label, re.compile(r"\S"), re.compile(r"\S"))
         self.window = window
 
-    def start(self, text: str, base: int) -> int:
+    def start(self, text: str, base: int) -> tuple[int, Rule | None]:
         end = len(text)
-        hold = end
-        if self._whole_window:
-            hold = max(base, end - self.window)
-        for pattern in self._partial:
-            for m in pattern.finditer(text, base, partial=True):
-                if m.partial:
-                    hold = min(hold, m.start())
+        hold, rule = end, None
+        if self._whole_window is not None:
+            hold, rule = max(base, end - self.window), self._whole_window
+        for pr in self._partial:
+            for m in pr.pattern.finditer(text, base, partial=True):
+                if m.partial or m.end() == end or pr.pattern.fullmatch(text, m.start(), partial=True) is not None:
+                    if m.start() < hold:
+                        hold, rule = m.start(), pr
                     break
-                if m.end() == end or pattern.fullmatch(text, m.start(), partial=True) is not None:
-                    hold = min(hold, m.start())
-                    break
-        for chars, starts, longest in self._runs:
+        for run, starts, longest in self._runs:
             i = end
             floor = max(base, end - longest)
-            while i > floor and chars.match(text, i - 1):
+            while i > floor and run.chars.match(text, i - 1):
                 i -= 1
             # A match cannot begin with a separator: hold from the first possible start.
             while i < end and not starts.match(text, i):
                 i += 1
-            hold = min(hold, i)
-        return max(hold, base)
+            if i < hold:
+                hold, rule = i, run
+        return max(hold, base), rule

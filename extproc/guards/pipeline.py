@@ -44,14 +44,28 @@ class _TextSlot:
         self.text = text
 
 
+# Message fields that hold text a provider reads or a client sees, besides `content`.
+TEXT_FIELDS = ("refusal", "reasoning_content", "reasoning")
+
+
 def message_slots(message: dict[str, Any]) -> list[_TextSlot]:
+    """Every text in a message a translator may send or a client may see: string content,
+    any content part carrying `text` or `refusal` (whatever its type), and the message's
+    refusal and reasoning fields. Tool-call arguments are not included (documented)."""
+    slots = []
     content = message.get("content")
     if isinstance(content, str):
-        return [_TextSlot(message, "content", content)]
-    if isinstance(content, list):
-        return [_TextSlot(part, "text", part["text"]) for part in content
-                if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)]
-    return []
+        slots.append(_TextSlot(message, "content", content))
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict):
+                for key in ("text", "refusal"):
+                    if isinstance(part.get(key), str):
+                        slots.append(_TextSlot(part, key, part[key]))
+    for key in TEXT_FIELDS:
+        if isinstance(message.get(key), str):
+            slots.append(_TextSlot(message, key, message[key]))
+    return slots
 
 
 class RegexStage:
@@ -115,12 +129,12 @@ class RequestGuards:
         return changed
 
     async def _webhook(self, messages: list[dict], headers: dict[str, str]) -> bool:
-        per_message = [message_slots(m) for m in messages]
-        sent = [{"role": m.get("role", "user"), "content": _joined(slots)}
-                for m, slots in zip(messages, per_message)]
+        # One webhook message per text (a plain message is one text, as the contract shows).
+        slots = [(m.get("role", "user"), s) for m in messages for s in message_slots(m)]
+        sent = [{"role": role, "content": slot.text} for role, slot in slots]
         verdict = await self.webhook.check_request(sent, headers)  # type: ignore[union-attr]
         returned = [m.get("content", "") for m in verdict.messages or []]
-        return _settle(verdict, self.route, "request", self.custom, per_message, returned)
+        return _settle(verdict, self.route, "request", self.custom, [s for _, s in slots], returned)
 
     async def _moderate(self, messages: list[dict]) -> None:
         texts = [s.text for m in messages for s in message_slots(m) if s.text]
@@ -151,10 +165,21 @@ class ResponseGuards:
         self.needs_headers = self.webhook is not None
 
     async def apply(self, completion: dict[str, Any], headers: dict[str, str]) -> bool:
-        """Guard `choices[].message.content` of a chat.completion in place."""
-        choices = [c for c in completion.get("choices") or [] if isinstance(c, dict)]
-        messages = [c.get("message") if isinstance(c.get("message"), dict) else {} for c in choices]
+        """Guard the texts of a chat.completion's `choices[].message` in place. A shape the
+        guards cannot read is refused (502) rather than passed on unguarded."""
+        choices = completion.get("choices")
+        if not isinstance(choices, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("message", {}), dict) for c in choices):
+            raise GatewayError(502, "the provider's response could not be checked by the gateway",
+                               code="unguardable_response")
+        messages = [c.get("message") or {} for c in choices]
         changed = False
+        for choice in choices:
+            # Log probabilities repeat the answer token by token: they would carry what
+            # the guards mask. Not returned on guarded routes.
+            if choice.get("logprobs") is not None:
+                choice["logprobs"] = None
+                changed = True
         if self.regex is not None:
             changed |= await self.regex.run([s for m in messages for s in message_slots(m)])
         if self.webhook is not None and choices:
@@ -162,20 +187,15 @@ class ResponseGuards:
         return changed
 
     async def webhook_texts(self, messages: list[dict], headers: dict[str, str]) -> bool:
-        per_message = [message_slots(m) for m in messages]
-        sent = [{"message": {"role": m.get("role", "assistant"), "content": _joined(slots)}}
-                for m, slots in zip(messages, per_message)]
+        slots = [(m.get("role", "assistant"), s) for m in messages for s in message_slots(m)]
+        sent = [{"message": {"role": role, "content": slot.text}} for role, slot in slots]
         verdict = await self.webhook.check_response(sent, headers)  # type: ignore[union-attr]
         returned = [(c.get("message") or {}).get("content", "") for c in verdict.choices or []]
-        return _settle(verdict, self.route, "response", self.custom, per_message, returned)
-
-
-def _joined(slots: list[_TextSlot]) -> str:
-    return "\n".join(s.text for s in slots)
+        return _settle(verdict, self.route, "response", self.custom, [s for _, s in slots], returned)
 
 
 def _settle(verdict, route: str, direction: str, custom: CustomResponse,
-            per_message: list[list[_TextSlot]], returned: list[str]) -> bool:
+            slots: list[_TextSlot], returned: list[str]) -> bool:
     """Act on a webhook verdict: raise for a rejection, write masked texts back."""
     if verdict.failed:
         metrics.guard_action(route, direction, "webhook", "failed_open" if verdict.action == "pass" else "failed")
@@ -187,15 +207,10 @@ def _settle(verdict, route: str, direction: str, custom: CustomResponse,
     if verdict.action != "mask":
         return False
     changed = False
-    for slots, text in zip(per_message, returned):
-        if not slots or text == _joined(slots):
-            continue
-        # One text per message went out; it comes back into the first text part and
-        # replaces the others (non-text parts such as images stay).
-        slots[0].set(text)
-        for extra in slots[1:]:
-            extra.set("")
-        changed = True
+    for slot, text in zip(slots, returned):
+        if isinstance(text, str) and text != slot.text:
+            slot.set(text)
+            changed = True
     if changed:
         metrics.guard_action(route, direction, "webhook", "masked")
     return changed

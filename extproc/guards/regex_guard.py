@@ -136,6 +136,10 @@ class TextScanner:
     def needs_presidio(self) -> bool:
         return self._engine is not None
 
+    def label_for(self, entity: str) -> str:
+        """The configured name a Presidio entity is masked as (`EMAIL` for EMAIL_ADDRESS)."""
+        return self._labels[entity][0]
+
     @property
     def entities(self) -> list[str]:
         """The Presidio entities scanned for (EMAIL_ADDRESS, not the configured EMAIL)."""

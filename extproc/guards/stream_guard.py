@@ -11,17 +11,21 @@ but never more than the policy's window. At the end of the text everything is re
 Invariant (checked by the property tests): the concatenation of what is released equals
 `TextScanner.mask` of the whole text, and no matched value is ever released.
 
-A finding that the window forces to be cut is masked on both sides of the cut: its
-label goes out once, and the rest of it is swallowed when it arrives.
+When the held tail would outgrow the window, it is masked rather than released: its label
+goes out once, and the possible match is followed (by the rule that held it) and
+swallowed until it is over; REJECT rejects. So a long match is never released in clear;
+the price is that text which only looked like the start of one is masked too.
 """
 
 from __future__ import annotations
 
-from .holdback import Holdback
+from .holdback import Holdback, Rule
 from .regex_guard import Finding, TextScanner
 
 # Released text kept as scanning context for the next step.
 _CONTEXT = 128
+# The most of a masked, still-open possible match kept to follow it.
+_OPEN_CAP = 256 * 1024
 
 
 class StreamRejected(Exception):
@@ -32,7 +36,7 @@ class StreamRejected(Exception):
 
 class StreamTextGuard:
     __slots__ = ("_scanner", "_holdback", "_window", "_reject", "_context", "_pending",
-                 "_masked_tail", "released_chars")
+                 "_masked_tail", "released_chars", "_open", "_open_text")
 
     def __init__(self, scanner: TextScanner, holdback: Holdback, window: int, reject: bool) -> None:
         self._scanner = scanner
@@ -45,6 +49,9 @@ class StreamTextGuard:
         # continuing across the boundary must not get a second label.
         self._masked_tail = False
         self.released_chars = 0
+        # A possible match the window forced us to mask, followed until it is over.
+        self._open: Rule | None = None
+        self._open_text = ""
 
     @property
     def holding(self) -> int:
@@ -60,15 +67,34 @@ class StreamTextGuard:
         """The choice's text is complete: release the rest."""
         return self._step(final=True)
 
+    def _follow_open(self, final: bool) -> bool:
+        """Swallow the rest of a masked open match. True while it is still open."""
+        if self._open is None:
+            return False
+        text = self._open_text + self._pending
+        end = None if len(text) > _OPEN_CAP else self._open.end_of_match(text)
+        if end is None and not final:
+            self._open_text = text[-_OPEN_CAP:]
+            self._context = _tail(self._context + self._pending)
+            self._pending = ""
+            return True
+        consumed = max(0, (end if end is not None else len(text)) - len(self._open_text))
+        self._context = _tail(self._context + self._pending[:consumed])
+        self._pending = self._pending[consumed:]
+        self._open, self._open_text = None, ""
+        self._masked_tail = True
+        return False
+
     def _step(self, final: bool) -> tuple[str, list[Finding]]:
-        if not self._pending:
+        if self._follow_open(final) or not self._pending:
             return "", []
         text = self._context + self._pending
         base = len(self._context)
         end = len(text)
+        rule = None
         if not final:
-            hold = max(self._holdback.start(text, base), end - self._window)
-            if hold <= base:
+            hold, rule = self._holdback.start(text, base)
+            if hold <= base and end - base <= self._window:
                 return "", []  # all of it may still be part of a match: nothing to scan yet
         # Presidio runs only if the new text could hold an entity (see TextScanner.scan);
         # released context cannot end in a half-match, except after a window cut.
@@ -86,9 +112,28 @@ class StreamTextGuard:
                 for f in findings:
                     if base <= f.start < hold < f.end:
                         hold, moved = f.start, True
-            hold = max(hold, base, end - self._window)  # the window bounds the wait
-            if hold <= base:
-                return "", []
+        if not final and end - hold > self._window:
+            return self._mask_open_tail(text, base, hold, rule, findings)
+        if hold <= base:
+            return "", []
+        return self._release(text, base, hold, findings)
+
+    def _mask_open_tail(self, text: str, base: int, hold: int, rule: Rule | None,
+                        findings: list[Finding]) -> tuple[str, list[Finding]]:
+        """The possible match from `hold` outgrew the window: release what is before it,
+        mask it, and follow it from now on."""
+        label = next((f.entity for f in findings if f.start == hold), rule.label if rule else "REDACTED")
+        if self._reject:
+            raise StreamRejected([Finding(label, hold - base, len(text) - base, 0.0)])
+        released, found = self._release(text, base, hold, findings) if hold > base else ("", [])
+        self._open, self._open_text = rule, text[hold:]
+        self._context = _tail(self._context + self._pending)
+        self._pending = ""
+        self._masked_tail = True
+        return released + f"<{label}>", [*found, Finding(label, 0, 0, 0.0)]
+
+    def _release(self, text: str, base: int, hold: int,
+                 findings: list[Finding]) -> tuple[str, list[Finding]]:
         released = [f for f in findings if f.start < hold]
         if released and self._reject:
             raise StreamRejected(released)

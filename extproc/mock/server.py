@@ -13,6 +13,7 @@ same names in camelCase; headers win):
   x-mock-split: 5,17,30         cut the SSE byte stream at these offsets (one write each)
   x-mock-chunk-bytes: 7         cut the SSE byte stream every N bytes
   x-mock-auth: any|none|<key>   which credential is accepted (default: any non-empty one)
+  x-mock-empty-body: 1          an error status with no body at all
 
 Admin: GET /_mock/requests lists what was received (path, query, headers, JSON body);
 DELETE /_mock/requests clears it; POST /_mock/behavior sets defaults; GET /_mock/health.
@@ -182,6 +183,8 @@ async def _serve_provider(state: MockState, request: web.Request) -> web.StreamR
         headers = {}
         if behavior.retry_after is not None:
             headers["retry-after"] = str(int(behavior.retry_after)) if float(behavior.retry_after).is_integer() else str(behavior.retry_after)
+        if request.headers.get("x-mock-empty-body"):
+            return web.Response(status=status, headers=headers)
         return _json(dialect.render_error(status, f"mock failure {status}"), status, headers)
 
     cred = dialect.credential(request.headers, request.query)

@@ -30,6 +30,8 @@ def stack(tmp_path_factory):
     add_route(doc, "envkey", "/envkey/v1/chat/completions", [{
         "name": "envkey", "provider": "openai", "model": "gpt-4.1-mini",
         "auth": {"secretRef": {"env": "AIGW_TEST_OPENAI_KEY"}}, "organization": "org-42"}])
+    add_route(doc, "cooling", "/cooling/v1/chat/completions", [{
+        "name": "cooling", "provider": "openai", "auth": {"secretRef": {"inline": "k"}}}])
     s = Stack(doc)
     s.mocks["ollama"].baseline(auth="none")
     # This server takes its key in a custom header the mock does not parse; the test
@@ -103,3 +105,41 @@ def test_client_credential_in_any_header_is_removed(stack, header):
     seen = stack.mocks["envkey"].requests[0]["headers"]
     assert header not in seen
     assert seen["authorization"] == "Bearer env-secret-123"
+
+
+def test_client_only_and_account_headers_do_not_reach_the_provider(stack):
+    r = stack.post({"model": "gpt-4o", "messages": USER}, path="/envkey/v1/chat/completions",
+                   headers={"accept-encoding": "gzip, br", "cookie": "session=1", "proxy-authorization": "x",
+                            "openai-organization": "org-chosen-by-client", "openai-project": "p"})
+    assert r.status_code == 200
+    seen = stack.mocks["envkey"].requests[0]["headers"]
+    for h in ("accept-encoding", "cookie", "proxy-authorization", "openai-project"):
+        assert h not in seen, h
+    # The backend's own organization, not the client's.
+    assert seen["openai-organization"] == "org-42"
+
+
+def test_passthrough_keeps_the_clients_account_headers(stack):
+    r = stack.post({"model": "gpt-4o", "messages": USER}, path="/byok/v1/chat/completions",
+                   headers={"openai-organization": "org-of-the-client"})
+    assert r.status_code == 200
+    assert stack.mocks["byok"].requests[0]["headers"]["openai-organization"] == "org-of-the-client"
+
+
+def test_error_without_a_body_is_still_an_openai_error_and_cools_down(stack):
+    r = stack.post({"model": "gpt-4o", "messages": USER}, path="/cooling/v1/chat/completions",
+                   headers={"x-mock-status": "429", "x-mock-empty-body": "1", "x-mock-retry-after": "30"})
+    assert r.status_code == 429
+    assert r.json()["error"]["type"] == "rate_limit_error"
+    calls = len(stack.mocks["cooling"].requests)
+    # The backend now waits out its Retry-After: the gateway answers by itself.
+    again = stack.post({"model": "gpt-4o", "messages": USER}, path="/cooling/v1/chat/completions")
+    assert again.status_code == 429 and int(again.headers["retry-after"]) <= 30
+    assert len(stack.mocks["cooling"].requests) == calls
+
+
+def test_passthrough_429_does_not_cool_the_backend_for_everyone(stack):
+    r = stack.post({"model": "gpt-4o", "messages": USER}, path="/byok/v1/chat/completions",
+                   headers={"x-mock-status": "429", "x-mock-retry-after": "30"})
+    assert r.status_code == 429
+    assert stack.post({"model": "gpt-4o", "messages": USER}, path="/byok/v1/chat/completions").status_code == 200
