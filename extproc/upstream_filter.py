@@ -74,7 +74,7 @@ class UpstreamStream:
         self.request_id = hdrs.get(H.REQUEST_ID, "")
         self.attempt = hdrs.get(H.ENVOY_ATTEMPT, "1")
         address = fields.get("upstream.address", "")
-        self.backend = self.gw.backend_for_host(fields.get("xds.upstream_host_metadata", ""), address)
+        self.backend = self.gw.backend_for_host(fields.get("xds.upstream_host_metadata", ""))
         if self.backend is None:
             # Envoy picked a host this processor has no settings for: Envoy and the
             # processor run different bootstraps. Never forward such a request as is.

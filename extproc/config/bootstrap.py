@@ -7,7 +7,8 @@ ext_proc filters are wired so that no request can bypass the gateway:
 - every cluster holding `aigw` endpoints runs the upstream ext_proc filter, or requests
   would reach the provider untranslated and without the gateway's credential;
 - every listener serving `aigw` routes runs the route-level ext_proc filter;
-- neither filter fails open.
+- neither filter fails open, is weakened, or is switched off for an AI route, and AI
+  clusters are reached only through routes checked here (see wiring.py).
 
 All problems are reported together, each naming the route or endpoint and the field.
 """
@@ -23,12 +24,12 @@ from pydantic import ValidationError
 
 from ..backends import Backend
 from ..providers import PROVIDERS, backend_settings_adapter
-from .gateway import AIGW, ClusterConfig, GatewayConfig, RouteConfig, metadata_key
+from . import wiring
+from .gateway import AIGW, ClusterConfig, GatewayConfig, RouteConfig
 from .policy import RoutePolicy
 from .secrets import Secret, SecretError
 
-HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-EXT_PROC = "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+EXT_PROC = wiring.EXT_PROC
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 PHASE_HEADER = "x-aigw-phase"
 
@@ -45,8 +46,12 @@ class ConfigError(Exception):
 @dataclass
 class _Filter:
     phase: str | None
-    config: dict[str, Any]
+    entry: dict[str, Any]  # the HttpFilter: name and typed_config
     location: str
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.entry.get("typed_config") or {}
 
 
 def load_bootstrap(path: str | Path, *, resolve_secrets: bool = True) -> GatewayConfig:
@@ -56,7 +61,12 @@ def load_bootstrap(path: str | Path, *, resolve_secrets: bool = True) -> Gateway
     except OSError as exc:
         raise ConfigError([f"cannot read the bootstrap: {exc.strerror}"], str(path)) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"the bootstrap is not valid YAML: {exc}"], str(path)) from None
+        # Only the problem and the line: the YAML library's snippet of the line could
+        # hold a secret.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError([f"the bootstrap is not valid YAML{where}: "
+                           f"{getattr(exc, 'problem', None) or 'syntax error'}"], str(path)) from None
     return build_config(doc, source=str(path), resolve_secrets=resolve_secrets)
 
 
@@ -67,30 +77,30 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
     static = doc.get("static_resources") or {}
 
     clusters: dict[str, ClusterConfig] = {}
-    by_metadata: dict[bytes, list[tuple[str, Backend]]] = {}
     health_addresses: set[tuple[str, int]] = set()
     for ci, cluster in enumerate(static.get("clusters") or []):
-        _read_cluster(ci, cluster, clusters, by_metadata, problems, resolve_secrets,
-                      health_addresses)
+        _read_cluster(ci, cluster, clusters, problems, resolve_secrets, health_addresses)
     if len(health_addresses) > 1:
         problems.append("gateway endpoints' health_check_config addresses differ "
                         f"({', '.join(f'{h}:{p}' for h, p in sorted(health_addresses))}); they "
                         "must all name the processor's one health endpoint")
-    seen: set[str] = set()
+    by_name: dict[str, Backend] = {}
     for backend in (b for c in clusters.values() for b in c.backends):
-        if backend.name in seen:
+        if backend.name in by_name:
             problems.append(f"backend name '{backend.name}' is used by more than one endpoint; "
                             "names identify backends in logs, metrics and health checks")
-        seen.add(backend.name)
+        by_name[backend.name] = backend
 
     routes: dict[str, RouteConfig] = {}
     for li, listener in enumerate(static.get("listeners") or []):
-        for loc, hcm in _connection_managers(li, listener):
+        lname = listener.get("name") or f"listeners[{li}]"
+        for loc, hcm in wiring.connection_managers(listener, lname, problems, bool(clusters)):
             _read_hcm(loc, hcm, routes, clusters, problems)
+    wiring.check_document(doc, set(clusters), problems)
 
     if problems:
         raise ConfigError(problems, source)
-    gw = GatewayConfig(routes, clusters, by_metadata)
+    gw = GatewayConfig(routes, clusters, by_name)
     gw.processor_socket = processor_socket(doc)
     gw.health_address = next(iter(health_addresses), None)
     return gw
@@ -118,8 +128,8 @@ def processor_socket(doc: dict[str, Any]) -> str | None:
 
 def _all_ext_proc_filters(doc: dict[str, Any]) -> Iterator[dict]:
     static = doc.get("static_resources") or {}
-    for li, listener in enumerate(static.get("listeners") or []):
-        for _, hcm in _connection_managers(li, listener):
+    for listener in static.get("listeners") or []:
+        for _, hcm in wiring.connection_managers(listener, "", [], False):
             for f in hcm.get("http_filters") or []:
                 typed = f.get("typed_config") or {}
                 if typed.get("@type", "").endswith(EXT_PROC):
@@ -134,8 +144,7 @@ def _all_ext_proc_filters(doc: dict[str, Any]) -> Iterator[dict]:
 
 # ---- clusters and endpoints -------------------------------------------------------------
 
-def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig],
-                  by_metadata: dict[bytes, list[tuple[str, Backend]]], problems: list[str],
+def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig], problems: list[str],
                   resolve_secrets: bool, health_addresses: set[tuple[str, int]]) -> None:
     name = cluster.get("name") or f"clusters[{ci}]"
     upstream_filter = _upstream_ext_proc(cluster, name, problems)
@@ -150,9 +159,8 @@ def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig],
             f"typed_extension_protocol_options.{HTTP_OPTIONS}.http_filters; requests would "
             "reach the provider untranslated")
         return
-    _check_ext_proc(upstream_filter, problems, phase="upstream",
-                    attributes=("xds.upstream_host_metadata", "upstream.address"),
-                    need_mode_override=True)
+    wiring.check_filter(upstream_filter.entry, upstream_filter.location, "upstream",
+                        ("xds.upstream_host_metadata",), problems)
 
     cfg = clusters.setdefault(name, ClusterConfig(name))
     health_checked = bool(cluster.get("health_checks"))
@@ -172,7 +180,6 @@ def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig],
         if backend is None:
             continue
         cfg.backends.append(backend)
-        by_metadata.setdefault(metadata_key(aigw), []).append((address, backend))
 
         if health_checked:
             _check_health_config(where, backend.name, lb, problems, health_addresses)
@@ -237,12 +244,17 @@ def _build_backend(where: str, cluster: str, address: str, aigw: Any, problems: 
         except SecretError as exc:
             problems.append(f"{where}: field 'auth.secretRef': {exc}")
             return None
+    if not settings.name:
+        # Envoy hands the processor the host's metadata; the name is how it finds the
+        # backend (and what logs, metrics and health checks call it).
+        problems.append(f"{where}: field 'name': required, and unique across the bootstrap")
+        return None
     try:
         provider = provider_cls(settings)
     except ValueError as exc:
         problems.append(f"{where}: {exc}")
         return None
-    return Backend(settings.name or f"{cluster}/{address}", cluster, settings, provider, secret)
+    return Backend(settings.name, cluster, settings, provider, secret)
 
 
 def _upstream_ext_proc(cluster: dict, name: str, problems: list[str]) -> _Filter | None:
@@ -250,7 +262,7 @@ def _upstream_ext_proc(cluster: dict, name: str, problems: list[str]) -> _Filter
     for fi, f in enumerate(options.get("http_filters") or []):
         typed = f.get("typed_config") or {}
         if typed.get("@type", "").endswith(EXT_PROC):
-            flt = _Filter(_phase(typed), typed,
+            flt = _Filter(_phase(typed), f,
                           f"cluster '{name}' upstream http_filters[{fi}] ({f.get('name')})")
             if flt.phase == "upstream":
                 return flt
@@ -259,43 +271,40 @@ def _upstream_ext_proc(cluster: dict, name: str, problems: list[str]) -> _Filter
 
 # ---- listeners, routes ------------------------------------------------------------------
 
-def _connection_managers(li: int, listener: dict) -> Iterator[tuple[str, dict]]:
-    lname = listener.get("name") or f"listeners[{li}]"
-    for ci, chain in enumerate(listener.get("filter_chains") or []):
-        for fi, f in enumerate(chain.get("filters") or []):
-            typed = f.get("typed_config") or {}
-            if typed.get("@type", "").endswith(HCM):
-                yield f"listener '{lname}' filter_chains[{ci}].filters[{fi}]", typed
-
-
 def _read_hcm(loc: str, hcm: dict, routes: dict[str, RouteConfig],
               clusters: dict[str, ClusterConfig], problems: list[str]) -> None:
     route_filter = None
     for fi, f in enumerate(hcm.get("http_filters") or []):
         typed = f.get("typed_config") or {}
         if typed.get("@type", "").endswith(EXT_PROC) and _phase(typed) == "route":
-            route_filter = _Filter("route", typed, f"{loc} http_filters[{fi}] ({f.get('name')})")
+            route_filter = _Filter("route", f, f"{loc} http_filters[{fi}] ({f.get('name')})")
             break
     route_config = hcm.get("route_config") or {}
     has_gateway_routes = False
+    config_level = wiring.weakening(route_config.get("typed_per_filter_config"))
     for vi, vhost in enumerate(route_config.get("virtual_hosts") or []):
         vname = vhost.get("name") or f"virtual_hosts[{vi}]"
+        vhost_level = config_level + wiring.weakening(vhost.get("typed_per_filter_config"))
         for ri, route in enumerate(vhost.get("routes") or []):
             aigw = ((route.get("metadata") or {}).get("filter_metadata") or {}).get(AIGW)
-            target = route.get("route") or {}
-            cluster_names = _route_clusters(target)
+            cluster_names, dynamic = wiring.route_targets(route)
+            rname = route.get("name")
+            where = f"route '{rname}'" if rname else f"{loc} virtual host '{vname}' routes[{ri}]"
+            if dynamic and clusters:
+                problems.append(f"{where}: {', '.join(dynamic)} lets a request choose any cluster, "
+                                "AI clusters included; name clusters explicitly")
+                continue
             reaches_gateway = any(c in clusters for c in cluster_names)
             if aigw is None and not reaches_gateway:
                 continue
             has_gateway_routes = True
-            rname = route.get("name")
-            per_filter = (route.get("typed_per_filter_config") or {})
-            if reaches_gateway and any((cfg or {}).get("disabled") for key, cfg in per_filter.items()
-                                       if "ext_proc" in key):
-                problems.append(f"route '{rname or ri}': reaches an AI backend but disables the "
-                                "route-level ext_proc filter; requests would bypass the gateway")
+            weighted = ((route.get("route") or {}).get("weighted_clusters") or {}).get("clusters") or []
+            weakened = vhost_level + wiring.weakening(route.get("typed_per_filter_config")) + [
+                w for c in weighted for w in wiring.weakening(c.get("typed_per_filter_config"))]
+            if reaches_gateway and weakened:
+                problems.append(f"{where}: reaches an AI backend but {', '.join(weakened)} switches "
+                                "off or changes an ext_proc filter; requests would bypass the gateway")
                 continue
-            where = f"route '{rname}'" if rname else f"{loc} virtual host '{vname}' routes[{ri}]"
             if not rname:
                 problems.append(f"{where}: a route with '{AIGW}' metadata or an AI backend needs "
                                 "a 'name' (the processor finds its policy by route name)")
@@ -308,7 +317,9 @@ def _read_hcm(loc: str, hcm: dict, routes: dict[str, RouteConfig],
             if policy is None:
                 continue
             guards = _route_guards(where, rname, policy, problems)
-            backends = [b for c in cluster_names for b in (clusters[c].backends if c in clusters else [])]
+            # Clusters a route never sends to (weight 0) do not count for its cooldown check.
+            live = [c.get("name") for c in weighted if c.get("weight", 1)] if weighted else cluster_names
+            backends = [b for c in live for b in (clusters[c].backends if c in clusters else [])]
             routes[rname] = RouteConfig(
                 name=rname, policy=policy, location=where, clusters=tuple(cluster_names),
                 model_always_set=(bool(backends) and all(b.settings.model for b in backends))
@@ -319,15 +330,8 @@ def _read_hcm(loc: str, hcm: dict, routes: dict[str, RouteConfig],
             problems.append(f"{loc}: serves gateway routes but has no route-level ext_proc filter "
                             f"(initial_metadata {PHASE_HEADER}: route) in http_filters")
         else:
-            _check_ext_proc(route_filter, problems, phase="route", attributes=("xds.route_name",),
-                            need_mode_override=True)
-
-
-def _route_clusters(target: dict) -> list[str]:
-    if "cluster" in target:
-        return [target["cluster"]]
-    weighted = target.get("weighted_clusters") or {}
-    return [c.get("name") for c in weighted.get("clusters") or [] if c.get("name")]
+            wiring.check_filter(route_filter.entry, route_filter.location, "route",
+                                ("xds.route_name",), problems)
 
 
 def _route_policy(where: str, aigw: Any, problems: list[str]) -> RoutePolicy | None:
@@ -368,33 +372,6 @@ def _phase(typed: dict) -> str | None:
         if item.get("key", "").lower() == PHASE_HEADER:
             return item.get("value")
     return None
-
-
-def _check_ext_proc(f: _Filter, problems: list[str], *, phase: str, attributes: tuple[str, ...],
-                    need_mode_override: bool) -> None:
-    cfg = f.config
-    if cfg.get("failure_mode_allow"):
-        problems.append(f"{f.location}: failure_mode_allow must be false; the gateway never "
-                        "fails open")
-    have = set(cfg.get("request_attributes") or [])
-    missing = [a for a in attributes if a not in have]
-    if missing:
-        problems.append(f"{f.location}: request_attributes must include {', '.join(missing)}")
-    mode = cfg.get("processing_mode") or {}
-    if mode.get("request_body_mode") != "BUFFERED":
-        problems.append(f"{f.location}: processing_mode.request_body_mode must be BUFFERED "
-                        f"for the {phase} filter")
-    # Both filters need the headers phase. The route-level one: a request without a body
-    # sends no body message, so it would pass unchecked. The upstream one: with headers
-    # skipped, Envoy forwards them before the body is processed, so the path, Host and
-    # credential set in the body response would be silently lost (the client's key would
-    # reach the provider).
-    if mode.get("request_header_mode", "SEND") != "SEND":
-        problems.append(f"{f.location}: processing_mode.request_header_mode must be SEND (with "
-                        "SKIP, header changes made with the body are lost)")
-    if need_mode_override and not cfg.get("allow_mode_override"):
-        problems.append(f"{f.location}: allow_mode_override must be true (the processor picks "
-                        "the response body mode per response)")
 
 
 def format_validation_error(exc: ValidationError, *, tagged: bool = False) -> list[str]:

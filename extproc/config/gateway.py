@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from google.protobuf import json_format, text_format
 
 from envoy.config.core.v3 import base_pb2
@@ -45,22 +44,6 @@ class ClusterConfig:
     backends: list[Backend] = field(default_factory=list)
 
 
-def normalise(value: Any) -> Any:
-    """Metadata crosses Envoy as a protobuf Struct, where every number is a double: make
-    `3.0` and `3` the same key again."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: normalise(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [normalise(v) for v in value]
-    return value
-
-
-def metadata_key(aigw: dict[str, Any]) -> bytes:
-    return orjson.dumps(normalise(aigw), option=orjson.OPT_SORT_KEYS)
-
-
 def aigw_from_text_metadata(text: str) -> dict[str, Any] | None:
     """`envoy.config.core.v3.Metadata` in text format -> the `aigw` namespace as a dict."""
     md = base_pb2.Metadata()
@@ -72,13 +55,12 @@ def aigw_from_text_metadata(text: str) -> dict[str, Any] | None:
 
 class GatewayConfig:
     def __init__(self, routes: dict[str, RouteConfig], clusters: dict[str, ClusterConfig],
-                 by_metadata: dict[bytes, list[tuple[str, Backend]]],
-                 default_policy: RoutePolicy | None = None) -> None:
+                 by_name: dict[str, Backend], default_policy: RoutePolicy | None = None) -> None:
         self.routes = routes
         self.clusters = clusters
         self.default_policy = default_policy or RoutePolicy()
-        self._by_metadata = by_metadata
-        self._host_cache: dict[tuple[str, str], Backend | None] = {}
+        self._by_name = by_name
+        self._host_cache: dict[str, Backend | None] = {}
         self.default_route = RouteConfig(name="", policy=self.default_policy, location="(default)")
         # Where Envoy expects the processor (from the bootstrap), if it says.
         self.processor_socket: str | None = None
@@ -104,30 +86,28 @@ class GatewayConfig:
             shortest = left if shortest is None else min(shortest, left)
         return max(1, math.ceil(shortest)) if shortest is not None else None
 
-    def backend_for_host(self, metadata_text: str, address: str) -> Backend | None:
-        """The backend for the host Envoy picked, or None when this processor's config
-        does not know it (Envoy and the processor were given different bootstraps)."""
-        key = (metadata_text, address)
+    def backend_for_host(self, metadata_text: str) -> Backend | None:
+        """The backend for the host Envoy picked, found by the `name` in its metadata, or
+        None when this processor's config does not know it (Envoy and the processor were
+        given different bootstraps)."""
         try:
-            return self._host_cache[key]
+            return self._host_cache[metadata_text]
         except KeyError:
             pass
-        backend = self._resolve(metadata_text, address)
-        if len(self._host_cache) < 10_000:  # bounded: the set of hosts is static anyway
-            self._host_cache[key] = backend
+        backend = self._resolve(metadata_text)
+        if len(self._host_cache) < 10_000:  # bounded: one entry per host's metadata
+            self._host_cache[metadata_text] = backend
         return backend
 
-    def _resolve(self, metadata_text: str, address: str) -> Backend | None:
+    def _resolve(self, metadata_text: str) -> Backend | None:
         try:
             aigw = aigw_from_text_metadata(metadata_text) if metadata_text else None
         except text_format.ParseError:
             return None
-        if aigw is None:
+        if not isinstance(aigw, dict):
             return None
-        candidates = self._by_metadata.get(metadata_key(aigw))
-        if not candidates:
+        backend = self._by_name.get(aigw.get("name"))
+        # The metadata must be the backend's own, not a look-alike under its name.
+        if backend is None or aigw.get("provider") != backend.provider.name:
             return None
-        for configured_address, backend in candidates:
-            if configured_address == address:
-                return backend
-        return candidates[0][1]
+        return backend

@@ -63,6 +63,7 @@ class Secret:
 
     def _load(self) -> str:
         ref = self._ref
+        mtime = 0.0
         if ref.inline is not None:
             value = ref.inline
         elif ref.env is not None:
@@ -72,7 +73,7 @@ class Secret:
         else:
             path = Path(ref.file)  # type: ignore[arg-type]
             try:
-                self._mtime = path.stat().st_mtime
+                mtime = path.stat().st_mtime
                 value = path.read_text().strip()
             except OSError as exc:
                 raise SecretError(f"cannot read secret file {ref.file}: {exc.strerror}") from None
@@ -80,6 +81,8 @@ class Secret:
                 raise SecretError(f"secret file {ref.file} is empty")
         if any(c in value for c in "\r\n\0"):
             raise SecretError(f"secret from {ref.describe()} contains a line break or NUL")
+        # Only a good read moves the clock on: a file caught half-written is read again.
+        self._mtime = mtime
         return value
 
     @property

@@ -26,7 +26,9 @@ APPEND = "APPEND_IF_EXISTS_OR_ADD"
 
 
 def _s(seconds: float) -> str:
-    return f"{seconds:g}s"
+    """A protobuf Duration: plain decimal seconds ("%g" would write 1.08e+06s)."""
+    text = f"{seconds:.9f}".rstrip("0").rstrip(".")
+    return f"{text or '0'}s"
 
 
 def _cel(expr: str) -> dict:
@@ -123,11 +125,17 @@ def _endpoint_of(entry: Any) -> Endpoint:
 
 
 def _metadata(entry: Any, backend: Backend, endpoint: Endpoint) -> dict:
-    md = entry.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True, exclude={"endpoint"})
+    # What the user wrote (normalised), so the processor reads back the same settings.
+    md = entry.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"endpoint"})
     md["provider"] = entry.provider
     md["name"] = entry.name or backend.name
-    if entry.endpoint is not None and endpoint.uses_tls and "authority" not in md and endpoint.is_ip is False:
-        md["authority"] = endpoint.host  # the Host header should match the TLS name
+    if entry.endpoint is not None and endpoint.uses_tls and not endpoint.is_ip:
+        # The Host header should match the TLS name, unless the user chose one. A default
+        # the provider derives from other settings (Vertex's regional host) gives way too.
+        cls = PROVIDERS[entry.provider]
+        plain = cls.settings_model.model_validate({k: v for k, v in md.items() if k != "authority"})
+        if md.get("authority") in (None, plain.authority or cls.default_authority):
+            md["authority"] = endpoint.host
     return md
 
 
@@ -139,6 +147,8 @@ def render_cluster(backend: Backend, cfg: GatewayConfig) -> dict:
         cluster = {"name": backend.name, "type": "STATIC" if ep.is_ip else "STRICT_DNS",
                    "connect_timeout": "5s", "load_assignment": {"cluster_name": backend.name, "endpoints": [
                        {"lb_endpoints": [{"endpoint": {"address": _address(ep.host, ep.port)}}]}]}}
+        if not ep.is_ip:
+            cluster["dns_lookup_family"] = "V4_PREFERRED"
         if ep.uses_tls:
             cluster["transport_socket"] = _tls(ep.sni or ep.host)
         return cluster
@@ -226,16 +236,19 @@ def _retry_policy(backends: list[Backend]) -> dict | None:
     groups = [b.ai for b in backends if isinstance(b.ai, PriorityGroups)]
     if not groups:
         return None
-    hosts = max(sum(len(g.providers) for g in grp.priority_groups) for grp in groups)
     largest = max(len(g.providers) for grp in groups for g in grp.priority_groups)
+    depth = max(len(grp.priority_groups) for grp in groups)
+    hosts = max(sum(len(g.providers) for g in grp.priority_groups) for grp in groups)
     return {
         "retry_on": "retriable-status-codes,5xx,reset,connect-failure",
         "retriable_status_codes": [429],
-        "num_retries": max(1, hosts - 1),  # every host may be tried once
+        # previous_priorities moves on after `largest` attempts in a group, so each group
+        # gets that many, whatever its own size: a smaller group may see one host twice.
+        "num_retries": max(1, largest * depth - 1),
         "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
         "host_selection_retry_max_attempts": max(3, hosts + 1),
-        # Leave a group only after each of its hosts was tried once.
+        # Leave a group only after each of its hosts was tried.
         "retry_priority": {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
             "update_frequency": largest}},
@@ -308,7 +321,7 @@ def render_routes(cfg: GatewayConfig, route: Route) -> list[dict]:
             base.setdefault("response_headers_to_add", []).extend(_headers_to_add(f.response_header_modifier))
             base.setdefault("response_headers_to_remove", []).extend(f.response_header_modifier.remove)
     if is_ai:
-        policy = route.policies.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True) \
+        policy = route.policies.model_dump(mode="json", by_alias=True, exclude_unset=True) \
             if route.policies else {}
         policy.setdefault("maxRequestBytes", cfg.gateway.max_request_bytes)
         base["metadata"] = {"filter_metadata": {AIGW: policy}}
@@ -371,6 +384,10 @@ def render(cfg: GatewayConfig) -> dict:
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "gateway",
         "always_set_request_id_in_response": True,
+        # The client address is the connection's, not what X-Forwarded-For claims (per-address
+        # rate limits), unless proxies in front are trusted.
+        "use_remote_address": True,
+        "xff_num_trusted_hops": g.trusted_proxy_hops,
         "local_reply_config": local_reply_config(),
         "route_config": {"name": "gateway", "virtual_hosts": [{
             "name": "gateway", "domains": ["*"], "include_request_attempt_count": True,
@@ -394,7 +411,10 @@ def render(cfg: GatewayConfig) -> dict:
             "listeners": [{
                 "name": "gateway",
                 "address": _address(g.listen.address, g.listen.port),
-                "per_connection_buffer_limit_bytes": 2 * g.max_request_bytes,
+                # Envoy buffers whole request bodies: room for the largest any route accepts.
+                "per_connection_buffer_limit_bytes": 2 * max(
+                    [g.max_request_bytes] + [r.policies.max_request_bytes for r in routes
+                                             if r.policies and r.policies.max_request_bytes]),
                 "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                                 "typed_config": hcm}]}],
             }],

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from ..config.bootstrap import ConfigError, build_config
 from . import yaml_lines
+from ..providers import PROVIDERS
 from .envoy import render
 from .model import GatewayConfig
 
@@ -62,6 +63,7 @@ def load(path: str | Path) -> tuple[GatewayConfig, dict]:
     try:
         cfg = GatewayConfig.model_validate(data)
     except ValidationError as exc:
+        unknown_tag = "does not match any of the expected tags"
         problems = []
         errors = exc.errors()
         for err in errors:
@@ -75,13 +77,111 @@ def load(path: str | Path) -> tuple[GatewayConfig, dict]:
             # The message names the full pydantic location when it goes deeper than the data.
             field = _field(loc) or "(top level)"
             msg = err["msg"]
-            if err["type"] == "missing":
+            if unknown_tag in msg or err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                msg = (f"unknown provider {_provider_of(data, loc)!r}; known: "
+                       + ", ".join(sorted(PROVIDERS)))
+            elif err["type"] == "missing":
                 msg = f"field '{err['loc'][-1]}' is required"
             elif err["type"] == "extra_forbidden":
                 msg = f"unknown field '{err['loc'][-1]}'"
             problems.append(f"{path}:{line}: {field}: {msg}")
         raise GatewayConfigError(problems) from None
+    problems = [f"{path}:{yaml_lines.line_of(lines, loc)}: {_field(loc)}: {msg}"
+                for loc, msg in cross_references(cfg)]
+    if problems:
+        raise GatewayConfigError(problems)
     return cfg, lines
+
+
+def _provider_of(data: Any, loc: tuple) -> Any:
+    node = data
+    for part in loc:
+        node = node[part]
+    return node.get("provider") if isinstance(node, dict) else None
+
+
+def cross_references(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
+    """What one part of the config says about another, located where it is written."""
+    out: list[tuple[tuple, str]] = []
+    backends = {b.name: b for b in cfg.backends}
+    seen: dict[str, tuple] = {}
+    for bi, b in enumerate(cfg.backends):
+        if b.name in seen:
+            out.append((("backends", bi, "name"), f"backend name '{b.name}' is used twice"))
+        seen[b.name] = ("backends", bi)
+    providers: dict[str, tuple] = {}
+    for bi, b in enumerate(cfg.backends):
+        for _, entry in b.providers():
+            name = entry.name or b.name
+            where = ("backends", bi, "ai")
+            if name in providers:
+                out.append((where, f"provider name '{name}' is used twice (names identify backends "
+                                   "in logs, metrics and health checks)"))
+            providers[name] = where
+            if entry.auth is None and PROVIDERS[entry.provider].requires_auth:
+                out.append((where, f"provider '{name}' ({entry.provider}) needs 'auth' "
+                                   "(a secretRef, or passthrough: true)"))
+            if entry.endpoint is None and not (entry.authority or PROVIDERS[entry.provider](entry).default_authority):
+                out.append((where, f"provider '{name}' ({entry.provider}) has no public host: set 'endpoint'"))
+    route_names: dict[str, int] = {}
+    for ri, route in enumerate(cfg.routes):
+        if route.name in route_names:
+            out.append((("routes", ri, "name"), f"route name '{route.name}' is used twice"))
+        route_names[route.name] = ri
+        kinds = set()
+        for fi, ref in enumerate(route.backend_refs):
+            if ref.name not in backends:
+                out.append((("routes", ri, "backendRefs", fi, "name"), f"backendRef '{ref.name}' names no backend"))
+                continue
+            kinds.add("static" if backends[ref.name].static is not None else "ai")
+        if len(kinds) > 1:
+            out.append((("routes", ri, "backendRefs"), "cannot mix AI and static backends in one route"))
+        if kinds == {"static"} and route.policies is not None:
+            out.append((("routes", ri, "policies"), "a route to a static backend has no AI traffic "
+                                                     "for 'policies' to apply to"))
+    for pi, policy in enumerate(cfg.policies):
+        for ti, ref in enumerate(policy.target_refs):
+            where = ("policies", pi, "targetRefs", ti, "name")
+            ri = route_names.get(ref.name)
+            if ri is None:
+                out.append((where, f"targetRef '{ref.name}' names no route"))
+                continue
+            route = cfg.routes[ri]
+            if policy.ai is not None and route.policies is not None:
+                out.append((where, f"route '{ref.name}' has its own policies; keep one"))
+            if policy.rate_limit is not None and route.rate_limit is not None:
+                out.append((where, f"route '{ref.name}' has its own rateLimit; keep one"))
+            static = route.direct_response is not None or any(
+                backends.get(r.name) is not None and backends[r.name].static is not None for r in route.backend_refs)
+            if policy.ai is not None and static:
+                out.append((where, f"route '{ref.name}' carries no AI traffic for policy '{policy.name}'"))
+    out += _content_routing_groups(cfg)
+    return out
+
+
+def _content_routing_groups(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
+    """A route matching a header that contentRouting sets must compute it too: otherwise a
+    client sending that header itself picks the route."""
+    policies = {r.name: r.policies for r in cfg.routes}
+    for policy in cfg.policies:
+        for ref in policy.target_refs:
+            if policy.ai is not None:
+                policies[ref.name] = policy.ai
+    computed = {h.name: route for route, p in policies.items() if p and p.content_routing
+                for h in p.content_routing.headers}
+    out = []
+    for ri, route in enumerate(cfg.routes):
+        own = policies.get(route.name)
+        own_headers = {h.name for h in own.content_routing.headers} if own and own.content_routing else set()
+        for mi, m in enumerate(route.matches):
+            for hi, h in enumerate(m.headers):
+                name = h.name.lower()
+                if name in computed and name not in own_headers:
+                    out.append((("routes", ri, "matches", mi, "headers", hi, "name"),
+                                f"'{name}' is set by contentRouting (route '{computed[name]}'); this "
+                                "route must have the same contentRouting, or a client could choose it "
+                                "by sending the header"))
+    return out
 
 
 def render_file(path: str | Path) -> dict:
@@ -104,6 +204,20 @@ HEADER = """# Rendered by `aigw render {source}`: edit that file, not this one.
 """
 
 
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    # Envoy's YAML reader takes y/n (and their capitals) as booleans; PyYAML does not
+    # quote them. Quote every such word so both read a string.
+    style = '"' if value.lower() in ("y", "n", "yes", "no", "on", "off") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def dump(doc: dict, source: str) -> str:
-    return HEADER.format(source=source) + yaml.safe_dump(doc, sort_keys=False, width=100,
-                                                         allow_unicode=True)
+    return HEADER.format(source=source) + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100,
+                                                    allow_unicode=True)

@@ -23,6 +23,7 @@ from ..config.policy import RoutePolicy
 from ..providers import PROVIDERS
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]")
 
 
 def seconds(value: str | float | int) -> float:
@@ -51,6 +52,12 @@ class Endpoint(ConfigModel):
     # TLS to the endpoint; default: on for port 443.
     tls: bool | None = None
     sni: str | None = None
+
+    @model_validator(mode="after")
+    def _sni_for_ips(self) -> "Endpoint":
+        if self.uses_tls and self.is_ip and not self.sni:
+            raise ValueError("TLS to an IP address needs 'sni': the name the certificate is for")
+        return self
 
     @property
     def uses_tls(self) -> bool:
@@ -125,6 +132,13 @@ AIBackend = Annotated[Union[Annotated[PriorityGroups, Tag("groups")],
 
 class Backend(ConfigModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v == "extproc":
+            raise ValueError("'extproc' is the processor's own cluster")
+        return v
     ai: AIBackend | None = None
     # A plain HTTP service (no translation, no policies), e.g. for a docs or health page.
     static: Endpoint | None = None
@@ -168,6 +182,9 @@ class RouteMatch(ConfigModel):
                     re.compile(m.value)
                 except re.error as exc:
                     raise ValueError(f"invalid regular expression {m.value!r}: {exc}") from None
+                if _NOT_RE2.search(m.value):
+                    raise ValueError(f"{m.value!r}: Envoy matches with RE2, which has no "
+                                     "lookarounds or backreferences")
         return self
 
 
@@ -178,9 +195,9 @@ class BackendRef(ConfigModel):
 
 class Timeouts(ConfigModel):
     # Whole request including a streamed response; 0 means none (streams can run long).
-    request: float = 0.0
+    request: Duration = 0.0
     # A response (or stream) that goes quiet this long is cut.
-    idle: float = 300.0
+    idle: Duration = 300.0
 
     _parse = field_validator("request", "idle", mode="before")(lambda cls, v: _duration(v))
 
@@ -194,6 +211,13 @@ class HeaderModifier(ConfigModel):
     set: tuple[HeaderValue, ...] = ()
     add: tuple[HeaderValue, ...] = ()
     remove: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _plain_headers(self) -> "HeaderModifier":
+        for name in [h.name for h in self.set + self.add] + list(self.remove):
+            if name.startswith(":") or name.lower() == "host":
+                raise ValueError(f"'{name}' cannot be modified here (use URLRewrite for the host)")
+        return self
 
 
 class PathRewrite(ConfigModel):
@@ -255,6 +279,13 @@ class RateLimit(ConfigModel):
 
 class Route(ConfigModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v == "not-found":
+            raise ValueError("'not-found' is the gateway's catch-all route")
+        return v
     matches: tuple[RouteMatch, ...] = (RouteMatch(),)
     backend_refs: tuple[BackendRef, ...] = ()
     direct_response: DirectResponse | None = None
@@ -269,6 +300,11 @@ class Route(ConfigModel):
             raise ValueError("set exactly one of 'backendRefs' or 'directResponse'")
         if self.backend_refs and not any(r.weight for r in self.backend_refs):
             raise ValueError("at least one backendRef needs a weight above 0")
+        kinds = [f.type for f in self.filters]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("at most one filter of each type")
+        if self.direct_response is not None and self.policies is not None:
+            raise ValueError("a directResponse route has no AI traffic for 'policies' to apply to")
         return self
 
 
@@ -283,7 +319,7 @@ class ProcessorSettings(ConfigModel):
     socket: str = "/tmp/aigw/extproc.sock"
     # Where the processor answers Envoy's health checks for failover backends.
     health_port: int = Field(default=18099, gt=0, le=65535)
-    timeout: float = 10.0
+    timeout: float = Field(default=10.0, gt=0)
 
     _parse = field_validator("timeout", mode="before")(lambda cls, v: _duration(v))
 
@@ -295,6 +331,9 @@ class GatewaySettings(ConfigModel):
     # Request bodies up to this size are accepted (413 above); Envoy buffers twice that.
     max_request_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     access_log: bool = True
+    # Proxies in front of Envoy whose X-Forwarded-For entries are trusted (for per-address
+    # rate limits). 0: the client is whoever connects; X-Forwarded-For is not believed.
+    trusted_proxy_hops: int = Field(default=0, ge=0)
 
 
 class TargetRef(ConfigModel):
@@ -315,28 +354,3 @@ class GatewayConfig(ConfigModel):
     backends: tuple[Backend, ...] = ()
     routes: tuple[Route, ...] = Field(min_length=1)
     policies: tuple[Policy, ...] = ()
-
-    @model_validator(mode="after")
-    def _references(self) -> "GatewayConfig":
-        backends = {b.name: b for b in self.backends}
-        if len(backends) != len(self.backends):
-            raise ValueError("backend names must be unique")
-        routes = {r.name for r in self.routes}
-        if len(routes) != len(self.routes):
-            raise ValueError("route names must be unique")
-        names = [p.name or b.name for b in self.backends for _, p in b.providers()]
-        if len(set(names)) != len(names):
-            raise ValueError("provider names must be unique across backends")
-        for route in self.routes:
-            kinds = set()
-            for ref in route.backend_refs:
-                if ref.name not in backends:
-                    raise ValueError(f"route '{route.name}': backendRef '{ref.name}' names no backend")
-                kinds.add("static" if backends[ref.name].static is not None else "ai")
-            if len(kinds) > 1:
-                raise ValueError(f"route '{route.name}': cannot mix AI and static backends")
-        for policy in self.policies:
-            for ref in policy.target_refs:
-                if ref.name not in routes:
-                    raise ValueError(f"policy '{policy.name}': targetRef '{ref.name}' names no route")
-        return self

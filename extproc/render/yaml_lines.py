@@ -8,7 +8,20 @@ import yaml
 
 
 class _LineLoader(yaml.SafeLoader):
-    pass
+    """Safe YAML, except that dates stay strings (an unquoted `apiVersion: 2024-10-21` is
+    meant as text) and a key given twice is an error rather than silently the last one."""
+
+
+_LineLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, line: int) -> None:
+        super().__init__(f"key '{key}' is given twice (line {line})")
+        self.problem = f"key '{key}' is given twice"
+        self.problem_mark = type("Mark", (), {"line": line - 1})()
 
 
 def load(text: str) -> tuple[Any, dict[tuple, int]]:
@@ -22,8 +35,12 @@ def load(text: str) -> tuple[Any, dict[tuple, int]]:
     def walk(n: yaml.Node, path: tuple) -> None:
         lines.setdefault(path, n.start_mark.line + 1)
         if isinstance(n, yaml.MappingNode):
+            seen = set()
             for key, value in n.value:
                 k = key.value
+                if k in seen:
+                    raise DuplicateKey(k, key.start_mark.line + 1)
+                seen.add(k)
                 lines[path + (k,)] = key.start_mark.line + 1
                 walk(value, path + (k,))
         elif isinstance(n, yaml.SequenceNode):

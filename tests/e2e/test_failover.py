@@ -116,3 +116,30 @@ def test_recovered_backend_is_used_again_after_retry_after(stack):
     # During the cooldown group 2 keeps serving; afterwards group 1 is back.
     wait_for(lambda: set(served_by(stack, 2)) <= set(GROUP1), 8, "group 1 to be used again")
     assert set(served_by(stack, 6)) <= set(GROUP1)
+
+
+def test_unequal_groups_still_reach_the_healthy_host(tmp_path):
+    """Group 1 has one host answering 429 (with Retry-After 0, so no cooldown), group 2 has
+    a failing and a healthy host: every request still succeeds."""
+    from extproc.render.loader import render_file
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text("""\
+backends:
+- name: g
+  ai:
+    priorityGroups:
+    - providers: [{name: a, provider: openai, model: a, auth: {secretRef: {inline: k}}, endpoint: {host: 127.0.0.1, port: 18301}}]
+    - providers:
+      - {name: b, provider: openai, model: b, auth: {secretRef: {inline: k}}, endpoint: {host: 127.0.0.1, port: 18302}}
+      - {name: c, provider: anthropic, model: c, auth: {secretRef: {inline: k}}, endpoint: {host: 127.0.0.1, port: 18303}}
+routes: [{name: chat, backendRefs: [{name: g}]}]
+""")
+    s = Stack(render_file(cfg)).start()
+    try:
+        s.mocks["a"].behave(status=429, retryAfter=0)
+        s.mocks["b"].behave(status=503)
+        client = s.client()
+        models = [client.chat.completions.create(model="x", messages=USER).model for _ in range(20)]
+        assert set(models) == {"c"}
+    finally:
+        s.stop()

@@ -95,7 +95,7 @@ def test_policy_target_conflict_is_an_error(tmp_path):
         routes: [{name: chat, backendRefs: [{name: a}], policies: {maxRequestBytes: 10}}]
         policies: [{name: p, targetRefs: [{name: chat}], ai: {maxRequestBytes: 20}}]
         """)
-    assert "targeted by policy 'p'" in p
+    assert "policies[0].targetRefs[0].name" in p and "has its own policies" in p
 
 
 def test_bad_policy_inside_route_names_the_line(tmp_path):
@@ -198,3 +198,149 @@ def test_readme_quick_start_shows_the_rendered_route(tmp_path):
     doc = render_file(write(tmp_path, config))
     routes = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
     assert routes[0] == shown[0]
+
+
+# ---- what review found -----------------------------------------------------------------------
+
+BASE = """\
+backends:
+- {name: y, ai: {provider: openai, model: "n", auth: {secretRef: {inline: k}}}}
+routes:
+- name: chat
+  matches: [{path: {value: /v1}, headers: [{name: x-beta, value: "y"}]}]
+  backendRefs: [{name: y}]
+"""
+
+
+def test_yaml_booleans_envoy_would_misread_are_quoted(tmp_path):
+    out = tmp_path / "out.yaml"
+    run = subprocess.run([sys.executable, "-m", "extproc", "render", str(write(tmp_path, BASE)), "-o", str(out)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    check = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout[-1500:]
+    assert 'name: "y"' in out.read_text()
+
+
+def test_retries_cover_groups_of_unequal_size(tmp_path):
+    doc = render_file(write(tmp_path, """\
+        backends:
+        - name: g
+          ai:
+            priorityGroups:
+            - providers: [{name: a, provider: openai, auth: {passthrough: true}}]
+            - providers: [{name: b, provider: openai, auth: {passthrough: true}}, {name: c, provider: anthropic, auth: {passthrough: true}}]
+        routes: [{name: chat, backendRefs: [{name: g}]}]
+        """))
+    retry = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"]["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"]
+    # Two attempts per group (the largest group's size), two groups.
+    assert retry["num_retries"] == 3
+    assert retry["retry_priority"]["typed_config"]["update_frequency"] == 2
+
+
+def test_durations_are_plain_seconds(tmp_path):
+    doc = render_file(write(tmp_path, BASE.replace("backendRefs: [{name: y}]",
+                                                   "backendRefs: [{name: y}]\n  timeouts: {request: 1234567s, idle: 300h}")))
+    action = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    assert (action["timeout"], action["idle_timeout"]) == ("1234567s", "1080000s")
+
+
+@pytest.mark.parametrize("change, text", [
+    (("backendRefs: [{name: y}]", "backendRefs: [{name: y}]\n  timeouts: {request: -5}"), "greater than or equal to 0"),
+    (("routes:", "gateway: {processor: {timeout: 0}}\nroutes:"), "greater than 0"),
+    (("name: y, ai", "name: extproc, ai"), "processor's own cluster"),
+    (("value: /v1}", "value: /v1(?=x)}"), ""),
+    (("{path: {value: /v1}", "{path: {type: RegularExpression, value: '^/v1(?=x)'}"), "RE2"),
+    (("backendRefs: [{name: y}]", "backendRefs: [{name: y}]\n  filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: [host]}}]"),
+     "cannot be modified"),
+    (("backendRefs: [{name: y}]", "backendRefs: [{name: y}]\n  filters:\n  - {type: URLRewrite, urlRewrite: {hostname: a}}\n  - {type: URLRewrite, urlRewrite: {hostname: b}}"),
+     "at most one filter of each type"),
+    (("{name: y, ai: {provider: openai, model: \"n\", auth: {secretRef: {inline: k}}}}",
+      "{name: y, ai: {provider: openai, model: \"n\", auth: {secretRef: {inline: k}}, endpoint: {host: 10.0.0.1, port: 443}}}"),
+     "needs 'sni'"),
+])
+def test_configs_envoy_would_refuse_are_refused_first(tmp_path, change, text):
+    old, new = change
+    text_in = BASE.replace(old, new)
+    if text_in == BASE:
+        pytest.skip("change did not apply")
+    ps = problems(tmp_path, text_in)
+    assert any(text in p for p in ps), ps
+
+
+def test_cross_reference_errors_name_their_line(tmp_path):
+    ps = problems(tmp_path, """\
+        backends:
+        - {name: a, ai: {provider: openai, auth: {passthrough: true}}}
+        - {name: docs, static: {host: 127.0.0.1, port: 80}}
+        - {name: az, ai: {provider: azure-openai, auth: {passthrough: true}}}
+        routes:
+        - {name: r, backendRefs: [{name: a}, {name: docs}]}
+        - {name: s, backendRefs: [{name: nope}]}
+        - {name: t, backendRefs: [{name: docs}], policies: {maxRequestBytes: 10}}
+        policies:
+        - {name: p, targetRefs: [{name: t}], ai: {maxRequestBytes: 5}}
+        """)
+    text = "\n".join(ps)
+    assert ":4: backends[2].ai: provider 'az' (azure-openai) has no public host" in text
+    assert ":6: routes[0].backendRefs: cannot mix AI and static" in text
+    assert ":7: routes[1].backendRefs[0].name: backendRef 'nope' names no backend" in text
+    assert ":8: routes[2].policies: a route to a static backend" in text
+    assert ":10: policies[0].targetRefs[0].name:" in text
+
+
+def test_content_routing_header_routes_must_recompute_the_header(tmp_path):
+    [p] = problems(tmp_path, """\
+        backends:
+        - {name: a, ai: {provider: openai, auth: {passthrough: true}}}
+        - {name: b, ai: {provider: openai, auth: {passthrough: true}}}
+        routes:
+        - name: premium
+          matches: [{path: {value: /v1}, headers: [{name: x-content-type, value: long}]}]
+          backendRefs: [{name: b}]
+        - name: classify
+          matches: [{path: {value: /v1}}]
+          backendRefs: [{name: a}]
+          policies: {contentRouting: {headers: [{name: x-content-type, source: firstMessageLength, buckets: [{upTo: 10, value: short}, {value: long}]}]}}
+        """)
+    assert ":6: routes[0].matches[0].headers[0].name:" in p and "could choose it" in p
+
+
+def test_duplicate_keys_and_unknown_providers_are_clear(tmp_path):
+    [p] = problems(tmp_path, "routes: []\nroutes: []\n")
+    assert ":2:" in p and "given twice" in p
+    ps = problems(tmp_path, "backends: [{name: a, ai: {provider: openia}}]\nroutes: [{name: r, backendRefs: [{name: a}]}]\n")
+    assert any("unknown provider 'openia'; known:" in p and ":1:" in p for p in ps), ps
+
+
+def test_unquoted_dates_stay_text_and_null_defaults_render(tmp_path):
+    doc = render_file(write(tmp_path, """\
+        backends:
+        - {name: az, ai: {provider: azure-openai, apiVersion: 2024-10-21, auth: {passthrough: true}, endpoint: {host: x.openai.azure.com, port: 443}}}
+        routes:
+        - {name: r, backendRefs: [{name: az}], policies: {fieldDefaults: [{path: stop, value: null, override: true}]}}
+        """))
+    gw = build_config(doc, resolve_secrets=False)
+    assert gw.backends[0].settings.api_version == "2024-10-21"
+    assert gw.routes["r"].policy.field_defaults[0].value is None
+    md = gw.backends[0].settings
+    assert md.authority == "x.openai.azure.com"
+
+
+def test_custom_vertex_endpoint_gets_its_own_host(tmp_path):
+    doc = render_file(write(tmp_path, """\
+        backends:
+        - {name: v, ai: {provider: vertex-ai, project: p, auth: {passthrough: true}, endpoint: {host: vertex.corp.example, port: 443}}}
+        routes: [{name: r, backendRefs: [{name: v}]}]
+        """))
+    assert build_config(doc, resolve_secrets=False).backends[0].settings.authority == "vertex.corp.example"
+
+
+def test_listener_buffer_fits_the_largest_route_limit_and_xff_is_not_trusted(tmp_path):
+    doc = render_file(write(tmp_path, BASE + "  policies: {maxRequestBytes: 20000000}\n"))
+    listener = doc["static_resources"]["listeners"][0]
+    assert listener["per_connection_buffer_limit_bytes"] == 40000000
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["use_remote_address"] is True and hcm["xff_num_trusted_hops"] == 0
