@@ -12,106 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from ..providers import PROVIDERS
+from .envoy_parts import (
+    AIGW, APPEND, OVERWRITE, RAW_BUFFER, access_log, duration, ext_proc_filter, local_reply_config,
+    socket_address, upstream_tls,
+)
 from .model import Backend, Endpoint, GatewayConfig, PriorityGroups, RateLimit, Route, RouteMatch
 
-AIGW = "aigw"
-EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 EXT_PROC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 LOCAL_RATELIMIT = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
-CEL = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 HEALTH_PATH = "/aigw/backend-health"
-OVERWRITE = "OVERWRITE_IF_EXISTS_OR_ADD"
-APPEND = "APPEND_IF_EXISTS_OR_ADD"
-
-
-def _s(seconds: float) -> str:
-    """A protobuf Duration: plain decimal seconds ("%g" would write 1.08e+06s)."""
-    text = f"{seconds:.9f}".rstrip("0").rstrip(".")
-    return f"{text or '0'}s"
-
-
-def _cel(expr: str) -> dict:
-    return {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel",
-                                 "typed_config": {"@type": CEL, "expression": expr}}}
-
-
-def _json_error(message: str, type_: str, code: str) -> dict:
-    return {"json_format": {"error": {"message": message, "type": type_, "param": None, "code": code}},
-            "content_type": "application/json"}
-
-
-NOT_OURS = "!response.code_details.startsWith('aigw') && response.code_details != 'direct_response'"
-
-
-def local_reply_config() -> dict:
-    """Every reply Envoy makes itself becomes an OpenAI-style JSON error; the processor's
-    own replies (details starting with "aigw") and direct responses are left alone."""
-    return {"mappers": [
-        {"filter": _cel("response.code_details.startsWith('ext_proc_error')"), "status_code": 503,
-         "body_format_override": _json_error("the AI gateway processor is unavailable", "server_error",
-                                             "gateway_unavailable")},
-        {"filter": {"and_filter": {"filters": [
-            {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 429, "runtime_key": "aigw.unused"}}}},
-            _cel(NOT_OURS)]}},
-         "body_format_override": _json_error("rate limit exceeded", "rate_limit_error", "rate_limit_exceeded")},
-        {"filter": {"and_filter": {"filters": [
-            {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "aigw.unused"}}}},
-            _cel(NOT_OURS)]}},
-         "body_format_override": _json_error("the request body is too large", "invalid_request_error",
-                                             "request_too_large")},
-        {"filter": _cel(NOT_OURS),
-         "body_format_override": _json_error("%LOCAL_REPLY_BODY%", "server_error", "gateway_error_%RESPONSE_CODE%")},
-    ]}
-
-
-def access_log() -> list[dict]:
-    fmt = {
-        "time": "%START_TIME%", "request_id": "%REQ(X-REQUEST-ID)%", "route": "%ROUTE_NAME%",
-        "method": "%REQ(:METHOD)%", "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-        "status": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "details": "%RESPONSE_CODE_DETAILS%",
-        "upstream": "%UPSTREAM_HOST%", "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
-        "duration_ms": "%DURATION%",
-    }
-    for key in ("provider", "backend", "response_model", "input_tokens", "output_tokens",
-                "total_tokens", "prompt_tokens_estimate"):
-        fmt[key] = f"%DYNAMIC_METADATA({AIGW}:{key})%"
-    return [{"name": "envoy.access_loggers.stdout", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-        "log_format": {"json_format": fmt}}}]
-
-
-def _ext_proc(phase: str, timeout: float, attributes: list[str], **extra: Any) -> dict:
-    return {"name": "envoy.filters.http.ext_proc", "typed_config": {
-        "@type": EXT_PROC,
-        "grpc_service": {"envoy_grpc": {"cluster_name": "extproc"}, "timeout": _s(timeout),
-                         "initial_metadata": [{"key": "x-aigw-phase", "value": phase}]},
-        "failure_mode_allow": False,
-        "allow_mode_override": True,
-        "request_attributes": attributes,
-        "message_timeout": _s(timeout),
-        **extra,
-        # SEND for request headers in both positions: see config/bootstrap.py.
-        "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
-                            "response_header_mode": "SEND", "response_body_mode": "NONE",
-                            "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"}}}
-
-
-def _address(host: str, port: int) -> dict:
-    return {"socket_address": {"address": host, "port_value": port}}
-
-
-def _tls(sni: str) -> dict:
-    return {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-        "sni": sni,
-        "common_tls_context": {"validation_context": {
-            "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"},
-            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": sni}}]}}}}
-
-
-_RAW = {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
-    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}
 
 
 def _endpoint_of(entry: Any) -> Endpoint:
@@ -146,11 +56,11 @@ def render_cluster(backend: Backend, cfg: GatewayConfig) -> dict:
         ep = backend.static
         cluster = {"name": backend.name, "type": "STATIC" if ep.is_ip else "STRICT_DNS",
                    "connect_timeout": "5s", "load_assignment": {"cluster_name": backend.name, "endpoints": [
-                       {"lb_endpoints": [{"endpoint": {"address": _address(ep.host, ep.port)}}]}]}}
+                       {"lb_endpoints": [{"endpoint": {"address": socket_address(ep.host, ep.port)}}]}]}}
         if not ep.is_ip:
             cluster["dns_lookup_family"] = "V4_PREFERRED"
         if ep.uses_tls:
-            cluster["transport_socket"] = _tls(ep.sni or ep.host)
+            cluster["transport_socket"] = upstream_tls(ep.sni or ep.host)
         return cluster
 
     groups = isinstance(backend.ai, PriorityGroups)
@@ -161,14 +71,14 @@ def render_cluster(backend: Backend, cfg: GatewayConfig) -> dict:
         ep = _endpoint_of(entry)
         dns |= not ep.is_ip
         md = {AIGW: _metadata(entry, backend, ep)}
-        lb: dict[str, Any] = {"endpoint": {"address": _address(ep.host, ep.port)}, "metadata": {"filter_metadata": md}}
+        lb: dict[str, Any] = {"endpoint": {"address": socket_address(ep.host, ep.port)}, "metadata": {"filter_metadata": md}}
         if ep.uses_tls:
             sni = ep.sni or ep.host
             tls_names.add(sni)
             md["envoy.transport_socket_match"] = {"aigw_tls": sni}
         if groups:
             lb["endpoint"]["health_check_config"] = {
-                "address": _address("127.0.0.1", g.processor.health_port), "hostname": md[AIGW]["name"]}
+                "address": socket_address("127.0.0.1", g.processor.health_port), "hostname": md[AIGW]["name"]}
         localities.setdefault(priority, []).append(lb)
 
     cluster: dict[str, Any] = {
@@ -180,7 +90,7 @@ def render_cluster(backend: Backend, cfg: GatewayConfig) -> dict:
             "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
             "explicit_http_config": {"http_protocol_options": {}},
             "http_filters": [
-                _ext_proc("upstream", g.processor.timeout, ["xds.upstream_host_metadata", "upstream.address"],
+                ext_proc_filter("upstream", g.processor.timeout, ["xds.upstream_host_metadata", "upstream.address"],
                           mutation_rules={"allow_all_routing": True}),
                 {"name": "envoy.filters.http.upstream_codec", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
@@ -192,9 +102,9 @@ def render_cluster(backend: Backend, cfg: GatewayConfig) -> dict:
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     # Each endpoint picks its TLS settings by metadata, so one cluster can mix providers.
     if tls_names:
-        matches = [{"name": f"tls-{n}", "match": {"aigw_tls": n}, "transport_socket": _tls(n)} for n in sorted(tls_names)]
+        matches = [{"name": f"tls-{n}", "match": {"aigw_tls": n}, "transport_socket": upstream_tls(n)} for n in sorted(tls_names)]
         if groups:
-            matches.insert(0, {"name": "health-checks", "match": {"aigw_hc": "plain"}, "transport_socket": _RAW})
+            matches.insert(0, {"name": "health-checks", "match": {"aigw_hc": "plain"}, "transport_socket": RAW_BUFFER})
         cluster["transport_socket_matches"] = matches
     if groups:
         fo = backend.ai.failover  # type: ignore[union-attr]
@@ -202,11 +112,11 @@ def render_cluster(backend: Backend, cfg: GatewayConfig) -> dict:
         cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
         cluster["outlier_detection"] = {
             "consecutive_5xx": fo.outlier_detection.consecutive_5xx, "interval": "1s",
-            "base_ejection_time": _s(fo.outlier_detection.base_ejection_time),
-            "max_ejection_time": _s(fo.outlier_detection.max_ejection_time),
+            "base_ejection_time": duration(fo.outlier_detection.base_ejection_time),
+            "max_ejection_time": duration(fo.outlier_detection.max_ejection_time),
             "max_ejection_percent": 100}
-        check = {"timeout": "1s", "interval": _s(fo.health_check_interval),
-                 "no_traffic_interval": _s(fo.health_check_interval),
+        check = {"timeout": "1s", "interval": duration(fo.health_check_interval),
+                 "no_traffic_interval": duration(fo.health_check_interval),
                  "unhealthy_threshold": 1, "healthy_threshold": 1,
                  "http_health_check": {"path": HEALTH_PATH}}
         if tls_names:
@@ -294,7 +204,7 @@ def render_routes(cfg: GatewayConfig, route: Route) -> list[dict]:
         base["response_headers_to_add"] = [{"header": {"key": "content-type", "value": d.content_type},
                                             "append_action": OVERWRITE}]
     else:
-        action: dict[str, Any] = {"timeout": _s(route.timeouts.request), "idle_timeout": _s(route.timeouts.idle)}
+        action: dict[str, Any] = {"timeout": duration(route.timeouts.request), "idle_timeout": duration(route.timeouts.idle)}
         if len(route.backend_refs) == 1:
             action["cluster"] = route.backend_refs[0].name
         else:
@@ -376,7 +286,7 @@ def render(cfg: GatewayConfig) -> dict:
     if any(r.rate_limit for r in routes):
         http_filters.append({"name": "envoy.filters.http.local_ratelimit", "typed_config": {
             "@type": LOCAL_RATELIMIT, "stat_prefix": "aigw_rl"}})
-    http_filters.append(_ext_proc("route", g.processor.timeout, ["xds.route_name"],
+    http_filters.append(ext_proc_filter("route", g.processor.timeout, ["xds.route_name"],
                                   metadata_options={"receiving_namespaces": {"untyped": [AIGW]}}))
     http_filters.append({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
@@ -406,11 +316,11 @@ def render(cfg: GatewayConfig) -> dict:
     }]
     clusters += [render_cluster(b, cfg) for b in cfg.backends]
     return {
-        "admin": {"address": _address("127.0.0.1", g.admin_port)},
+        "admin": {"address": socket_address("127.0.0.1", g.admin_port)},
         "static_resources": {
             "listeners": [{
                 "name": "gateway",
-                "address": _address(g.listen.address, g.listen.port),
+                "address": socket_address(g.listen.address, g.listen.port),
                 # Envoy buffers whole request bodies: room for the largest any route accepts.
                 "per_connection_buffer_limit_bytes": 2 * max(
                     [g.max_request_bytes] + [r.policies.max_request_bytes for r in routes

@@ -68,31 +68,28 @@ def test_body_over_limit_is_413_by_content_length(mock_stack):
     assert mock_stack.mock.requests == []
 
 
-def test_chunked_body_over_limit_is_413(mock_stack):
-    import orjson
-    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "a" * (4 * 1024 * 1024 + 10)}]})
+def post_chunked(stack, body: bytes):
+    """Send without content-length, so only the body's actual size can be checked."""
+    import httpx
 
     def chunks():
         for i in range(0, len(body), 65536):
             yield body[i:i + 65536]
-    import httpx
-    r = httpx.post(mock_stack.url + "/v1/chat/completions", content=chunks(),
-                   headers={"content-type": "application/json"}, timeout=20)
-    assert_error(r, 413, "request_too_large")
+    return httpx.post(stack.url + "/v1/chat/completions", content=chunks(),
+                      headers={"content-type": "application/json"}, timeout=20)
+
+
+def test_chunked_body_over_limit_is_413(mock_stack):
+    import orjson
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "a" * (4 * 1024 * 1024 + 10)}]})
+    assert_error(post_chunked(mock_stack, body), 413, "request_too_large")
     assert mock_stack.mock.requests == []
 
 
 def test_body_over_envoy_buffer_is_413_json(mock_stack):
     """Beyond the listener's buffer Envoy itself answers; it is still a JSON error."""
-    import httpx
     body = b'{"model": "m", "messages": [{"role": "user", "content": "' + b"a" * (9 * 1024 * 1024) + b'"}]}'
-
-    def chunks():
-        for i in range(0, len(body), 65536):
-            yield body[i:i + 65536]
-    r = httpx.post(mock_stack.url + "/v1/chat/completions", content=chunks(),
-                   headers={"content-type": "application/json"}, timeout=20)
-    assert_error(r, 413, "request_too_large")
+    assert_error(post_chunked(mock_stack, body), 413, "request_too_large")
     assert mock_stack.mock.requests == []
 
 
