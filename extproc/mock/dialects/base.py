@@ -46,6 +46,14 @@ class Dialect(ABC):
 
     # ---- helpers ----
     @staticmethod
+    def bearer(headers: Mapping[str, str]) -> str | None:
+        """The token of an `Authorization: Bearer ...` header, or None."""
+        auth = headers.get("authorization", "")
+        if auth.lower().startswith("bearer ") and auth[7:].strip():
+            return auth[7:].strip()
+        return None
+
+    @staticmethod
     def sse(data: Any, event: str | None = None) -> bytes:
         payload = data if isinstance(data, (bytes, str)) else orjson.dumps(data)
         if isinstance(payload, str):

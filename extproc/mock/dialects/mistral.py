@@ -81,10 +81,7 @@ class MistralDialect(Dialect):
         return {} if method == "POST" and path == "/v1/chat/completions" else None
 
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-        auth = headers.get("authorization", "")
-        if auth.lower().startswith("bearer ") and auth[7:].strip():
-            return auth[7:].strip()
-        return None
+        return self.bearer(headers)
 
     def parse(self, body: dict[str, Any], params: dict[str, str],
               query: Mapping[str, str]) -> MockRequest:

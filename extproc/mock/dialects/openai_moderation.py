@@ -30,8 +30,7 @@ class OpenAIModerationDialect(Dialect):
         return {} if method == "POST" and path.endswith("/moderations") else None
 
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-        auth = headers.get("authorization", "")
-        return auth[7:].strip() or None if auth.lower().startswith("bearer ") else None
+        return self.bearer(headers)
 
     def parse(self, body: dict[str, Any], params: dict[str, str], query: Mapping[str, str]) -> MockRequest:
         inputs = body.get("input")

@@ -25,10 +25,7 @@ class VertexAIDialect(GeminiDialect):
     _write_index_zero = False
 
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-        auth = headers.get("authorization", "")
-        if auth.lower().startswith("bearer ") and auth[7:].strip():
-            return auth[7:].strip()
-        return None
+        return self.bearer(headers)
 
     def _usage(self, prompt: int, completion: int | None) -> dict[str, Any]:
         usage = super()._usage(prompt, completion)
