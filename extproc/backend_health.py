@@ -67,8 +67,3 @@ class BackendHealth:
             return 0.0
         return left
 
-    def available(self, name: str) -> bool:
-        return self.remaining(name) <= 0
-
-    def cooling(self) -> dict[str, float]:
-        return {n: r for n in list(self._until) if (r := self.remaining(n)) > 0}

@@ -38,10 +38,6 @@ class Backend:
         self.headers = headers
 
     @property
-    def provider_name(self) -> str:
-        return self.provider.name
-
-    @property
     def passthrough(self) -> bool:
         return bool(self.settings.auth and self.settings.auth.passthrough)
 

@@ -8,7 +8,6 @@ teardown stop exactly what was started), logs to a file, and readiness checked f
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -20,8 +19,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-
-from .config.bootstrap import processor_socket  # noqa: F401  (re-exported for scripts)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
@@ -207,12 +204,6 @@ def admin_port(doc: dict[str, Any]) -> int:
 
 def load_yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
-
-
-def run_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
-    return env
 
 
 # ---- `aigw up`: the local stack ----------------------------------------------------------

@@ -12,4 +12,3 @@ ATTEMPT = "x-aigw-attempt"
 # Envoy's attempt counter, sent upstream when the virtual host sets include_request_attempt_count.
 ENVOY_ATTEMPT = "x-envoy-attempt-count"
 REQUEST_ID = "x-request-id"
-INTERNAL_RESPONSE_HEADERS = (BACKEND, PROVIDER, ATTEMPT)

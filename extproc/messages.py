@@ -14,9 +14,6 @@ from .errors import GatewayError
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 BUFFERED = processing_mode_pb2.ProcessingMode.BUFFERED
 STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
-NONE = processing_mode_pb2.ProcessingMode.NONE
-SEND = processing_mode_pb2.ProcessingMode.SEND
-SKIP = processing_mode_pb2.ProcessingMode.SKIP
 
 
 def header_mutation(set_headers: dict[str, str] | None = None,

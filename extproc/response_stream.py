@@ -74,9 +74,7 @@ class ResponseStream:
         self.text_parts: list[str] = []  # what the client got, for an estimate if cut short
         self.text_kept = 0
         self.terminated = False
-        self.saw_done = False
         self.events = 0
-        self.error: dict[str, Any] | None = None
 
     # ---- bytes in, bytes out ------------------------------------------------------------
     async def feed(self, data: bytes, end_of_stream: bool) -> bytes:
@@ -129,7 +127,6 @@ class ResponseStream:
         self.events += 1
         if ev.data == "[DONE]":
             await self._flush_all(out)
-            self.saw_done = True
             out.append(DONE)
             return
         guarded = self.guards is not None
@@ -149,7 +146,6 @@ class ResponseStream:
             # The provider (or its translator) ended the stream with an error: what is held
             # is all there will be of the text, so release it (guarded) first.
             await self._flush_all(out)
-            self.error = chunk
             out.append(self._guarded_error(chunk, ev))
             return
         if chunk.get("model"):
@@ -319,7 +315,6 @@ class ResponseStream:
         """End the client's stream with an error event, then [DONE]; the rest of the
         provider's stream is dropped (only its usage is still read)."""
         log.info("stream ended by the gateway", extra={"fields": {"route": self.route, "code": err.code}})
-        self.error = {"error": {"message": err.message, "code": err.code}}
         out.append(b"data: " + error_body(err.message, status=err.status, code=err.code) + b"\n\n")
         out.append(DONE)
         self.terminated = True

@@ -17,7 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from . import headers as H
 from . import messages as msg
 from .accounting import NAMESPACE, Accounting
-from .canonical import check_content_type, parse_request
+from .canonical import check_content_type, parse_request, wants_stream
 from .config.gateway import GatewayConfig, RouteConfig
 from .errors import GatewayError, bad_request
 from .logs import access_log
@@ -114,7 +114,7 @@ class RouteStream:
         except GatewayError as err:
             return self._reject(err)
         self.acct.request_model = model or ""
-        self.acct.stream = canonical.get("stream") is True
+        self.acct.stream = wants_stream(canonical)
         if self.acct.stream:
             changed |= self._ask_for_stream_usage(canonical)
             self.canonical = canonical

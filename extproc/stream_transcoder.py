@@ -20,13 +20,12 @@ log = logging.getLogger("aigw.upstream")
 
 
 class StreamTranscoder:
-    __slots__ = ("_parser", "_translator", "done", "error")
+    __slots__ = ("_parser", "_translator", "done")
 
     def __init__(self, translator: StreamTranslator) -> None:
         self._parser = SSEParser()
         self._translator = translator
         self.done = False
-        self.error: dict[str, Any] | None = None
 
     def feed(self, data: bytes, end_of_stream: bool) -> bytes:
         if self.done:
@@ -59,7 +58,6 @@ class StreamTranscoder:
         for chunk in chunks:
             out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
             if "error" in chunk and "choices" not in chunk:
-                self.error = chunk
                 out.append(DONE)
                 self.done = True
                 return

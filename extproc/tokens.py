@@ -23,6 +23,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .providers.base import text_of
+
 _URLS = {
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
     "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
@@ -66,14 +68,6 @@ def encoding_for(model: str):
     return _encoding("o200k_base")
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
 # Beyond this much text, the estimate extrapolates from a prefix rather than tokenizing
 # megabytes on the event loop.
 _ESTIMATE_CHARS = 256 * 1024
@@ -91,7 +85,7 @@ def estimate_prompt_tokens(req: dict[str, Any]) -> int:
     total = 3  # every reply is primed with <|start|>assistant<|message|>
     for msg in req.get("messages") or ():
         total += 3 + len(enc.encode(str(msg.get("role", "")), disallowed_special=()))
-        total += _count(enc, _text(msg.get("content")))
+        total += _count(enc, text_of(msg.get("content")))
         if msg.get("name"):
             total += 1 + len(enc.encode(str(msg["name"]), disallowed_special=()))
         for call in msg.get("tool_calls") or ():

@@ -19,7 +19,7 @@ from . import metrics
 from . import messages as msg
 from .backend_health import retry_after_seconds
 from .backends import ACCOUNT_HEADERS, CLIENT_ONLY_HEADERS, CREDENTIAL_HEADERS, Backend, client_key
-from .canonical import parse_request
+from .canonical import parse_request, wants_stream
 from .config.gateway import GatewayConfig
 from .errors import GatewayError, bad_request
 from .logs import access_log
@@ -97,7 +97,7 @@ class UpstreamStream:
                                   "model", code="model_required", param="model")
             provider = backend.provider
             self.model = model
-            self.stream = canonical.get("stream") is True
+            self.stream = wants_stream(canonical)
             body = orjson.dumps(provider.translate_request(canonical, model))
             path = provider.request_path(model, self.stream)
         except GatewayError as err:

@@ -112,7 +112,6 @@ class RequestGuards:
                                  self.custom) if config.regex else None)
         self.webhook = WebhookGuard(config.webhook) if config.webhook else None
         self.moderator = build_moderator(config.moderation) if config.moderation else None
-        self.needs_headers = self.webhook is not None
 
     async def apply(self, req: dict[str, Any], headers: dict[str, str]) -> bool:
         """Guard the request in place. Returns True when text was masked; raises
@@ -162,7 +161,6 @@ class ResponseGuards:
         # For streams: how much text may still become part of a match (compiled once).
         self.holdback = Holdback(self.scanner, config.stream_window) if self.scanner else None
         self.webhook = WebhookGuard(config.webhook) if config.webhook else None
-        self.needs_headers = self.webhook is not None
 
     async def apply(self, completion: dict[str, Any], headers: dict[str, str]) -> bool:
         """Guard the texts of a chat.completion's `choices[].message` in place. A shape the

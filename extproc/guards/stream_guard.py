@@ -36,7 +36,7 @@ class StreamRejected(Exception):
 
 class StreamTextGuard:
     __slots__ = ("_scanner", "_holdback", "_window", "_reject", "_context", "_pending",
-                 "_masked_tail", "released_chars", "_open", "_open_text")
+                 "_masked_tail", "_open", "_open_text")
 
     def __init__(self, scanner: TextScanner, holdback: Holdback, window: int, reject: bool) -> None:
         self._scanner = scanner
@@ -48,7 +48,6 @@ class StreamTextGuard:
         # True when the last released character was inside a masked finding, so a finding
         # continuing across the boundary must not get a second label.
         self._masked_tail = False
-        self.released_chars = 0
         # A possible match the window forced us to mask, followed until it is over.
         self._open: Rule | None = None
         self._open_text = ""
@@ -150,9 +149,7 @@ class StreamTextGuard:
         out.append(text[pos:hold])
         if hold > base:
             self._masked_tail = masked_tail
-        released_raw = text[base:hold]
-        self.released_chars += len(released_raw)
-        self._context = _tail(self._context + released_raw)
+        self._context = _tail(self._context + text[base:hold])
         self._pending = text[hold:]
         return "".join(out), [Finding(f.entity, max(f.start, base) - base, min(f.end, hold) - base, f.score)
                               for f in released]

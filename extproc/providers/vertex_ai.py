@@ -16,8 +16,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
-from .base import BackendSettings
-from .gemini import Gemini, check_api_version, check_model
+from .gemini import Gemini, GeminiSettings, check_model
 
 # Both go into the path: letters, digits and the separators Google's ids use, nothing else.
 _PROJECT = re.compile(r"[a-z0-9][a-z0-9.:-]*")
@@ -29,7 +28,7 @@ def default_host(location: str) -> str:
     return "aiplatform.googleapis.com" if location == "global" else f"{location}-aiplatform.googleapis.com"
 
 
-class VertexAISettings(BackendSettings):
+class VertexAISettings(GeminiSettings):
     provider: Literal["vertex-ai"]
     project: str
     location: str = "us-central1"
@@ -71,10 +70,6 @@ class VertexAISettings(BackendSettings):
                              "models use (Claude on Vertex uses Anthropic's format)")
         return v
 
-    @field_validator("api_version")
-    @classmethod
-    def _version(cls, v: str) -> str:
-        return check_api_version(v)
 
 
 class VertexAI(Gemini):
