@@ -8,14 +8,22 @@ backend's name as the Host header, and the health server answers 503 until the c
 ends. The host is then out of the load balancer for the Retry-After seconds and comes
 back by itself. Within a request, Envoy's retry policy has already moved on.
 
-State is per processor process, shared by every Envoy that uses it.
+State is shared by every worker process of one processor (`serve --workers`): Envoy's
+health check may land on any of them, and a cooldown one worker saw must hold for all. The
+deadlines then live in a small memory-mapped file (`SharedDeadlines`), one slot per
+backend; a single process keeps them in a dict.
 """
 
 from __future__ import annotations
 
 import email.utils
+import fcntl
 import math
+import mmap
+import os
+import struct
 import time
+from collections.abc import Iterable
 
 def retry_after_seconds(headers: dict[str, str], now: float | None = None) -> float | None:
     """Seconds to wait, from `retry-after-ms` (OpenAI), `retry-after` in seconds or as an
@@ -45,25 +53,84 @@ def retry_after_seconds(headers: dict[str, str], now: float | None = None) -> fl
     return max(0.0, when - (now if now is not None else time.time()))
 
 
-class BackendHealth:
-    def __init__(self, clock=time.monotonic) -> None:
+class SharedDeadlines:
+    """Deadlines (in `time.monotonic()` seconds, which is one clock for every process on
+    the machine) in a memory-mapped file every worker opens. One 8-byte slot per backend
+    name, in sorted order, so all workers agree on the layout without talking.
+
+    Reads take no lock: an aligned 8-byte store is atomic on the platforms we run on. A
+    write holds an exclusive `flock` so two workers recording cooldowns at once cannot
+    shorten each other's.
+    """
+
+    _SLOT = struct.Struct("d")
+
+    def __init__(self, path: str, names: Iterable[str]) -> None:
+        self._index = {name: i for i, name in enumerate(sorted(set(names)))}
+        size = self._SLOT.size * max(1, len(self._index))
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        with self._locked():
+            if os.fstat(self._fd).st_size < size:
+                os.ftruncate(self._fd, size)
+        self._map = mmap.mmap(self._fd, size)
+
+    def _locked(self):
+        fd = self._fd
+
+        class _Lock:
+            def __enter__(self) -> None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+
+            def __exit__(self, *exc: object) -> None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        return _Lock()
+
+    def get(self, name: str) -> float:
+        i = self._index.get(name)
+        return 0.0 if i is None else self._SLOT.unpack_from(self._map, i * self._SLOT.size)[0]
+
+    def extend(self, name: str, until: float) -> float:
+        """Set `name`'s deadline to `until` unless it is already later; the deadline now."""
+        i = self._index.get(name)
+        if i is None:
+            return until
+        with self._locked():
+            current = self._SLOT.unpack_from(self._map, i * self._SLOT.size)[0]
+            if until > current:
+                self._SLOT.pack_into(self._map, i * self._SLOT.size, until)
+                return until
+            return current
+
+
+class _LocalDeadlines:
+    """The same interface, for a single process."""
+
+    def __init__(self) -> None:
         self._until: dict[str, float] = {}
+
+    def get(self, name: str) -> float:
+        return self._until.get(name, 0.0)
+
+    def extend(self, name: str, until: float) -> float:
+        if until > self._until.get(name, 0.0):
+            self._until[name] = until
+        return self._until[name]
+
+
+class BackendHealth:
+    def __init__(self, clock=time.monotonic, deadlines: SharedDeadlines | None = None) -> None:
+        self._deadlines: SharedDeadlines | _LocalDeadlines = deadlines or _LocalDeadlines()
         self._clock = clock
+
+    def share(self, deadlines: SharedDeadlines) -> None:
+        """From now on, keep deadlines where every worker sees them."""
+        self._deadlines = deadlines
 
     def cool_down(self, name: str, seconds: float) -> float:
         """Keep `name` out of rotation for `seconds` (never shortening a longer cooldown)."""
-        until = self._clock() + seconds
-        if until > self._until.get(name, 0.0):
-            self._until[name] = until
-        return self._until[name] - self._clock()
+        now = self._clock()
+        return self._deadlines.extend(name, now + seconds) - now
 
     def remaining(self, name: str) -> float:
-        until = self._until.get(name)
-        if until is None:
-            return 0.0
-        left = until - self._clock()
-        if left <= 0:
-            del self._until[name]
-            return 0.0
-        return left
-
+        left = self._deadlines.get(name) - self._clock()
+        return left if left > 0 else 0.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from . import logs
@@ -21,9 +22,35 @@ from .settings import DEFAULT_MAX_REQUEST_BYTES, ProcessorSettings
 
 def _serve(args: argparse.Namespace) -> int:
     logs.setup(args.log_level, args.log_format)
+    if args.worker_index is None and args.socket is None:
+        # Several sockets in the bootstrap: supervise one worker per socket. Decided from
+        # the YAML alone, so the supervisor never pays for building guards it won't run.
+        from .config.bootstrap import ConfigError, processor_sockets, read_bootstrap
+        try:
+            doc = read_bootstrap(args.bootstrap)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        sockets = processor_sockets(doc) if isinstance(doc, dict) else []
+        workers = args.workers if args.workers is not None else max(1, len(sockets))
+        if workers > 1 or len(sockets) > 1:
+            if len(sockets) != workers:
+                print(f"--workers {workers}: the bootstrap lists {len(sockets)} processor "
+                      "socket(s) (pipe endpoints of the ext_proc cluster) and each worker serves "
+                      f"one; render with gateway.processor.workers: {workers}", file=sys.stderr)
+                return 2
+            if args.tcp:
+                print("--tcp serves one address: use it with a single worker", file=sys.stderr)
+                return 2
+            from .workers import supervise
+            return supervise(_worker_argv(args), workers, args.grace)
+    elif args.socket is not None and args.workers not in (None, 1):
+        print("--socket names one socket: use it with a single worker", file=sys.stderr)
+        return 2
     # Imported here so `aigw mock` does not pay for loading every provider and Envoy proto.
     from .config.bootstrap import ConfigError, load_bootstrap
     from .server import serve
+    from .workers import STATE_ENV
 
     try:
         gw = load_bootstrap(args.bootstrap)
@@ -35,18 +62,33 @@ def _serve(args: argparse.Namespace) -> int:
     if args.debug_bodies:
         logging.getLogger("aigw").setLevel(logging.DEBUG)
         logging.getLogger("aigw").warning("--debug-bodies is on: request bodies will be logged")
-    socket_path = args.socket or gw.processor_socket
+    index = args.worker_index or 0
+    sockets = [args.socket] if args.socket else gw.processor_sockets
+    if index >= max(1, len(sockets)):
+        print(f"--worker-index {index}: the bootstrap lists {len(sockets)} socket(s)", file=sys.stderr)
+        return 2
+    socket_path = sockets[index] if sockets else None
     if not socket_path and not args.tcp:
         print("no socket: the bootstrap has no pipe endpoint for the ext_proc cluster; "
               "pass --socket or --tcp", file=sys.stderr)
         return 2
+    shared_state = os.environ.get(STATE_ENV) if args.worker_index is not None else None
     try:
         metrics_address = (args.metrics_host, args.metrics_port) if args.metrics_port else None
         asyncio.run(serve(gw, settings, socket_path=socket_path, tcp=args.tcp, grace=args.grace,
-                          metrics_address=metrics_address))
+                          metrics_address=metrics_address, shared_state=shared_state))
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The serve command line each worker runs (the supervisor adds --worker-index)."""
+    argv = ["serve", "--bootstrap", args.bootstrap, "--log-format", args.log_format,
+            "--log-level", args.log_level, "--max-request-bytes", str(args.max_request_bytes),
+            "--metrics-port", str(args.metrics_port), "--metrics-host", args.metrics_host,
+            "--grace", str(args.grace)]
+    return [*argv, "--debug-bodies"] if args.debug_bodies else argv
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -150,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-host", default="127.0.0.1")
     serve.add_argument("--grace", type=float, default=30.0,
                        help="seconds to finish in-flight streams after SIGTERM")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="processor processes, one per processor socket in the bootstrap "
+                            "(default: as many as the bootstrap lists)")
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check", help="validate the gateway settings in a bootstrap")

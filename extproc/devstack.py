@@ -95,13 +95,18 @@ class ManagedProcess:
 
 
 class Processor(ManagedProcess):
-    def __init__(self, bootstrap: Path, socket_path: Path, log_path: Path,
+    """The processor. Given several sockets (a bootstrap with `workers`), it runs as
+    `serve --workers` and is ready once every worker serves."""
+
+    def __init__(self, bootstrap: Path, socket_path: Path | list[Path], log_path: Path,
                  extra_args: list[str] | None = None, log_format: str = "json") -> None:
         self.bootstrap = bootstrap
-        self.socket_path = socket_path
+        self.sockets = socket_path if isinstance(socket_path, list) else [socket_path]
+        self.socket_path = self.sockets[0]
+        where = ["--socket", str(self.socket_path)] if len(self.sockets) == 1 else []
         super().__init__("processor", [
             sys.executable, "-m", "extproc", "serve", "--bootstrap", str(bootstrap),
-            "--socket", str(socket_path), "--log-format", log_format, *(extra_args or [])],
+            *where, "--log-format", log_format, *(extra_args or [])],
             log_path)
 
     def start(self, wait: bool = True) -> "Processor":
@@ -114,17 +119,22 @@ class Processor(ManagedProcess):
         wait_for(lambda: self.alive() and self.serving(), timeout, "the processor to serve")
 
     def serving(self) -> bool:
-        if not self.socket_path.exists():
+        return all(serving(path) for path in self.sockets)
+
+
+def serving(socket_path: Path) -> bool:
+    """Whether the processor on `socket_path` answers its gRPC health check SERVING."""
+    if not socket_path.exists():
+        return False
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    with grpc.insecure_channel(f"unix:{socket_path}") as ch:
+        try:
+            status = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(), timeout=1).status
+        except grpc.RpcError:
             return False
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-        with grpc.insecure_channel(f"unix:{self.socket_path}") as ch:
-            try:
-                status = health_pb2_grpc.HealthStub(ch).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1).status
-            except grpc.RpcError:
-                return False
-        return status == health_pb2.HealthCheckResponse.SERVING
+    return status == health_pb2.HealthCheckResponse.SERVING
 
 
 class Envoy(ManagedProcess):
@@ -243,8 +253,8 @@ def up(bootstrap: Path, run_dir: Path) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     doc = load_yaml(bootstrap)
-    socket_path = gw.processor_socket
-    if not socket_path:
+    sockets = [Path(p) for p in gw.processor_sockets]
+    if not sockets:
         print("the bootstrap has no pipe endpoint for the processor", file=sys.stderr)
         return 2
     port = listener_port(doc)
@@ -267,7 +277,7 @@ def up(bootstrap: Path, run_dir: Path) -> int:
         for mock_port, providers in mocks.items():
             started.append(MockProcess(mock_port, sorted(set(providers)),
                                        run_dir / f"mock-{mock_port}.log").start())
-        started.append(Processor(bootstrap, Path(socket_path), run_dir / "processor.log",
+        started.append(Processor(bootstrap, sockets, run_dir / "processor.log",
                                  log_format="text").start())
         started.append(Envoy(bootstrap, run_dir / "envoy.log", admin_port(doc)).start())
         print(_banner(port, bool(mocks), run_dir), flush=True)

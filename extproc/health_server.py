@@ -32,9 +32,12 @@ def build_app(health: BackendHealth, names: set[str]) -> web.Application:
     return app
 
 
-async def start(health: BackendHealth, names: set[str], host: str, port: int) -> web.AppRunner:
+async def start(health: BackendHealth, names: set[str], host: str, port: int,
+                reuse_port: bool = False) -> web.AppRunner:
     runner = web.AppRunner(build_app(health, names), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    # With several workers each listens here (SO_REUSEPORT): a check lands on any of
+    # them, and all read the same shared cooldowns.
+    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     log.info("backend health endpoint listening", extra={"fields": {"listen": f"{host}:{port}"}})
     return runner

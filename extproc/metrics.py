@@ -20,9 +20,18 @@ Labels never carry message text or matched values: only names the operator confi
 from __future__ import annotations
 
 import logging
+import os
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 log = logging.getLogger("aigw.metrics")
 
@@ -66,15 +75,30 @@ def guard_action(route: str, direction: str, guard: str, action: str, entity: st
     GUARD_ACTIONS.labels(route or "-", direction, guard, action, entity or "-").inc()
 
 
-async def start_server(host: str, port: int) -> web.AppRunner:
+def _registry() -> CollectorRegistry:
+    """With several workers (`serve --workers`), prometheus_client's multiprocess mode:
+    each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR (set by the
+    supervisor before any worker imports prometheus_client), and whichever worker is
+    scraped adds them all up, so /metrics shows one set of counters."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+async def start_server(host: str, port: int, reuse_port: bool = False) -> web.AppRunner:
+    registry = _registry()
+
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(REGISTRY),
+        return web.Response(body=generate_latest(registry),
                             headers={"content-type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    # Every worker listens on the same port (SO_REUSEPORT); any of them can answer.
+    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     log.info("metrics listening", extra={"fields": {"listen": f"{host}:{port}"}})
     return runner

@@ -27,7 +27,15 @@ EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: str | None,
                 tcp: str | None = None, grace: float = 30.0,
                 metrics_address: tuple[str, int] | None = None,
-                ready: asyncio.Event | None = None) -> None:
+                ready: asyncio.Event | None = None, shared_state: str | None = None) -> None:
+    """Serve until SIGTERM. `shared_state` is set in a worker of `serve --workers`: the
+    directory where workers share cooldowns; the metrics and health ports are then
+    shared too (SO_REUSEPORT)."""
+    if shared_state is not None:
+        from .backend_health import SharedDeadlines
+        gw.health.share(SharedDeadlines(str(Path(shared_state) / "cooldowns"),
+                                        [b.name for b in gw.backends]))
+    shared = shared_state is not None
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", _MAX_MESSAGE),
         ("grpc.max_send_message_length", _MAX_MESSAGE),
@@ -55,11 +63,12 @@ async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: 
     runners = []
     if metrics_address is not None:
         from . import metrics
-        runners.append(await metrics.start_server(*metrics_address))
+        runners.append(await metrics.start_server(*metrics_address, reuse_port=shared))
     if gw.health_address is not None:
         from . import health_server
         names = {b.name for b in gw.backends}
-        runners.append(await health_server.start(gw.health, names, *gw.health_address))
+        runners.append(await health_server.start(gw.health, names, *gw.health_address,
+                                                 reuse_port=shared))
     for service in ("", EXT_PROC_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("processor listening", extra={"fields": {

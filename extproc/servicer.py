@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import grpc
+
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
@@ -47,32 +49,40 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         return None
 
     async def Process(self, request_iterator, context):
+        # context.read()/write() rather than iterating and yielding: the async-generator
+        # path costs about 15% more processor CPU per message (measured with a trivial
+        # processor behind Envoy).
         handler = self._handler(context)
         if handler is None:
             log.error("ext_proc stream without a valid %s metadata; check the bootstrap's "
                       "grpc_service.initial_metadata", PHASE_KEY)
-            yield msg.error_reply(GatewayError(500, "the gateway filter is misconfigured",
-                                               code="gateway_misconfigured"))
+            await context.write(msg.error_reply(GatewayError(
+                500, "the gateway filter is misconfigured", code="gateway_misconfigured")))
             return
         outcome = "complete"
+        read, write, eof = context.read, context.write, grpc.aio.EOF
         try:
-            async for req in request_iterator:
+            while True:
+                req = await read()
+                if req is eof:
+                    break
                 kind = req.WhichOneof("request")
                 method = getattr(handler, kind, None) if kind else None
                 if method is None:
                     ack = _ACK.get(kind or "")
                     if ack is not None:
-                        yield ack()
+                        await write(ack())
                     continue
                 try:
-                    yield await method(req)
+                    reply = await method(req)
                 except Exception:  # a bug must not leave the request unanswered or open
                     outcome = "error"
                     log.exception("processing failed", extra={"fields": {
                         "request_id": getattr(handler, "request_id", ""), "phase": kind}})
-                    yield msg.error_reply(GatewayError(500, "the gateway failed to process the request",
-                                                       code="gateway_internal_error"))
+                    await write(msg.error_reply(GatewayError(
+                        500, "the gateway failed to process the request", code="gateway_internal_error")))
                     return
+                await write(reply)
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise

@@ -128,9 +128,14 @@ class Stack:
     """Envoy + processor + one mock per gateway endpoint, from one bootstrap."""
 
     def __init__(self, bootstrap: dict[str, Any], *, processor_args: list[str] | None = None,
-                 start_mocks: bool = True) -> None:
+                 start_mocks: bool = True, workers: bool = False) -> None:
+        """`workers`: keep each processor socket of the bootstrap apart, so the processor
+        runs one worker per socket; otherwise every socket becomes one, served by one
+        process."""
         self.tmp = Path(tempfile.mkdtemp(prefix="aigw-test-"))
         self.socket_path = self.tmp / "extproc.sock"
+        self.sockets: dict[str, Path] = {}
+        self._workers = workers
         self.admin_port = free_port()
         self.mocks: dict[str, MockProvider] = {}
         self.listener_ports: dict[str, int] = {}
@@ -138,8 +143,10 @@ class Stack:
         self.bootstrap_path = self.tmp / "bootstrap.yaml"
         self.bootstrap_path.write_text(yaml.safe_dump(self.doc, sort_keys=False))
         self.metrics_port = free_port()
+        if self.sockets:
+            self.socket_path = next(iter(self.sockets.values()))
         self.processor = GatewayProcessor(
-            self.bootstrap_path, self.socket_path, self.tmp / "processor.log",
+            self.bootstrap_path, list(self.sockets.values()) or self.socket_path, self.tmp / "processor.log",
             ["--grace", "5", "--metrics-port", str(self.metrics_port), *(processor_args or [])])
         self.envoy = Envoy(self.bootstrap_path, self.tmp / "envoy.log", self.admin_port)
 
@@ -167,7 +174,12 @@ class Stack:
                 for lb in locality.get("lb_endpoints") or []:
                     address = lb["endpoint"]["address"]
                     if "pipe" in address:
-                        address["pipe"]["path"] = str(self.socket_path)
+                        if self._workers:
+                            path = self.sockets.setdefault(
+                                address["pipe"]["path"], self.tmp / f"extproc-{len(self.sockets)}.sock")
+                            address["pipe"]["path"] = str(path)
+                        else:
+                            address["pipe"]["path"] = str(self.socket_path)
                         continue
                     aigw = ((lb.get("metadata") or {}).get("filter_metadata") or {}).get("aigw")
                     hc = ((lb["endpoint"].get("health_check_config") or {}).get("address") or {}).get("socket_address")

@@ -55,9 +55,14 @@ class _Filter:
 
 
 def load_bootstrap(path: str | Path, *, resolve_secrets: bool = True) -> GatewayConfig:
+    return build_config(read_bootstrap(path), source=str(path), resolve_secrets=resolve_secrets)
+
+
+def read_bootstrap(path: str | Path) -> Any:
+    """The bootstrap YAML as data (ConfigError, a ValueError, when unreadable)."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ConfigError([f"cannot read the bootstrap: {exc.strerror}"], str(path)) from None
     except yaml.YAMLError as exc:
@@ -67,7 +72,6 @@ def load_bootstrap(path: str | Path, *, resolve_secrets: bool = True) -> Gateway
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError([f"the bootstrap is not valid YAML{where}: "
                            f"{getattr(exc, 'problem', None) or 'syntax error'}"], str(path)) from None
-    return build_config(doc, source=str(path), resolve_secrets=resolve_secrets)
 
 
 def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) -> GatewayConfig:
@@ -101,29 +105,37 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
     if problems:
         raise ConfigError(problems, source)
     gw = GatewayConfig(routes, clusters, by_name)
-    gw.processor_socket = processor_socket(doc)
+    gw.processor_sockets = processor_sockets(doc)
+    gw.processor_socket = gw.processor_sockets[0] if gw.processor_sockets else None
     gw.health_address = next(iter(health_addresses), None)
     return gw
 
 
-def processor_socket(doc: dict[str, Any]) -> str | None:
-    """The Unix socket Envoy expects the processor on: the `pipe` endpoint of the cluster
-    the ext_proc filters call. The processor listens there unless told otherwise, so the
-    path is written once, in the bootstrap."""
+def processor_sockets(doc: dict[str, Any]) -> list[str]:
+    """The Unix sockets Envoy expects the processor on: the `pipe` endpoints of the cluster
+    the ext_proc filters call, in order. One worker process serves each (`serve --workers`),
+    so the paths are written once, in the bootstrap."""
     names = set()
     for flt in _all_ext_proc_filters(doc):
         cluster = ((flt.get("grpc_service") or {}).get("envoy_grpc") or {}).get("cluster_name")
         if cluster:
             names.add(cluster)
+    paths: list[str] = []
     for cluster in (doc.get("static_resources") or {}).get("clusters") or []:
         if cluster.get("name") not in names:
             continue
         for locality in (cluster.get("load_assignment") or {}).get("endpoints") or []:
             for lb in locality.get("lb_endpoints") or []:
                 pipe = ((lb.get("endpoint") or {}).get("address") or {}).get("pipe")
-                if pipe:
-                    return pipe.get("path")
-    return None
+                if pipe and pipe.get("path") and pipe["path"] not in paths:
+                    paths.append(pipe["path"])
+    return paths
+
+
+def processor_socket(doc: dict[str, Any]) -> str | None:
+    """The first processor socket of the bootstrap, if it has one."""
+    paths = processor_sockets(doc)
+    return paths[0] if paths else None
 
 
 def _all_ext_proc_filters(doc: dict[str, Any]) -> Iterator[dict]:

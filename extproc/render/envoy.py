@@ -312,8 +312,14 @@ def render(cfg: GatewayConfig) -> dict:
             "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
             "explicit_http_config": {"http2_protocol_options": {}}}},
         "load_assignment": {"cluster_name": "extproc", "endpoints": [
-            {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": g.processor.socket}}}}]}]},
+            {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": path}}}}
+                              for path in g.processor.sockets()]}]},
     }]
+    if len(g.processor.sockets()) > 1:
+        # A worker being restarted must not get streams: Envoy asks each one's gRPC health
+        # service and balances over those that answer SERVING.
+        clusters[0]["health_checks"] = [{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
+                                         "healthy_threshold": 1, "grpc_health_check": {}}]
     clusters += [render_cluster(b, cfg) for b in cfg.backends]
     return {
         "admin": {"address": socket_address("127.0.0.1", g.admin_port)},

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Annotated, Any, Literal, Union
 
@@ -317,11 +318,31 @@ class Listen(ConfigModel):
 
 class ProcessorSettings(ConfigModel):
     socket: str = "/tmp/aigw/extproc.sock"
+    # Processor processes (one core each), each on its own socket: `socket` with `-0`,
+    # `-1`, ... before the extension. `auto` is the number of CPUs where `aigw render` runs.
+    workers: int | Literal["auto"] = "auto"
     # Where the processor answers Envoy's health checks for failover backends.
     health_port: int = Field(default=18099, gt=0, le=65535)
     timeout: float = Field(default=10.0, gt=0)
 
     _parse = field_validator("timeout", mode="before")(lambda cls, v: _duration(v))
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError("workers must be between 1 and 64, or auto")
+        return value
+
+    def sockets(self) -> list[str]:
+        """The socket of each worker."""
+        n = (os.cpu_count() or 1) if self.workers == "auto" else self.workers
+        if n == 1:
+            return [self.socket]
+        stem, dot, ext = self.socket.rpartition(".")
+        if not dot or "/" in ext:
+            stem, ext = self.socket, ""
+        return [f"{stem}-{i}{'.' + ext if ext else ''}" for i in range(n)]
 
 
 class GatewaySettings(ConfigModel):
