@@ -24,6 +24,7 @@ from .logs import access_log
 from .policies.field_defaults import apply_all
 from .response_stream import ResponseStream
 from .settings import ProcessorSettings
+from .upstream_filter import UpstreamStream
 
 log = logging.getLogger("aigw.route")
 
@@ -32,7 +33,8 @@ class RouteStream:
     """State for one request's route-level gRPC stream."""
 
     __slots__ = ("gw", "settings", "route", "request_id", "attempts", "limit", "rejected",
-                 "done", "headers", "acct", "strip_usage", "response", "read_json", "canonical")
+                 "done", "headers", "acct", "strip_usage", "response", "read_json", "canonical",
+                 "attempt", "attempt_body")
 
     def __init__(self, gw: GatewayConfig, settings: ProcessorSettings) -> None:
         self.gw = gw
@@ -53,14 +55,24 @@ class RouteStream:
         self.read_json = False
         # Kept only when a cut-short stream may need a prompt-token estimate.
         self.canonical: dict | None = None
+        # The attempt, when the route sends to a one-endpoint cluster without an upstream
+        # filter: this stream then translates for that backend too (one gRPC stream per
+        # request instead of two), reusing the upstream filter's code for it.
+        self.attempt: UpstreamStream | None = None
+        # Whether the attempt reads the response body (to translate it).
+        self.attempt_body = False
 
     # ---- request --------------------------------------------------------------------
     async def request_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         attrs = req.attributes.get("envoy.filters.http.ext_proc")
+        direct = None
         if attrs is not None:
             name = attrs.fields.get("xds.route_name")
             if name is not None:
                 self.route = self.gw.route(name.string_value)
+            cluster = attrs.fields.get("xds.cluster_name")
+            if cluster is not None:
+                direct = self.gw.direct_backend(cluster.string_value)
         self.acct.route = self.route.name
         policy = self.route.policy
         if policy.max_request_bytes:
@@ -73,7 +85,18 @@ class RouteStream:
         except GatewayError as err:
             return self._reject(err)
         spoofed = [k for k in hdrs if k.startswith(H.PREFIX)]
-        return msg.request_headers(remove=spoofed)
+        resp = msg.request_headers(remove=spoofed)
+        if direct is not None:
+            self.attempt = UpstreamStream(self.gw, self.settings, direct=direct)
+            self.acct.backend, self.acct.provider = direct.name, direct.provider.name
+            self.attempts = 1
+            own = await self.attempt.request_headers(req)
+            if own.HasField("immediate_response"):
+                self.done = True
+                return own
+            resp.request_headers.response.header_mutation.MergeFrom(
+                own.request_headers.response.header_mutation)
+        return resp
 
     def _check_headers(self, hdrs: dict[str, str], end_of_stream: bool) -> None:
         method = hdrs.get(":method", "")
@@ -125,6 +148,17 @@ class RouteStream:
         if policy.prompt_token_estimate:
             from .tokens import estimate_prompt_tokens
             metadata = {NAMESPACE: {"prompt_tokens_estimate": estimate_prompt_tokens(canonical)}}
+        if self.attempt is not None:
+            # No routing headers here: content routing and one-endpoint clusters are never
+            # mixed (config/bootstrap.py), so this is the backend the request goes to.
+            out = self.attempt.translate(canonical)
+            if out.HasField("immediate_response"):
+                reply = out.immediate_response
+                self.rejected = GatewayError(reply.status.code, "", code=reply.details.removeprefix("aigw_"))
+                self.acct.status = reply.status.code
+                self.done = True
+                return out
+            return msg.with_metadata(out, metadata)
         set_headers: dict[str, str] = dict(routing or {})
         new_body = None
         if changed:
@@ -156,13 +190,36 @@ class RouteStream:
 
     # ---- response -------------------------------------------------------------------
     async def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        if self.attempt is not None:
+            return await self._direct_response_headers(req)
+        return self._response_headers(req)
+
+    async def _direct_response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        """The attempt's view first (cooldowns, error and stream translation, what it
+        redacts), then this filter's, in one reply."""
+        own = await self.attempt.response_headers(req)  # type: ignore[union-attr]
+        mine = self._response_headers(req)
+        if own.response_headers.response.status == pb.CommonResponse.CONTINUE_AND_REPLACE:
+            self.done = True  # a bodiless provider error, answered with a translated body
+            self.acct.status = self.attempt.status  # type: ignore[union-attr]
+            return own
+        self.attempt_body = own.HasField("mode_override")
+        if self.attempt_body and self.acct.status >= 400:
+            self.done = False  # the error body is translated before the client gets it
+        mine.response_headers.response.header_mutation.MergeFrom(own.response_headers.response.header_mutation)
+        if self.attempt_body and not mine.HasField("mode_override"):
+            mine.mode_override.CopyFrom(own.mode_override)
+        return mine
+
+    def _response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         hdrs = msg.headers_of(req.response_headers.headers)
         acct = self.acct
         acct.status = int(hdrs.get(":status", "0") or 0)
-        acct.backend = hdrs.get(H.BACKEND, "")
-        acct.provider = hdrs.get(H.PROVIDER, "")
-        attempt = hdrs.get(H.ATTEMPT, "")
-        self.attempts = int(attempt) if attempt.isdigit() else (1 if acct.backend else 0)
+        if self.attempt is None:
+            acct.backend = hdrs.get(H.BACKEND, "")
+            acct.provider = hdrs.get(H.PROVIDER, "")
+            attempt = hdrs.get(H.ATTEMPT, "")
+            self.attempts = int(attempt) if attempt.isdigit() else (1 if acct.backend else 0)
         internal = [k for k in hdrs if k.startswith(H.PREFIX)]
         if 200 <= acct.status < 300 and not req.response_headers.end_of_stream:
             guards = self.route.guards.response if self.route.guards is not None else None
@@ -179,8 +236,18 @@ class RouteStream:
     async def response_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         body = req.response_body
         self.done = body.end_of_stream
+        data = body.body
+        translated = None
+        if self.attempt_body:
+            # The attempt translates the provider's bytes to the canonical shape first.
+            translated = await self.attempt.response_body(req)  # type: ignore[union-attr]
+            data = translated.response_body.response.body_mutation.body
+            if not (self.response is not None or self.read_json):
+                # An error, translated (and redacted) by the attempt: nothing more to do.
+                self.acct.status = self.attempt.status  # type: ignore[union-attr]
+                return translated
         if self.response is not None:
-            out = await self.response.feed(body.body, body.end_of_stream)
+            out = await self.response.feed(data, body.end_of_stream)
             if self.response.terminated and self.rejected is None:
                 self.rejected = GatewayError(200, "stream ended by a guard", code="guard_terminated")
             resp = msg.streamed_body(out)
@@ -190,7 +257,19 @@ class RouteStream:
             return resp
         if not self.read_json:
             return msg.response_body()
-        return await self._json_body(body.body)
+        if translated is None:
+            return await self._json_body(data)
+        mine = await self._json_body(data)
+        # The attempt's header changes first (content type, a translated status), then this
+        # filter's (a later set of the same header wins).
+        headers = translated.response_body.response.header_mutation
+        headers.MergeFrom(mine.response_body.response.header_mutation)
+        mine.response_body.response.header_mutation.CopyFrom(headers)
+        if not mine.response_body.response.HasField("body_mutation"):
+            # Nothing of this filter's changed the translated body: send that one.
+            mine.response_body.response.body_mutation.CopyFrom(
+                translated.response_body.response.body_mutation)
+        return mine
 
     async def _json_body(self, raw: bytes) -> pb.ProcessingResponse:
         try:
@@ -253,6 +332,8 @@ class RouteStream:
     def close(self, outcome: str) -> None:
         if outcome == "cancelled" and self.done:
             outcome = "complete"  # Envoy closes the stream once it needs nothing more
+        if self.attempt is not None:
+            self.attempt.close(outcome)
         acct = self.acct
         if self.response is not None and not self.done:
             self._stream_done()  # cut short: still record what was seen

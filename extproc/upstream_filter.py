@@ -35,13 +35,17 @@ _HOST_ATTRS = "envoy.filters.http.ext_proc"
 class UpstreamStream:
     """State for one attempt's upstream gRPC stream."""
 
-    __slots__ = ("gw", "settings", "backend", "client_key", "model", "stream", "status",
+    __slots__ = ("gw", "settings", "direct", "backend", "client_key", "model", "stream", "status",
                  "started", "attempt", "request_id", "transcoder", "translate_json", "done")
 
-    def __init__(self, gw: GatewayConfig, settings: ProcessorSettings) -> None:
+    def __init__(self, gw: GatewayConfig, settings: ProcessorSettings,
+                 direct: Backend | None = None) -> None:
+        """`direct`: the backend of a one-endpoint cluster, when the route-level filter
+        runs this attempt itself (route_filter.py) instead of an upstream filter."""
         self.gw = gw
         self.settings = settings
-        self.backend: Backend | None = None
+        self.direct = direct
+        self.backend: Backend | None = direct
         self.client_key: str | None = None
         self.model = ""
         self.stream = False
@@ -67,12 +71,15 @@ class UpstreamStream:
     def _identify(self, req: pb.ProcessingRequest, hdrs: dict[str, str]) -> pb.ProcessingResponse | None:
         """Find the backend Envoy picked for this attempt (headers phase: it must be SEND,
         see config/bootstrap.py, or header changes made with the body would be lost)."""
+        self.request_id = hdrs.get(H.REQUEST_ID, "")
+        self.attempt = hdrs.get(H.ENVOY_ATTEMPT, "1")
+        self.client_key = client_key(hdrs)
+        if self.direct is not None:
+            return None
         fields = {}
         attrs = req.attributes.get(_HOST_ATTRS)
         if attrs is not None:
             fields = {k: v.string_value for k, v in attrs.fields.items()}
-        self.request_id = hdrs.get(H.REQUEST_ID, "")
-        self.attempt = hdrs.get(H.ENVOY_ATTEMPT, "1")
         address = fields.get("upstream.address", "")
         self.backend = self.gw.backend_for_host(fields.get("xds.upstream_host_metadata", ""))
         if self.backend is None:
@@ -83,19 +90,25 @@ class UpstreamStream:
             return self._reject(GatewayError(
                 500, "the gateway has no configuration for the selected backend",
                 code="backend_not_configured"))
-        self.client_key = client_key(hdrs)
         return None
 
     async def request_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        backend = self.backend
-        assert backend is not None
         try:
             canonical = parse_request(req.request_body.body)
+        except GatewayError as err:
+            return self._reject(err)
+        return self.translate(canonical)
+
+    def translate(self, canonical: dict) -> pb.ProcessingResponse:
+        """The request for this attempt's backend: body, path and credential."""
+        backend = self.backend
+        assert backend is not None
+        provider = backend.provider
+        try:
             model = backend.settings.model or canonical.get("model")
             if not model:
                 raise bad_request("'model' is required: the selected backend has no configured "
                                   "model", code="model_required", param="model")
-            provider = backend.provider
             self.model = model
             self.stream = wants_stream(canonical)
             body = orjson.dumps(provider.translate_request(canonical, model))
@@ -125,7 +138,10 @@ class UpstreamStream:
         assert backend is not None
         hdrs = msg.headers_of(req.response_headers.headers)
         self.status = int(hdrs.get(":status", "0") or 0)
-        report = {H.BACKEND: backend.name, H.PROVIDER: backend.provider.name, H.ATTEMPT: self.attempt}
+        # The route-level filter learns which backend answered from these (and removes
+        # them); when it runs the attempt itself, it knows already.
+        report = ({} if self.direct is not None else
+                  {H.BACKEND: backend.name, H.PROVIDER: backend.provider.name, H.ATTEMPT: self.attempt})
         if self.status == 429 or (self.status == 503 and ("retry-after" in hdrs or "retry-after-ms" in hdrs)):
             self._cool_down(backend, hdrs)
         if req.response_headers.end_of_stream:

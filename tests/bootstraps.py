@@ -55,3 +55,23 @@ def add_route(doc: dict[str, Any], name: str, path: str, backends: list[dict[str
     new.update(cluster_extra)
     doc["static_resources"]["clusters"].append(new)
     return route
+
+
+def route_filter(doc: dict[str, Any]) -> dict[str, Any]:
+    return next(f for f in _hcm(doc)["http_filters"] if "ext_proc" in f["name"])["typed_config"]
+
+
+def translate_at_route(doc: dict[str, Any]) -> dict[str, Any]:
+    """The one-gRPC-stream wiring: clusters of one gateway endpoint lose their upstream
+    filter, and the route-level filter translates for them (it needs the cluster's name
+    and may set the provider's Host)."""
+    for c in doc["static_resources"]["clusters"]:
+        eps = [lb for loc in (c.get("load_assignment") or {}).get("endpoints") or []
+               for lb in loc.get("lb_endpoints") or []]
+        if len(eps) == 1 and "aigw" in ((eps[0].get("metadata") or {}).get("filter_metadata") or {}):
+            for opt in (c.get("typed_extension_protocol_options") or {}).values():
+                opt.pop("http_filters", None)
+    rf = route_filter(doc)
+    rf["request_attributes"] = [*rf.get("request_attributes", []), "xds.cluster_name"]
+    rf["mutation_rules"] = {"allow_all_routing": True}
+    return doc

@@ -164,17 +164,27 @@ def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig], pr
     gateway_endpoints = [e for e in endpoints if e[2] is not None]
     if not gateway_endpoints and upstream_filter is None:
         return  # an ordinary cluster (the processor itself, a webhook, ...)
-    if upstream_filter is None:
+    # A cluster of one gateway endpoint needs no per-attempt filter: every attempt goes to
+    # that host, so the route-level filter translates for it (it learns the cluster from
+    # `xds.cluster_name`). Several endpoints need the upstream filter: which host an
+    # attempt goes to is only known after Envoy has picked it.
+    direct = upstream_filter is None and len(endpoints) == 1
+    if upstream_filter is None and not direct:
         problems.append(
             f"cluster '{name}': its endpoints carry '{AIGW}' metadata but the cluster has no "
             f"upstream ext_proc filter (initial_metadata {PHASE_HEADER}: upstream) in "
-            f"typed_extension_protocol_options.{HTTP_OPTIONS}.http_filters; requests would "
-            "reach the provider untranslated")
+            f"typed_extension_protocol_options.{HTTP_OPTIONS}.http_filters; with more than one "
+            "endpoint, requests would reach the provider untranslated")
         return
-    wiring.check_filter(upstream_filter.entry, upstream_filter.location, "upstream",
-                        ("xds.upstream_host_metadata",), problems)
+    if upstream_filter is not None:
+        wiring.check_filter(upstream_filter.entry, upstream_filter.location, "upstream",
+                            ("xds.upstream_host_metadata",), problems)
+    elif cluster.get("type", "STATIC") not in ("STATIC", "STRICT_DNS", "LOGICAL_DNS"):
+        problems.append(f"cluster '{name}': a cluster without the upstream ext_proc filter must "
+                        "be STATIC, STRICT_DNS or LOGICAL_DNS (its one endpoint is fixed)")
+        return
 
-    cfg = clusters.setdefault(name, ClusterConfig(name))
+    cfg = clusters.setdefault(name, ClusterConfig(name, direct=direct))
     health_checked = bool(cluster.get("health_checks"))
     if health_checked:
         panic = ((cluster.get("common_lb_config") or {}).get("healthy_panic_threshold") or {}).get("value")
@@ -342,8 +352,32 @@ def _read_hcm(loc: str, hcm: dict, routes: dict[str, RouteConfig],
             problems.append(f"{loc}: serves gateway routes but has no route-level ext_proc filter "
                             f"(initial_metadata {PHASE_HEADER}: route) in http_filters")
         else:
+            # Routes to a one-endpoint cluster are translated here: the filter must be told
+            # which cluster Envoy routed to.
+            direct = any(clusters[c].direct for r in routes.values() for c in r.clusters if c in clusters)
             wiring.check_filter(route_filter.entry, route_filter.location, "route",
-                                ("xds.route_name",), problems)
+                                ("xds.route_name", "xds.cluster_name") if direct else ("xds.route_name",),
+                                problems)
+            if direct:
+                _check_direct_routes(loc, routes, clusters, problems)
+                if (route_filter.config.get("mutation_rules") or None) != {"allow_all_routing": True}:
+                    problems.append(f"{route_filter.location}: mutation_rules must be {{allow_all_routing: "
+                                    "true}: routes reach one-endpoint clusters, for which this filter "
+                                    "sets the provider's Host and credential")
+
+
+def _check_direct_routes(loc: str, routes: dict[str, RouteConfig],
+                         clusters: dict[str, ClusterConfig], problems: list[str]) -> None:
+    """Content-based routing re-matches routes after the body was read, so the cluster the
+    route-level filter translated for may not be the one Envoy then sends to. A route
+    table with content routing may therefore not reach a one-endpoint cluster (give the
+    cluster the upstream filter instead)."""
+    content = [r.name for r in routes.values() if r.policy.content_routing]
+    direct = sorted({c for r in routes.values() for c in r.clusters if c in clusters and clusters[c].direct})
+    if content and direct:
+        problems.append(f"{loc}: route(s) {', '.join(content)} route by content, so cluster(s) "
+                        f"{', '.join(direct)} need the upstream ext_proc filter (the route is "
+                        "chosen again after the request body was translated)")
 
 
 def _route_policy(where: str, aigw: Any, problems: list[str]) -> RoutePolicy | None:

@@ -42,6 +42,8 @@ class RouteConfig:
 class ClusterConfig:
     name: str
     backends: list[Backend] = field(default_factory=list)
+    # One endpoint and no upstream filter: the route-level filter translates for it.
+    direct: bool = False
 
 
 def aigw_from_text_metadata(text: str) -> dict[str, Any] | None:
@@ -76,6 +78,14 @@ class GatewayConfig:
 
     def route(self, name: str) -> RouteConfig:
         return self.routes.get(name) or self.default_route
+
+    def direct_backend(self, cluster: str) -> Backend | None:
+        """The backend of a one-endpoint cluster the route-level filter translates for, or
+        None when the cluster has the upstream filter (or is not a gateway cluster)."""
+        cfg = self.clusters.get(cluster)
+        if cfg is None or not cfg.direct or len(cfg.backends) != 1:
+            return None
+        return cfg.backends[0]
 
     def all_cooling(self, names: tuple[str, ...]) -> int | None:
         """Whole seconds until the first of `names` is out of its rate-limit cooldown, or

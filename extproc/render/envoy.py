@@ -49,7 +49,10 @@ def _metadata(entry: Any, backend: Backend, endpoint: Endpoint) -> dict:
     return md
 
 
-def render_cluster(backend: Backend, cfg: GatewayConfig) -> dict:
+def render_cluster(backend: Backend, cfg: GatewayConfig, direct_ok: bool = False) -> dict:
+    """`direct_ok`: a backend of one host may leave out the upstream filter (the
+    route-level filter then translates for it, one gRPC stream per request instead of
+    two); not when content routing could re-route a request after its body was read."""
     g = cfg.gateway
     buffer = 2 * g.max_request_bytes
     if backend.static is not None:
@@ -81,20 +84,21 @@ def render_cluster(backend: Backend, cfg: GatewayConfig) -> dict:
                 "address": socket_address("127.0.0.1", g.processor.health_port), "hostname": md[AIGW]["name"]}
         localities.setdefault(priority, []).append(lb)
 
+    options: dict[str, Any] = {
+        "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+        "explicit_http_config": {"http_protocol_options": {}}}
+    if not (direct_ok and is_direct(backend)):
+        options["http_filters"] = [
+            ext_proc_filter("upstream", g.processor.timeout, ["xds.upstream_host_metadata", "upstream.address"],
+                            mutation_rules={"allow_all_routing": True}),
+            {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]
     cluster: dict[str, Any] = {
         "name": backend.name,
         "type": "STRICT_DNS" if dns else "STATIC",
         "connect_timeout": "5s",
         "per_connection_buffer_limit_bytes": buffer,
-        "typed_extension_protocol_options": {HTTP_OPTIONS: {
-            "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
-            "explicit_http_config": {"http_protocol_options": {}},
-            "http_filters": [
-                ext_proc_filter("upstream", g.processor.timeout, ["xds.upstream_host_metadata", "upstream.address"],
-                          mutation_rules={"allow_all_routing": True}),
-                {"name": "envoy.filters.http.upstream_codec", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
-            ]}},
+        "typed_extension_protocol_options": {HTTP_OPTIONS: options},
         "load_assignment": {"cluster_name": backend.name, "endpoints": [
             {"priority": p, "lb_endpoints": eps} for p, eps in sorted(localities.items())]},
     }
@@ -123,6 +127,12 @@ def render_cluster(backend: Backend, cfg: GatewayConfig) -> dict:
             check["transport_socket_match_criteria"] = {"aigw_hc": "plain"}
         cluster["health_checks"] = [check]
     return cluster
+
+
+def is_direct(backend: Backend) -> bool:
+    """One AI host, so every attempt goes to it: translated at the route level."""
+    return backend.static is None and not isinstance(backend.ai, PriorityGroups) \
+        and len(list(backend.providers())) == 1
 
 
 def _match(m: RouteMatch) -> dict:
@@ -286,8 +296,15 @@ def render(cfg: GatewayConfig) -> dict:
     if any(r.rate_limit for r in routes):
         http_filters.append({"name": "envoy.filters.http.local_ratelimit", "typed_config": {
             "@type": LOCAL_RATELIMIT, "stat_prefix": "aigw_rl"}})
-    http_filters.append(ext_proc_filter("route", g.processor.timeout, ["xds.route_name"],
-                                  metadata_options={"receiving_namespaces": {"untyped": [AIGW]}}))
+    # Content routing chooses the route again after the body: then every AI cluster keeps
+    # its upstream filter (see render_cluster).
+    direct_ok = not any(r.policies is not None and r.policies.content_routing for r in routes)
+    direct = direct_ok and any(is_direct(b) for b in cfg.backends)
+    http_filters.append(ext_proc_filter(
+        "route", g.processor.timeout, ["xds.route_name", "xds.cluster_name"] if direct else ["xds.route_name"],
+        metadata_options={"receiving_namespaces": {"untyped": [AIGW]}},
+        # The route-level filter sets the provider's Host when it translates itself.
+        **({"mutation_rules": {"allow_all_routing": True}} if direct else {})))
     http_filters.append({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
     hcm: dict[str, Any] = {
@@ -320,7 +337,7 @@ def render(cfg: GatewayConfig) -> dict:
         # service and balances over those that answer SERVING.
         clusters[0]["health_checks"] = [{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
                                          "healthy_threshold": 1, "grpc_health_check": {}}]
-    clusters += [render_cluster(b, cfg) for b in cfg.backends]
+    clusters += [render_cluster(b, cfg, direct_ok) for b in cfg.backends]
     return {
         "admin": {"address": socket_address("127.0.0.1", g.admin_port)},
         "static_resources": {

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.bootstraps import add_route
+from tests.bootstraps import add_route, translate_at_route
 from tests.harness import Stack, load_bootstrap
 
 pytestmark = pytest.mark.e2e
@@ -42,15 +42,31 @@ WEATHER = {"type": "function", "function": {
 ALL = list(BACKENDS)
 
 
-@pytest.fixture(scope="module")
-def stack():
+@pytest.fixture(scope="module", params=["upstream", "route"])
+def stack(request):
+    """Each provider translated per attempt by the upstream filter, and (one endpoint per
+    cluster) by the route-level filter in the same gRPC stream as the policies."""
     doc = load_bootstrap("mock.yaml")
     for name, settings in BACKENDS.items():
         add_route(doc, name, f"/{name}/v1/chat/completions",
                   [{"name": name, "auth": {"secretRef": {"inline": KEY}}, **settings}])
+    if request.param == "route":
+        translate_at_route(doc)
     s = Stack(doc).start()
     yield s
     s.stop()
+
+
+def test_grpc_streams_per_request(stack, request):
+    """What the one-stream wiring saves: Envoy opens one gRPC stream to the processor per
+    request instead of two."""
+    before = stack.envoy.stats("cluster.extproc.upstream_rq_total").get("cluster.extproc.upstream_rq_total", 0)
+    for _ in range(4):
+        client(stack, "anthropic").chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "hi"}])
+    after = stack.envoy.stats("cluster.extproc.upstream_rq_total")["cluster.extproc.upstream_rq_total"]
+    per_request = (after - before) / 4
+    assert per_request == (1 if "route" in request.node.callspec.id else 2)
 
 
 def client(stack, name):

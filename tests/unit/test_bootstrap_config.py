@@ -89,10 +89,41 @@ def test_self_hosted_may_run_without_auth(doc):
     assert build_config(doc).backends[0].credential("client") is None
 
 
-def test_cluster_without_upstream_filter_is_refused(doc):
+def test_cluster_of_several_endpoints_without_upstream_filter_is_refused(doc):
     del cluster(doc, "llm")["typed_extension_protocol_options"]
+    eps = cluster(doc, "llm")["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    second = copy.deepcopy(eps[0])
+    second["metadata"]["filter_metadata"]["aigw"]["name"] = "mock-openai-2"
+    eps.append(second)
     [p] = problems(doc)
     assert "cluster 'llm'" in p and "no upstream ext_proc filter" in p
+
+
+def route_filter(doc):
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return next(f for f in hcm["http_filters"] if "ext_proc" in f["name"])["typed_config"]
+
+
+def test_one_endpoint_cluster_without_upstream_filter_needs_the_route_filter_wired_for_it(doc):
+    del cluster(doc, "llm")["typed_extension_protocol_options"]
+    found = problems(doc)
+    assert any("request_attributes must include xds.cluster_name" in p for p in found), found
+    assert any("mutation_rules must be {allow_all_routing: true}" in p for p in found), found
+    route_filter(doc)["request_attributes"].append("xds.cluster_name")
+    route_filter(doc)["mutation_rules"] = {"allow_all_routing": True}
+    gw = build_config(doc)
+    assert gw.direct_backend("llm").name == "mock-openai"
+    assert gw.direct_backend("extproc") is None
+
+
+def test_one_endpoint_cluster_is_refused_beside_content_routing():
+    doc = load_bootstrap("policies.yaml")
+    for c in doc["static_resources"]["clusters"]:
+        if c["name"] != "extproc":
+            c.pop("typed_extension_protocol_options", None)
+    route_filter(doc)["request_attributes"].append("xds.cluster_name")
+    route_filter(doc)["mutation_rules"] = {"allow_all_routing": True}
+    assert any("route by content" in p for p in problems(doc))
 
 
 def test_endpoint_without_metadata_behind_the_filter_is_refused(doc):
