@@ -16,12 +16,15 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import headers as H
 from . import messages as msg
+from . import redaction
 from .accounting import NAMESPACE, Accounting
 from .canonical import check_content_type, parse_request, wants_stream
 from .config.gateway import GatewayConfig, RouteConfig
 from .errors import GatewayError, bad_request
 from .logs import access_log
+from .paths import check_chat_path
 from .policies.field_defaults import apply_all
+from .response_limits import declared_too_large, json_body_mode, read_too_large
 from .response_stream import ResponseStream
 from .settings import ProcessorSettings
 
@@ -76,6 +79,9 @@ class RouteStream:
         return msg.request_headers(remove=spoofed)
 
     def _check_headers(self, hdrs: dict[str, str], end_of_stream: bool) -> None:
+        # Only the chat-completions endpoint is translated: any other path on an AI route
+        # (`PathPrefix /v1` catches /v1/embeddings too) is a 404, not a chat completion.
+        check_chat_path(hdrs.get(":path", ""))
         method = hdrs.get(":method", "")
         if method != "POST":
             raise GatewayError(405, f"method {method} is not allowed: chat completions take POST",
@@ -170,9 +176,12 @@ class RouteStream:
                 self.response = ResponseStream(self.route.name, guards, self.strip_usage, self.headers)
                 return msg.response_headers(remove=[*internal, "content-length"],
                                             body_mode=msg.STREAMED)
-            # JSON: read for usage (and the response guards).
+            # JSON: read for usage (and the response guards); see response_limits.py.
+            too_big = declared_too_large(hdrs, self.gw.max_response_bytes)
+            if too_big is not None:
+                return self._reject(too_big)
             self.read_json = True
-            return msg.response_headers(remove=internal, body_mode=msg.BUFFERED)
+            return msg.response_headers(remove=internal, body_mode=json_body_mode(hdrs))
         self.done = True
         return msg.response_headers(remove=internal)
 
@@ -190,9 +199,17 @@ class RouteStream:
             return resp
         if not self.read_json:
             return msg.response_body()
-        return await self._json_body(body.body)
+        return await self._json_body(body.body, body.end_of_stream)
 
-    async def _json_body(self, raw: bytes) -> pb.ProcessingResponse:
+    async def _json_body(self, raw: bytes, whole: bool) -> pb.ProcessingResponse:
+        too_big = read_too_large(raw, whole, self.gw.max_response_bytes)
+        if too_big is not None:
+            # More than Envoy's buffer holds (response_limits.py): the client gets a clear
+            # error, and the rest of the answer is never read.
+            return self._reject(too_big)
+        # The gateway's own secrets never reach a client, whatever the provider echoed.
+        clean = await redaction.redact_body(raw)
+        redacted, raw = clean is not raw, clean
         try:
             completion = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -203,6 +220,8 @@ class RouteStream:
                 return self._replace_response(GatewayError(
                     502, "the provider's response could not be checked by the gateway",
                     code="unguardable_response"))
+            if redacted:
+                return msg.response_body(set_headers={"content-length": str(len(raw))}, body=raw)
             return msg.response_body()
         self.acct.take_usage(completion.get("usage"))
         self.acct.response_model = str(completion.get("model") or "")
@@ -213,9 +232,9 @@ class RouteStream:
                 changed = await guards.apply(completion, self.headers)
             except GatewayError as err:
                 return self._replace_response(err)
-        if not changed:
+        if not changed and not redacted:
             return msg.with_metadata(msg.response_body(), self.acct.dynamic_metadata())
-        out = orjson.dumps(completion)
+        out = orjson.dumps(completion) if changed else raw
         return msg.with_metadata(msg.response_body(set_headers={"content-length": str(len(out))}, body=out),
                                  self.acct.dynamic_metadata())
 
@@ -253,6 +272,9 @@ class RouteStream:
     def close(self, outcome: str) -> None:
         if outcome == "cancelled" and self.done:
             outcome = "complete"  # Envoy closes the stream once it needs nothing more
+        elif outcome == "complete" and self.response is not None and not self.done:
+            # Envoy ended the stream before its end: the provider reset, or the client left.
+            outcome = "cut_short"
         acct = self.acct
         if self.response is not None and not self.done:
             self._stream_done()  # cut short: still record what was seen

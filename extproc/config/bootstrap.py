@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from ..backends import Backend
 from ..providers import PROVIDERS, backend_settings_adapter
+from ..response_limits import buffer_limit
 from . import wiring
 from .gateway import AIGW, ClusterConfig, GatewayConfig, RouteConfig
 from .policy import RoutePolicy
@@ -103,6 +104,7 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
     gw = GatewayConfig(routes, clusters, by_name)
     gw.processor_socket = processor_socket(doc)
     gw.health_address = next(iter(health_addresses), None)
+    gw.max_response_bytes = buffer_limit(doc, set(clusters))
     return gw
 
 
