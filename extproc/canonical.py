@@ -8,6 +8,7 @@ reject what would make the request meaningless or make a translator crash.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -39,8 +40,71 @@ def parse_request(body: bytes) -> dict[str, Any]:
     if not isinstance(req, dict):
         raise bad_request(f"the request body must be a JSON object, not {_kind(req)}",
                           code="invalid_request_body")
+    _refuse_rounded_integers(body, req)
     validate_request(req)
     return req
+
+
+# orjson keeps integers in [-2**63, 2**64 - 1] exact and silently parses larger ones as
+# floats: a `seed` of 2**70 would reach the provider as 1.1805916207174113e21. Such
+# integers are refused with a 400 rather than rounded.
+INT_MIN, INT_MAX = -(2 ** 63), 2 ** 64 - 1
+# Any integer literal outside that range has at least 19 digits. Mapping every digit to "0"
+# and everything else to " " lets a C-speed bytes.find look for such a run.
+_DIGIT_RUN = b"0" * 19
+_DIGITS_ONLY = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+# Strings are skipped whole, so only integer literals outside strings are captured: a run
+# of 19+ digits with no digit, letter, '.', '+' or '-' before it (that would be a fraction
+# or an exponent) and no '.', digit or exponent after it (that would be a float).
+_STRING_OR_LONG_INT = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|(?<![\w.+-])(-?[0-9]{19,})(?![\w.])')
+
+
+def _refuse_rounded_integers(body: bytes, req: dict[str, Any]) -> None:
+    # Cheap first: no 19-digit run anywhere (the usual case), or no float large enough to
+    # have come from such an integer; only then read the raw text.
+    if body.translate(_DIGITS_ONLY).find(_DIGIT_RUN) < 0 or not _has_huge_float(req):
+        return
+    for m in _STRING_OR_LONG_INT.finditer(body):
+        literal = m.group(1)
+        # More than 20 digits is out of range (and int() of a huge literal is costly).
+        if literal is not None and (len(literal.lstrip(b"-")) > 20
+                                    or not INT_MIN <= int(literal) <= INT_MAX):
+            path = _path_of_float(req, float(literal))
+            shown = literal.decode() if len(literal) <= 40 else literal[:37].decode() + "..."
+            raise bad_request(
+                f"'{path or 'a number'}' is {shown}: integers must lie between {INT_MIN} and "
+                f"{INT_MAX}, or they cannot be passed on exactly",
+                code="invalid_value", param=path)
+
+
+def _has_huge_float(doc: Any) -> bool:
+    """Whether a float of magnitude 2**63 or more is anywhere in `doc` (only an
+    out-of-range integer, or a huge float literal, gives one)."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            stack.extend(node.values())
+        elif kind is list:
+            stack.extend(node)
+        elif kind is float and abs(node) >= 2.0 ** 63:
+            return True
+    return False
+
+
+def _path_of_float(doc: Any, value: float) -> str | None:
+    """The path ("tools[0].function.parameters.maximum") of a float equal to `value`."""
+    stack: list[tuple[Any, str]] = [(doc, "")]
+    while stack:
+        node, path = stack.pop()
+        if type(node) is dict:
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in reversed(node.items()))
+        elif type(node) is list:
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(node))))
+        elif type(node) is float and node == value:
+            return path
+    return None
 
 
 def validate_request(req: dict[str, Any]) -> None:

@@ -1,11 +1,14 @@
 """The route-level view of a streamed response: canonical `chat.completion.chunk` events.
 
 Runs after provider translation, so it is the same for every provider. Per event it
-- guards each choice's text fields (content, refusal, reasoning) with the regex and
-  builtins, holding back only what may still become part of a match, then the webhook
-  on sentence-sized segments;
-- leaves tool-call deltas unguarded, releasing the choice's held text just before them
-  so order is kept;
+- guards each choice's streamed text (content, refusal, reasoning, any other string
+  field of the delta, audio transcripts) and each tool call's streamed arguments with the
+  regex and builtins, holding back only what may still become part of a match, then the
+  webhook on sentence-sized segments;
+- releases a choice's held text before its tool calls, and a tool call's held arguments
+  before the next tool call or the finish, so order is kept;
+- masks (or rejects on) every other string of an event but its ids (tool names, finish
+  reasons, unknown fields: `text_slots.chunk_slots`), per event;
 - captures `usage` and, when the gateway (not the client) asked for it, removes it;
 - ends the stream with an OpenAI-style error event and `[DONE]` when a guard rejects, or
   when guards are on and an event cannot be read (never passing it on unguarded).
@@ -21,16 +24,18 @@ from typing import Any
 
 import orjson
 
-from . import metrics
+from . import metrics, redaction
 from .errors import GatewayError, error_body
 from .guards.pipeline import ResponseGuards
 from .guards.stream_guard import StreamRejected, StreamTextGuard
+from .guards.text_slots import chunk_slots
 from .sse import DONE, SSEEvent, SSEParser, encode
+from .stream_fields import (
+    ARG_FIELDS, GUARDED_FIELDS, ChoiceState, Field, drop_path, get_path, put_path, text_paths,
+)
 
 log = logging.getLogger("aigw.stream")
 
-# Delta fields holding text the client sees.
-GUARDED_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
 # A webhook sees text in segments ending at a sentence or line end, or a full window.
 _SEGMENT_END = re.compile(r"[.!?][\"')\]]*\s|\n")
 # Enough of the released text to estimate output tokens if the stream is cut short.
@@ -41,23 +46,6 @@ class Unguardable(Exception):
     """An event the guards cannot read."""
 
 
-class _Field:
-    __slots__ = ("guard", "webhook_buffer")
-
-    def __init__(self, guard: StreamTextGuard | None) -> None:
-        self.guard = guard
-        self.webhook_buffer = ""
-
-
-class _Choice:
-    __slots__ = ("fields", "envelope", "finished")
-
-    def __init__(self) -> None:
-        self.fields: dict[str, _Field] = {}
-        self.envelope: dict[str, Any] | None = None
-        self.finished = False
-
-
 class ResponseStream:
     def __init__(self, route: str, guards: ResponseGuards | None, strip_usage: bool,
                  headers: dict[str, str]) -> None:
@@ -66,7 +54,7 @@ class ResponseStream:
         self.strip_usage = strip_usage
         self.headers = headers
         self.parser = SSEParser()
-        self.choices: dict[int, _Choice] = {}
+        self.choices: dict[int, ChoiceState] = {}
         self.usage: dict[str, Any] | None = None
         self.model = ""
         self.first_token_at: float | None = None
@@ -121,6 +109,9 @@ class ResponseStream:
                     self.usage = chunk["usage"]
 
     async def _event(self, ev: SSEEvent, out: list[bytes]) -> None:
+        # The gateway's own secrets never reach a client (events are whole here, so a
+        # secret cut across chunks is still found).
+        ev = redaction.current().redact_event(ev)
         if not ev.has_data:
             out.append(encode(ev))
             return
@@ -148,6 +139,7 @@ class ResponseStream:
             await self._flush_all(out)
             out.append(self._guarded_error(chunk, ev))
             return
+        rewritten = guarded and self._guard_extras(chunk)
         if chunk.get("model"):
             self.model = chunk["model"]
         usage = chunk.get("usage")
@@ -158,7 +150,7 @@ class ResponseStream:
             if guarded and choices is None:
                 return  # something we do not know: not passed on unread
             if not (self.strip_usage and usage):
-                out.append(encode(ev))
+                out.append(b"data: " + orjson.dumps(chunk) + b"\n\n" if rewritten else encode(ev))
             return
         if not guarded:
             self._note_tokens(choices)
@@ -184,30 +176,47 @@ class ResponseStream:
         index = choice["index"] if isinstance(choice.get("index"), int) else 0
         state = self.choices.get(index)
         if state is None:
-            state = self.choices[index] = _Choice()
+            state = self.choices[index] = ChoiceState()
         state.envelope = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
         delta = choice.get("delta") or {}
         if not isinstance(delta, dict):
             raise Unguardable("delta is not an object")
         new_delta = dict(delta)
-        ends_text = bool(delta.get("tool_calls") or delta.get("function_call") or choice.get("finish_reason"))
-        for name in GUARDED_FIELDS:
-            value = delta.get(name)
-            if isinstance(value, list):  # content given as parts: guard their text
+        finish = bool(choice.get("finish_reason"))
+        calls, fcall = delta.get("tool_calls"), delta.get("function_call")
+        ends_text = bool(calls or fcall or finish)
+        for path in text_paths(delta, state):
+            value = get_path(delta, path)
+            if isinstance(value, list) and path[0] in GUARDED_FIELDS:  # given as parts: their text
                 value = "".join(p.get("text", "") for p in value if isinstance(p, dict))
             elif value is not None and not isinstance(value, str):
-                raise Unguardable(f"delta.{name} is not text")
+                raise Unguardable(f"delta.{'.'.join(path)} is not text")
             released = ""
             if value:
-                released = await self._guard_text(state, name, value, final=False)
-            if ends_text and name in state.fields:
+                released = await self._guard_text(state, path, value, final=False)
+            if ends_text and path in state.fields:
                 # A tool call or the finish ends this text for now: release what is held.
-                released += await self._guard_text(state, name, "", final=True)
+                released += await self._guard_text(state, path, "", final=True)
             if released:
-                new_delta[name] = released
+                put_path(new_delta, path, released)
             elif value:
-                del new_delta[name]  # all of it is held back for now
-        if choice.get("finish_reason"):
+                drop_path(new_delta, path)  # all of it is held back for now
+        if calls is not None and not isinstance(calls, list):
+            raise Unguardable("delta.tool_calls is not a list")
+        new_calls = await self._tool_calls(state, calls or [], finish)
+        if new_calls:
+            new_delta["tool_calls"] = new_calls
+        elif calls:
+            del new_delta["tool_calls"]
+        if fcall is not None or (finish and ("function_call",) in state.fields):
+            if not isinstance(fcall or {}, dict):
+                raise Unguardable("delta.function_call is not an object")
+            new_fc = await self._arguments(state, ("function_call",), fcall or {}, finish)
+            if new_fc:
+                new_delta["function_call"] = new_fc
+            else:
+                new_delta.pop("function_call", None)
+        if finish:
             state.finished = True
         new = dict(choice)
         new["delta"] = new_delta
@@ -217,20 +226,83 @@ class ResponseStream:
             return None
         return new
 
-    async def _guard_text(self, state: _Choice, name: str, text: str, final: bool) -> str:
-        field = state.fields.get(name)
+    async def _tool_calls(self, state: ChoiceState, calls: list, final: bool) -> list[dict]:
+        """Guard streamed tool-call deltas: each call's arguments through its own stream
+        guard. A call whose index differs from the held ones ends them: their rest goes
+        first, so a client sees every call's arguments in order."""
+        out: list[dict] = []
+        for pos, call in enumerate(calls):
+            if not isinstance(call, dict):
+                raise Unguardable("a tool call delta is not an object")
+            idx = call["index"] if isinstance(call.get("index"), int) else pos
+            out += await self._close_tools(state, keep=idx)
+            new_call = dict(call)
+            fn = call.get("function")
+            if fn is not None:
+                if not isinstance(fn, dict):
+                    raise Unguardable("a tool call's function is not an object")
+                new_call["function"] = await self._arguments(state, ("tool_calls", idx), fn, final)
+                if not new_call["function"]:
+                    del new_call["function"]
+            if set(new_call) - {"index"}:
+                out.append(new_call)
+        if final:
+            out += await self._close_tools(state, keep=None)
+        return out
+
+    async def _arguments(self, state: ChoiceState, key: tuple, fn: dict, final: bool) -> dict:
+        """`fn` with its `arguments` fragment replaced by what may be released now."""
+        args = fn.get("arguments")
+        if args is not None and not isinstance(args, str):
+            raise Unguardable("tool call arguments are not text")
+        new_fn = dict(fn)
+        released = await self._guard_text(state, key, args, final=False) if args else ""
+        if final and key in state.fields:
+            released += await self._guard_text(state, key, "", final=True)
+            del state.fields[key]
+        if released:
+            new_fn["arguments"] = released
+        elif args:
+            del new_fn["arguments"]
+        return new_fn
+
+    async def _close_tools(self, state: ChoiceState, keep: int | None) -> list[dict]:
+        """Release the held arguments of every tool call but `keep`, as tool call deltas."""
+        out = []
+        for key in sorted(k for k in state.fields if k[0] == "tool_calls" and k[1] != keep):
+            released = await self._guard_text(state, key, "", final=True)
+            del state.fields[key]
+            if released:
+                out.append({"index": key[1], "function": {"arguments": released}})
+        return out
+
+    async def _guard_text(self, state: ChoiceState, key: tuple, text: str, final: bool) -> str:
+        field = state.fields.get(key)
         if field is None:
-            field = state.fields[name] = _Field(self._new_guard())
+            field = state.fields[key] = Field(self._new_guard(), json_args=key[0] in ARG_FIELDS)
+        if field.decoder is not None:
+            text = field.decoder.feed(text, final)
         released = text
         if field.guard is not None:
-            released, findings = field.guard.finish() if final else field.guard.feed(text)
+            cut = field.ends.end_in(text) if field.ends is not None else None
+            pieces = [(text, final)] if cut is None else [(text[:cut], True), (text[cut:], final)]
+            released, findings = "", []
+            for piece, done in pieces:
+                out, found = field.guard.feed(piece) if piece else ("", [])
+                if done:
+                    rest, more = field.guard.finish()
+                    out, found = out + rest, found + more
+                released += out
+                findings += found
             for f in findings:
                 metrics.guard_action(self.route, "response", "regex", "masked", f.entity)
+        if field.quoter is not None:
+            released = field.quoter.feed(released)
         if self.guards is not None and self.guards.webhook is not None:
             released = await self._webhook(field, released, final)
         return released
 
-    async def _webhook(self, field: _Field, text: str, final: bool) -> str:
+    async def _webhook(self, field: Field, text: str, final: bool) -> str:
         """The webhook sees sentence-sized segments (or the whole window when no sentence
         ends), like kgateway's extension; its masks and rejections apply to them."""
         field.webhook_buffer += text
@@ -254,17 +326,44 @@ class ResponseStream:
         for index, state in self.choices.items():
             if state.finished or state.envelope is None:
                 continue
-            delta = {}
-            for name in list(state.fields):
-                text = await self._guard_text(state, name, "", final=True)
-                if text:
-                    delta[name] = text
+            delta: dict[str, Any] = {}
+            for key in list(state.fields):
+                text = await self._guard_text(state, key, "", final=True)
+                if not text:
+                    continue
+                if key[0] == "tool_calls":
+                    delta.setdefault("tool_calls", []).append({"index": key[1], "function": {"arguments": text}})
+                elif key[0] == "function_call":
+                    delta["function_call"] = {"arguments": text}
+                else:
+                    put_path(delta, key, text)
             state.finished = True
             if delta:
                 chunk = dict(state.envelope)
                 chunk["choices"] = [{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]
                 self._note_tokens(chunk["choices"])
                 out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+
+    def _guard_extras(self, chunk: dict) -> bool:
+        """Mask, or reject on, the event's strings that are not streamed text (tool names,
+        finish reasons, unknown fields). They arrive whole, so each event is scanned as is.
+        True when something was masked."""
+        scanner = self.guards.scanner if self.guards is not None else None
+        if scanner is None:
+            return False
+        reject = self.guards.config.regex.action == "REJECT"  # type: ignore[union-attr]
+        changed = False
+        for slot in chunk_slots(chunk):
+            masked, findings = scanner.mask(slot.text)
+            if not findings:
+                continue
+            if reject:
+                raise StreamRejected(findings)
+            for f in findings:
+                metrics.guard_action(self.route, "response", "regex", "masked", f.entity)
+            slot.set(masked)
+            changed = True
+        return changed
 
     def _new_guard(self) -> StreamTextGuard | None:
         g = self.guards
@@ -318,3 +417,4 @@ class ResponseStream:
         out.append(b"data: " + error_body(err.message, status=err.status, code=err.code) + b"\n\n")
         out.append(DONE)
         self.terminated = True
+

@@ -16,12 +16,15 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import headers as H
 from . import messages as msg
+from . import redaction
 from .accounting import NAMESPACE, Accounting
 from .canonical import check_content_type, parse_request, wants_stream
 from .config.gateway import GatewayConfig, RouteConfig
 from .errors import GatewayError, bad_request
 from .logs import access_log
+from .paths import check_chat_path
 from .policies.field_defaults import apply_all
+from .response_limits import declared_too_large, json_body_mode, read_too_large
 from .response_stream import ResponseStream
 from .settings import ProcessorSettings
 from .upstream_filter import UpstreamStream
@@ -99,6 +102,9 @@ class RouteStream:
         return resp
 
     def _check_headers(self, hdrs: dict[str, str], end_of_stream: bool) -> None:
+        # Only the chat-completions endpoint is translated: any other path on an AI route
+        # (`PathPrefix /v1` catches /v1/embeddings too) is a 404, not a chat completion.
+        check_chat_path(hdrs.get(":path", ""))
         method = hdrs.get(":method", "")
         if method != "POST":
             raise GatewayError(405, f"method {method} is not allowed: chat completions take POST",
@@ -198,7 +204,15 @@ class RouteStream:
         """The attempt's view first (cooldowns, error and stream translation, what it
         redacts), then this filter's, in one reply."""
         own = await self.attempt.response_headers(req)  # type: ignore[union-attr]
+        if own.HasField("immediate_response"):  # e.g. an answer too large to translate
+            reply = own.immediate_response
+            self.rejected = GatewayError(reply.status.code, "", code=reply.details.removeprefix("aigw_"))
+            self.acct.status = reply.status.code
+            self.done = True
+            return own
         mine = self._response_headers(req)
+        if mine.HasField("immediate_response"):
+            return mine
         if own.response_headers.response.status == pb.CommonResponse.CONTINUE_AND_REPLACE:
             self.done = True  # a bodiless provider error, answered with a translated body
             self.acct.status = self.attempt.status  # type: ignore[union-attr]
@@ -227,9 +241,12 @@ class RouteStream:
                 self.response = ResponseStream(self.route.name, guards, self.strip_usage, self.headers)
                 return msg.response_headers(remove=[*internal, "content-length"],
                                             body_mode=msg.STREAMED)
-            # JSON: read for usage (and the response guards).
+            # JSON: read for usage (and the response guards); see response_limits.py.
+            too_big = declared_too_large(hdrs, self.gw.max_response_bytes)
+            if too_big is not None:
+                return self._reject(too_big)
             self.read_json = True
-            return msg.response_headers(remove=internal, body_mode=msg.BUFFERED)
+            return msg.response_headers(remove=internal, body_mode=json_body_mode(hdrs))
         self.done = True
         return msg.response_headers(remove=internal)
 
@@ -241,6 +258,12 @@ class RouteStream:
         if self.attempt_body:
             # The attempt translates the provider's bytes to the canonical shape first.
             translated = await self.attempt.response_body(req)  # type: ignore[union-attr]
+            if translated.HasField("immediate_response"):  # e.g. too large to translate
+                reply = translated.immediate_response
+                self.rejected = GatewayError(reply.status.code, "", code=reply.details.removeprefix("aigw_"))
+                self.acct.status = reply.status.code
+                self.done = True
+                return translated
             data = translated.response_body.response.body_mutation.body
             if not (self.response is not None or self.read_json):
                 # An error, translated (and redacted) by the attempt: nothing more to do.
@@ -257,9 +280,9 @@ class RouteStream:
             return resp
         if not self.read_json:
             return msg.response_body()
-        if translated is None:
-            return await self._json_body(data)
-        mine = await self._json_body(data)
+        mine = await self._json_body(data, body.end_of_stream)
+        if translated is None or mine.HasField("immediate_response"):
+            return mine
         # The attempt's header changes first (content type, a translated status), then this
         # filter's (a later set of the same header wins).
         headers = translated.response_body.response.header_mutation
@@ -271,7 +294,15 @@ class RouteStream:
                 translated.response_body.response.body_mutation)
         return mine
 
-    async def _json_body(self, raw: bytes) -> pb.ProcessingResponse:
+    async def _json_body(self, raw: bytes, whole: bool) -> pb.ProcessingResponse:
+        too_big = read_too_large(raw, whole, self.gw.max_response_bytes)
+        if too_big is not None:
+            # More than Envoy's buffer holds (response_limits.py): the client gets a clear
+            # error, and the rest of the answer is never read.
+            return self._reject(too_big)
+        # The gateway's own secrets never reach a client, whatever the provider echoed.
+        clean = await redaction.redact_body(raw)
+        redacted, raw = clean is not raw, clean
         try:
             completion = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -282,6 +313,8 @@ class RouteStream:
                 return self._replace_response(GatewayError(
                     502, "the provider's response could not be checked by the gateway",
                     code="unguardable_response"))
+            if redacted:
+                return msg.response_body(set_headers={"content-length": str(len(raw))}, body=raw)
             return msg.response_body()
         self.acct.take_usage(completion.get("usage"))
         self.acct.response_model = str(completion.get("model") or "")
@@ -292,9 +325,9 @@ class RouteStream:
                 changed = await guards.apply(completion, self.headers)
             except GatewayError as err:
                 return self._replace_response(err)
-        if not changed:
+        if not changed and not redacted:
             return msg.with_metadata(msg.response_body(), self.acct.dynamic_metadata())
-        out = orjson.dumps(completion)
+        out = orjson.dumps(completion) if changed else raw
         return msg.with_metadata(msg.response_body(set_headers={"content-length": str(len(out))}, body=out),
                                  self.acct.dynamic_metadata())
 
@@ -332,6 +365,9 @@ class RouteStream:
     def close(self, outcome: str) -> None:
         if outcome == "cancelled" and self.done:
             outcome = "complete"  # Envoy closes the stream once it needs nothing more
+        elif outcome == "complete" and self.response is not None and not self.done:
+            # Envoy ended the stream before its end: the provider reset, or the client left.
+            outcome = "cut_short"
         if self.attempt is not None:
             self.attempt.close(outcome)
         acct = self.acct

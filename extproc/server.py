@@ -76,6 +76,10 @@ async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: 
         "pid": os.getpid()}})
     if ready is not None:
         ready.set()
+    # Guard scan workers warm up in the background, after health already answers.
+    from .guards import scan_pool
+    scan_pool.start(scan_pool.guard_configs([*gw.routes.values(), gw.default_route]),
+                    settings.scan_workers)
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -86,6 +90,7 @@ async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: 
     log.info("draining: no new streams, finishing in-flight ones", extra={"fields": {"grace_s": grace}})
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace)
+    await scan_pool.stop()
     for runner in runners:
         await runner.cleanup()
     from .guards.http_client import shared_session

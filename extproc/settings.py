@@ -12,3 +12,5 @@ class ProcessorSettings:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     # Log request and response bodies. Off by default: bodies hold user data.
     debug_bodies: bool = False
+    # Processes that run guard scans (guards/scan_pool.py); None: one per core, at most 2.
+    scan_workers: int | None = None

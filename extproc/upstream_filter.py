@@ -12,11 +12,13 @@ import logging
 import time
 
 import orjson
+from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import headers as H
 from . import metrics
 from . import messages as msg
+from . import redaction
 from .backend_health import retry_after_seconds
 from .backends import ACCOUNT_HEADERS, CLIENT_ONLY_HEADERS, CREDENTIAL_HEADERS, Backend, client_key
 from .canonical import parse_request, wants_stream
@@ -24,12 +26,17 @@ from .config.gateway import GatewayConfig
 from .errors import GatewayError, bad_request
 from .logs import access_log
 from .providers.base import ProviderError, error_dict, openai_style_error
+from .response_limits import declared_too_large, json_body_mode, read_too_large
 from .settings import ProcessorSettings
 from .stream_transcoder import StreamTranscoder
 
 log = logging.getLogger("aigw.upstream")
 
 _HOST_ATTRS = "envoy.filters.http.ext_proc"
+# On an upstream response, tells Envoy's router to mark the host failed at once instead of
+# waiting for its next active health check (needs `allow_envoy` in the filter's
+# mutation_rules; ignored by clusters without health checks).
+IMMEDIATE_HC_FAIL = "x-envoy-immediate-health-check-fail"
 
 
 class UpstreamStream:
@@ -66,7 +73,8 @@ class UpstreamStream:
         if req.request_headers.end_of_stream:
             return self._reject(bad_request("the request body is empty: expected a JSON object",
                                             code="invalid_json"))
-        return msg.request_headers()
+        # Only what this backend may receive travels on (backends.HeaderPolicy).
+        return msg.request_headers(remove=self.backend.header_policy.dropped(hdrs))  # type: ignore[union-attr]
 
     def _identify(self, req: pb.ProcessingRequest, hdrs: dict[str, str]) -> pb.ProcessingResponse | None:
         """Find the backend Envoy picked for this attempt (headers phase: it must be SEND,
@@ -134,6 +142,15 @@ class UpstreamStream:
 
     # ---- response -------------------------------------------------------------------
     async def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        resp = self._response_headers(req)
+        # Providers may quote the credential in a header (`www-authenticate`): the
+        # gateway's own secrets never reach a client (redaction.py). (A local reply made
+        # here carries none of the provider's headers.)
+        if resp.WhichOneof("response") == "response_headers":
+            _redact_headers(req.response_headers.headers, resp.response_headers.response.header_mutation)
+        return resp
+
+    def _response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         backend = self.backend
         assert backend is not None
         hdrs = msg.headers_of(req.response_headers.headers)
@@ -143,30 +160,34 @@ class UpstreamStream:
         report = ({} if self.direct is not None else
                   {H.BACKEND: backend.name, H.PROVIDER: backend.provider.name, H.ATTEMPT: self.attempt})
         if self.status == 429 or (self.status == 503 and ("retry-after" in hdrs or "retry-after-ms" in hdrs)):
-            self._cool_down(backend, hdrs)
+            if self._cool_down(backend, hdrs) and self.direct is None:
+                # Out of rotation now, not at the next health check: the processor's health
+                # endpoint then keeps it out until the cooldown ends.
+                report[IMMEDIATE_HC_FAIL] = "true"
         if req.response_headers.end_of_stream:
             self.done = True
             if self.status >= 400:
                 # An error without a body still reaches the client as an OpenAI-style error.
                 status, doc = self._translate_whole(b"")
-                out = orjson.dumps(doc)
+                out = orjson.dumps(redaction.current().redact_value(doc)[0])
                 return msg.replace_response(report | {"content-type": "application/json",
                                                       "content-length": str(len(out))}, out)
             return msg.response_headers(set_headers=report)
-        content_type = hdrs.get("content-type", "")
-        if self.status >= 400:
-            # Errors are read whole and normalised to the OpenAI error shape.
-            self.translate_json = True
-            return msg.response_headers(set_headers=report, body_mode=msg.BUFFERED)
-        if backend.provider.canonical_responses:
+        streamed = hdrs.get("content-type", "").startswith("text/event-stream")
+        if self.status < 400 and backend.provider.canonical_responses:
             self.done = True
             return msg.response_headers(set_headers=report)
-        if content_type.startswith("text/event-stream"):
+        if self.status < 400 and streamed:
             self.transcoder = StreamTranscoder(backend.provider.stream_translator(self.model))
             return msg.response_headers(set_headers=report, remove=["content-length"],
                                         body_mode=msg.STREAMED)
+        # Read whole: errors to normalise them to the OpenAI error shape, answers to
+        # translate them. One that cannot fit is refused unread (response_limits.py).
+        too_big = declared_too_large(hdrs, self.gw.max_response_bytes)
+        if too_big is not None:
+            return self._reject(too_big)
         self.translate_json = True
-        return msg.response_headers(set_headers=report, body_mode=msg.BUFFERED)
+        return msg.response_headers(set_headers=report, body_mode=json_body_mode(hdrs))
 
     async def response_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         body = req.response_body
@@ -175,7 +196,15 @@ class UpstreamStream:
             return msg.streamed_body(self.transcoder.feed(body.body, body.end_of_stream))
         if not self.translate_json:
             return msg.response_body()
+        too_big = read_too_large(body.body, body.end_of_stream, self.gw.max_response_bytes)
+        if too_big is not None:
+            # Larger than Envoy's buffer (response_limits.py). An upstream filter's own reply
+            # goes to the client as is: the router does not retry it on another host.
+            return self._reject(too_big)
         status, doc = self._translate_whole(body.body)
+        if self.status >= 400:
+            # Providers quote the credential they were sent when they reject it.
+            doc = redaction.current().redact_value(doc)[0]
         out = orjson.dumps(doc)
         set_headers = {"content-length": str(len(out)), "content-type": "application/json"}
         if status != self.status:
@@ -198,17 +227,18 @@ class UpstreamStream:
                 AttributeError) as exc:
             log.warning("untranslatable provider response", extra={"fields": {
                 "request_id": self.request_id, "backend": self.backend.name,  # type: ignore[union-attr]
-                "error": str(exc)}})
+                "error": redaction.current().redact(str(exc))}})
             return 502, error_dict(502, f"{provider.name} returned a response the gateway could "
                                         "not translate", code="upstream_invalid_response")
 
-    def _cool_down(self, backend: Backend, hdrs: dict[str, str]) -> None:
+    def _cool_down(self, backend: Backend, hdrs: dict[str, str]) -> bool:
         """The provider asked us to back off: keep this backend out of rotation (Envoy's
         health checker asks the processor) for Retry-After, or the configured default.
         Not for passthrough backends: there the limit is the client's own key's, and one
-        client's 429 must not take the backend away from everyone else."""
+        client's 429 must not take the backend away from everyone else. True when a
+        cooldown was recorded."""
         if backend.passthrough:
-            return
+            return False
         s = backend.settings
         wait = retry_after_seconds(hdrs)
         seconds = min(wait if wait is not None else s.cooldown_seconds, s.max_cooldown_seconds)
@@ -217,6 +247,8 @@ class UpstreamStream:
             log.info("backend cooling down", extra={"fields": {
                 "request_id": self.request_id, "backend": backend.name, "status": self.status,
                 "retry_after": hdrs.get("retry-after"), "cooldown_s": round(left, 2)}})
+            return True
+        return False
 
     # ---- end ------------------------------------------------------------------------
     def _reject(self, err: GatewayError) -> pb.ProcessingResponse:
@@ -241,3 +273,16 @@ class UpstreamStream:
             "duration_ms": round((time.monotonic() - self.started) * 1000, 2),
             "outcome": outcome,
         }})
+
+
+def _redact_headers(header_map, mutation: pb.HeaderMutation) -> None:
+    """Add to `mutation` the response headers that quote a secret, redacted. Every value
+    is read (a header may repeat); a header with a secret in any value is rewritten whole."""
+    pairs = [(h.key, h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
+             for h in header_map.headers if not h.key.startswith(":")]
+    for name, values in redaction.current().redact_headers(pairs).items():
+        for i, value in enumerate(values):
+            mutation.set_headers.append(base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=name, raw_value=value.encode()),
+                append_action=base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD if i
+                else base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD))

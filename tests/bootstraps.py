@@ -73,5 +73,5 @@ def translate_at_route(doc: dict[str, Any]) -> dict[str, Any]:
                 opt.pop("http_filters", None)
     rf = route_filter(doc)
     rf["request_attributes"] = [*rf.get("request_attributes", []), "xds.cluster_name"]
-    rf["mutation_rules"] = {"allow_all_routing": True}
+    rf["mutation_rules"] = {"allow_all_routing": True, "allow_envoy": True}
     return doc

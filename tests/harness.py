@@ -189,6 +189,11 @@ class Stack:
                     if aigw is None or sa.get("address") not in ("127.0.0.1", "localhost"):
                         continue
                     name = aigw.get("name") or f"{cluster['name']}/{sa['port_value']}"
+                    # Tests drive mocks with x-mock-* request headers, which a backend with
+                    # the gateway's credential forwards only when its allowHeaders say so.
+                    allow = aigw.setdefault("allowHeaders", [])
+                    if "x-mock-*" not in allow:
+                        allow.append("x-mock-*")
                     mock = self.mocks.get(name)
                     if mock is None:
                         mock = MockProvider([aigw["provider"]])

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from ..backends import Backend
 from ..providers import PROVIDERS, backend_settings_adapter
+from ..response_limits import buffer_limit
 from . import wiring
 from .gateway import AIGW, ClusterConfig, GatewayConfig, RouteConfig
 from .policy import RoutePolicy
@@ -108,6 +109,7 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
     gw.processor_sockets = processor_sockets(doc)
     gw.processor_socket = gw.processor_sockets[0] if gw.processor_sockets else None
     gw.health_address = next(iter(health_addresses), None)
+    gw.max_response_bytes = buffer_limit(doc, set(clusters))
     return gw
 
 
@@ -360,7 +362,7 @@ def _read_hcm(loc: str, hcm: dict, routes: dict[str, RouteConfig],
                                 problems)
             if direct:
                 _check_direct_routes(loc, routes, clusters, problems)
-                if (route_filter.config.get("mutation_rules") or None) != {"allow_all_routing": True}:
+                if not (route_filter.config.get("mutation_rules") or {}).get("allow_all_routing"):
                     problems.append(f"{route_filter.location}: mutation_rules must be {{allow_all_routing: "
                                     "true}: routes reach one-endpoint clusters, for which this filter "
                                     "sets the provider's Host and credential")

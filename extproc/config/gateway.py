@@ -17,6 +17,7 @@ from google.protobuf import json_format, text_format
 from envoy.config.core.v3 import base_pb2
 
 from ..backend_health import BackendHealth
+from ..response_limits import ENVOY_DEFAULT_BUFFER
 from ..backends import Backend
 from .policy import RoutePolicy
 
@@ -71,6 +72,8 @@ class GatewayConfig:
         # Where Envoy health-checks gateway backends at the processor, if it does.
         self.health_address: tuple[str, int] | None = None
         self.health = BackendHealth()
+        # The largest JSON response both filters can read whole (response_limits.py).
+        self.max_response_bytes = ENVOY_DEFAULT_BUFFER
 
     @property
     def backends(self) -> list[Backend]:

@@ -3,19 +3,54 @@
 A secret is resolved at start-up, so a missing one stops the processor before it serves.
 File secrets are re-read when the file changes (a rotated Kubernetes secret), checked at
 most every few seconds so the hot path stays a clock read.
+
+Every resolved secret is also registered here (weakly), so the response side can keep
+every value the processor holds out of what clients receive (see redaction.py): a
+`generation` counter moves whenever a secret is created or its value changes.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+import weakref
 from pathlib import Path
 
 from pydantic import model_validator
 
 from .base import ConfigModel
 
+log = logging.getLogger("aigw.config")
+
 _FILE_RECHECK_SECONDS = 5.0
+# Shorter secrets cannot be told from ordinary text in responses (redaction.py).
+REDACTABLE_LENGTH = 8
+
+# Every live Secret, and a counter that moves when the set of values may have changed.
+_REGISTRY: "weakref.WeakSet[Secret]" = weakref.WeakSet()
+_generation = 0
+
+
+def generation() -> int:
+    """Changes whenever a secret is resolved or rotated: cheap to poll per response."""
+    return _generation
+
+
+def known_values() -> list[str]:
+    """Every value a live secret holds, the one it held before a rotation included (an
+    answer to a request sent just before the rotation may still arrive)."""
+    out = []
+    for secret in list(_REGISTRY):
+        out.append(secret._value)
+        if secret._previous:
+            out.append(secret._previous)
+    return out
+
+
+def _changed() -> None:
+    global _generation
+    _generation += 1
 
 
 class SecretRef(ConfigModel):
@@ -53,13 +88,16 @@ class SecretError(ValueError):
 class Secret:
     """A resolved secret. `value` is cheap; file secrets follow rotation."""
 
-    __slots__ = ("_ref", "_value", "_mtime", "_checked")
+    __slots__ = ("_ref", "_value", "_previous", "_mtime", "_checked", "__weakref__")
 
     def __init__(self, ref: SecretRef) -> None:
         self._ref = ref
         self._mtime = 0.0
         self._checked = 0.0
+        self._previous = ""
         self._value = self._load()
+        _REGISTRY.add(self)
+        _changed()
 
     def _load(self) -> str:
         ref = self._ref
@@ -83,6 +121,10 @@ class Secret:
             raise SecretError(f"secret from {ref.describe()} contains a line break or NUL")
         # Only a good read moves the clock on: a file caught half-written is read again.
         self._mtime = mtime
+        if len(value) < REDACTABLE_LENGTH:
+            log.warning("a secret is too short to be recognised in responses, so providers that "
+                        "quote it would show it to clients", extra={"fields": {
+                            "secret": ref.describe(), "min_length": REDACTABLE_LENGTH}})
         return value
 
     @property
@@ -93,7 +135,10 @@ class Secret:
                 self._checked = now
                 try:
                     if Path(self._ref.file).stat().st_mtime != self._mtime:
-                        self._value = self._load()
+                        value = self._load()
+                        if value != self._value:
+                            self._previous, self._value = self._value, value
+                            _changed()
                 except (OSError, SecretError):
                     pass  # keep serving the last good value; a vanished mount is not a reason to fail
         return self._value

@@ -18,6 +18,21 @@ EXT_PROC_PER_ROUTE = "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 FILTER_CONFIG = "envoy.config.route.v3.FilterConfig"
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
+# Envoy 1.40 dereferences a null pointer when an ext_proc filter in a cluster's upstream
+# filter chain opens its gRPC stream while the HTTP/2 connection to the processor is above
+# its write-buffer high watermark (one large body in flight is enough): the side stream's
+# flow control replays the watermark into a request whose upstream connection does not
+# exist yet. Turning that flow control off removes the code path (README, "Operations
+# notes"). Bootstraps the renderer writes carry these; a gateway bootstrap must.
+REQUIRED_RUNTIME = {"envoy.reloadable_features.grpc_side_stream_flow_control": False}
+# Path handling on every connection manager of a gateway: `/v1//chat/completions`,
+# `/v1/./chat/completions` or `/v1/chat/%63ompletions` must match the route that
+# `/v1/chat/completions` matches, not a looser one next to it; escaped slashes are refused
+# (a redirect would also do, but a POST client seldom follows one).
+PATH_HANDLING = {"normalize_path": True, "merge_slashes": True,
+                 "path_with_escaped_slashes_action": "REJECT_REQUEST"}
+_ESCAPED_SLASHES_OK = ("REJECT_REQUEST", "UNESCAPE_AND_REDIRECT")
+
 # ext_proc fields whose meaning the gateway knows. Anything else (observability_mode,
 # allowed_override_modes, disable_immediate_response, http_service, route_cache_action,
 # processing_request_modifier, ...) could weaken it and is refused.
@@ -77,12 +92,17 @@ def check_filter(entry: dict, location: str, phase: str, attributes: tuple[str, 
         problems.append(f"{location}: allow_mode_override must be true (the processor picks "
                         "the response body mode per response)")
     rules = cfg.get("mutation_rules")
-    if phase == "upstream" and rules != {"allow_all_routing": True}:
+    # allow_envoy (optional) lets the processor send x-envoy-immediate-health-check-fail
+    # when a provider rate-limits (see upstream_filter.py).
+    if phase == "upstream" and rules not in ({"allow_all_routing": True},
+                                             {"allow_all_routing": True, "allow_envoy": True}):
         problems.append(f"{location}: mutation_rules must be exactly {{allow_all_routing: true}} "
-                        "(the processor sets the provider's Host and credential)")
-    if phase == "route" and rules not in (None, {"allow_all_routing": True}):
-        problems.append(f"{location}: mutation_rules must be absent (or {{allow_all_routing: true}}); "
-                        "others can drop the gateway's header changes")
+                        "(optionally with allow_envoy: true; the processor sets the provider's "
+                        "Host and credential)")
+    if phase == "route" and rules not in (None, {"allow_all_routing": True},
+                                          {"allow_all_routing": True, "allow_envoy": True}):
+        problems.append(f"{location}: mutation_rules must be absent (or {{allow_all_routing: true}}, "
+                        "optionally with allow_envoy: true); others can drop the gateway's header changes")
 
 
 def weakening(per_filter: dict | None) -> list[str]:
@@ -125,6 +145,7 @@ def check_document(doc: dict, ai_clusters: set[str], problems: list[str]) -> Non
     if doc.get("dynamic_resources"):
         problems.append("dynamic_resources: the processor cannot check configuration Envoy loads "
                         "later; gateway bootstraps must be static")
+    check_runtime(doc.get("layered_runtime"), problems)
     for path, key, value in _walk(doc, ()):
         if value not in ai_clusters or key not in ("cluster", "cluster_name", "name"):
             continue
@@ -183,4 +204,55 @@ def connection_managers(listener: dict, lname: str, problems: list[str],
                 problems.append(f"{loc}: routes from RDS or scoped routes cannot be checked by the "
                                 "processor; use an inline route_config")
                 continue
+            if ai:
+                check_path_handling(loc, typed, problems)
             yield loc, typed
+
+
+def check_path_handling(loc: str, hcm: dict, problems: list[str]) -> None:
+    """Envoy normalises paths before routing, so a path trick cannot pick a looser route."""
+    wrong = [f"{k}: true" for k in ("normalize_path", "merge_slashes") if hcm.get(k) is not True]
+    if hcm.get("path_with_escaped_slashes_action") not in _ESCAPED_SLASHES_OK:
+        wrong.append("path_with_escaped_slashes_action: REJECT_REQUEST (or UNESCAPE_AND_REDIRECT)")
+    if wrong:
+        problems.append(f"{loc}: set {', '.join(wrong)}; without them /v1//chat/completions, "
+                        "/v1/./chat/completions or /v1%2Fchat%2Fcompletions can miss a guarded "
+                        "route and match a looser one")
+
+
+def check_runtime(layered: Any, problems: list[str]) -> None:
+    """The runtime values in REQUIRED_RUNTIME hold, and no layer that can change at run time
+    (admin, RTDS, disk) comes after the one that sets them."""
+    layers = (layered or {}).get("layers") if isinstance(layered, dict) else None
+    for key, want in REQUIRED_RUNTIME.items():
+        value, at = None, None
+        for i, layer in enumerate(layers or []):
+            static = layer.get("static_layer") if isinstance(layer, dict) else None
+            if isinstance(static, dict):
+                flat = _flatten(static)
+                if key in flat:
+                    value, at = flat[key], i
+        want_text = str(want).lower()
+        if at is None or value is not want:
+            problems.append(f"layered_runtime: a static layer must set {key}: {want_text} (Envoy "
+                            "1.40 crashes without it when a large request is in flight; see the "
+                            "README, 'Operations notes')")
+            continue
+        later = [layer.get("name") or f"layers[{i}]" for i, layer in enumerate(layers) if i > at
+                 and isinstance(layer, dict) and not isinstance(layer.get("static_layer"), dict)]
+        if later:
+            problems.append(f"layered_runtime: {', '.join(later)} comes after the static layer "
+                            f"setting {key} and could switch it back on at run time; put the "
+                            "static layer last")
+
+
+def _flatten(node: dict, prefix: str = "") -> dict[str, Any]:
+    """Envoy reads nested static-layer keys as dotted names (`envoy: {a: 1}` is `envoy.a`)."""
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out

@@ -14,6 +14,13 @@ from it is held.
   trailing run of such characters is held (from its first character a match can start
   with), up to the longest such match.
 - Entities without a known character set hold the whole window.
+- All of this reads the guard's detection views (`normalize.py`), not the raw text: a
+  zero-width character, soft hyphen or combining mark inside a partial match is
+  invisible there, and fullwidth or other Unicode digits, Unicode dashes, NBSP and
+  fullwidth `＠` are the ASCII characters the sets list, so none of them ends a run
+  early. Lengths (`longest`) count view characters, so padding a value with invisible
+  characters does not get its beginning released. Custom patterns are matched partially
+  on the original text and on each view, as the scanner matches them.
 
 When the tail outgrows the policy's window, the stream guard masks it and follows it with
 the same rule (`Rule.end_of_match`) until the possible match is over.
@@ -25,17 +32,23 @@ import re
 
 import regex
 
+from . import normalize
 from .regex_guard import TextScanner
 
 # Presidio entity -> (characters its matches consist of, characters a match can start
-# with, characters a match can end with, longest match worth waiting for). Checked
-# against Presidio's own patterns in tests/unit/test_guard_edges.py.
+# with, characters a match can end with, longest match worth waiting for), in the
+# detection view. Checked against Presidio's own patterns in
+# tests/unit/test_guard_edges.py.
 CHAR_RUNS: dict[str, tuple[str, str, str, int]] = {
-    "CREDIT_CARD": (r"[\d \-]", r"\d", r"\d", 32),
+    # Cards in any grouping (recognizers.CardRecognizer): up to 19 digits, 18 separators.
+    "CREDIT_CARD": (r"[\d \-.]", r"\d", r"\d", 40),
     "US_SSN": (r"[\d \-.]", r"\d", r"\d", 16),
-    # phonenumbers accepts many separators, brackets, a leading +, and "ext"/"x" suffixes.
-    "PHONE_NUMBER": (r"[\d\s()+\-./#,;xXeEtT\u2010-\u2015\u2212\u00ad\uff0d]", r"[\d(+\uff0b]", r"[\d)]", 48),
-    "EMAIL_ADDRESS": (r"[\w.!#$%&'*+/=?^`{|}~@\-]", r"[\w!#$%&'*+/=?^`{|}~]", r"\w", 254),
+    # phonenumbers accepts many separators, brackets (its lead class has `[`: it reads
+    # "[1] (212) 555-0198" as one number), a leading +, and "ext"/"x" suffixes.
+    "PHONE_NUMBER": (r"[\d\s()\[\]+\-./#,;xXeEtT]", r"[\d(\[+]", r"[\d)\]]", 48),
+    # Brackets and colons: IP-literal domains (`jane@[IPv6:2001:db8::1]`). Quoted local
+    # parts hold through their own pattern (`_EXTRA_PATTERNS`).
+    "EMAIL_ADDRESS": (r"[\w.!#$%&'*+/=?^`{|}~@\-\[\]:]", r"[\w!#$%&'*+/=?^`{|}~]", r"[\w\]]", 254),
     "IP_ADDRESS": (r"[\da-fA-F.:/%]", r"[\da-fA-F:]", r"[\da-fA-F:]", 48),
     "IBAN_CODE": (r"[A-Za-z\d \-]", r"[A-Za-z]", r"[A-Za-z\d]", 48),
     "US_BANK_NUMBER": (r"\d", r"\d", r"\d", 17),
@@ -54,17 +67,27 @@ class Rule:
         raise NotImplementedError
 
 
+def _views(text: str) -> tuple[normalize.Normalized, ...]:
+    """The original text and its detection views, as the scanner reads them (the text
+    may still grow, see `normalize.split_view`)."""
+    views = normalize.views(text, open_end=True)
+    return views if views[0].original else (normalize.original(text), *views)
+
+
 class PatternRule(Rule):
     def __init__(self, label: str, pattern: regex.Pattern) -> None:
         self.label, self.pattern = label, pattern
 
     def end_of_match(self, text: str) -> int | None:
-        m = self.pattern.match(text, partial=True)
-        if m is None:
-            return 0
-        if m.partial or m.end() == len(text):
-            return None
-        return m.end()
+        over = 0
+        for view in _views(text):
+            m = self.pattern.match(view.text, partial=True)
+            if m is None:
+                continue
+            if m.partial or m.end() == len(view.text):
+                return None
+            over = max(over, view.end_of(m.end()))
+        return over
 
 
 class RunRule(Rule):
@@ -72,6 +95,8 @@ class RunRule(Rule):
         self.label, self.chars, self.ends = label, chars, ends
 
     def end_of_match(self, text: str) -> int | None:
+        view = normalize.normalize(text)
+        text = view.text
         i = 0
         while i < len(text) and self.chars.match(text, i):
             i += 1
@@ -80,7 +105,7 @@ class RunRule(Rule):
         # The run may end in separators ("4111 " before "ok") that are not the match's.
         while i > 0 and not self.ends.match(text, i - 1):
             i -= 1
-        return i
+        return view.end_of(i)
 
 
 class Holdback:
@@ -98,6 +123,12 @@ class Holdback:
         self._runs: list[tuple[RunRule, re.Pattern, int]] = []
         for entity in scanner.entities:
             label = scanner.label_for(entity)
+            if entity == "EMAIL_ADDRESS":
+                # Imported here: it imports presidio, which a scanner with builtins has loaded.
+                from .recognizers import QUOTED_LOCAL_PART
+
+                # A quoted local part holds spaces, which the run below does not wait through.
+                self._partial.append(PatternRule(label, regex.compile(QUOTED_LOCAL_PART + r"@[\w.\-\[\]:]*")))
             if entity in CHAR_RUNS:
                 chars, starts, ends, longest = CHAR_RUNS[entity]
                 self._runs.append((RunRule(label, re.compile(chars), re.compile(ends)), re.compile(starts),
@@ -111,20 +142,27 @@ class Holdback:
         hold, rule = end, None
         if self._whole_window is not None:
             hold, rule = max(base, end - self.window), self._whole_window
+        views = _views(text)
         for pr in self._partial:
-            for m in pr.pattern.finditer(text, base, partial=True):
-                if m.partial or m.end() == end or pr.pattern.fullmatch(text, m.start(), partial=True) is not None:
-                    if m.start() < hold:
-                        hold, rule = m.start(), pr
-                    break
+            for view in views:
+                vt, vend = view.text, len(view.text)
+                for m in pr.pattern.finditer(vt, view.index(base), partial=True):
+                    if (m.partial or m.end() == vend
+                            or pr.pattern.fullmatch(vt, m.start(), partial=True) is not None):
+                        if view.start_of(m.start()) < hold:
+                            hold, rule = view.start_of(m.start()), pr
+                        break
+        # The joined view: invisible characters inside a run do not interrupt it.
+        joined = views[0] if len(views) == 1 else views[1]
+        vt, vend, vbase = joined.text, len(joined.text), joined.index(base)
         for run, starts, longest in self._runs:
-            i = end
-            floor = max(base, end - longest)
-            while i > floor and run.chars.match(text, i - 1):
+            i = vend
+            floor = max(vbase, vend - longest)
+            while i > floor and run.chars.match(vt, i - 1):
                 i -= 1
             # A match cannot begin with a separator: hold from the first possible start.
-            while i < end and not starts.match(text, i):
+            while i < vend and not starts.match(vt, i):
                 i += 1
-            if i < hold:
-                hold, rule = i, run
+            if joined.start_of(i) < hold:
+                hold, rule = joined.start_of(i), run
         return max(hold, base), rule

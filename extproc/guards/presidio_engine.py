@@ -29,6 +29,7 @@ import threading  # noqa: E402
 from collections.abc import Iterable  # noqa: E402
 from functools import cache  # noqa: E402
 
+import regex  # noqa: E402
 import tldextract  # noqa: E402
 from presidio_analyzer import (  # noqa: E402
     AnalyzerEngine,
@@ -44,6 +45,12 @@ from presidio_analyzer.predefined_recognizers import (  # noqa: E402
     EmailRecognizer,
     PhoneRecognizer,
 )
+
+from .phone_recognizer import Covered, PhoneNumbers  # noqa: E402
+from .scan_pool import checkpoint  # noqa: E402
+
+# The project's phone recognizer (recognizers.py extends it under this name).
+_PhoneRecognizer = PhoneNumbers
 
 LANGUAGE = "en"
 
@@ -74,83 +81,62 @@ _WARMUP_TEXT = (
 _TLD_EXTRACT = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
 
 
+# Presidio's email pattern is `\b(local)@domain\b`, tried at every word boundary: on text
+# like "a.a.a.…" with an '@' that is not an address, each start scans to the '@' and fails,
+# so the cost is quadratic (10 KB took 27 s). Its local part cannot contain '@', so each
+# match belongs to one '@' and lies between the run of local-part characters before it and
+# the domain after it. `_OfflineEmailRecognizer.analyze` searches only there, and only when
+# a match is possible at all (a domain follows, the character before the '@' can end a
+# local part): then the first start that can begin a match succeeds, in linear time.
+_EMAIL_LOCAL_RUN = regex.compile(r"[!#$%&'*+\-/=?^_`{|}~.\w]+", regex.DOTALL | regex.MULTILINE | regex.IGNORECASE)
+_EMAIL_LOCAL_END = regex.compile(r"[!#$%&'*+\-/=?^_`{|}~\w]", regex.DOTALL | regex.MULTILINE | regex.IGNORECASE)
+_EMAIL_DOMAIN = regex.compile(r"@\w+(?:-+\w+)*(?:\.\w+(?:-+\w+)*)+\b",
+                              regex.DOTALL | regex.MULTILINE | regex.IGNORECASE)
+
+
 class _OfflineEmailRecognizer(EmailRecognizer):
-    """Presidio's EmailRecognizer, validating the domain with the offline extractor."""
+    """Presidio's EmailRecognizer, validating the domain with the offline extractor, and
+    searching only around each '@' (same matches, linear cost: see `_EMAIL_DOMAIN`)."""
 
     def validate_result(self, pattern_text: str) -> bool:
         return _TLD_EXTRACT(pattern_text).fqdn != ""
 
-
-# A run of the characters phonenumbers reads as one candidate, and a short trailing group.
-_DIGIT_RUN = re.compile(r"\+?\(?\d[\d ().\-]*\d")
-_SHORT_TAIL = re.compile(r"(.*?[\d)])[ .\-]+\d{1,2}")
-_PHONE_SEPARATOR = re.compile(r"[-.()+]")
-
-
-class _PhoneRecognizer(PhoneRecognizer):
-    """Presidio's PhoneRecognizer, plus numbers followed by a short, unrelated number.
-
-    phonenumbers reads "(212) 555-0198 7" in "call (212) 555-0198 7 days a week" as one
-    candidate, fails to parse it, and reports nothing: the number leaks. (Likewise
-    "+44 20 7946 0958 24 hours"; "212-555-0198 7 days" happens to survive.) For each digit
-    run nothing was found in, we drop up to two trailing 1-2 digit groups and try again.
-    Only such short groups: dropping a 4-digit group would find "phone numbers" inside
-    card-length order numbers.
-    """
-
-    def analyze(self, text, entities, nlp_artifacts=None):  # noqa: D102
-        results = super().analyze(text, entities, nlp_artifacts)
-        for run in _DIGIT_RUN.finditer(text):
-            if any(r.start < run.end() and run.start() < r.end for r in results):
-                continue
-            chunk = run.group()
-            for _ in range(2):
-                tail = _SHORT_TAIL.fullmatch(chunk)
-                if tail is None:
-                    break
-                chunk = tail.group(1)
-                found = super().analyze(chunk, entities, nlp_artifacts)
-                for r in found:
-                    r.start, r.end = r.start + run.start(), r.end + run.start()
-                if found:
-                    results += found
-                    break
-        results += self._adjacent_numbers(text, entities, nlp_artifacts, results)
+    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):  # noqa: D102
+        if "@" not in text:
+            return []
+        flags = regex_flags or self.global_regex_flags
+        runs = {m.end(): m.start() for m in _EMAIL_LOCAL_RUN.finditer(text)}
+        results = []
+        for pattern in self.patterns:
+            compiled = regex.compile(pattern.regex, flags)  # the regex module caches it
+            pos = 0  # as with finditer, a match starts after the previous one ends
+            at = text.find("@")
+            seen = 0
+            while at >= 0:
+                seen += 1
+                if seen % 64 == 0:
+                    checkpoint()
+                start = max(runs.get(at, at), pos)
+                domain = _EMAIL_DOMAIN.match(text, at)
+                if at > start and domain is not None and _EMAIL_LOCAL_END.match(text, at - 1):
+                    m = compiled.search(text, start, domain.end())
+                    if m is not None and m.end() > m.start():
+                        pos = m.end()
+                        results += self._result(pattern, m, flags)
+                at = text.find("@", at + 1)
         return EntityRecognizer.remove_duplicates(results)
 
-    def _adjacent_numbers(self, text, entities, nlp_artifacts, results) -> list:
-        """Numbers written next to each other ("(212) 555-0198 (212) 555-0198", or a number
-        then a card) are one candidate to phonenumbers, which then finds none of them.
-        In a run nothing covers, try whitespace-separated token spans (longest first) that
-        look like a phone number: 10-20 characters with a phone separator (- . ( ) +).
-        Space-only digit groups (cards, order numbers) are never split into phones."""
-        found = []
-        for run in _DIGIT_RUN.finditer(text):
-            tokens = [(m.start() + run.start(), m.end() + run.start())
-                      for m in re.finditer(r"\S+", run.group())]
-            if len(tokens) < 2:
-                continue
-            i = 0
-            while i < len(tokens):
-                matched = False
-                for j in range(min(len(tokens), i + 5) - 1, i - 1, -1):
-                    start, end = tokens[i][0], tokens[j][1]
-                    span = text[start:end]
-                    if not 10 <= len(span) <= 20 or not _PHONE_SEPARATOR.search(span):
-                        continue
-                    if any(r.start < end and start < r.end for r in results + found):
-                        continue
-                    hits = super().analyze(span, entities, nlp_artifacts)
-                    if any(h.start == 0 and h.end == len(span) for h in hits):
-                        hit = next(h for h in hits if h.start == 0 and h.end == len(span))
-                        hit.start, hit.end = start, end
-                        found.append(hit)
-                        i = j + 1
-                        matched = True
-                        break
-                if not matched:
-                    i += 1
-        return found
+    def _result(self, pattern, m, flags) -> list[RecognizerResult]:
+        """What Presidio's own pattern loop makes of a match (kept only if it validates)."""
+        valid = self.validate_result(m.group())
+        if not valid:
+            return []
+        explanation = self.build_regex_explanation(self.name, pattern.name, pattern.regex, pattern.score,
+                                                   valid, flags)
+        return [RecognizerResult(self.supported_entities[0], m.start(), m.end(), EntityRecognizer.MAX_SCORE,
+                                 analysis_explanation=explanation,
+                                 recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                                       RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})]
 
 
 _CARD_RUN = re.compile(r"\d[\d \-]*\d")
@@ -169,16 +155,20 @@ class _CreditCardRecognizer(CreditCardRecognizer):
     def analyze(self, text, entities, nlp_artifacts=None):  # noqa: D102
         results = super().analyze(text, entities, nlp_artifacts)
         pattern = re.compile(self.patterns[0].regex, re.DOTALL | re.MULTILINE | re.IGNORECASE)
-        taken = [(r.start, r.end) for r in results]
-        for run in _CARD_RUN.finditer(text):
+        covered = Covered((r.start, r.end) for r in results)
+        last_end = -1  # new finds come left to right, never overlapping: only the last can
+        for n, run in enumerate(_CARD_RUN.finditer(text)):
+            if n % 64 == 0:
+                checkpoint()
             for group in _GROUP_START.finditer(text, run.start(), run.end()):
                 m = pattern.match(text, group.start())
-                if m is None or m.end() > run.end() or any(s < m.end() and m.start() < e for s, e in taken):
+                if (m is None or m.end() > run.end() or m.start() < last_end
+                        or covered.overlaps(m.start(), m.end())):
                     continue
                 if self.validate_result(m.group()):
                     results.append(RecognizerResult(self.supported_entities[0], m.start(), m.end(),
                                                     EntityRecognizer.MAX_SCORE))
-                    taken.append((m.start(), m.end()))
+                    last_end = m.end()
         return results
 
 
@@ -200,9 +190,11 @@ def _recognizer_classes() -> dict[str, type[EntityRecognizer]]:
             continue
         for entity in cls(supported_language=LANGUAGE).supported_entities:
             found.setdefault(entity, cls)
-    found["EMAIL_ADDRESS"] = _OfflineEmailRecognizer
-    found["PHONE_NUMBER"] = _PhoneRecognizer
-    found["CREDIT_CARD"] = _CreditCardRecognizer
+    # Shape-based extensions of the three classes above (recognizers.py imports this module).
+    from .recognizers import CardRecognizer, EmailRecognizer, PhoneRecognizer  # noqa: PLC0415
+    found["EMAIL_ADDRESS"] = EmailRecognizer
+    found["PHONE_NUMBER"] = PhoneRecognizer
+    found["CREDIT_CARD"] = CardRecognizer
     return found
 
 

@@ -18,6 +18,11 @@ Decisions worth knowing:
   error rather than a guard that silently never fires.
 - Overlapping findings are merged (see `_resolve`), so no character any pattern flagged
   is ever left unmasked.
+- Everything is found on detection views of the text (`normalize.py`: NFKC, invisible
+  characters dropped, Unicode digits, dashes and spaces folded to ASCII) and masked on
+  the original characters, so a value cannot hide behind fullwidth digits, zero-width
+  characters or Unicode hyphens. Custom patterns also run on the original text itself:
+  a pattern written for particular characters (`[０-９]`, `\u00a0`) still matches them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..config.base import ConfigModel
+from . import normalize
 
 # A pattern that matches the empty string would "mask" between characters and report a
 # finding in every text. Matching nothing at all is undecidable for `re` in general, so we
@@ -151,20 +157,29 @@ class TextScanner:
         Presidio is skipped when the text (or `presidio_hint`, the part of it that can
         hold a new match) has none of the characters its entities need."""
         candidates: list[tuple[Finding, int]] = []
+        views = normalize.views(text)
+        # The original text first; a view that is the original adds nothing.
+        pattern_views = (normalize.original(text), *(v for v in views if not v.original))
         for rank, (name, compiled) in enumerate(self._patterns):
-            for m in compiled.finditer(text):
-                if m.end() > m.start():
-                    candidates.append((Finding(name, m.start(), m.end(), CUSTOM_SCORE), rank))
+            for view in pattern_views:
+                for m in compiled.finditer(view.text):
+                    if m.end() > m.start():
+                        start, end = view.span(m.start(), m.end())
+                        candidates.append((Finding(name, start, end, CUSTOM_SCORE), rank))
         # Most text cannot hold any of the entities at all (no digit, no '@'): skip Presidio.
         hint = text if presidio_hint is None else presidio_hint
-        if self._engine is not None and text and (self._trigger is None or self._trigger.search(hint)):
-            results = self._engine.analyze(
-                text=text, language=self._language, entities=self._entities,
-                score_threshold=self._threshold,
-            )
-            for r in results:
-                name, rank = self._labels[r.entity_type]
-                candidates.append((Finding(name, r.start, r.end, r.score), rank))
+        if self._engine is not None and text and (
+                self._trigger is None or self._trigger.search(normalize.detection_text(hint))):
+            for view in views:
+                results = self._engine.analyze(
+                    text=view.text, language=self._language, entities=self._entities,
+                    score_threshold=self._threshold,
+                )
+                for r in results:
+                    if r.end > r.start:
+                        name, rank = self._labels[r.entity_type]
+                        start, end = view.span(r.start, r.end)
+                        candidates.append((Finding(name, start, end, r.score), rank))
         return _resolve(candidates)
 
     def mask(self, text: str) -> tuple[str, list[Finding]]:

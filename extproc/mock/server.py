@@ -14,6 +14,11 @@ same names in camelCase; headers win):
   x-mock-chunk-bytes: 7         cut the SSE byte stream every N bytes
   x-mock-auth: any|none|<key>   which credential is accepted (default: any non-empty one)
   x-mock-empty-body: 1          an error status with no body at all
+  x-mock-echo-key: whole|masked|part   answer 401 quoting the credential received, like
+                                providers that reject a key: in the error message, in
+                                `www-authenticate` and in `x-mock-key-echo` (masked:
+                                OpenAI's `sk-proj-****abcd`; part: 12 characters from
+                                its middle)
 
 Admin: GET /_mock/requests lists what was received (path, query, headers, JSON body);
 DELETE /_mock/requests clears it; POST /_mock/behavior sets defaults; GET /_mock/health.
@@ -49,11 +54,12 @@ class Behavior:
     split: list[int] | None = None
     chunk_bytes: int | None = None
     auth: str = "any"
+    echo_key: str | None = None
 
     _NAMES = {"status": "status", "retryAfter": "retry_after", "times": "times",
               "reset": "reset", "firstByteDelayMs": "first_byte_delay_ms",
               "chunkDelayMs": "chunk_delay_ms", "content": "content", "split": "split",
-              "chunkBytes": "chunk_bytes", "auth": "auth"}
+              "chunkBytes": "chunk_bytes", "auth": "auth", "echoKey": "echo_key"}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "Behavior":
@@ -85,6 +91,8 @@ class Behavior:
             b.chunk_bytes = int(h("x-mock-chunk-bytes"))
         if h("x-mock-auth"):
             b.auth = h("x-mock-auth")
+        if h("x-mock-echo-key"):
+            b.echo_key = h("x-mock-echo-key")
         return b
 
 
@@ -188,6 +196,8 @@ async def _serve_provider(state: MockState, request: web.Request) -> web.StreamR
         return _json(dialect.render_error(status, f"mock failure {status}"), status, headers)
 
     cred = dialect.credential(request.headers, request.query)
+    if behavior.echo_key:
+        return _echo_key(dialect, cred or "", behavior.echo_key)
     if behavior.auth != "none" and (not cred or (behavior.auth != "any" and cred != behavior.auth)):
         return _json(dialect.render_error(401, "mock: missing or invalid API key"), 401)
     if not isinstance(body, dict):
@@ -220,6 +230,22 @@ async def _serve_provider(state: MockState, request: web.Request) -> web.StreamR
 def _json(doc: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(doc), status=status, headers=headers,
                         content_type="application/json")
+
+
+def _echo_key(dialect: Dialect, cred: str, how: str) -> web.Response:
+    """A 401 quoting the key, as real providers do when they reject one."""
+    if how == "masked":  # OpenAI's style: the prefix, stars, the last four
+        shown = cred[:8] + "*" * max(4, len(cred) - 12) + cred[-4:]
+    elif how == "part":
+        third = len(cred) // 3
+        shown = cred[third:third + 12]
+    else:
+        shown = cred
+    headers = {"www-authenticate": f'Bearer realm="mock", error="invalid_token", '
+                                   f'error_description="the key {shown} is not valid"',
+               "x-mock-key-echo": shown}
+    return _json(dialect.render_error(401, f"Incorrect API key provided: {shown}. You can find "
+                                           "your API key in your account settings."), 401, headers)
 
 
 def _drop(request: web.Request) -> None:

@@ -11,6 +11,7 @@ and assigns it to a module-level `PROVIDER`; the registry finds it by itself.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -23,6 +24,20 @@ from ..config.base import ConfigModel
 from ..config.secrets import SecretRef
 from ..errors import error_type_for
 from ..sse import SSEEvent
+
+
+# Header names (RFC 9110 tokens, lower case), optionally a prefix ending in `*`.
+_HEADER_PATTERN = re.compile(r"[a-z0-9!#$%&'+.^_`|~-]+\*?|\*")
+# Headers no `allowHeaders` can bring back, and why (backends.py strips them).
+NEVER_FORWARDED = {
+    **dict.fromkeys(("authorization", "api-key", "x-api-key", "x-goog-api-key"),
+                    "the backend's own credential is the only one sent"),
+    **dict.fromkeys(("accept-encoding", "cookie", "proxy-authorization"),
+                    "the gateway reads bodies, and cookies and proxy credentials are the client's"),
+    **dict.fromkeys(("openai-organization", "openai-project", "x-goog-user-project"),
+                    "with the gateway's credential the backend's settings choose the account"),
+    "host": "the gateway sets it (see 'authority')",
+}
 
 
 class AuthConfig(ConfigModel):
@@ -68,6 +83,23 @@ class BackendSettings(ConfigModel):
     # a Retry-After longer than the maximum is capped (see backend_health.py).
     cooldown_seconds: float = Field(default=10.0, gt=0)
     max_cooldown_seconds: float = Field(default=300.0, gt=0)
+    # Client request headers this backend also receives (names, or prefixes ending in
+    # `*`): with the gateway's credential only a few standard ones are forwarded, and
+    # client-address headers never are unless listed (see backends.py).
+    allow_headers: tuple[str, ...] = ()
+
+    @field_validator("allow_headers")
+    @classmethod
+    def _header_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for name in names:
+            n = name.strip().lower()
+            if not _HEADER_PATTERN.fullmatch(n):
+                raise ValueError(f"{name!r} is not a header name (or a prefix ending in '*')")
+            if n in NEVER_FORWARDED:
+                raise ValueError(f"{name!r} is never forwarded: {NEVER_FORWARDED[n]}")
+            out.append(n)
+        return tuple(out)
 
 
 class Credential:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config.wiring import PATH_HANDLING, REQUIRED_RUNTIME
 from ..providers import PROVIDERS
 from .envoy_parts import (
     AIGW, APPEND, OVERWRITE, RAW_BUFFER, access_log, duration, ext_proc_filter, local_reply_config,
@@ -90,7 +91,9 @@ def render_cluster(backend: Backend, cfg: GatewayConfig, direct_ok: bool = False
     if not (direct_ok and is_direct(backend)):
         options["http_filters"] = [
             ext_proc_filter("upstream", g.processor.timeout, ["xds.upstream_host_metadata", "upstream.address"],
-                            mutation_rules={"allow_all_routing": True}),
+                            # allow_envoy: the header allow-list removes a client's x-envoy-*
+                            # headers, and a 429 marks the host failed at once.
+                            mutation_rules={"allow_all_routing": True, "allow_envoy": True}),
             {"name": "envoy.filters.http.upstream_codec", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]
     cluster: dict[str, Any] = {
@@ -113,7 +116,10 @@ def render_cluster(backend: Backend, cfg: GatewayConfig, direct_ok: bool = False
     if groups:
         fo = backend.ai.failover  # type: ignore[union-attr]
         cluster["load_assignment"]["policy"] = {"overprovisioning_factor": 10000}
-        cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+        # update_merge_window 0: Envoy's default (1 s) holds back every health change after
+        # the first for up to a second, so the last rate-limited host of a group would keep
+        # taking first attempts that long.
+        cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}, "update_merge_window": "0s"}
         cluster["outlier_detection"] = {
             "consecutive_5xx": fo.outlier_detection.consecutive_5xx, "interval": "1s",
             "base_ejection_time": duration(fo.outlier_detection.base_ejection_time),
@@ -304,7 +310,7 @@ def render(cfg: GatewayConfig) -> dict:
         "route", g.processor.timeout, ["xds.route_name", "xds.cluster_name"] if direct else ["xds.route_name"],
         metadata_options={"receiving_namespaces": {"untyped": [AIGW]}},
         # The route-level filter sets the provider's Host when it translates itself.
-        **({"mutation_rules": {"allow_all_routing": True}} if direct else {})))
+        **({"mutation_rules": {"allow_all_routing": True, "allow_envoy": True}} if direct else {})))
     http_filters.append({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
     hcm: dict[str, Any] = {
@@ -315,10 +321,15 @@ def render(cfg: GatewayConfig) -> dict:
         # rate limits), unless proxies in front are trusted.
         "use_remote_address": True,
         "xff_num_trusted_hops": g.trusted_proxy_hops,
+        # Before routing: a path trick (`//`, `/./`, `%63`, `%2F`) cannot miss a guarded route.
+        **PATH_HANDLING,
         "local_reply_config": local_reply_config(),
         "route_config": {"name": "gateway", "virtual_hosts": [{
             "name": "gateway", "domains": ["*"], "include_request_attempt_count": True,
-            "routes": vhost_routes}]},
+            "routes": vhost_routes,
+            # Set by the upstream filter for Envoy's router (rate-limited host), not for clients.
+            **({"response_headers_to_remove": ["x-envoy-immediate-health-check-fail"]}
+               if any(isinstance(b.ai, PriorityGroups) for b in cfg.backends) else {})}]},
         "http_filters": http_filters,
     }
     if g.access_log:
@@ -340,6 +351,9 @@ def render(cfg: GatewayConfig) -> dict:
     clusters += [render_cluster(b, cfg, direct_ok) for b in cfg.backends]
     return {
         "admin": {"address": socket_address("127.0.0.1", g.admin_port)},
+        # Works around an Envoy 1.40 crash (README, "Operations notes"); the only layer, so
+        # nothing can switch it back at run time.
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": dict(REQUIRED_RUNTIME)}]},
         "static_resources": {
             "listeners": [{
                 "name": "gateway",

@@ -47,6 +47,12 @@ def local_reply_config() -> dict:
             _cel(NOT_OURS)]}},
          "body_format_override": _json_error("the request body is too large", "invalid_request_error",
                                              "request_too_large")},
+        # normalize_path refused it: escaped slashes, a NUL, a fragment.
+        {"filter": _cel("response.code_details == 'path_normalization_failed'"),
+         "body_format_override": _json_error(
+             # No '%' in here: Envoy would read it as a format operator.
+             "the request path is not valid: escaped slashes, NUL bytes and fragments are refused",
+             "invalid_request_error", "invalid_path")},
         {"filter": _cel(NOT_OURS),
          "body_format_override": _json_error("%LOCAL_REPLY_BODY%", "server_error", "gateway_error_%RESPONSE_CODE%")},
     ]}

@@ -76,13 +76,17 @@ def test_credit_card_request_rejected_with_custom_message(stack):
                         guard="regex", action="rejected", entity="CC") >= 1
 
 
-def test_guards_ignore_tool_call_arguments(stack):
+def test_guards_read_tool_call_arguments(stack):
+    """Issue 9: text outside message content is guarded too (tests/unit/test_guard_fields.py
+    covers every field; this is the stack end to end)."""
+    before = len(stack.mocks["mock-openai"].requests)
     r = stack.post({"messages": [
         {"role": "user", "content": "look it up"},
         {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
          "function": {"name": "lookup", "arguments": "{\"q\": \"credit card\"}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "nothing found"}]})
-    assert r.status_code == 200
+    assert r.status_code == 403 and r.json()["error"]["code"] == "content_policy_violation"
+    assert len(stack.mocks["mock-openai"].requests) == before
 
 
 # ---- response guard: Mastercard regex and CREDIT_CARD builtin, MASK ---------------------------
@@ -157,7 +161,9 @@ def test_client_cannot_pick_the_premium_route_by_header(stack):
         extra_headers={"x-content-type": "long"})
     assert resp.model == "gpt-4o-mini"
     assert stack.mocks["premium"].requests == []
-    assert stack.mocks["standard"].requests[0]["headers"]["x-content-type"] == "short"
+    # The routing header is the gateway's business: a backend with the gateway's key does
+    # not receive it (backends.HeaderPolicy), whether the client's or the recomputed one.
+    assert "x-content-type" not in stack.mocks["standard"].requests[0]["headers"]
 
 
 # ---- webhook ------------------------------------------------------------------------------------

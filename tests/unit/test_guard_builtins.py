@@ -91,7 +91,10 @@ def test_emails(four, email):
     assert four.mask(f"Write to {email}.")[0] == "Write to <EMAIL>."
 
 
-@pytest.mark.parametrize("not_an_email", ["user@localhost", "x@y", "a@b.notarealtld", "@jane_doe"])
+# `user@localhost` is an address on a single-label internal domain, masked since issue 9
+# (tests/unit/test_guard_recall.py); package tags and digests after an `@` are not.
+@pytest.mark.parametrize("not_an_email", ["x@y", "a@b.notarealtld", "@jane_doe", "react@latest",
+                                          "nginx@sha256", "lodash@4.17.21", "icon@2x.png"])
 def test_not_emails(four, not_an_email):
     assert four.scan(f"ping {not_an_email} today") == []
 

@@ -142,7 +142,7 @@ def test_public_providers_get_dns_tls_and_a_matching_host(tmp_path):
     assert eps[1]["metadata"]["filter_metadata"]["envoy.transport_socket_match"] == {"aigw_tls": "api.anthropic.com"}
     assert "envoy.transport_socket_match" not in eps[2]["metadata"]["filter_metadata"]  # plain HTTP
     assert [lb["endpoint"]["health_check_config"]["hostname"] for lb in eps] == ["o", "a", "local"]
-    assert c["common_lb_config"] == {"healthy_panic_threshold": {"value": 0}}
+    assert c["common_lb_config"] == {"healthy_panic_threshold": {"value": 0}, "update_merge_window": "0s"}
 
 
 def test_routes_render_gateway_api_matches_and_filters(tmp_path):
@@ -344,3 +344,20 @@ def test_listener_buffer_fits_the_largest_route_limit_and_xff_is_not_trusted(tmp
     assert listener["per_connection_buffer_limit_bytes"] == 40000000
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["use_remote_address"] is True and hcm["xff_num_trusted_hops"] == 0
+
+
+def test_rendered_bootstraps_carry_the_crash_workaround_and_normalise_paths(tmp_path):
+    doc = render_file(write(tmp_path, BASE))
+    # Envoy 1.40 crashes without it (README, "Operations notes"); the only layer, so the
+    # admin endpoint cannot switch it back on.
+    assert doc["layered_runtime"] == {"layers": [{"name": "static", "static_layer": {
+        "envoy.reloadable_features.grpc_side_stream_flow_control": False}}]}
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["normalize_path"] is True and hcm["merge_slashes"] is True
+    assert hcm["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
+    # What normalize_path refuses gets an OpenAI-style 400, not a generic gateway error.
+    mapper = next(m for m in hcm["local_reply_config"]["mappers"]
+                  if "path_normalization_failed" in str(m["filter"]))
+    error = mapper["body_format_override"]["json_format"]["error"]
+    assert error["code"] == "invalid_path" and error["type"] == "invalid_request_error"
+    assert "%" not in error["message"]  # Envoy would read it as a format operator

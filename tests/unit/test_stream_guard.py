@@ -29,9 +29,17 @@ PII = {
     "ssn": ["536-90-4399", "219-09-9999", "457-55-5462"],
     "card": ["4111 1111 1111 1111", "5555-5555-5555-4444", "3782 822463 10005", "4012888888881881"],
     "custom": ["credit card", "ORD-123-45", "ORD-987", "project Falcon"],
+    # Written forms only normalisation and the shape recognizers catch (issue 9).
+    "written": ["４１１１ １１１１ １１１１ １１１１", "4111\u200b1111\u200b1111\u200b1111",
+                "4111\u00a01111\u202f1111\u00a01111", "4111.1111.1111.1111", "41-1111-1111-1111-11",
+                "٥٥٥٥-٥٥٥٥-٥٥٥٥-٤٤٤٤", "536\u201090\u20114399", "536\u00ad90\u00ad4399",
+                "bob\uff20example.com", "bo\u200bb@exa\u2060mple.com", '"john doe"@example.com',
+                "jane@[192.168.0.1]", "admin@intranet", "ops@db.internal", "(123) 456-7890",
+                "+1 212 055 0198", "credit\u200bcard", "ORD\u2010１２３"],
 }
 FILLER = ["the", "answer", "is", "here:", "call", "me", "at", "or", "write", "to", "thanks!",
-          "Use", "number", "for", "billing.", "ok,", "and", "ünïcödé", "😀", "—", "\n", "42", "v2.1"]
+          "Use", "number", "for", "billing.", "ok,", "and", "ünïcödé", "😀", "—", "\n", "42", "v2.1",
+          "\u200b", "\u00a0", "ｆｕｌｌ", "①", "e\u0301", "👩\u200d💻", '"quoted words"', "[1]"]
 
 
 def guards(action="MASK", window=256) -> ResponseGuards:

@@ -7,7 +7,7 @@ import pytest
 
 from extproc.config.bootstrap import ConfigError, build_config
 from tests.bootstraps import cluster, routes
-from tests.harness import load_bootstrap
+from tests.harness import ROOT, load_bootstrap
 
 PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 
@@ -143,3 +143,80 @@ def test_rds_and_dynamic_resources_are_refused():
         cfg["rds"] = {"route_config_name": "x", "config_source": {"path_config_source": {"path": "/tmp/r.yaml"}}}
     refused(edit(rds), "RDS")
     refused(edit(lambda d: d.__setitem__("dynamic_resources", {"lds_config": {}})), "dynamic_resources")
+
+
+# ---- the Envoy 1.40 crash workaround and path normalisation (README, "Operations notes") ----
+
+FLAG = "envoy.reloadable_features.grpc_side_stream_flow_control"
+SHIPPED = sorted(p.name for p in (ROOT / "envoy").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_bootstrap_carries_the_crash_workaround_and_path_handling(name):
+    doc = load_bootstrap(name)
+    assert doc["layered_runtime"] == {"layers": [{"name": "static", "static_layer": {FLAG: False}}]}
+    for listener in doc["static_resources"]["listeners"]:
+        cfg = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        assert (cfg["normalize_path"], cfg["merge_slashes"], cfg["path_with_escaped_slashes_action"]) \
+            == (True, True, "REJECT_REQUEST")
+    build_config(doc, resolve_secrets=False)
+
+
+def _layers(d):
+    return d["layered_runtime"]["layers"]
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.pop("layered_runtime"),
+    lambda d: _layers(d)[0]["static_layer"].pop(FLAG),
+    lambda d: _layers(d)[0]["static_layer"].__setitem__(FLAG, True),
+    lambda d: _layers(d)[0]["static_layer"].__setitem__(FLAG, "false"),   # a string is not false
+    lambda d: _layers(d).append({"name": "later", "static_layer": {FLAG: True}}),
+], ids=["no-runtime", "flag-missing", "flag-true", "flag-string", "overridden-later"])
+def test_a_bootstrap_without_the_crash_workaround_is_refused(change):
+    text = refused(edit(change), "layered_runtime", FLAG, "false")
+    assert "Operations notes" in text
+
+
+@pytest.mark.parametrize("layer", [{"name": "admin", "admin_layer": {}},
+                                   {"name": "rtds", "rtds_layer": {"name": "x", "rtds_config": {}}},
+                                   {"name": "disk", "disk_layer": {"symlink_root": "/srv/runtime"}}])
+def test_a_runtime_layer_after_the_workaround_that_could_undo_it_is_refused(layer):
+    refused(edit(lambda d: _layers(d).append(layer)), layer["name"], "switch it back on")
+    # Before the static layer it cannot override it.
+    build_config(edit(lambda d: _layers(d).insert(0, layer)))
+
+
+def test_the_workaround_may_be_written_as_nested_keys():
+    def nested(d):
+        _layers(d)[0]["static_layer"] = {"envoy": {"reloadable_features": {
+            "grpc_side_stream_flow_control": False}}, "other.key": 1}
+    build_config(edit(nested))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("normalize_path", None), ("normalize_path", False), ("merge_slashes", None),
+    ("path_with_escaped_slashes_action", None), ("path_with_escaped_slashes_action", "KEEP_UNCHANGED"),
+    ("path_with_escaped_slashes_action", "UNESCAPE_AND_FORWARD")])
+def test_connection_managers_without_path_normalisation_are_refused(field, value):
+    def change(d):
+        if value is None:
+            hcm(d).pop(field)
+        else:
+            hcm(d)[field] = value
+    text = refused(edit(change), "listener 'gateway'", field)
+    assert "/v1//chat/completions" in text
+
+
+def test_unescape_and_redirect_is_accepted_too():
+    build_config(edit(lambda d: hcm(d).__setitem__("path_with_escaped_slashes_action", "UNESCAPE_AND_REDIRECT")))
+
+
+def test_bootstraps_without_ai_backends_need_neither():
+    doc = load_bootstrap("mock.yaml")
+    doc.pop("layered_runtime")
+    hcm(doc).pop("normalize_path")
+    static = doc["static_resources"]
+    static["clusters"] = [c for c in static["clusters"] if c["name"] == "extproc"]
+    routes(doc)[:] = [r for r in routes(doc) if r["name"] == "not-found"]
+    build_config(doc)

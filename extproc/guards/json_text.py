@@ -1,0 +1,228 @@
+"""Guarding JSON that travels inside a string: tool-call and function-call arguments.
+
+Arguments are JSON text a model wrote (or a client replays). Scanning that text as it is
+written would miss a value hidden by an escape (`bob\\u0040example.com` is an email to
+whoever parses it), and masking it blindly would turn `{"n": 4111111111111111}` into
+`{"n": <CREDIT_CARD>}`, which no client can parse. So:
+
+- Whole arguments (requests, JSON responses): when the text is valid JSON, each string
+  token (decoded, so escapes hide nothing; keys included) and each number token is a
+  guarded string of its own. A masked token is written back as a JSON string in its
+  place and every other byte is kept, so the arguments stay valid JSON. Text that is not
+  valid JSON is guarded as a whole, after `decode_escapes`.
+- Streamed arguments arrive as fragments of JSON text. `EscapeDecoder` rewrites escapes
+  that need not be escapes into the characters they stand for (the JSON value is the
+  same), the stream guard masks the text like any other, and `LabelQuoter` puts quotes
+  around a mask label that landed outside a JSON string (a number was masked). A label is
+  `<NAME>` with NAME made of `[A-Za-z0-9_.-]` (config validation), so inside a string it
+  can never end the string or start an escape. When the arguments' JSON value is
+  complete (its closing brace), nothing more can belong to it: `ValueEnd` tells the
+  stream guard to release what it holds there rather than at the finish.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+# A JSON string or number token. In valid JSON, scanning left to right with this finds
+# every string (whole, so digits inside strings are not numbers) and every number.
+_TOKEN = re.compile(r'"(?:[^"\\]+|\\.)*"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?', re.S)
+# What a mask label looks like (regex_guard.RegexMatch.name, upper-cased builtin names).
+LABEL = re.compile(r"<[A-Za-z0-9_.\-]{1,64}>")
+_SPECIAL = re.compile(r'[\\"<]')
+_STRUCTURE = re.compile(r'[\\"{}\[\]]')
+_HEX4 = re.compile(r"[0-9a-fA-F]{4}")
+
+
+def is_json(text: str) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:  # also past orjson's nesting limit: guarded as text then
+        return False
+    return True
+
+
+class JsonArguments:
+    """Valid JSON text in `holder[key]` and its string and number tokens, each one a slot.
+    Writing a token back rewrites the text in the holder at once."""
+
+    __slots__ = ("holder", "key", "text", "_spans")
+
+    def __init__(self, holder: Any, key: Any, text: str) -> None:
+        self.holder, self.key, self.text = holder, key, text
+        self._spans = [[m.start(), m.end()] for m in _TOKEN.finditer(text)]
+
+    def tokens(self) -> list[tuple[int, str]]:
+        """(token number, its text: the decoded string, or the number as written)."""
+        out = []
+        for i, (start, end) in enumerate(self._spans):
+            raw = self.text[start:end]
+            out.append((i, orjson.loads(raw) if raw[0] == '"' else raw))
+        return out
+
+    def replace(self, i: int, value: str) -> None:
+        """Token `i` becomes the JSON string `value` (a masked number becomes a string)."""
+        start, end = self._spans[i]
+        literal = orjson.dumps(value).decode()
+        self.text = self.text[:start] + literal + self.text[end:]
+        shift = len(literal) - (end - start)
+        self._spans[i][1] = start + len(literal)
+        for span in self._spans[i + 1:]:
+            span[0] += shift
+            span[1] += shift
+        self.holder[self.key] = self.text
+
+
+class EscapeDecoder:
+    """Streaming: rewrites `\\uXXXX` (and surrogate pairs) and `\\/` into the characters they
+    stand for wherever JSON allows that character unescaped; `\\"`, `\\\\`, control
+    characters and lone surrogates stay escaped. The JSON value is unchanged. An escape
+    cut by a fragment boundary waits for the next fragment (at most 11 characters)."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str, final: bool = False) -> str:
+        s = self._held + text
+        self._held = ""
+        out: list[str] = []
+        i, n = 0, len(s)
+        while True:
+            j = s.find("\\", i)
+            if j < 0:
+                out.append(s[i:])
+                break
+            out.append(s[i:j])
+            if j + 1 >= n or (s[j + 1] == "u" and j + 6 > n):
+                if final:
+                    out.append(s[j:])
+                else:
+                    self._held = s[j:]
+                break
+            if s[j + 1] != "u":
+                out.append("/" if s[j + 1] == "/" else s[j:j + 2])
+                i = j + 2
+                continue
+            if not _HEX4.fullmatch(s, j + 2, j + 6):
+                out.append(s[j:j + 2])  # not JSON; passed on as written
+                i = j + 2
+                continue
+            cp = int(s[j + 2:j + 6], 16)
+            if 0xD800 <= cp < 0xDC00:  # a high surrogate: its pair may follow
+                if j + 12 > n and not final and _may_continue_pair(s[j + 6:]):
+                    self._held = s[j:]
+                    break
+                if s.startswith("\\u", j + 6) and _HEX4.fullmatch(s, j + 8, j + 12):
+                    low = int(s[j + 8:j + 12], 16)
+                    if 0xDC00 <= low < 0xE000:
+                        out.append(chr(0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)))
+                        i = j + 12
+                        continue
+                out.append(s[j:j + 6])
+            elif cp < 0x20 or cp in (0x22, 0x5C) or 0xDC00 <= cp < 0xE000:
+                out.append(s[j:j + 6])  # must stay escaped
+            else:
+                out.append(chr(cp))
+            i = j + 6
+        return "".join(out)
+
+
+def _may_continue_pair(rest: str) -> bool:
+    return "\\u".startswith(rest[:2]) and all(c in "0123456789abcdefABCDEF" for c in rest[2:6])
+
+
+def decode_escapes(text: str) -> str:
+    return EscapeDecoder().feed(text, final=True)
+
+
+class LabelQuoter:
+    """Streaming: follows JSON string state over the (masked) text and quotes a mask label
+    that appears outside a string, where only a number or literal could have been."""
+
+    __slots__ = ("_in_string", "_escape")
+
+    def __init__(self) -> None:
+        self._in_string = False
+        self._escape = False
+
+    def feed(self, text: str) -> str:
+        out: list[str] = []
+        start = i = 0
+        n = len(text)
+        if self._escape and n:
+            self._escape, i = False, 1
+        while True:
+            m = _SPECIAL.search(text, i)
+            if m is None:
+                break
+            j = m.start()
+            ch = text[j]
+            i = j + 1
+            if self._in_string:
+                if ch == "\\":
+                    if j + 1 < n:
+                        i = j + 2
+                    else:
+                        self._escape = True
+                elif ch == '"':
+                    self._in_string = False
+            elif ch == '"':
+                self._in_string = True
+            elif ch == "<":
+                label = LABEL.match(text, j)
+                if label is not None:
+                    out += (text[start:j], '"', label.group(), '"')
+                    start = i = label.end()
+        out.append(text[start:])
+        return "".join(out)
+
+
+def quote_labels(text: str) -> str:
+    return LabelQuoter().feed(text)
+
+
+class ValueEnd:
+    """Streaming: where a top-level JSON object or array closes."""
+
+    __slots__ = ("_in_string", "_escape", "_depth")
+
+    def __init__(self) -> None:
+        self._in_string = False
+        self._escape = False
+        self._depth = 0
+
+    def end_in(self, text: str) -> int | None:
+        """The index just past the last character of `text` that closes a top-level value
+        (None if none does); the state then follows the rest of `text`."""
+        end = None
+        i, n = 0, len(text)
+        if self._escape and n:
+            self._escape, i = False, 1
+        while True:
+            m = _STRUCTURE.search(text, i)
+            if m is None:
+                return end
+            j = m.start()
+            ch = text[j]
+            i = j + 1
+            if self._in_string:
+                if ch == "\\":
+                    if j + 1 < n:
+                        i = j + 2
+                    else:
+                        self._escape = True
+                elif ch == '"':
+                    self._in_string = False
+            elif ch == '"':
+                self._in_string = True
+            elif ch in "{[":
+                self._depth += 1
+            elif self._depth > 0:
+                self._depth -= 1
+                if self._depth == 0:
+                    end = i

@@ -1,0 +1,387 @@
+"""Where the guards look: every string of a canonical request or response, as a slot that
+can be read and written back.
+
+A guard that reads only message text is bypassed by putting the text anywhere else (a
+tool's description, `stop`, tool-call arguments, metadata). So the walk is the other way
+round: every string value, and every object key a client or model chose, is guarded,
+except the few positions listed below (opaque ids and binary payloads, each with its
+reason). Two views of one walk:
+
+- `request_slots` / `response_slots` / `chunk_slots`: what the regex guard scans and
+  masks. Tool-call arguments are split into their JSON strings and numbers
+  (`json_text.JsonArguments`), so masking keeps them valid JSON.
+- `request_texts` / `response_texts` / `message_texts`: the free text a model reads or
+  writes (message text, tool-call arguments whole, tool and schema descriptions,
+  `prediction`), which the webhook and moderation see, each with a role: the message's,
+  `user` for request fields outside messages, `assistant` in a response. Names, enum
+  values, `stop`, `user`, metadata, URLs and object keys are short tokens: regex only.
+
+Strings of the gateway's own vocabulary (`"function"`, `"auto"`, `"string"`, field names)
+are not token slots: they carry nothing a client could hide, and a custom pattern that
+happened to match one must not break the request's structure.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .json_text import JsonArguments, decode_escapes, is_json, quote_labels
+
+TEXT, TOKEN = "text", "token"
+
+# Message fields that hold text a provider reads or a client sees, besides `content`.
+TEXT_FIELDS = ("refusal", "reasoning_content", "reasoning")
+# Under these keys, a string in a tool, function or response_format definition is prose.
+_SCHEMA_TEXT_KEYS = frozenset({"description", "title"})
+
+# Positions never guarded, and why (the README's "Where the guards look" table):
+# - `model`: a routing key chosen from the operator's backends, not free text; a masked
+#   model would only turn into a provider 404.
+# - ids (`id`, `tool_call_id`, `tool_calls[].id`, `audio.id`, `file.file_id`,
+#   `system_fingerprint`): opaque tokens a provider generated and a client echoes back;
+#   random characters read as phone numbers now and then, so a REJECT route would refuse
+#   conversations at random, and masking would unlink tool calls from their results.
+# - base64 media of 64+ characters (`image_url.url` data URLs, `input_audio.data`,
+#   `file.file_data`, `audio.data`): bytes, not text. Shorter or non-base64 values (an
+#   http URL) are guarded as strings.
+# - `usage`, `created`, `index`: numbers the gateway itself reads. (`logprobs` are not
+#   walked: routes with response guards drop them.)
+_REQUEST_OPAQUE = frozenset({"model"})
+_RESPONSE_OPAQUE = frozenset({"id", "model", "created", "system_fingerprint", "usage"})
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/=_\-\r\n]+")
+_DATA_BASE64 = re.compile(r"data:[^,]{0,200};base64,[A-Za-z0-9+/=_\-\r\n]*", re.S)
+_MIN_BINARY = 64  # shorter "base64" is cheap to scan and could be a bare card number
+
+# OpenAI chat-completions field names and enum values, JSON Schema keywords.
+VOCABULARY = frozenset("""
+system developer user assistant tool function role content name refusal reasoning
+reasoning_content tool_calls tool_call_id function_call arguments audio id type text
+image_url url detail input_audio data format file file_data file_id filename
+messages model tools functions tool_choice parallel_tool_calls stop stream stream_options
+include_usage temperature top_p n max_tokens max_completion_tokens presence_penalty
+frequency_penalty logit_bias logprobs top_logprobs user metadata store prediction
+response_format seed service_tier modalities reasoning_effort verbosity web_search_options
+safety_identifier prompt_cache_key json_schema json_object schema strict description title
+parameters properties required items enum const default examples anyOf oneOf allOf not
+additionalProperties patternProperties $ref $defs definitions minimum maximum
+exclusiveMinimum exclusiveMaximum minLength maxLength minItems maxItems uniqueItems
+pattern nullable object string number integer boolean array null auto none low high
+medium minimal flex priority scale wav mp3 flac opus pcm16 aac alloy stop length
+content_filter chat.completion chat.completion.chunk choices message delta index
+finish_reason usage created system_fingerprint annotations url_citation transcript
+expires_at custom grammar
+""".split())
+
+
+def binary_payload(value: Any) -> bool:
+    """A long base64 value (or base64 data URL): media bytes, not text."""
+    return (isinstance(value, str) and len(value) >= _MIN_BINARY
+            and (_BASE64.fullmatch(value) is not None or _DATA_BASE64.fullmatch(value) is not None))
+
+
+class _TextSlot:
+    """One guarded string, `holder[key]`, and how to write it back."""
+
+    __slots__ = ("holder", "key", "text", "role", "kind")
+
+    def __init__(self, holder: Any, key: Any, text: str, role: str = "user", kind: str = TEXT) -> None:
+        self.holder, self.key, self.text, self.role, self.kind = holder, key, text, role, kind
+
+    def set(self, text: str) -> None:
+        self.holder[self.key] = text
+        self.text = text
+
+
+class _KeySlot:
+    """An object key a client or model chose. Masking renames it in place (keeping the
+    order; a clash with another key gets a `_2` suffix rather than losing a value)."""
+
+    __slots__ = ("holder", "text", "role", "kind", "_value")
+
+    def __init__(self, holder: dict, key: str, role: str, value: _TextSlot | None) -> None:
+        self.holder, self.text, self.role, self.kind, self._value = holder, key, role, TOKEN, value
+
+    def set(self, text: str) -> None:
+        new, n = text, 2
+        while new in self.holder and new != self.text:
+            new, n = f"{text}_{n}", n + 1
+        items = list(self.holder.items())
+        self.holder.clear()
+        self.holder.update((new if k == self.text else k, v) for k, v in items)
+        if self._value is not None:  # the value's slot follows its key
+            self._value.key = new
+        self.text = new
+
+
+class _TokenSlot:
+    """One string or number token of JSON arguments."""
+
+    __slots__ = ("doc", "index", "text", "role", "kind")
+
+    def __init__(self, doc: JsonArguments, index: int, text: str, role: str) -> None:
+        self.doc, self.index, self.text, self.role, self.kind = doc, index, text, role, TEXT
+
+    def set(self, text: str) -> None:
+        self.doc.replace(self.index, text)
+        self.text = text
+
+
+class _RawArgumentsSlot(_TextSlot):
+    """Arguments that are not valid JSON: guarded whole, escapes decoded; a label that
+    lands outside a JSON string is quoted."""
+
+    def __init__(self, holder: dict, key: str, text: str, role: str) -> None:
+        super().__init__(holder, key, decode_escapes(text), role, TEXT)
+
+    def set(self, text: str) -> None:
+        stripped = self.text.lstrip()
+        self.holder[self.key] = quote_labels(text) if stripped[:1] in ("{", "[") else text
+        self.text = text
+
+
+class _Walk:
+    """Collects slots. `regex`: every guarded string, arguments split into tokens;
+    otherwise free text only, arguments whole."""
+
+    def __init__(self, regex: bool) -> None:
+        self.regex = regex
+        self.out: list[Any] = []
+
+    # ---- primitives ---------------------------------------------------------------------
+    def value(self, holder: Any, key: Any, text: str, kind: str, role: str) -> _TextSlot | None:
+        if kind == TOKEN and (not self.regex or text in VOCABULARY):
+            return None
+        slot = _TextSlot(holder, key, text, role, kind)
+        self.out.append(slot)
+        return slot
+
+    def key(self, holder: dict, key: Any, value: _TextSlot | None, role: str) -> None:
+        if self.regex and isinstance(key, str) and key not in VOCABULARY:
+            self.out.append(_KeySlot(holder, key, role, value))
+
+    def walk(self, holder: Any, key: Any, kind: str, role: str,
+             text_keys: frozenset[str] = frozenset()) -> None:
+        """`holder[key]` and everything below it, keys included. Iterative: the depth of
+        client JSON must not reach Python's recursion limit."""
+        stack = [(holder, key)]
+        while stack:
+            h, k = stack.pop()
+            v = h[k]
+            slot = None
+            if isinstance(v, str):
+                slot = self.value(h, k, v, TEXT if k in text_keys else kind, role)
+            elif isinstance(v, dict):
+                stack.extend((v, ck) for ck in reversed(list(v)))
+            elif isinstance(v, list):
+                stack.extend((v, i) for i in reversed(range(len(v))))
+            if isinstance(h, dict):
+                self.key(h, k, slot, role)
+
+    # ---- messages -----------------------------------------------------------------------
+    def message(self, m: Any, default_role: str) -> None:
+        if not isinstance(m, dict):
+            return
+        role = m["role"] if isinstance(m.get("role"), str) else default_role
+        for k in list(m):
+            v = m[k]
+            if k == "content" and isinstance(v, list):
+                for i in range(len(v)):
+                    self.part(v, i, role)
+            elif k == "content" and v is not None and not isinstance(v, str):
+                self.walk(m, k, TEXT, role)
+            elif k == "content" or (k in TEXT_FIELDS and isinstance(v, str)):
+                if isinstance(v, str):
+                    self.value(m, k, v, TEXT, role)
+            elif k == "tool_calls" and isinstance(v, list):
+                for call in v:
+                    self.call(call, role)
+            elif k == "function_call" and isinstance(v, dict):
+                self.function(v, role)
+            elif k == "tool_call_id":
+                continue  # an opaque id (not guarded, see above)
+            elif k == "audio" and isinstance(v, dict):
+                self.media(v, role, {"id"}, {"data"}, text_keys=frozenset({"transcript"}))
+            else:
+                self.walk(m, k, TOKEN, role)
+
+    def part(self, parts: list, i: int, role: str) -> None:
+        part = parts[i]
+        if not isinstance(part, dict):
+            self.walk(parts, i, TEXT, role)
+            return
+        for k in list(part):
+            v = part[k]
+            if k in ("text", "refusal") and isinstance(v, str):
+                self.value(part, k, v, TEXT, role)
+            elif k == "type":
+                self.walk(part, k, TOKEN, role)
+            elif k == "image_url" and isinstance(v, dict):
+                self.media(v, role, set(), {"url"})
+            elif k == "image_url" and isinstance(v, str) and binary_payload(v):
+                continue
+            elif k == "input_audio" and isinstance(v, dict):
+                self.media(v, role, set(), {"data"})
+            elif k == "file" and isinstance(v, dict):
+                self.media(v, role, {"file_id"}, {"file_data"})
+            else:  # a part of a kind we do not know: its strings are text
+                self.walk(part, k, TEXT, role)
+
+    def media(self, obj: dict, role: str, ids: set[str], payloads: set[str],
+              text_keys: frozenset[str] = frozenset()) -> None:
+        for k in list(obj):
+            if k in ids or (k in payloads and binary_payload(obj[k])):
+                continue  # opaque ids, binary media (not guarded, see above)
+            self.walk(obj, k, TOKEN, role, text_keys)
+
+    def call(self, call: Any, role: str) -> None:
+        if not isinstance(call, dict):
+            return
+        for k in list(call):
+            if k == "id":
+                continue  # opaque id
+            if k == "function" and isinstance(call[k], dict):
+                self.function(call[k], role)
+            else:
+                self.walk(call, k, TOKEN, role)
+
+    def function(self, fn: dict, role: str) -> None:
+        for k in list(fn):
+            v = fn[k]
+            if k == "arguments" and isinstance(v, str):
+                self.arguments(fn, v, role)
+            else:
+                self.walk(fn, k, TOKEN, role)
+
+    def arguments(self, fn: dict, text: str, role: str) -> None:
+        if not self.regex:
+            self.out.append(_TextSlot(fn, "arguments", text, role, TEXT))
+        elif is_json(text):
+            doc = JsonArguments(fn, "arguments", text)
+            self.out.extend(_TokenSlot(doc, i, t, role) for i, t in doc.tokens())
+        elif text:
+            self.out.append(_RawArgumentsSlot(fn, "arguments", text, role))
+
+    # ---- documents ----------------------------------------------------------------------
+    def request(self, req: dict) -> None:
+        for k in list(req):
+            v = req[k]
+            if k == "messages" and isinstance(v, list):
+                for m in v:
+                    self.message(m, "user")
+            elif k in _REQUEST_OPAQUE:
+                continue
+            elif k in ("tools", "functions", "response_format"):
+                self.walk(req, k, TOKEN, "user", _SCHEMA_TEXT_KEYS)
+            elif k == "prediction":
+                self.walk(req, k, TOKEN, "user", frozenset({"content", "text"}))
+            else:  # stop, user, metadata, tool_choice, function_call, extensions...
+                self.walk(req, k, TOKEN, "user")
+
+    def response(self, doc: dict) -> None:
+        for k in list(doc):
+            if k in _RESPONSE_OPAQUE:
+                continue
+            v = doc[k]
+            if k == "choices" and isinstance(v, list):
+                for choice in v:
+                    if isinstance(choice, dict):
+                        self.choice(choice)
+            else:
+                self.walk(doc, k, TOKEN, "assistant")
+
+    def choice(self, choice: dict) -> None:
+        for k in list(choice):
+            if k in ("index", "logprobs"):
+                continue
+            if k == "message" and isinstance(choice[k], dict):
+                self.message(choice[k], "assistant")
+            else:
+                self.walk(choice, k, TOKEN, "assistant")
+
+    def chunk(self, chunk: dict) -> None:
+        """A stream event, minus what the stream guards hold back and release
+        (see `streamed_paths`): names, finish reasons, unknown fields."""
+        for k in list(chunk):
+            if k in _RESPONSE_OPAQUE or k == "error":
+                continue
+            v = chunk[k]
+            if k != "choices" or not isinstance(v, list):
+                self.walk(chunk, k, TOKEN, "assistant")
+                continue
+            for choice in v:
+                if not isinstance(choice, dict):
+                    continue
+                for ck in list(choice):
+                    if ck in ("index", "logprobs"):
+                        continue
+                    if ck == "delta" and isinstance(choice[ck], dict):
+                        self.delta(choice[ck])
+                    else:
+                        self.walk(choice, ck, TOKEN, "assistant")
+
+    def delta(self, delta: dict) -> None:
+        for k in list(delta):
+            v = delta[k]
+            if (isinstance(v, str) and k != "role") or (k == "content" and isinstance(v, list)):
+                continue  # streamed text: held back and guarded by the stream guard
+            if k in ("tool_calls", "function_call"):
+                for call in (v if isinstance(v, list) else [v]):
+                    if not isinstance(call, dict):
+                        continue
+                    for ck in list(call):
+                        if ck in ("id", "index"):
+                            continue
+                        fn = call[ck]
+                        if k == "tool_calls" and ck == "function" and isinstance(fn, dict):
+                            for fk in list(fn):
+                                if fk != "arguments":
+                                    self.walk(fn, fk, TOKEN, "assistant")
+                        elif not (k == "function_call" and ck == "arguments"):
+                            self.walk(call, ck, TOKEN, "assistant")
+            elif k == "audio" and isinstance(v, dict):
+                for ak in list(v):
+                    if ak not in ("id", "transcript") and not (ak == "data" and binary_payload(v[ak])):
+                        self.walk(v, ak, TOKEN, "assistant")
+            else:
+                self.walk(delta, k, TOKEN, "assistant")
+
+
+def request_slots(req: dict[str, Any]) -> list[Any]:
+    """Every guarded string of a canonical request, for the regex guard."""
+    w = _Walk(regex=True)
+    w.request(req)
+    return w.out
+
+
+def request_texts(req: dict[str, Any]) -> list[_TextSlot]:
+    """The request's free text (with roles), for the webhook and moderation."""
+    w = _Walk(regex=False)
+    w.request(req)
+    return w.out
+
+
+def response_slots(completion: dict[str, Any]) -> list[Any]:
+    w = _Walk(regex=True)
+    w.response(completion)
+    return w.out
+
+
+def response_texts(completion: dict[str, Any]) -> list[_TextSlot]:
+    w = _Walk(regex=False)
+    w.response(completion)
+    return w.out
+
+
+def message_texts(message: dict[str, Any], default_role: str = "user") -> list[_TextSlot]:
+    w = _Walk(regex=False)
+    w.message(message, default_role)
+    return w.out
+
+
+def chunk_slots(chunk: dict[str, Any]) -> list[Any]:
+    """The guarded strings of a stream event that are not streamed text."""
+    w = _Walk(regex=True)
+    w.chunk(chunk)
+    return w.out
