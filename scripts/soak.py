@@ -31,7 +31,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import Stack, load_bootstrap  # noqa: E402
+from tests.harness import MockProvider, Stack, load_bootstrap  # noqa: E402
 
 PATH = "/pii/v1/chat/completions"
 # What the mock answers with: each value must come back masked.
@@ -133,30 +133,56 @@ def check_answer(content: str, tally: Tally, kind: str) -> None:
         tally.errors.append(f"{kind} answer has no mask at all: {content[:120]!r}")
 
 
-def check_received(stack: Stack, tally: Tally) -> int:
+# The shapes of the values planted in prompts (see `planted`).
+_PLANTED = re.compile(r"user\d+\.\d+@example\.com|\d{4} \d{4} \d{4} \d{4}|\b\d{3}-\d{2}-\d{4}\b|555-\d{4}")
+
+
+def check_received(mock: MockProvider, tally: Tally) -> int:
     """What reached the provider must hold none of the values planted in prompts."""
-    received = stack.mock.requests
-    stack.mock.clear()
-    blob = orjson.dumps(received).decode()
-    found = re.findall(r"user\d+\.\d+@example\.com", blob)
-    tally.leaks += [f"provider received {v!r}" for v in found]
-    for digits in re.findall(r"\d(?:[ \-]?\d){8,}", blob):
-        tally.leaks.append(f"provider received a long digit run {digits!r}")
+    received = mock.requests
+    mock.clear()
+    for request in received:
+        text = orjson.dumps(request.get("body")).decode()
+        tally.leaks += [f"provider received {v!r}" for v in _PLANTED.findall(text)]
     return len(received)
 
 
 def rss_mb(pid: int | None) -> float:
+    """Resident memory of a process and all its descendants (the processor's scan
+    workers and their forkserver count too)."""
     if pid is None:
         return 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
 
 
 async def run(args: argparse.Namespace) -> int:
     stack = Stack(load_bootstrap("policies.yaml")).start()
-    stack.mock.baseline(content=ANSWER)
+    try:
+        return await _soak(stack, args)
+    finally:
+        stack.stop()
+
+
+async def _soak(stack: Stack, args: argparse.Namespace) -> int:
+    mock = stack.mocks["mock-openai"]  # the backend of the `pii` route
+    mock.baseline(content=ANSWER)
     url = stack.url + PATH
     tally = Tally()
     counter = [0]
@@ -165,29 +191,26 @@ async def run(args: argparse.Namespace) -> int:
     limits = httpx.Limits(max_connections=args.streams + args.json + 10)
     headers = {"content-type": "application/json", "authorization": "Bearer soak"}
     started = time.monotonic()
-    try:
-        async with httpx.AsyncClient(limits=limits, headers=headers, timeout=60) as client:
-            rng = random.Random(args.seed)
-            tasks = [asyncio.create_task(stream_client(client, url, tally, random.Random(rng.random()),
-                                                       deadline, counter)) for _ in range(args.streams)]
-            tasks += [asyncio.create_task(json_client(client, url, tally, random.Random(rng.random()),
-                                                      deadline, counter)) for _ in range(args.json)]
-            checked = 0
-            while time.monotonic() < deadline:
-                await asyncio.sleep(args.sample)
-                checked += check_received(stack, tally)
-                sample = (time.monotonic() - started, rss_mb(stack.processor.pid), rss_mb(stack.envoy.pid))
-                samples.append(sample)
-                print(f"t={sample[0]:6.0f}s  ok json={tally.ok['json']} stream={tally.ok['stream']}  "
-                      f"errors={len(tally.errors)} leaks={len(tally.leaks)}  "
-                      f"rss processor={sample[1]:.0f} MB envoy={sample[2]:.0f} MB", flush=True)
-                if not (stack.envoy.alive and stack.processor.alive):
-                    tally.errors.append("envoy or the processor died")
-                    break
-            await asyncio.gather(*tasks)
-            checked += check_received(stack, tally)
-    finally:
-        stack.stop()
+    async with httpx.AsyncClient(limits=limits, headers=headers, timeout=60) as client:
+        rng = random.Random(args.seed)
+        tasks = [asyncio.create_task(stream_client(client, url, tally, random.Random(rng.random()),
+                                                   deadline, counter)) for _ in range(args.streams)]
+        tasks += [asyncio.create_task(json_client(client, url, tally, random.Random(rng.random()),
+                                                  deadline, counter)) for _ in range(args.json)]
+        checked = 0
+        while time.monotonic() < deadline:
+            await asyncio.sleep(args.sample)
+            checked += check_received(mock, tally)
+            sample = (time.monotonic() - started, rss_mb(stack.processor.pid), rss_mb(stack.envoy.pid))
+            samples.append(sample)
+            print(f"t={sample[0]:6.0f}s  ok json={tally.ok['json']} stream={tally.ok['stream']}  "
+                  f"errors={len(tally.errors)} leaks={len(tally.leaks)}  "
+                  f"rss processor={sample[1]:.0f} MB envoy={sample[2]:.0f} MB", flush=True)
+            if not (stack.envoy.alive() and stack.processor.alive()):
+                tally.errors.append("envoy or the processor died")
+                break
+        await asyncio.gather(*tasks)
+        checked += check_received(mock, tally)
     elapsed = time.monotonic() - started
     total = tally.ok["json"] + tally.ok["stream"]
     half = [s for s in samples if s[0] >= elapsed / 2]
