@@ -82,19 +82,19 @@ class Accounting:
             return
         self.recorded = True
         route, provider, backend = self.route or "-", self.provider or "-", self.backend or "-"
-        metrics.REQUESTS.labels(route, provider, backend, str(self.status or 0)).inc()
-        metrics.REQUEST_DURATION.labels(route, provider, backend, str(self.stream).lower()).observe(
+        metrics.child(metrics.REQUESTS, route, provider, backend, str(self.status or 0)).inc()
+        metrics.child(metrics.REQUEST_DURATION, route, provider, backend, str(self.stream).lower()).observe(
             time.monotonic() - self.started)
         if self.total_tokens is not None:
             labels = (route, provider, backend, _model_label(self.request_model),
                       _model_label(self.response_model))
             for kind, value in (("input", self.input_tokens), ("output", self.output_tokens)):
-                metrics.TOKENS.labels(*labels, kind).inc(value)
-                metrics.TOKEN_USAGE.labels(*labels, kind).observe(value)
-            metrics.TOKENS.labels(*labels, "total").inc(self.total_tokens)
+                metrics.child(metrics.TOKENS, *labels, kind).inc(value)
+                metrics.child(metrics.TOKEN_USAGE, *labels, kind).observe(value)
+            metrics.child(metrics.TOKENS, *labels, "total").inc(self.total_tokens)
         if self.stream and self.first_token_at is not None:
-            metrics.TIME_TO_FIRST_TOKEN.labels(route, provider, backend).observe(
+            metrics.child(metrics.TIME_TO_FIRST_TOKEN, route, provider, backend).observe(
                 self.first_token_at - self.started)
             if self.output_tokens and self.output_tokens > 1 and self.last_token_at is not None:
-                metrics.TIME_PER_OUTPUT_TOKEN.labels(route, provider, backend).observe(
+                metrics.child(metrics.TIME_PER_OUTPUT_TOKEN, route, provider, backend).observe(
                     (self.last_token_at - self.first_token_at) / (self.output_tokens - 1))

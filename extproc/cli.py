@@ -57,8 +57,11 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    # Workers of `serve --workers` share the cores for their guard scan processes too.
+    scan_workers = (max(1, (os.cpu_count() or 1) // max(1, len(gw.processor_sockets)))
+                    if args.worker_index is not None else None)
     settings = ProcessorSettings(max_request_bytes=args.max_request_bytes,
-                                 debug_bodies=args.debug_bodies)
+                                 debug_bodies=args.debug_bodies, scan_workers=scan_workers)
     if args.debug_bodies:
         logging.getLogger("aigw").setLevel(logging.DEBUG)
         logging.getLogger("aigw").warning("--debug-bodies is on: request bodies will be logged")

@@ -71,8 +71,24 @@ GUARD_ACTIONS = Counter(
     ("route", "direction", "guard", "action", "entity"))
 
 
+# Labelled children, looked up once: prometheus_client's labels() validates and locks on
+# every call, several times per request on the hot path. Label values are bounded (route,
+# backend and provider names from the config, bounded model labels), and so is this.
+_children: dict[tuple, object] = {}
+
+
+def child(metric, *labels: str):
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        if len(_children) > 50_000:
+            _children.clear()
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
 def guard_action(route: str, direction: str, guard: str, action: str, entity: str = "") -> None:
-    GUARD_ACTIONS.labels(route or "-", direction, guard, action, entity or "-").inc()
+    child(GUARD_ACTIONS, route or "-", direction, guard, action, entity or "-").inc()
 
 
 def _registry() -> CollectorRegistry:

@@ -93,7 +93,7 @@ class RouteStream:
             self.attempt = UpstreamStream(self.gw, self.settings, direct=direct)
             self.acct.backend, self.acct.provider = direct.name, direct.provider.name
             self.attempts = 1
-            own = await self.attempt.request_headers(req)
+            own = await self.attempt.request_headers(req, hdrs)
             if own.HasField("immediate_response"):
                 self.done = True
                 return own
@@ -203,14 +203,15 @@ class RouteStream:
     async def _direct_response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         """The attempt's view first (cooldowns, error and stream translation, what it
         redacts), then this filter's, in one reply."""
-        own = await self.attempt.response_headers(req)  # type: ignore[union-attr]
+        hdrs = msg.headers_of(req.response_headers.headers)
+        own = await self.attempt.response_headers(req, hdrs)  # type: ignore[union-attr]
         if own.HasField("immediate_response"):  # e.g. an answer too large to translate
             reply = own.immediate_response
             self.rejected = GatewayError(reply.status.code, "", code=reply.details.removeprefix("aigw_"))
             self.acct.status = reply.status.code
             self.done = True
             return own
-        mine = self._response_headers(req)
+        mine = self._response_headers(req, hdrs)
         if mine.HasField("immediate_response"):
             return mine
         if own.response_headers.response.status == pb.CommonResponse.CONTINUE_AND_REPLACE:
@@ -225,8 +226,10 @@ class RouteStream:
             mine.mode_override.CopyFrom(own.mode_override)
         return mine
 
-    def _response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        hdrs = msg.headers_of(req.response_headers.headers)
+    def _response_headers(self, req: pb.ProcessingRequest,
+                          hdrs: dict[str, str] | None = None) -> pb.ProcessingResponse:
+        if hdrs is None:
+            hdrs = msg.headers_of(req.response_headers.headers)
         acct = self.acct
         acct.status = int(hdrs.get(":status", "0") or 0)
         if self.attempt is None:

@@ -65,8 +65,11 @@ class UpstreamStream:
         self.done = False  # see RouteStream.done
 
     # ---- request --------------------------------------------------------------------
-    async def request_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        hdrs = msg.headers_of(req.request_headers.headers)
+    async def request_headers(self, req: pb.ProcessingRequest,
+                              hdrs: dict[str, str] | None = None) -> pb.ProcessingResponse:
+        """`hdrs`: the headers already read (the route-level filter running the attempt)."""
+        if hdrs is None:
+            hdrs = msg.headers_of(req.request_headers.headers)
         rejected = self._identify(req, hdrs)
         if rejected is not None:
             return rejected
@@ -141,8 +144,9 @@ class UpstreamStream:
         return msg.request_body(set_headers=set_headers, remove=remove, body=body)
 
     # ---- response -------------------------------------------------------------------
-    async def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        resp = self._response_headers(req)
+    async def response_headers(self, req: pb.ProcessingRequest,
+                               hdrs: dict[str, str] | None = None) -> pb.ProcessingResponse:
+        resp = self._response_headers(req, hdrs)
         # Providers may quote the credential in a header (`www-authenticate`): the
         # gateway's own secrets never reach a client (redaction.py). (A local reply made
         # here carries none of the provider's headers.)
@@ -150,10 +154,12 @@ class UpstreamStream:
             _redact_headers(req.response_headers.headers, resp.response_headers.response.header_mutation)
         return resp
 
-    def _response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    def _response_headers(self, req: pb.ProcessingRequest,
+                          hdrs: dict[str, str] | None = None) -> pb.ProcessingResponse:
         backend = self.backend
         assert backend is not None
-        hdrs = msg.headers_of(req.response_headers.headers)
+        if hdrs is None:
+            hdrs = msg.headers_of(req.response_headers.headers)
         self.status = int(hdrs.get(":status", "0") or 0)
         # The route-level filter learns which backend answered from these (and removes
         # them); when it runs the attempt itself, it knows already.
@@ -261,8 +267,10 @@ class UpstreamStream:
             outcome = "complete"
         backend = self.backend
         if backend is not None:
-            metrics.ATTEMPTS.labels(backend.provider.name, backend.name, str(self.status or 0),
-                                    "false" if self.attempt == "1" else "true").inc()
+            metrics.child(metrics.ATTEMPTS, backend.provider.name, backend.name, str(self.status or 0),
+                          "false" if self.attempt == "1" else "true").inc()
+        if self.direct is not None:
+            return  # the route-level filter's request line says all of it
         access_log.info("attempt", extra={"fields": {
             "request_id": self.request_id,
             "backend": backend.name if backend else "-",
