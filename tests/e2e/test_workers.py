@@ -3,7 +3,9 @@ them, and the state that must be shared (Retry-After cooldowns, metrics) shared.
 
 import os
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,12 +21,10 @@ USER = [{"role": "user", "content": "hello"}]
 def lab(workers: int) -> Stack:
     doc = yaml.safe_load((ROOT / "envoy" / "examples" / "failover-lab.yaml").read_text())
     doc.setdefault("gateway", {})["processor"] = {"workers": workers}
-    path = ROOT / ".pytest-workers.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    try:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lab.yaml"
+        path.write_text(yaml.safe_dump(doc))
         rendered = render_file(path)
-    finally:
-        path.unlink()
     return Stack(rendered, workers=True).start()
 
 
