@@ -13,6 +13,7 @@ from typing import Any
 
 from ..config.wiring import PATH_HANDLING, REQUIRED_RUNTIME
 from ..providers import PROVIDERS
+from ..providers.base import NEVER_FORWARDED
 from .envoy_parts import (
     AIGW, APPEND, OVERWRITE, RAW_BUFFER, access_log, duration, ext_proc_filter, local_reply_config,
     socket_address, upstream_tls,
@@ -35,9 +36,13 @@ def _endpoint_of(entry: Any) -> Endpoint:
     return Endpoint(host=host, port=443)
 
 
-def _metadata(entry: Any, backend: Backend, endpoint: Endpoint) -> dict:
+def _metadata(entry: Any, backend: Backend, endpoint: Endpoint, route_headers: set[str] = frozenset()) -> dict:
     # What the user wrote (normalised), so the processor reads back the same settings.
     md = entry.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"endpoint"})
+    if route_headers:
+        # Headers the operator's own routes add for this backend pass the allow-list that
+        # otherwise keeps client headers from a provider (backends.HeaderPolicy).
+        md["allowHeaders"] = sorted(set(md.get("allowHeaders") or ()) | route_headers)
     md["provider"] = entry.provider
     md["name"] = entry.name or backend.name
     if entry.endpoint is not None and endpoint.uses_tls and not endpoint.is_ip:
@@ -50,7 +55,21 @@ def _metadata(entry: Any, backend: Backend, endpoint: Endpoint) -> dict:
     return md
 
 
-def render_cluster(backend: Backend, cfg: GatewayConfig, direct_ok: bool = False) -> dict:
+def route_added_headers(cfg: GatewayConfig) -> dict[str, set[str]]:
+    """Backend name -> the request headers routes to it add (RequestHeaderModifier), less
+    those no backend may receive from anyone but the gateway."""
+    out: dict[str, set[str]] = {}
+    for route in cfg.routes:
+        names = {h.name.lower() for f in route.filters if f.type == "RequestHeaderModifier"
+                 for h in (*f.request_header_modifier.set, *f.request_header_modifier.add)}  # type: ignore[union-attr]
+        names -= NEVER_FORWARDED.keys()
+        for ref in route.backend_refs:
+            out.setdefault(ref.name, set()).update(names)
+    return out
+
+
+def render_cluster(backend: Backend, cfg: GatewayConfig, direct_ok: bool = False,
+                   route_headers: set[str] = frozenset()) -> dict:
     """`direct_ok`: a backend of one host may leave out the upstream filter (the
     route-level filter then translates for it, one gRPC stream per request instead of
     two); not when content routing could re-route a request after its body was read."""
@@ -74,7 +93,7 @@ def render_cluster(backend: Backend, cfg: GatewayConfig, direct_ok: bool = False
     for priority, entry in backend.providers():
         ep = _endpoint_of(entry)
         dns |= not ep.is_ip
-        md = {AIGW: _metadata(entry, backend, ep)}
+        md = {AIGW: _metadata(entry, backend, ep, route_headers)}
         lb: dict[str, Any] = {"endpoint": {"address": socket_address(ep.host, ep.port)}, "metadata": {"filter_metadata": md}}
         if ep.uses_tls:
             sni = ep.sni or ep.host
@@ -348,7 +367,8 @@ def render(cfg: GatewayConfig) -> dict:
         # service and balances over those that answer SERVING.
         clusters[0]["health_checks"] = [{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
                                          "healthy_threshold": 1, "grpc_health_check": {}}]
-    clusters += [render_cluster(b, cfg, direct_ok) for b in cfg.backends]
+    added = route_added_headers(cfg)
+    clusters += [render_cluster(b, cfg, direct_ok, added.get(b.name, set())) for b in cfg.backends]
     return {
         "admin": {"address": socket_address("127.0.0.1", g.admin_port)},
         # Works around an Envoy 1.40 crash (README, "Operations notes"); the only layer, so

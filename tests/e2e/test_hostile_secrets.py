@@ -210,3 +210,33 @@ def test_envoy_headers_stripped_where_the_filter_may_touch_them(tmp_path):
         assert seen["x-envoy-attempt-count"] == "1"
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("hosts", [1, 2], ids=["one-stream", "per-attempt"])
+def test_headers_a_route_adds_still_reach_the_provider(tmp_path, hosts):
+    """The allow-list keeps client headers from a provider, not the operator's own: a
+    header a route's RequestHeaderModifier sets reaches the backend in both wirings
+    (one host: the route-level filter runs the attempt; two: the upstream filter)."""
+    providers = [{"name": f"p{i}", "provider": "openai", "model": "gpt-4o-mini",
+                  "auth": {"secretRef": {"inline": "sk-route-headers-test-key-0123456789"}},
+                  "endpoint": {"host": "127.0.0.1", "port": 18500 + i}} for i in range(hosts)]
+    ai = providers[0] if hosts == 1 else {"priorityGroups": [{"providers": providers}]}
+    if hosts == 1:
+        ai = {k: v for k, v in ai.items() if k != "name"}
+    config = {"backends": [{"name": "b", "ai": ai}],
+              "routes": [{"name": "chat", "matches": [{"path": {"type": "Exact", "value": "/v1/chat/completions"}}],
+                          "backendRefs": [{"name": "b"}],
+                          "filters": [{"type": "RequestHeaderModifier",
+                                       "requestHeaderModifier": {"set": [{"name": "x-tenant", "value": "acme"}]}}]}]}
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    s = Stack(render_file(path)).start()
+    try:
+        r = s.post({"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                   headers={"x-client-only": "1"})
+        assert r.status_code == 200, r.text
+        [seen] = [req for m in s.mocks.values() for req in m.requests]
+        assert seen["headers"].get("x-tenant") == "acme"
+        assert "x-client-only" not in seen["headers"]
+    finally:
+        s.stop()
