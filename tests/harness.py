@@ -10,9 +10,11 @@ Everything else is run exactly as written.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import copy
 import json
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -133,6 +135,8 @@ class Stack:
         runs one worker per socket; otherwise every socket becomes one, served by one
         process."""
         self.tmp = Path(tempfile.mkdtemp(prefix="aigw-test-"))
+        # Logs stay readable after stop(); the directory goes when the test run ends.
+        atexit.register(shutil.rmtree, self.tmp, True)
         self.socket_path = self.tmp / "extproc.sock"
         self.sockets: dict[str, Path] = {}
         self._workers = workers
