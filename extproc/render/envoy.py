@@ -246,6 +246,11 @@ def render_routes(cfg: GatewayConfig, route: Route) -> list[dict]:
             action["weighted_clusters"] = {"clusters": [{"name": r.name, "weight": r.weight}
                                                         for r in route.backend_refs]}
         retry = _retry_policy(targets)
+        if route.timeouts.backend_request:
+            # Without priority groups there is no other host to move on to: the attempt's
+            # limit is the request's.
+            retry = retry or {"num_retries": 0}
+            retry["per_try_timeout"] = duration(route.timeouts.backend_request)
         if retry:
             action["retry_policy"] = retry
         for f in route.filters:

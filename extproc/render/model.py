@@ -199,8 +199,19 @@ class Timeouts(ConfigModel):
     request: Duration = 0.0
     # A response (or stream) that goes quiet this long is cut.
     idle: Duration = 300.0
+    # One attempt at one backend (Gateway API's backendRequest), as Envoy's per-try
+    # timeout: an attempt that takes longer is abandoned and, with priority groups, the
+    # request moves on to the next host. 0: none. It covers the whole attempt, a streamed
+    # answer included, so leave it unset (or generous) on streaming routes.
+    backend_request: Duration = 0.0
 
-    _parse = field_validator("request", "idle", mode="before")(lambda cls, v: _duration(v))
+    _parse = field_validator("request", "idle", "backend_request", mode="before")(lambda cls, v: _duration(v))
+
+    @model_validator(mode="after")
+    def _within_request(self) -> "Timeouts":
+        if self.request and self.backend_request and self.backend_request > self.request:
+            raise ValueError("backendRequest must not be longer than request")
+        return self
 
 
 class HeaderValue(ConfigModel):

@@ -193,3 +193,20 @@ def test_health_direct_response(stack):
     assert r.headers["content-type"] == "application/json"
     assert ask(stack).choices[0].message.content.endswith("hello")
     assert len(stack.mock.requests) == 1
+
+
+def test_backend_request_timeout_moves_on_to_the_next_model(tmp_path):
+    """timeouts.backendRequest (Gateway API) is Envoy's per-try timeout: a model that
+    hangs is abandoned for the next one, within the same request."""
+    import yaml
+    doc = yaml.safe_load((ROOT / "envoy" / "examples" / "single-provider-failover.yaml").read_text())
+    doc["routes"][0]["timeouts"] = {"backendRequest": "1s"}
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    s = Stack(render_file(path)).start()
+    try:
+        s.mocks["gpt-4.1"].behave(firstByteDelayMs=8000)
+        assert ask(s).model == "gpt-4o"
+        assert len(s.mocks["gpt-4.1"].requests) == 1
+    finally:
+        s.stop()

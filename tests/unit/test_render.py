@@ -361,3 +361,17 @@ def test_rendered_bootstraps_carry_the_crash_workaround_and_normalise_paths(tmp_
     error = mapper["body_format_override"]["json_format"]["error"]
     assert error["code"] == "invalid_path" and error["type"] == "invalid_request_error"
     assert "%" not in error["message"]  # Envoy would read it as a format operator
+
+
+def test_backend_request_timeout_is_the_per_try_timeout(tmp_path):
+    doc = render_file(write(tmp_path, """\
+        backends: [{name: a, ai: {provider: openai, auth: {passthrough: true}}}]
+        routes: [{name: chat, backendRefs: [{name: a}], timeouts: {request: 120s, backendRequest: 30s}}]
+        """))
+    [chat] = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    assert chat["route"]["retry_policy"] == {"num_retries": 0, "per_try_timeout": "30s"}
+    [p] = problems(tmp_path, """\
+        backends: [{name: a, ai: {provider: openai, auth: {passthrough: true}}}]
+        routes: [{name: chat, backendRefs: [{name: a}], timeouts: {request: 10s, backendRequest: 30s}}]
+        """)
+    assert "backendRequest must not be longer than request" in p
