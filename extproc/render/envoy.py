@@ -72,7 +72,8 @@ def render_cluster(backend: Backend, cfg: GatewayConfig, direct_ok: bool = False
                    route_headers: set[str] = frozenset()) -> dict:
     """`direct_ok`: a backend of one host may leave out the upstream filter (the
     route-level filter then translates for it, one gRPC stream per request instead of
-    two); not when content routing could re-route a request after its body was read."""
+    two); not when content routing could re-route a request after its body was read, nor
+    when a route to it rewrites the URL (see render)."""
     g = cfg.gateway
     buffer = 2 * g.max_request_bytes
     if backend.static is not None:
@@ -328,8 +329,15 @@ def render(cfg: GatewayConfig) -> dict:
             "@type": LOCAL_RATELIMIT, "stat_prefix": "aigw_rl"}})
     # Content routing chooses the route again after the body: then every AI cluster keeps
     # its upstream filter (see render_cluster).
-    direct_ok = not any(r.policies is not None and r.policies.content_routing for r in routes)
-    direct = direct_ok and any(is_direct(b) for b in cfg.backends)
+    content_routing = any(r.policies is not None and r.policies.content_routing for r in routes)
+    # A route's URLRewrite is applied by the router after the route-level filter, so it
+    # would rewrite the provider path (or Host) the filter set: such a route's backends
+    # keep the upstream filter, which runs after the router.
+    rewritten = {ref.name for r in routes if any(f.type == "URLRewrite" for f in r.filters)
+                 for ref in r.backend_refs}
+    direct_backends = set() if content_routing else {
+        b.name for b in cfg.backends if is_direct(b) and b.name not in rewritten}
+    direct = bool(direct_backends)
     http_filters.append(ext_proc_filter(
         "route", g.processor.timeout, ["xds.route_name", "xds.cluster_name"] if direct else ["xds.route_name"],
         metadata_options={"receiving_namespaces": {"untyped": [AIGW]}},
@@ -373,7 +381,8 @@ def render(cfg: GatewayConfig) -> dict:
         clusters[0]["health_checks"] = [{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
                                          "healthy_threshold": 1, "grpc_health_check": {}}]
     added = route_added_headers(cfg)
-    clusters += [render_cluster(b, cfg, direct_ok, added.get(b.name, set())) for b in cfg.backends]
+    clusters += [render_cluster(b, cfg, b.name in direct_backends, added.get(b.name, set()))
+                 for b in cfg.backends]
     return {
         "admin": {"address": socket_address("127.0.0.1", g.admin_port)},
         # Works around an Envoy 1.40 crash (README, "Operations notes"); the only layer, so

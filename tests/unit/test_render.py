@@ -375,3 +375,33 @@ def test_backend_request_timeout_is_the_per_try_timeout(tmp_path):
         routes: [{name: chat, backendRefs: [{name: a}], timeouts: {request: 10s, backendRequest: 30s}}]
         """)
     assert "backendRequest must not be longer than request" in p
+
+
+def _upstream_filtered(doc) -> dict[str, bool]:
+    return {c["name"]: "http_filters" in next(iter(c.get("typed_extension_protocol_options", {}).values()), {})
+            for c in doc["static_resources"]["clusters"] if c["name"] != "extproc"}
+
+
+def test_single_host_backends_are_translated_at_the_route_unless_a_route_rewrites_their_url(tmp_path):
+    doc = render_file(write(tmp_path, """\
+        backends:
+        - {name: a, ai: {provider: openai, auth: {passthrough: true}}}
+        - {name: b, ai: {provider: anthropic, auth: {passthrough: true}}}
+        - name: c
+          ai: {priorityGroups: [{providers: [{name: c1, provider: openai, auth: {passthrough: true}}]},
+                                {providers: [{name: c2, provider: openai, auth: {passthrough: true}}]}]}
+        routes:
+        - {name: a, matches: [{path: {value: /a}}], backendRefs: [{name: a}]}
+        - name: b
+          matches: [{path: {value: /b}}]
+          backendRefs: [{name: b}]
+          filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]
+        - {name: c, matches: [{path: {value: /c}}], backendRefs: [{name: c}]}
+        """))
+    # a: one host, the route-level filter runs its attempt; b: its route rewrites the URL
+    # after that filter, so it keeps the upstream filter; c: priority groups.
+    assert _upstream_filtered(doc) == {"a": False, "b": True, "c": True}
+    route_filter = next(f for f in doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                        ["typed_config"]["http_filters"] if "ext_proc" in f["name"])["typed_config"]
+    assert "xds.cluster_name" in route_filter["request_attributes"]
+    assert route_filter["mutation_rules"] == {"allow_all_routing": True, "allow_envoy": True}
