@@ -52,13 +52,15 @@ def luhn_card(rng: random.Random) -> str:
     return " ".join(s[i:i + 4] for i in range(0, 16, 4))
 
 
-def planted(rng: random.Random, n: int) -> tuple[str, list[str]]:
+def next_prompt(rng: random.Random, counter: list[int]) -> str:
+    """A prompt with values of its own: a card, an email, an SSN and a phone number (the
+    shapes `_PLANTED` looks for in what the provider received)."""
+    counter[0] += 1
     card = luhn_card(rng)
-    email = f"user{n}.{rng.randrange(10**6)}@example.com"
+    email = f"user{counter[0]}.{rng.randrange(10**6)}@example.com"
     ssn = f"{rng.randrange(100, 665)}-{rng.randrange(10, 99)}-{rng.randrange(1000, 9999)}"
     phone = f"(212) 555-{rng.randrange(1000, 9999)}"
-    text = f"My card is {card}, email {email}, SSN {ssn}, call {phone}. Summarise this."
-    return text, [card, email, ssn, phone[6:]]
+    return f"My card is {card}, email {email}, SSN {ssn}, call {phone}. Summarise this."
 
 
 class Tally:
@@ -66,16 +68,12 @@ class Tally:
         self.ok = {"json": 0, "stream": 0}
         self.errors: list[str] = []
         self.leaks: list[str] = []
-        self.secrets: dict[int, list[str]] = {}  # request number -> its planted values
 
 
 async def json_client(client: httpx.AsyncClient, url: str, tally: Tally, rng: random.Random,
                       deadline: float, counter: list[int]) -> None:
     while time.monotonic() < deadline:
-        counter[0] += 1
-        n = counter[0]
-        text, secrets = planted(rng, n)
-        tally.secrets[n] = secrets
+        text = next_prompt(rng, counter)
         try:
             r = await client.post(url, content=orjson.dumps(
                 {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}))
@@ -92,10 +90,7 @@ async def json_client(client: httpx.AsyncClient, url: str, tally: Tally, rng: ra
 async def stream_client(client: httpx.AsyncClient, url: str, tally: Tally, rng: random.Random,
                         deadline: float, counter: list[int]) -> None:
     while time.monotonic() < deadline:
-        counter[0] += 1
-        n = counter[0]
-        text, secrets = planted(rng, n)
-        tally.secrets[n] = secrets
+        text = next_prompt(rng, counter)
         body = {"model": "gpt-4o-mini", "stream": True,
                 "messages": [{"role": "user", "content": text}]}
         try:
@@ -133,7 +128,7 @@ def check_answer(content: str, tally: Tally, kind: str) -> None:
         tally.errors.append(f"{kind} answer has no mask at all: {content[:120]!r}")
 
 
-# The shapes of the values planted in prompts (see `planted`).
+# The shapes of the values planted in prompts (see `next_prompt`).
 _PLANTED = re.compile(r"user\d+\.\d+@example\.com|\d{4} \d{4} \d{4} \d{4}|\b\d{3}-\d{2}-\d{4}\b|555-\d{4}")
 
 
