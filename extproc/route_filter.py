@@ -217,6 +217,9 @@ class RouteStream:
         if own.response_headers.response.status == pb.CommonResponse.CONTINUE_AND_REPLACE:
             self.done = True  # a bodiless provider error, answered with a translated body
             self.acct.status = self.attempt.status  # type: ignore[union-attr]
+            # Internal headers never cross the edge, whoever set them.
+            own.response_headers.response.header_mutation.remove_headers.extend(
+                k for k in hdrs if k.startswith(H.PREFIX))
             return own
         self.attempt_body = own.HasField("mode_override")
         if self.attempt_body and self.acct.status >= 400:

@@ -176,8 +176,11 @@ class UpstreamStream:
                 # An error without a body still reaches the client as an OpenAI-style error.
                 status, doc = self._translate_whole(b"")
                 out = orjson.dumps(redaction.current().redact_value(doc)[0])
-                return msg.replace_response(report | {"content-type": "application/json",
-                                                      "content-length": str(len(out))}, out)
+                headers = report | {"content-type": "application/json", "content-length": str(len(out))}
+                if status != self.status:  # e.g. Anthropic's 529 is an OpenAI-style 503
+                    headers[":status"] = str(status)
+                    self.status = status
+                return msg.replace_response(headers, out)
             return msg.response_headers(set_headers=report)
         streamed = hdrs.get("content-type", "").startswith("text/event-stream")
         if self.status < 400 and backend.provider.canonical_responses:
