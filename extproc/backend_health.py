@@ -23,7 +23,8 @@ import mmap
 import os
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 def retry_after_seconds(headers: dict[str, str], now: float | None = None) -> float | None:
     """Seconds to wait, from `retry-after-ms` (OpenAI), `retry-after` in seconds or as an
@@ -74,16 +75,13 @@ class SharedDeadlines:
                 os.ftruncate(self._fd, size)
         self._map = mmap.mmap(self._fd, size)
 
-    def _locked(self):
-        fd = self._fd
-
-        class _Lock:
-            def __enter__(self) -> None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-
-            def __exit__(self, *exc: object) -> None:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        return _Lock()
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def get(self, name: str) -> float:
         i = self._index.get(name)

@@ -12,3 +12,7 @@ ATTEMPT = "x-aigw-attempt"
 # Envoy's attempt counter, sent upstream when the virtual host sets include_request_attempt_count.
 ENVOY_ATTEMPT = "x-envoy-attempt-count"
 REQUEST_ID = "x-request-id"
+# On an upstream response, tells Envoy's router to mark the host failed at once instead of
+# waiting for its next active health check (the upstream filter sets it on a 429; it needs
+# `allow_envoy` in the filter's mutation_rules, and the renderer strips it before clients).
+IMMEDIATE_HC_FAIL = "x-envoy-immediate-health-check-fail"

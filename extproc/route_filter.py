@@ -159,11 +159,7 @@ class RouteStream:
             # mixed (config/bootstrap.py), so this is the backend the request goes to.
             out = self.attempt.translate(canonical)
             if out.HasField("immediate_response"):
-                reply = out.immediate_response
-                self.rejected = GatewayError(reply.status.code, "", code=reply.details.removeprefix("aigw_"))
-                self.acct.status = reply.status.code
-                self.done = True
-                return out
+                return self._attempt_replied(out)
             return msg.with_metadata(out, metadata)
         set_headers: dict[str, str] = dict(routing or {})
         new_body = None
@@ -206,11 +202,7 @@ class RouteStream:
         hdrs = msg.headers_of(req.response_headers.headers)
         own = await self.attempt.response_headers(req, hdrs)  # type: ignore[union-attr]
         if own.HasField("immediate_response"):  # e.g. an answer too large to translate
-            reply = own.immediate_response
-            self.rejected = GatewayError(reply.status.code, "", code=reply.details.removeprefix("aigw_"))
-            self.acct.status = reply.status.code
-            self.done = True
-            return own
+            return self._attempt_replied(own)
         mine = self._response_headers(req, hdrs)
         if mine.HasField("immediate_response"):
             return mine
@@ -265,11 +257,7 @@ class RouteStream:
             # The attempt translates the provider's bytes to the canonical shape first.
             translated = await self.attempt.response_body(req)  # type: ignore[union-attr]
             if translated.HasField("immediate_response"):  # e.g. too large to translate
-                reply = translated.immediate_response
-                self.rejected = GatewayError(reply.status.code, "", code=reply.details.removeprefix("aigw_"))
-                self.acct.status = reply.status.code
-                self.done = True
-                return translated
+                return self._attempt_replied(translated)
             data = translated.response_body.response.body_mutation.body
             if not (self.response is not None or self.read_json):
                 # An error, translated (and redacted) by the attempt: nothing more to do.
@@ -362,6 +350,15 @@ class RouteStream:
                                               "content-length": str(len(body))}, body=body)
 
     # ---- end ------------------------------------------------------------------------
+    def _attempt_replied(self, out: pb.ProcessingResponse) -> pb.ProcessingResponse:
+        """The attempt this stream runs answered the client itself (an immediate reply):
+        record it as this request's outcome and pass it on."""
+        reply = out.immediate_response
+        self.rejected = GatewayError(reply.status.code, "", code=reply.details.removeprefix("aigw_"))
+        self.acct.status = reply.status.code
+        self.done = True
+        return out
+
     def _reject(self, err: GatewayError) -> pb.ProcessingResponse:
         self.rejected = err
         self.acct.status = err.status

@@ -33,10 +33,6 @@ from .stream_transcoder import StreamTranscoder
 log = logging.getLogger("aigw.upstream")
 
 _HOST_ATTRS = "envoy.filters.http.ext_proc"
-# On an upstream response, tells Envoy's router to mark the host failed at once instead of
-# waiting for its next active health check (needs `allow_envoy` in the filter's
-# mutation_rules; ignored by clusters without health checks).
-IMMEDIATE_HC_FAIL = "x-envoy-immediate-health-check-fail"
 
 
 class UpstreamStream:
@@ -169,7 +165,7 @@ class UpstreamStream:
             if self._cool_down(backend, hdrs) and self.direct is None:
                 # Out of rotation now, not at the next health check: the processor's health
                 # endpoint then keeps it out until the cooldown ends.
-                report[IMMEDIATE_HC_FAIL] = "true"
+                report[H.IMMEDIATE_HC_FAIL] = "true"
         if req.response_headers.end_of_stream:
             self.done = True
             if self.status >= 400:

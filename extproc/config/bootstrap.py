@@ -107,7 +107,6 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
         raise ConfigError(problems, source)
     gw = GatewayConfig(routes, clusters, by_name)
     gw.processor_sockets = processor_sockets(doc)
-    gw.processor_socket = gw.processor_sockets[0] if gw.processor_sockets else None
     gw.health_address = next(iter(health_addresses), None)
     gw.max_response_bytes = buffer_limit(doc, set(clusters))
     return gw

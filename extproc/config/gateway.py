@@ -65,9 +65,8 @@ class GatewayConfig:
         self._by_name = by_name
         self._host_cache: dict[str, Backend | None] = {}
         self.default_route = RouteConfig(name="", policy=self.default_policy, location="(default)")
-        # Where Envoy expects the processor (from the bootstrap), if it says.
-        self.processor_socket: str | None = None
-        # Every processor socket the bootstrap lists: one worker process serves each.
+        # Every processor socket the bootstrap lists (where Envoy expects the processor):
+        # one worker process serves each.
         self.processor_sockets: list[str] = []
         # Where Envoy health-checks gateway backends at the processor, if it does.
         self.health_address: tuple[str, int] | None = None

@@ -140,9 +140,9 @@ def decode_escapes(text: str) -> str:
     return EscapeDecoder().feed(text, final=True)
 
 
-class LabelQuoter:
-    """Streaming: follows JSON string state over the (masked) text and quotes a mask label
-    that appears outside a string, where only a number or literal could have been."""
+class _JsonStrings:
+    """Streaming: which characters of a JSON text sit inside a string. Text arrives in
+    pieces, so the state (inside a string, a backslash at the very end) carries over."""
 
     __slots__ = ("_in_string", "_escape")
 
@@ -150,30 +150,50 @@ class LabelQuoter:
         self._in_string = False
         self._escape = False
 
+    def _resume(self, n: int) -> int:
+        """Where to start reading a new piece of `n` characters (past an escaped one)."""
+        if self._escape and n:
+            self._escape = False
+            return 1
+        return 0
+
+    def _string_step(self, text: str, j: int) -> int | None:
+        """Follow the string state at `text[j]`, a backslash, quote or other character the
+        caller looks for: the index to read on from when the string state took it, None
+        when it is outside a string and the caller's to handle."""
+        ch = text[j]
+        if self._in_string:
+            if ch == "\\":
+                if j + 1 < len(text):
+                    return j + 2
+                self._escape = True
+            elif ch == '"':
+                self._in_string = False
+            return j + 1
+        if ch == '"':
+            self._in_string = True
+            return j + 1
+        return None
+
+
+class LabelQuoter(_JsonStrings):
+    """Streaming: follows JSON string state over the (masked) text and quotes a mask label
+    that appears outside a string, where only a number or literal could have been."""
+
+    __slots__ = ()
+
     def feed(self, text: str) -> str:
         out: list[str] = []
-        start = i = 0
-        n = len(text)
-        if self._escape and n:
-            self._escape, i = False, 1
-        while True:
-            m = _SPECIAL.search(text, i)
-            if m is None:
-                break
+        start = 0
+        i = self._resume(len(text))
+        while (m := _SPECIAL.search(text, i)) is not None:
             j = m.start()
-            ch = text[j]
+            step = self._string_step(text, j)
+            if step is not None:
+                i = step
+                continue
             i = j + 1
-            if self._in_string:
-                if ch == "\\":
-                    if j + 1 < n:
-                        i = j + 2
-                    else:
-                        self._escape = True
-                elif ch == '"':
-                    self._in_string = False
-            elif ch == '"':
-                self._in_string = True
-            elif ch == "<":
+            if text[j] == "<":
                 label = LABEL.match(text, j)
                 if label is not None:
                     out += (text[start:j], '"', label.group(), '"')
@@ -186,43 +206,31 @@ def quote_labels(text: str) -> str:
     return LabelQuoter().feed(text)
 
 
-class ValueEnd:
+class ValueEnd(_JsonStrings):
     """Streaming: where a top-level JSON object or array closes."""
 
-    __slots__ = ("_in_string", "_escape", "_depth")
+    __slots__ = ("_depth",)
 
     def __init__(self) -> None:
-        self._in_string = False
-        self._escape = False
+        super().__init__()
         self._depth = 0
 
     def end_in(self, text: str) -> int | None:
         """The index just past the last character of `text` that closes a top-level value
         (None if none does); the state then follows the rest of `text`."""
         end = None
-        i, n = 0, len(text)
-        if self._escape and n:
-            self._escape, i = False, 1
-        while True:
-            m = _STRUCTURE.search(text, i)
-            if m is None:
-                return end
+        i = self._resume(len(text))
+        while (m := _STRUCTURE.search(text, i)) is not None:
             j = m.start()
-            ch = text[j]
+            step = self._string_step(text, j)
+            if step is not None:
+                i = step
+                continue
             i = j + 1
-            if self._in_string:
-                if ch == "\\":
-                    if j + 1 < n:
-                        i = j + 2
-                    else:
-                        self._escape = True
-                elif ch == '"':
-                    self._in_string = False
-            elif ch == '"':
-                self._in_string = True
-            elif ch in "{[":
+            if text[j] in "{[":
                 self._depth += 1
             elif self._depth > 0:
                 self._depth -= 1
                 if self._depth == 0:
                     end = i
+        return end

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config.wiring import PATH_HANDLING, REQUIRED_RUNTIME
+from ..headers import IMMEDIATE_HC_FAIL
 from ..providers import PROVIDERS
 from ..providers.base import NEVER_FORWARDED
 from .envoy_parts import (
@@ -360,7 +361,7 @@ def render(cfg: GatewayConfig) -> dict:
             "name": "gateway", "domains": ["*"], "include_request_attempt_count": True,
             "routes": vhost_routes,
             # Set by the upstream filter for Envoy's router (rate-limited host), not for clients.
-            **({"response_headers_to_remove": ["x-envoy-immediate-health-check-fail"]}
+            **({"response_headers_to_remove": [IMMEDIATE_HC_FAIL]}
                if any(isinstance(b.ai, PriorityGroups) for b in cfg.backends) else {})}]},
         "http_filters": http_filters,
     }
