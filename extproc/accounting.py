@@ -31,9 +31,22 @@ def _model_label(name: str) -> str:
 
 
 class Accounting:
-    __slots__ = ("route", "started", "request_model", "response_model", "provider", "backend",
-                 "stream", "status", "input_tokens", "output_tokens", "estimated",
-                 "first_token_at", "last_token_at", "recorded")
+    __slots__ = (
+        "backend",
+        "estimated",
+        "first_token_at",
+        "input_tokens",
+        "last_token_at",
+        "output_tokens",
+        "provider",
+        "recorded",
+        "request_model",
+        "response_model",
+        "route",
+        "started",
+        "status",
+        "stream",
+    )
 
     def __init__(self, route: str) -> None:
         self.route = route
@@ -55,8 +68,14 @@ class Accounting:
         if not isinstance(usage, dict):
             return
         p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if (isinstance(p, int) and isinstance(c, int) and not isinstance(p, bool)
-                and not isinstance(c, bool) and p >= 0 and c >= 0):
+        if (
+            isinstance(p, int)
+            and isinstance(c, int)
+            and not isinstance(p, bool)
+            and not isinstance(c, bool)
+            and p >= 0
+            and c >= 0
+        ):
             self.input_tokens, self.output_tokens, self.estimated = p, c, False
 
     @property
@@ -66,12 +85,19 @@ class Accounting:
         return self.input_tokens + self.output_tokens
 
     def dynamic_metadata(self) -> struct_pb2.Struct:
-        fields: dict[str, Any] = {"provider": self.provider, "backend": self.backend,
-                                  "request_model": self.request_model,
-                                  "response_model": self.response_model}
+        fields: dict[str, Any] = {
+            "provider": self.provider,
+            "backend": self.backend,
+            "request_model": self.request_model,
+            "response_model": self.response_model,
+        }
         if self.total_tokens is not None:
-            fields.update(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                          total_tokens=self.total_tokens, tokens_estimated=self.estimated)
+            fields.update(
+                input_tokens=self.input_tokens,
+                output_tokens=self.output_tokens,
+                total_tokens=self.total_tokens,
+                tokens_estimated=self.estimated,
+            )
         md = struct_pb2.Struct()
         md.update({NAMESPACE: fields})
         return md
@@ -84,17 +110,25 @@ class Accounting:
         route, provider, backend = self.route or "-", self.provider or "-", self.backend or "-"
         metrics.child(metrics.REQUESTS, route, provider, backend, str(self.status or 0)).inc()
         metrics.child(metrics.REQUEST_DURATION, route, provider, backend, str(self.stream).lower()).observe(
-            time.monotonic() - self.started)
+            time.monotonic() - self.started
+        )
         if self.total_tokens is not None:
-            labels = (route, provider, backend, _model_label(self.request_model),
-                      _model_label(self.response_model))
+            labels = (
+                route,
+                provider,
+                backend,
+                _model_label(self.request_model),
+                _model_label(self.response_model),
+            )
             for kind, value in (("input", self.input_tokens), ("output", self.output_tokens)):
                 metrics.child(metrics.TOKENS, *labels, kind).inc(value)
                 metrics.child(metrics.TOKEN_USAGE, *labels, kind).observe(value)
             metrics.child(metrics.TOKENS, *labels, "total").inc(self.total_tokens)
         if self.stream and self.first_token_at is not None:
             metrics.child(metrics.TIME_TO_FIRST_TOKEN, route, provider, backend).observe(
-                self.first_token_at - self.started)
+                self.first_token_at - self.started
+            )
             if self.output_tokens and self.output_tokens > 1 and self.last_token_at is not None:
                 metrics.child(metrics.TIME_PER_OUTPUT_TOKEN, route, provider, backend).observe(
-                    (self.last_token_at - self.first_token_at) / (self.output_tokens - 1))
+                    (self.last_token_at - self.first_token_at) / (self.output_tokens - 1)
+                )

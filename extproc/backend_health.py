@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+
 def retry_after_seconds(headers: dict[str, str], now: float | None = None) -> float | None:
     """Seconds to wait, from `retry-after-ms` (OpenAI), `retry-after` in seconds or as an
     HTTP date. None when absent or unreadable."""

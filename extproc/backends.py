@@ -21,20 +21,32 @@ ACCOUNT_HEADERS = ("openai-organization", "openai-project", "x-goog-user-project
 # (content-type, accept; user-agent, which providers use to tell clients apart when
 # debugging) or correlates it with the gateway's logs (Envoy's request id and attempt).
 # The provider's own headers (`anthropic-version`, the credential) are set afterwards.
-FORWARDED_HEADERS = frozenset({"content-type", "content-length", "accept", "user-agent",
-                               "x-request-id", "x-envoy-attempt-count"})
+FORWARDED_HEADERS = frozenset(
+    {"content-type", "content-length", "accept", "user-agent", "x-request-id", "x-envoy-attempt-count"}
+)
 # The client's address, true or claimed: never sent to a provider, whatever the auth mode,
 # unless the backend lists it (a self-hosted server that logs it, say). The provider sees
 # the gateway as its client.
-ADDRESS_HEADERS = frozenset({"x-forwarded-for", "x-real-ip", "x-envoy-external-address",
-                             "forwarded", "x-client-ip", "true-client-ip", "cf-connecting-ip",
-                             "x-cluster-client-ip", "fastly-client-ip", "x-original-forwarded-for"})
+ADDRESS_HEADERS = frozenset(
+    {
+        "x-forwarded-for",
+        "x-real-ip",
+        "x-envoy-external-address",
+        "forwarded",
+        "x-client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-cluster-client-ip",
+        "fastly-client-ip",
+        "x-original-forwarded-for",
+    }
+)
 
 
 class HeaderPolicy:
     """Which client request headers an attempt drops before it reaches the provider."""
 
-    __slots__ = ("_names", "_prefixes", "_allow_only")
+    __slots__ = ("_allow_only", "_names", "_prefixes")
 
     def __init__(self, allow: tuple[str, ...], allow_only: bool) -> None:
         self._names = frozenset(a for a in allow if not a.endswith("*"))
@@ -58,19 +70,29 @@ class HeaderPolicy:
 
 
 class Backend:
-    __slots__ = ("name", "cluster", "settings", "provider", "secret", "_header", "_prefix",
-                 "headers", "header_policy")
+    __slots__ = (
+        "_header",
+        "_prefix",
+        "cluster",
+        "header_policy",
+        "headers",
+        "name",
+        "provider",
+        "secret",
+        "settings",
+    )
 
-    def __init__(self, name: str, cluster: str, settings: BackendSettings, provider: Provider,
-                 secret: Secret | None) -> None:
+    def __init__(
+        self, name: str, cluster: str, settings: BackendSettings, provider: Provider, secret: Secret | None
+    ) -> None:
         self.name = name
         self.cluster = cluster
         self.settings = settings
         self.provider = provider
         self.secret = secret
         auth = settings.auth
-        self._header = (auth.header if auth and auth.header else provider.auth_header)
-        self._prefix = (auth.prefix if auth and auth.prefix is not None else provider.auth_prefix)
+        self._header = auth.header if auth and auth.header else provider.auth_header
+        self._prefix = auth.prefix if auth and auth.prefix is not None else provider.auth_prefix
         # Static headers computed once: provider extras plus the Host override.
         headers = dict(provider.extra_headers())
         authority = settings.authority or provider.default_authority

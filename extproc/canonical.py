@@ -25,8 +25,9 @@ def check_content_type(value: str | None) -> None:
         return
     media = value.split(";", 1)[0].strip().lower()
     if media not in JSON_CONTENT_TYPES and not media.endswith("+json"):
-        raise GatewayError(415, f"unsupported content type '{media}': send application/json",
-                           code="unsupported_media_type")
+        raise GatewayError(
+            415, f"unsupported content type '{media}': send application/json", code="unsupported_media_type"
+        )
 
 
 def parse_request(body: bytes) -> dict[str, Any]:
@@ -38,8 +39,9 @@ def parse_request(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(req, dict):
-        raise bad_request(f"the request body must be a JSON object, not {_kind(req)}",
-                          code="invalid_request_body")
+        raise bad_request(
+            f"the request body must be a JSON object, not {_kind(req)}", code="invalid_request_body"
+        )
     _refuse_rounded_integers(body, req)
     validate_request(req)
     return req
@@ -48,7 +50,7 @@ def parse_request(body: bytes) -> dict[str, Any]:
 # orjson keeps integers in [-2**63, 2**64 - 1] exact and silently parses larger ones as
 # floats: a `seed` of 2**70 would reach the provider as 1.1805916207174113e21. Such
 # integers are refused with a 400 rather than rounded.
-INT_MIN, INT_MAX = -(2 ** 63), 2 ** 64 - 1
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 # Any integer literal outside that range has at least 19 digits. Mapping every digit to "0"
 # and everything else to " " lets a C-speed bytes.find look for such a run.
 _DIGIT_RUN = b"0" * 19
@@ -67,14 +69,15 @@ def _refuse_rounded_integers(body: bytes, req: dict[str, Any]) -> None:
     for m in _STRING_OR_LONG_INT.finditer(body):
         literal = m.group(1)
         # More than 20 digits is out of range (and int() of a huge literal is costly).
-        if literal is not None and (len(literal.lstrip(b"-")) > 20
-                                    or not INT_MIN <= int(literal) <= INT_MAX):
+        if literal is not None and (len(literal.lstrip(b"-")) > 20 or not INT_MIN <= int(literal) <= INT_MAX):
             path = _path_of_float(req, float(literal))
             shown = literal.decode() if len(literal) <= 40 else literal[:37].decode() + "..."
             raise bad_request(
                 f"'{path or 'a number'}' is {shown}: integers must lie between {INT_MIN} and "
                 f"{INT_MAX}, or they cannot be passed on exactly",
-                code="invalid_value", param=path)
+                code="invalid_value",
+                param=path,
+            )
 
 
 def _has_huge_float(doc: Any) -> bool:
@@ -88,7 +91,7 @@ def _has_huge_float(doc: Any) -> bool:
             stack.extend(node.values())
         elif kind is list:
             stack.extend(node)
-        elif kind is float and abs(node) >= 2.0 ** 63:
+        elif kind is float and abs(node) >= 2.0**63:
             return True
     return False
 
@@ -110,14 +113,15 @@ def _path_of_float(doc: Any, value: float) -> str | None:
 def validate_request(req: dict[str, Any]) -> None:
     messages = req.get("messages")
     if messages is None:
-        raise bad_request("'messages' is required", code="missing_required_parameter",
-                          param="messages")
+        raise bad_request("'messages' is required", code="missing_required_parameter", param="messages")
     if not isinstance(messages, list):
-        raise bad_request(f"'messages' must be an array, not {_kind(messages)}",
-                          code="invalid_type", param="messages")
+        raise bad_request(
+            f"'messages' must be an array, not {_kind(messages)}", code="invalid_type", param="messages"
+        )
     if not messages:
-        raise bad_request("'messages' must contain at least one message", code="invalid_value",
-                          param="messages")
+        raise bad_request(
+            "'messages' must contain at least one message", code="invalid_value", param="messages"
+        )
     for i, msg in enumerate(messages):
         _check_message(i, msg)
     _check_type(req, "model", str)
@@ -131,26 +135,33 @@ def validate_request(req: dict[str, Any]) -> None:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise bad_request(f"'{key}' must be a positive integer", code="invalid_type", param=key)
     stop = req.get("stop")
-    if stop is not None and not isinstance(stop, str) and not (
-            isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise bad_request("'stop' must be a string or an array of strings", code="invalid_type",
-                          param="stop")
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise bad_request("'stop' must be a string or an array of strings", code="invalid_type", param="stop")
     for i, tool in enumerate(req.get("tools") or ()):
         fn = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise bad_request(f"'tools[{i}]' must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}",
-                              code="invalid_type", param=f"tools[{i}]")
+            raise bad_request(
+                f'\'tools[{i}]\' must be {{"type": "function", "function": {{"name": ...}}}}',
+                code="invalid_type",
+                param=f"tools[{i}]",
+            )
 
 
 def _check_message(i: int, msg: Any) -> None:
     param = f"messages[{i}]"
     if not isinstance(msg, dict):
-        raise bad_request(f"'{param}' must be an object, not {_kind(msg)}", code="invalid_type",
-                          param=param)
+        raise bad_request(f"'{param}' must be an object, not {_kind(msg)}", code="invalid_type", param=param)
     role = msg.get("role")
     if not isinstance(role, str) or role not in ROLES:
-        raise bad_request(f"'{param}.role' must be one of {', '.join(sorted(ROLES))}",
-                          code="invalid_value", param=f"{param}.role")
+        raise bad_request(
+            f"'{param}.role' must be one of {', '.join(sorted(ROLES))}",
+            code="invalid_value",
+            param=f"{param}.role",
+        )
     content = msg.get("content")
     if content is None:
         if role == "assistant" and (msg.get("tool_calls") or msg.get("function_call")):
@@ -158,46 +169,65 @@ def _check_message(i: int, msg: Any) -> None:
         elif role == "assistant":
             pass  # an empty assistant turn is legal in OpenAI's API
         else:
-            raise bad_request(f"'{param}.content' is required for role '{role}'",
-                              code="missing_required_parameter", param=f"{param}.content")
+            raise bad_request(
+                f"'{param}.content' is required for role '{role}'",
+                code="missing_required_parameter",
+                param=f"{param}.content",
+            )
     elif isinstance(content, list):
         for j, part in enumerate(content):
             if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                raise bad_request(f"'{param}.content[{j}]' must be an object with a 'type'",
-                                  code="invalid_type", param=f"{param}.content[{j}]")
+                raise bad_request(
+                    f"'{param}.content[{j}]' must be an object with a 'type'",
+                    code="invalid_type",
+                    param=f"{param}.content[{j}]",
+                )
             if part["type"] == "text" and not isinstance(part.get("text"), str):
-                raise bad_request(f"'{param}.content[{j}].text' must be a string",
-                                  code="invalid_type", param=f"{param}.content[{j}].text")
+                raise bad_request(
+                    f"'{param}.content[{j}].text' must be a string",
+                    code="invalid_type",
+                    param=f"{param}.content[{j}].text",
+                )
     elif not isinstance(content, str):
-        raise bad_request(f"'{param}.content' must be a string or an array of content parts",
-                          code="invalid_type", param=f"{param}.content")
+        raise bad_request(
+            f"'{param}.content' must be a string or an array of content parts",
+            code="invalid_type",
+            param=f"{param}.content",
+        )
     tool_calls = msg.get("tool_calls")
     if tool_calls is not None:
         if not isinstance(tool_calls, list):
-            raise bad_request(f"'{param}.tool_calls' must be an array", code="invalid_type",
-                              param=f"{param}.tool_calls")
+            raise bad_request(
+                f"'{param}.tool_calls' must be an array", code="invalid_type", param=f"{param}.tool_calls"
+            )
         for j, call in enumerate(tool_calls):
             fn = call.get("function") if isinstance(call, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise bad_request(f"'{param}.tool_calls[{j}].function.name' is required",
-                                  code="invalid_type", param=f"{param}.tool_calls[{j}]")
+                raise bad_request(
+                    f"'{param}.tool_calls[{j}].function.name' is required",
+                    code="invalid_type",
+                    param=f"{param}.tool_calls[{j}]",
+                )
     if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
-        raise bad_request(f"'{param}.tool_call_id' is required for role 'tool'",
-                          code="missing_required_parameter", param=f"{param}.tool_call_id")
+        raise bad_request(
+            f"'{param}.tool_call_id' is required for role 'tool'",
+            code="missing_required_parameter",
+            param=f"{param}.tool_call_id",
+        )
 
 
 def _check_type(req: dict, key: str, typ: type) -> None:
     value = req.get(key)
     if value is not None and (not isinstance(value, typ) or (typ is not bool and isinstance(value, bool))):
-        raise bad_request(f"'{key}' must be {_TYPE_NAMES[typ]}, not {_kind(value)}",
-                          code="invalid_type", param=key)
+        raise bad_request(
+            f"'{key}' must be {_TYPE_NAMES[typ]}, not {_kind(value)}", code="invalid_type", param=key
+        )
 
 
 def _check_number(req: dict, key: str) -> None:
     value = req.get(key)
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise bad_request(f"'{key}' must be a number, not {_kind(value)}", code="invalid_type",
-                          param=key)
+        raise bad_request(f"'{key}' must be a number, not {_kind(value)}", code="invalid_type", param=key)
 
 
 _TYPE_NAMES = {str: "a string", bool: "a boolean", list: "an array", dict: "an object"}
@@ -222,7 +252,9 @@ def message_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(p["text"] for p in content if p.get("type") == "text" and isinstance(p.get("text"), str))
+        return "\n".join(
+            p["text"] for p in content if p.get("type") == "text" and isinstance(p.get("text"), str)
+        )
     return ""
 
 

@@ -15,8 +15,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -52,8 +53,14 @@ def envoy_binary() -> str:
 
 
 class ManagedProcess:
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
@@ -61,11 +68,17 @@ class ManagedProcess:
         self.cwd = cwd
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, env=self.env, cwd=self.cwd)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=self.env,
+            cwd=self.cwd,
+        )
         log.close()
         return self
 
@@ -98,18 +111,36 @@ class Processor(ManagedProcess):
     """The processor. Given several sockets (a bootstrap with `workers`), it runs as
     `serve --workers` and is ready once every worker serves."""
 
-    def __init__(self, bootstrap: Path, socket_path: Path | list[Path], log_path: Path,
-                 extra_args: list[str] | None = None, log_format: str = "json") -> None:
+    def __init__(
+        self,
+        bootstrap: Path,
+        socket_path: Path | list[Path],
+        log_path: Path,
+        extra_args: list[str] | None = None,
+        log_format: str = "json",
+    ) -> None:
         self.bootstrap = bootstrap
         self.sockets = socket_path if isinstance(socket_path, list) else [socket_path]
         self.socket_path = self.sockets[0]
         where = ["--socket", str(self.socket_path)] if len(self.sockets) == 1 else []
-        super().__init__("processor", [
-            sys.executable, "-m", "extproc", "serve", "--bootstrap", str(bootstrap),
-            *where, "--log-format", log_format, *(extra_args or [])],
-            log_path)
+        super().__init__(
+            "processor",
+            [
+                sys.executable,
+                "-m",
+                "extproc",
+                "serve",
+                "--bootstrap",
+                str(bootstrap),
+                *where,
+                "--log-format",
+                log_format,
+                *(extra_args or []),
+            ],
+            log_path,
+        )
 
-    def start(self, wait: bool = True) -> "Processor":
+    def start(self, wait: bool = True) -> Processor:
         super().start()
         if wait:
             self.wait_ready()
@@ -128,26 +159,39 @@ def serving(socket_path: Path) -> bool:
         return False
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     with grpc.insecure_channel(f"unix:{socket_path}") as ch:
         try:
-            status = health_pb2_grpc.HealthStub(ch).Check(
-                health_pb2.HealthCheckRequest(), timeout=1).status
+            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1).status
         except grpc.RpcError:
             return False
     return status == health_pb2.HealthCheckResponse.SERVING
 
 
 class Envoy(ManagedProcess):
-    def __init__(self, bootstrap: Path, log_path: Path, admin_port: int,
-                 concurrency: int = 1, log_level: str = "warn") -> None:
+    def __init__(
+        self, bootstrap: Path, log_path: Path, admin_port: int, concurrency: int = 1, log_level: str = "warn"
+    ) -> None:
         self.admin_port = admin_port
-        super().__init__("envoy", [
-            envoy_binary(), "-c", str(bootstrap), "--disable-hot-restart",
-            "--log-level", log_level, "--concurrency", str(concurrency),
-            # Access log lines show up within a fraction of a second, not ten.
-            "--file-flush-interval-msec", "200"], log_path)
+        super().__init__(
+            "envoy",
+            [
+                envoy_binary(),
+                "-c",
+                str(bootstrap),
+                "--disable-hot-restart",
+                "--log-level",
+                log_level,
+                "--concurrency",
+                str(concurrency),
+                # Access log lines show up within a fraction of a second, not ten.
+                "--file-flush-interval-msec",
+                "200",
+            ],
+            log_path,
+        )
 
-    def start(self, wait: bool = True) -> "Envoy":
+    def start(self, wait: bool = True) -> Envoy:
         super().start()
         if wait:
             wait_for(lambda: self.alive() and self._ready(), 30, "envoy to be ready")
@@ -159,7 +203,8 @@ class Envoy(ManagedProcess):
 
     def stats(self, prefix: str = "") -> dict[str, int]:
         with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.admin_port}/stats?filter={prefix}", timeout=5) as r:
+            f"http://127.0.0.1:{self.admin_port}/stats?filter={prefix}", timeout=5
+        ) as r:
             text = r.read().decode()
         out = {}
         for line in text.splitlines():
@@ -177,18 +222,21 @@ class MockProcess(ManagedProcess):
             argv += ["--provider", p]
         super().__init__(f"mock:{port}", argv, log_path)
 
-    def start(self, wait: bool = True) -> "MockProcess":
+    def start(self, wait: bool = True) -> MockProcess:
         super().start()
         if wait:
+
             def up() -> bool:
                 self.alive()
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return True
+
             wait_for(up, 30, f"the mock on port {self.port}")
         return self
 
 
 # ---- reading a bootstrap ----------------------------------------------------------------
+
 
 def loopback_backends(doc: dict[str, Any]) -> dict[int, list[str]]:
     """Gateway endpoints on 127.0.0.1: port -> provider names. These need a mock."""
@@ -217,6 +265,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 
 # ---- `aigw up`: the local stack ----------------------------------------------------------
+
 
 def _banner(port: int, mocked: bool, run_dir: Path) -> str:
     base = f"http://127.0.0.1:{port}"
@@ -266,7 +315,7 @@ def up(bootstrap: Path, run_dir: Path) -> int:
     started: list[ManagedProcess] = []
     stop_requested = False
 
-    def request_stop(signum, frame):  # noqa: ARG001
+    def request_stop(signum, frame):
         nonlocal stop_requested
         stop_requested = True
 
@@ -275,10 +324,10 @@ def up(bootstrap: Path, run_dir: Path) -> int:
     try:
         mocks = loopback_backends(doc)
         for mock_port, providers in mocks.items():
-            started.append(MockProcess(mock_port, sorted(set(providers)),
-                                       run_dir / f"mock-{mock_port}.log").start())
-        started.append(Processor(bootstrap, sockets, run_dir / "processor.log",
-                                 log_format="text").start())
+            started.append(
+                MockProcess(mock_port, sorted(set(providers)), run_dir / f"mock-{mock_port}.log").start()
+            )
+        started.append(Processor(bootstrap, sockets, run_dir / "processor.log", log_format="text").start())
         started.append(Envoy(bootstrap, run_dir / "envoy.log", admin_port(doc)).start())
         print(_banner(port, bool(mocks), run_dir), flush=True)
         while not stop_requested:

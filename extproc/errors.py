@@ -30,22 +30,34 @@ def error_type_for(status: int) -> str:
     return "invalid_request_error" if 400 <= status < 500 else "server_error"
 
 
-def error_body(message: str, *, status: int, code: str | None = None, type_: str | None = None,
-               param: str | None = None) -> bytes:
-    return orjson.dumps({"error": {
-        "message": message,
-        "type": type_ or error_type_for(status),
-        "param": param,
-        "code": code,
-    }})
+def error_body(
+    message: str, *, status: int, code: str | None = None, type_: str | None = None, param: str | None = None
+) -> bytes:
+    return orjson.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": type_ or error_type_for(status),
+                "param": param,
+                "code": code,
+            }
+        }
+    )
 
 
 class GatewayError(Exception):
     """A request the gateway refuses or cannot complete; becomes an HTTP error response."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None,
-                 type_: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        type_: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -55,8 +67,7 @@ class GatewayError(Exception):
         self.headers = headers or {}
 
     def body(self) -> bytes:
-        return error_body(self.message, status=self.status, code=self.code, type_=self.type,
-                          param=self.param)
+        return error_body(self.message, status=self.status, code=self.code, type_=self.type, param=self.param)
 
 
 def bad_request(message: str, *, code: str, param: str | None = None) -> GatewayError:

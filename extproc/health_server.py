@@ -32,8 +32,9 @@ def build_app(health: BackendHealth, names: set[str]) -> web.Application:
     return app
 
 
-async def start(health: BackendHealth, names: set[str], host: str, port: int,
-                reuse_port: bool = False) -> web.AppRunner:
+async def start(
+    health: BackendHealth, names: set[str], host: str, port: int, reuse_port: bool = False
+) -> web.AppRunner:
     runner = web.AppRunner(build_app(health, names), access_log=None)
     await runner.setup()
     # With several workers each listens here (SO_REUSEPORT): a check lands on any of

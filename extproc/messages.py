@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
@@ -16,17 +16,26 @@ BUFFERED = processing_mode_pb2.ProcessingMode.BUFFERED
 STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
 
 
-def header_mutation(set_headers: dict[str, str] | None = None,
-                    remove: Iterable[str] = ()) -> pb.HeaderMutation:
+def header_mutation(
+    set_headers: dict[str, str] | None = None, remove: Iterable[str] = ()
+) -> pb.HeaderMutation:
     return pb.HeaderMutation(
-        set_headers=[base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=k, raw_value=v.encode()), append_action=_OVERWRITE)
-            for k, v in (set_headers or {}).items()],
-        remove_headers=list(remove))
+        set_headers=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=k, raw_value=v.encode()), append_action=_OVERWRITE
+            )
+            for k, v in (set_headers or {}).items()
+        ],
+        remove_headers=list(remove),
+    )
 
 
-def common(set_headers: dict[str, str] | None = None, remove: Iterable[str] = (),
-           body: bytes | None = None, clear_route_cache: bool = False) -> pb.CommonResponse:
+def common(
+    set_headers: dict[str, str] | None = None,
+    remove: Iterable[str] = (),
+    body: bytes | None = None,
+    clear_route_cache: bool = False,
+) -> pb.CommonResponse:
     resp = pb.CommonResponse(clear_route_cache=clear_route_cache)
     if set_headers or remove:
         resp.header_mutation.CopyFrom(header_mutation(set_headers, remove))
@@ -54,8 +63,9 @@ def response_headers(*, body_mode: int | None = None, **kw) -> pb.ProcessingResp
 
 def replace_response(set_headers: dict[str, str], body: bytes) -> pb.ProcessingResponse:
     """Answer a headers-only response (end_of_stream on the headers) with a body."""
-    resp = pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=common(
-        set_headers=set_headers, body=body)))
+    resp = pb.ProcessingResponse(
+        response_headers=pb.HeadersResponse(response=common(set_headers=set_headers, body=body))
+    )
     resp.response_headers.response.status = pb.CommonResponse.CONTINUE_AND_REPLACE
     return resp
 
@@ -66,25 +76,31 @@ def response_body(**kw) -> pb.ProcessingResponse:
 
 def streamed_body(body: bytes) -> pb.ProcessingResponse:
     """A STREAMED response-body chunk replaced by `body` (which may be empty)."""
-    return pb.ProcessingResponse(response_body=pb.BodyResponse(
-        response=pb.CommonResponse(body_mutation=pb.BodyMutation(body=body))))
+    return pb.ProcessingResponse(
+        response_body=pb.BodyResponse(response=pb.CommonResponse(body_mutation=pb.BodyMutation(body=body)))
+    )
 
 
-def immediate(status: int, body: bytes, headers: dict[str, str] | None = None,
-              details: str = "aigw") -> pb.ProcessingResponse:
+def immediate(
+    status: int, body: bytes, headers: dict[str, str] | None = None, details: str = "aigw"
+) -> pb.ProcessingResponse:
     """A local reply. `details` starting with `aigw` lets the bootstrap's local_reply_config
     tell the gateway's own replies (already JSON) from Envoy's."""
     all_headers = {"content-type": "application/json"}
     if headers:
         all_headers.update(headers)
-    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
-        status=http_status_pb2.HttpStatus(code=status), body=body,
-        headers=header_mutation(all_headers), details=details))
+    return pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=status),
+            body=body,
+            headers=header_mutation(all_headers),
+            details=details,
+        )
+    )
 
 
 def error_reply(err: GatewayError) -> pb.ProcessingResponse:
-    return immediate(err.status, err.body(), err.headers or None,
-                     details=f"aigw_{err.code or 'error'}")
+    return immediate(err.status, err.body(), err.headers or None, details=f"aigw_{err.code or 'error'}")
 
 
 def with_metadata(resp: pb.ProcessingResponse, metadata) -> pb.ProcessingResponse:
@@ -101,5 +117,7 @@ def with_metadata(resp: pb.ProcessingResponse, metadata) -> pb.ProcessingRespons
 
 def headers_of(header_map) -> dict[str, str]:
     """Envoy's HeaderMap as a dict. Values arrive in `raw_value` (bytes)."""
-    return {h.key: (h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
-            for h in header_map.headers}
+    return {
+        h.key: (h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
+        for h in header_map.headers
+    }

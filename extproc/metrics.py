@@ -35,40 +35,64 @@ from prometheus_client import (
 
 log = logging.getLogger("aigw.metrics")
 
-_MODEL_LABELS = ("route", "gen_ai_provider_name", "backend", "gen_ai_request_model",
-                 "gen_ai_response_model")
+_MODEL_LABELS = ("route", "gen_ai_provider_name", "backend", "gen_ai_request_model", "gen_ai_response_model")
 
 TOKENS = Counter(
-    "aigw_tokens", "Tokens used, by type (input, output, total).",
-    (*_MODEL_LABELS, "gen_ai_token_type"))
+    "aigw_tokens", "Tokens used, by type (input, output, total).", (*_MODEL_LABELS, "gen_ai_token_type")
+)
 TOKEN_USAGE = Histogram(
-    "gen_ai_client_token_usage", "Tokens per request (OpenTelemetry gen_ai.client.token.usage).",
+    "gen_ai_client_token_usage",
+    "Tokens per request (OpenTelemetry gen_ai.client.token.usage).",
     (*_MODEL_LABELS, "gen_ai_token_type"),
-    buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304))
+    buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304),
+)
 REQUEST_DURATION = Histogram(
     "gen_ai_server_request_duration_seconds",
     "Time from the request reaching the gateway to the end of the response.",
     ("route", "gen_ai_provider_name", "backend", "stream"),
-    buckets=(0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92))
+    buckets=(0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92),
+)
 TIME_TO_FIRST_TOKEN = Histogram(
     "gen_ai_server_time_to_first_token_seconds",
     "Streams: time from the request to the first content chunk.",
     ("route", "gen_ai_provider_name", "backend"),
-    buckets=(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0))
+    buckets=(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0),
+)
 TIME_PER_OUTPUT_TOKEN = Histogram(
     "gen_ai_server_time_per_output_token_seconds",
     "Streams: time per output token after the first.",
     ("route", "gen_ai_provider_name", "backend"),
-    buckets=(0.001, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5))
+    buckets=(
+        0.001,
+        0.005,
+        0.01,
+        0.02,
+        0.03,
+        0.04,
+        0.05,
+        0.075,
+        0.1,
+        0.15,
+        0.2,
+        0.3,
+        0.4,
+        0.5,
+        0.75,
+        1.0,
+        2.5,
+    ),
+)
 REQUESTS = Counter(
-    "aigw_requests", "Requests by final status.",
-    ("route", "gen_ai_provider_name", "backend", "status"))
+    "aigw_requests", "Requests by final status.", ("route", "gen_ai_provider_name", "backend", "status")
+)
 ATTEMPTS = Counter(
-    "aigw_attempts", "Upstream attempts by backend and status; attempt > 1 is a retry or failover.",
-    ("gen_ai_provider_name", "backend", "status", "retry"))
+    "aigw_attempts",
+    "Upstream attempts by backend and status; attempt > 1 is a retry or failover.",
+    ("gen_ai_provider_name", "backend", "status", "retry"),
+)
 GUARD_ACTIONS = Counter(
-    "aigw_guard_actions", "Prompt guard actions.",
-    ("route", "direction", "guard", "action", "entity"))
+    "aigw_guard_actions", "Prompt guard actions.", ("route", "direction", "guard", "action", "entity")
+)
 
 
 # Labelled children, looked up once: prometheus_client's labels() validates and locks on
@@ -107,8 +131,7 @@ async def start_server(host: str, port: int, reuse_port: bool = False) -> web.Ap
     registry = _registry()
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry),
-                            headers={"content-type": CONTENT_TYPE_LATEST})
+        return web.Response(body=generate_latest(registry), headers={"content-type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

@@ -46,6 +46,10 @@ def check_chat_path(path: str) -> None:
     if is_chat_path(path):
         return
     shown = path if len(path) <= _SHOWN else path[:_SHOWN] + "..."
-    raise GatewayError(404, f"Invalid URL ({shown}): this gateway serves chat completions only, "
-                            f"at a path ending in {CHAT_SUFFIX}",
-                       code="unknown_url", type_="invalid_request_error")
+    raise GatewayError(
+        404,
+        f"Invalid URL ({shown}): this gateway serves chat completions only, "
+        f"at a path ending in {CHAT_SUFFIX}",
+        code="unknown_url",
+        type_="invalid_request_error",
+    )

@@ -66,8 +66,7 @@ _MASK_REACH = 48
 class Redactor:
     """Finds and removes the given secret values from text, JSON and headers."""
 
-    __slots__ = ("_variants", "_index", "_grams", "_runs", "_pieces", "_tails", "_heads", "_chars",
-                 "_clean")
+    __slots__ = ("_chars", "_clean", "_grams", "_heads", "_index", "_pieces", "_runs", "_tails", "_variants")
 
     def __init__(self, values: list[str]) -> None:
         # (text, public prefix length) of every form each secret can take.
@@ -81,7 +80,7 @@ class Redactor:
             # Pieces of the public prefix alone are not indexed: they cannot make a leak,
             # and text that repeats them must not cost anything.
             for i in range(max(0, public - _GRAM + 1), len(text) - _GRAM + 1):
-                self._index.setdefault(text[i:i + _GRAM], []).append((vi, i))
+                self._index.setdefault(text[i : i + _GRAM], []).append((vi, i))
         self._chars = frozenset(chars)
         self._grams = frozenset(self._index)
         # Runs of secret characters long enough to hold a leak (most words of prose are
@@ -107,7 +106,7 @@ class Redactor:
             # In blocks, so that a hit (rare: a piece of a secret) is looked for again only
             # in its block; blocks overlap so that no leak is cut in two.
             for lo in range(0, max(1, len(text) - _OVERLAP), _BLOCK):
-                block = text[lo:lo + _BLOCK + _OVERLAP] if len(text) > _BLOCK else text
+                block = text[lo : lo + _BLOCK + _OVERLAP] if len(text) > _BLOCK else text
                 fresh = set(runs.findall(block)).difference(self._clean)
                 if not fresh:
                     continue
@@ -140,8 +139,7 @@ class Redactor:
                 merged.append((s, e))
         return merged
 
-    def _verify(self, text: str, p: int, hits: list[tuple[int, int]],
-                found: list[tuple[int, int]]) -> None:
+    def _verify(self, text: str, p: int, hits: list[tuple[int, int]], found: list[tuple[int, int]]) -> None:
         """Extend a piece found at `p` both ways along each secret form it occurs in; keep
         runs of FRAGMENT characters or more holding at least MASKED_TAIL characters past
         the form's public prefix (`sk-proj-Ab` tells nothing)."""
@@ -241,8 +239,12 @@ class Redactor:
         comments = [self.redact(c) for c in ev.comments]
         name = self.redact(ev.event) if ev.event is not None else None
         eid = self.redact(ev.id) if ev.id is not None else None
-        if not changed and name is ev.event and eid is ev.id and all(
-                a is b for a, b in zip(comments, ev.comments)):
+        if (
+            not changed
+            and name is ev.event
+            and eid is ev.id
+            and all(a is b for a, b in zip(comments, ev.comments, strict=False))
+        ):
             return ev
         new = copy.copy(ev)
         new.data = self._redact_document(data) if changed else data
@@ -274,6 +276,7 @@ class Redactor:
 
 # ---- building ---------------------------------------------------------------------------
 
+
 def _public_len(value: str) -> int:
     m = _PUBLIC_PREFIX.match(value)
     # Never so long that too little of the key is left to recognise.
@@ -294,7 +297,7 @@ def _forms(value: str) -> list[tuple[str, int]]:
         # base64 of the value inside any longer text: the 4-character groups that hold
         # only its bytes are the same wherever it starts, for each alignment mod 3.
         enc = base64.b64encode(b"\0" * lead + raw).decode()
-        inner = enc[4 if lead else 0:-4]
+        inner = enc[4 if lead else 0 : -4]
         if len(inner) >= FRAGMENT:
             forms.setdefault(inner, 0)
             forms.setdefault(inner.replace("+", "-").replace("/", "_"), 0)
@@ -319,8 +322,9 @@ def _char_class(chars: set[str]) -> str:
     return "".join(re.escape(c) for c in sorted(chars))
 
 
-def _masked_patterns(values: list[str], chars: set[str]) -> tuple[re.Pattern[str] | None,
-                                                                   re.Pattern[str] | None]:
+def _masked_patterns(
+    values: list[str], chars: set[str]
+) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
     """A mask followed by a secret's last characters; and, for keys without a prefix long
     enough for the fragment rule to cover it, its first characters followed by a mask."""
     tails, heads = set(), set()
@@ -336,8 +340,7 @@ def _masked_patterns(values: list[str], chars: set[str]) -> tuple[re.Pattern[str
         return None, None
     not_key = f"(?![{_char_class(chars)}])"
     # The tail alone: _masked_tails finds the mask before it.
-    return (re.compile(f"{_trie(tails)}{not_key}"),
-            re.compile(f"{_trie(heads)}{_MASK}") if heads else None)
+    return (re.compile(f"{_trie(tails)}{not_key}"), re.compile(f"{_trie(heads)}{_MASK}") if heads else None)
 
 
 def _trie(words: set[str]) -> str:
@@ -361,6 +364,7 @@ def _trie(words: set[str]) -> str:
             # so the longer words are tried first.
             return f"(?:{body})?"
         return body
+
     return "(?:" + build(root) + ")"
 
 

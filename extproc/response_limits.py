@@ -46,8 +46,10 @@ def buffer_limit(doc: dict[str, Any], ai_clusters: set[str]) -> int:
     """The smallest buffer a JSON response may have to fit in: every listener's and every
     AI cluster's per_connection_buffer_limit_bytes."""
     static = doc.get("static_resources") or {}
-    items = [*(static.get("listeners") or []),
-             *(c for c in static.get("clusters") or [] if c.get("name") in ai_clusters)]
+    items = [
+        *(static.get("listeners") or []),
+        *(c for c in static.get("clusters") or [] if c.get("name") in ai_clusters),
+    ]
     limits = []
     for item in items:
         value = item.get("per_connection_buffer_limit_bytes", ENVOY_DEFAULT_BUFFER)
@@ -78,6 +80,10 @@ def read_too_large(body: bytes, whole: bool, limit: int) -> GatewayError | None:
 
 
 def too_large(size: str, limit: int) -> GatewayError:
-    return GatewayError(502, f"the provider's response ({size}) is larger than the {limit} bytes "
-                             "the gateway reads; ask for a shorter answer (max_tokens) or raise "
-                             "the gateway's buffer limit", code="response_too_large")
+    return GatewayError(
+        502,
+        f"the provider's response ({size}) is larger than the {limit} bytes "
+        "the gateway reads; ask for a shorter answer (max_tokens) or raise "
+        "the gateway's buffer limit",
+        code="response_too_large",
+    )

@@ -31,7 +31,14 @@ from .guards.stream_guard import StreamRejected, StreamTextGuard
 from .guards.text_slots import chunk_slots
 from .sse import DONE, SSEEvent, SSEParser, encode
 from .stream_fields import (
-    ARG_FIELDS, GUARDED_FIELDS, ChoiceState, Field, drop_path, get_path, put_path, text_paths,
+    ARG_FIELDS,
+    GUARDED_FIELDS,
+    ChoiceState,
+    Field,
+    drop_path,
+    get_path,
+    put_path,
+    text_paths,
 )
 
 log = logging.getLogger("aigw.stream")
@@ -47,8 +54,9 @@ class Unguardable(Exception):
 
 
 class ResponseStream:
-    def __init__(self, route: str, guards: ResponseGuards | None, strip_usage: bool,
-                 headers: dict[str, str]) -> None:
+    def __init__(
+        self, route: str, guards: ResponseGuards | None, strip_usage: bool, headers: dict[str, str]
+    ) -> None:
         self.route = route
         self.guards = guards
         self.strip_usage = strip_usage
@@ -89,12 +97,20 @@ class ResponseStream:
             self._terminate(err, out)
         except (Unguardable, AttributeError, TypeError, ValueError, KeyError) as exc:
             # An event the stream code cannot follow: fail closed, the client gets an error.
-            log.warning("unreadable stream event", extra={"fields": {"route": self.route,
-                                                                     "error": type(exc).__name__}})
-            self._terminate(GatewayError(502, "the provider's stream could not be processed by "
-                                              "the gateway", code="unguardable_response"), out)
+            log.warning(
+                "unreadable stream event",
+                extra={"fields": {"route": self.route, "error": type(exc).__name__}},
+            )
+            self._terminate(
+                GatewayError(
+                    502,
+                    "the provider's stream could not be processed by the gateway",
+                    code="unguardable_response",
+                ),
+                out,
+            )
         if self.terminated:
-            self._usage_after_end(events[i + 1:])
+            self._usage_after_end(events[i + 1 :])
         return b"".join(out)
 
     def _usage_after_end(self, events: list[SSEEvent]) -> None:
@@ -155,7 +171,9 @@ class ResponseStream:
         if not guarded:
             self._note_tokens(choices)
             if self.strip_usage and usage:
-                out.append(b"data: " + orjson.dumps({k: v for k, v in chunk.items() if k != "usage"}) + b"\n\n")
+                out.append(
+                    b"data: " + orjson.dumps({k: v for k, v in chunk.items() if k != "usage"}) + b"\n\n"
+                )
             else:
                 out.append(encode(ev))
             return
@@ -332,7 +350,9 @@ class ResponseStream:
                 if not text:
                     continue
                 if key[0] == "tool_calls":
-                    delta.setdefault("tool_calls", []).append({"index": key[1], "function": {"arguments": text}})
+                    delta.setdefault("tool_calls", []).append(
+                        {"index": key[1], "function": {"arguments": text}}
+                    )
                 elif key[0] == "function_call":
                     delta["function_call"] = {"arguments": text}
                 else:
@@ -369,14 +389,19 @@ class ResponseStream:
         g = self.guards
         if g is None or g.scanner is None:
             return None
-        return StreamTextGuard(g.scanner, g.holdback, g.config.stream_window,
-                               reject=g.config.regex.action == "REJECT")  # type: ignore[union-attr]
+        return StreamTextGuard(
+            g.scanner, g.holdback, g.config.stream_window, reject=g.config.regex.action == "REJECT"
+        )  # type: ignore[union-attr]
 
     def _guarded_error(self, chunk: dict, ev: SSEEvent) -> bytes:
         """A provider's error message is text too: mask it (or drop it on a match)."""
         err = chunk.get("error")
-        if (self.guards is None or self.guards.scanner is None or not isinstance(err, dict)
-                or not isinstance(err.get("message"), str)):
+        if (
+            self.guards is None
+            or self.guards.scanner is None
+            or not isinstance(err, dict)
+            or not isinstance(err.get("message"), str)
+        ):
             return encode(ev)
         masked, findings = self.guards.scanner.mask(err["message"])
         if not findings:
@@ -406,8 +431,11 @@ class ResponseStream:
         for entity in entities:
             metrics.guard_action(self.route, "response", "regex", "rejected", entity)
         custom = self.guards.custom if self.guards else None  # type: ignore[union-attr]
-        err = GatewayError(custom.status_code if custom else 403,
-                           custom.message if custom else "rejected", code="content_policy_violation")
+        err = GatewayError(
+            custom.status_code if custom else 403,
+            custom.message if custom else "rejected",
+            code="content_policy_violation",
+        )
         self._terminate(err, out)
 
     def _terminate(self, err: GatewayError, out: list[bytes]) -> None:
@@ -417,4 +445,3 @@ class ResponseStream:
         out.append(b"data: " + error_body(err.message, status=err.status, code=err.code) + b"\n\n")
         out.append(DONE)
         self.terminated = True
-

@@ -35,9 +35,24 @@ log = logging.getLogger("aigw.route")
 class RouteStream:
     """State for one request's route-level gRPC stream."""
 
-    __slots__ = ("gw", "settings", "route", "request_id", "attempts", "limit", "rejected",
-                 "done", "headers", "acct", "strip_usage", "response", "read_json", "canonical",
-                 "attempt", "attempt_body")
+    __slots__ = (
+        "acct",
+        "attempt",
+        "attempt_body",
+        "attempts",
+        "canonical",
+        "done",
+        "gw",
+        "headers",
+        "limit",
+        "read_json",
+        "rejected",
+        "request_id",
+        "response",
+        "route",
+        "settings",
+        "strip_usage",
+    )
 
     def __init__(self, gw: GatewayConfig, settings: ProcessorSettings) -> None:
         self.gw = gw
@@ -98,7 +113,8 @@ class RouteStream:
                 self.done = True
                 return own
             resp.request_headers.response.header_mutation.MergeFrom(
-                own.request_headers.response.header_mutation)
+                own.request_headers.response.header_mutation
+            )
         return resp
 
     def _check_headers(self, hdrs: dict[str, str], end_of_stream: bool) -> None:
@@ -107,15 +123,18 @@ class RouteStream:
         check_chat_path(hdrs.get(":path", ""))
         method = hdrs.get(":method", "")
         if method != "POST":
-            raise GatewayError(405, f"method {method} is not allowed: chat completions take POST",
-                               code="method_not_allowed", headers={"allow": "POST"})
+            raise GatewayError(
+                405,
+                f"method {method} is not allowed: chat completions take POST",
+                code="method_not_allowed",
+                headers={"allow": "POST"},
+            )
         check_content_type(hdrs.get("content-type"))
         length = hdrs.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             raise _too_large(int(length), self.limit)
         if end_of_stream:
-            raise bad_request("the request body is empty: expected a JSON object",
-                              code="invalid_json")
+            raise bad_request("the request body is empty: expected a JSON object", code="invalid_json")
 
     async def request_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         body = req.request_body.body
@@ -137,8 +156,11 @@ class RouteStream:
                 changed |= apply_all(policy.field_defaults, canonical)
             model = canonical.get("model")
             if not model and not self.route.model_always_set:
-                raise bad_request("'model' is required: this route has no backend model to fall "
-                                  "back on", code="model_required", param="model")
+                raise bad_request(
+                    "'model' is required: this route has no backend model to fall back on",
+                    code="model_required",
+                    param="model",
+                )
             self._check_cooling()
         except GatewayError as err:
             return self._reject(err)
@@ -148,11 +170,14 @@ class RouteStream:
             changed |= self._ask_for_stream_usage(canonical)
             self.canonical = canonical
         if self.settings.debug_bodies:
-            log.debug("request body", extra={"fields": {"request_id": self.request_id,
-                                                        "body": body.decode("utf-8", "replace")}})
+            log.debug(
+                "request body",
+                extra={"fields": {"request_id": self.request_id, "body": body.decode("utf-8", "replace")}},
+            )
         metadata = None
         if policy.prompt_token_estimate:
             from .tokens import estimate_prompt_tokens
+
             metadata = {NAMESPACE: {"prompt_tokens_estimate": estimate_prompt_tokens(canonical)}}
         if self.attempt is not None:
             # No routing headers here: content routing and one-endpoint clusters are never
@@ -169,8 +194,10 @@ class RouteStream:
         if not set_headers and metadata is None:
             return msg.request_body()
         # Clearing the route cache makes Envoy match routes again, now with these headers.
-        return msg.with_metadata(msg.request_body(set_headers=set_headers, body=new_body,
-                                                  clear_route_cache=routing is not None), metadata)
+        return msg.with_metadata(
+            msg.request_body(set_headers=set_headers, body=new_body, clear_route_cache=routing is not None),
+            metadata,
+        )
 
     def _ask_for_stream_usage(self, canonical: dict) -> bool:
         """Streams are counted too: ask for the usage chunk, and remember to drop it again
@@ -186,9 +213,12 @@ class RouteStream:
         if self.route.backends:
             cooling = self.gw.all_cooling(self.route.backends)
             if cooling is not None:
-                raise GatewayError(429, "every backend of this route is rate limited; retry "
-                                        f"after {cooling} s", code="rate_limit_exceeded",
-                                   headers={"retry-after": str(cooling)})
+                raise GatewayError(
+                    429,
+                    f"every backend of this route is rate limited; retry after {cooling} s",
+                    code="rate_limit_exceeded",
+                    headers={"retry-after": str(cooling)},
+                )
 
     # ---- response -------------------------------------------------------------------
     async def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
@@ -211,18 +241,22 @@ class RouteStream:
             self.acct.status = self.attempt.status  # type: ignore[union-attr]
             # Internal headers never cross the edge, whoever set them.
             own.response_headers.response.header_mutation.remove_headers.extend(
-                k for k in hdrs if k.startswith(H.PREFIX))
+                k for k in hdrs if k.startswith(H.PREFIX)
+            )
             return own
         self.attempt_body = own.HasField("mode_override")
         if self.attempt_body and self.acct.status >= 400:
             self.done = False  # the error body is translated before the client gets it
-        mine.response_headers.response.header_mutation.MergeFrom(own.response_headers.response.header_mutation)
+        mine.response_headers.response.header_mutation.MergeFrom(
+            own.response_headers.response.header_mutation
+        )
         if self.attempt_body and not mine.HasField("mode_override"):
             mine.mode_override.CopyFrom(own.mode_override)
         return mine
 
-    def _response_headers(self, req: pb.ProcessingRequest,
-                          hdrs: dict[str, str] | None = None) -> pb.ProcessingResponse:
+    def _response_headers(
+        self, req: pb.ProcessingRequest, hdrs: dict[str, str] | None = None
+    ) -> pb.ProcessingResponse:
         if hdrs is None:
             hdrs = msg.headers_of(req.response_headers.headers)
         acct = self.acct
@@ -237,8 +271,7 @@ class RouteStream:
             guards = self.route.guards.response if self.route.guards is not None else None
             if hdrs.get("content-type", "").startswith("text/event-stream"):
                 self.response = ResponseStream(self.route.name, guards, self.strip_usage, self.headers)
-                return msg.response_headers(remove=[*internal, "content-length"],
-                                            body_mode=msg.STREAMED)
+                return msg.response_headers(remove=[*internal, "content-length"], body_mode=msg.STREAMED)
             # JSON: read for usage (and the response guards); see response_limits.py.
             too_big = declared_too_large(hdrs, self.gw.max_response_bytes)
             if too_big is not None:
@@ -285,7 +318,8 @@ class RouteStream:
         if not mine.response_body.response.HasField("body_mutation"):
             # Nothing of this filter's changed the translated body: send that one.
             mine.response_body.response.body_mutation.CopyFrom(
-                translated.response_body.response.body_mutation)
+                translated.response_body.response.body_mutation
+            )
         return mine
 
     async def _json_body(self, raw: bytes, whole: bool) -> pb.ProcessingResponse:
@@ -304,9 +338,13 @@ class RouteStream:
         if not isinstance(completion, dict):
             if self.route.guards is not None and self.route.guards.response is not None:
                 # Nothing the guards can read, so nothing may pass unguarded.
-                return self._replace_response(GatewayError(
-                    502, "the provider's response could not be checked by the gateway",
-                    code="unguardable_response"))
+                return self._replace_response(
+                    GatewayError(
+                        502,
+                        "the provider's response could not be checked by the gateway",
+                        code="unguardable_response",
+                    )
+                )
             if redacted:
                 return msg.response_body(set_headers={"content-length": str(len(raw))}, body=raw)
             return msg.response_body()
@@ -322,8 +360,10 @@ class RouteStream:
         if not changed and not redacted:
             return msg.with_metadata(msg.response_body(), self.acct.dynamic_metadata())
         out = orjson.dumps(completion) if changed else raw
-        return msg.with_metadata(msg.response_body(set_headers={"content-length": str(len(out))}, body=out),
-                                 self.acct.dynamic_metadata())
+        return msg.with_metadata(
+            msg.response_body(set_headers={"content-length": str(len(out))}, body=out),
+            self.acct.dynamic_metadata(),
+        )
 
     def _stream_done(self) -> None:
         rs = self.response
@@ -336,6 +376,7 @@ class RouteStream:
         if acct.total_tokens is None and self.canonical is not None:
             # Cut short before the usage chunk: count what was seen.
             from .tokens import count_tokens, estimate_prompt_tokens
+
             acct.input_tokens = estimate_prompt_tokens(self.canonical)
             acct.output_tokens = count_tokens("".join(rs.text_parts), acct.request_model)
             acct.estimated = True
@@ -345,9 +386,14 @@ class RouteStream:
         self.rejected = err
         self.acct.status = err.status
         body = err.body()
-        return msg.response_body(set_headers={":status": str(err.status),
-                                              "content-type": "application/json",
-                                              "content-length": str(len(body))}, body=body)
+        return msg.response_body(
+            set_headers={
+                ":status": str(err.status),
+                "content-type": "application/json",
+                "content-length": str(len(body)),
+            },
+            body=body,
+        )
 
     # ---- end ------------------------------------------------------------------------
     def _attempt_replied(self, out: pb.ProcessingResponse) -> pb.ProcessingResponse:
@@ -397,5 +443,8 @@ class RouteStream:
 
 
 def _too_large(size: int, limit: int) -> GatewayError:
-    return GatewayError(413, f"the request body is {size} bytes; this route accepts at most "
-                             f"{limit} bytes", code="request_too_large")
+    return GatewayError(
+        413,
+        f"the request body is {size} bytes; this route accepts at most {limit} bytes",
+        code="request_too_large",
+    )

@@ -10,8 +10,8 @@ import signal
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .config.gateway import GatewayConfig
 from .servicer import ExtProcServicer
@@ -24,23 +24,32 @@ _MAX_MESSAGE = 64 * 1024 * 1024
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
-async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: str | None,
-                tcp: str | None = None, grace: float = 30.0,
-                metrics_address: tuple[str, int] | None = None,
-                ready: asyncio.Event | None = None, shared_state: str | None = None) -> None:
+async def serve(
+    gw: GatewayConfig,
+    settings: ProcessorSettings,
+    *,
+    socket_path: str | None,
+    tcp: str | None = None,
+    grace: float = 30.0,
+    metrics_address: tuple[str, int] | None = None,
+    ready: asyncio.Event | None = None,
+    shared_state: str | None = None,
+) -> None:
     """Serve until SIGTERM. `shared_state` is set in a worker of `serve --workers`: the
     directory where workers share cooldowns; the metrics and health ports are then
     shared too (SO_REUSEPORT)."""
     if shared_state is not None:
         from .backend_health import SharedDeadlines
-        gw.health.share(SharedDeadlines(str(Path(shared_state) / "cooldowns"),
-                                        [b.name for b in gw.backends]))
+
+        gw.health.share(SharedDeadlines(str(Path(shared_state) / "cooldowns"), [b.name for b in gw.backends]))
     shared = shared_state is not None
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", _MAX_MESSAGE),
-        ("grpc.max_send_message_length", _MAX_MESSAGE),
-        ("grpc.so_reuseport", 0),
-    ])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ("grpc.max_send_message_length", _MAX_MESSAGE),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
     pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(gw, settings), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -63,23 +72,32 @@ async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: 
     runners = []
     if metrics_address is not None:
         from . import metrics
+
         runners.append(await metrics.start_server(*metrics_address, reuse_port=shared))
     if gw.health_address is not None:
         from . import health_server
+
         names = {b.name for b in gw.backends}
-        runners.append(await health_server.start(gw.health, names, *gw.health_address,
-                                                 reuse_port=shared))
+        runners.append(await health_server.start(gw.health, names, *gw.health_address, reuse_port=shared))
     for service in ("", EXT_PROC_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    log.info("processor listening", extra={"fields": {
-        "listen": ",".join(listening), "routes": len(gw.routes), "backends": len(gw.backends),
-        "pid": os.getpid()}})
+    log.info(
+        "processor listening",
+        extra={
+            "fields": {
+                "listen": ",".join(listening),
+                "routes": len(gw.routes),
+                "backends": len(gw.backends),
+                "pid": os.getpid(),
+            }
+        },
+    )
     if ready is not None:
         ready.set()
     # Guard scan workers warm up in the background, after health already answers.
     from .guards import scan_pool
-    scan_pool.start(scan_pool.guard_configs([*gw.routes.values(), gw.default_route]),
-                    settings.scan_workers)
+
+    scan_pool.start(scan_pool.guard_configs([*gw.routes.values(), gw.default_route]), settings.scan_workers)
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -94,6 +112,7 @@ async def serve(gw: GatewayConfig, settings: ProcessorSettings, *, socket_path: 
     for runner in runners:
         await runner.cleanup()
     from .guards.http_client import shared_session
+
     await shared_session.close()
     if socket_path:
         Path(socket_path).unlink(missing_ok=True)

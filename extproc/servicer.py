@@ -12,7 +12,6 @@ import asyncio
 import logging
 
 import grpc
-
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
@@ -54,10 +53,16 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         # processor behind Envoy).
         handler = self._handler(context)
         if handler is None:
-            log.error("ext_proc stream without a valid %s metadata; check the bootstrap's "
-                      "grpc_service.initial_metadata", PHASE_KEY)
-            await context.write(msg.error_reply(GatewayError(
-                500, "the gateway filter is misconfigured", code="gateway_misconfigured")))
+            log.error(
+                "ext_proc stream without a valid %s metadata; check the bootstrap's "
+                "grpc_service.initial_metadata",
+                PHASE_KEY,
+            )
+            await context.write(
+                msg.error_reply(
+                    GatewayError(500, "the gateway filter is misconfigured", code="gateway_misconfigured")
+                )
+            )
             return
         outcome = "complete"
         read, write, eof = context.read, context.write, grpc.aio.EOF
@@ -77,10 +82,19 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
                     reply = await method(req)
                 except Exception:  # a bug must not leave the request unanswered or open
                     outcome = "error"
-                    log.exception("processing failed", extra={"fields": {
-                        "request_id": getattr(handler, "request_id", ""), "phase": kind}})
-                    await write(msg.error_reply(GatewayError(
-                        500, "the gateway failed to process the request", code="gateway_internal_error")))
+                    log.exception(
+                        "processing failed",
+                        extra={"fields": {"request_id": getattr(handler, "request_id", ""), "phase": kind}},
+                    )
+                    await write(
+                        msg.error_reply(
+                            GatewayError(
+                                500,
+                                "the gateway failed to process the request",
+                                code="gateway_internal_error",
+                            )
+                        )
+                    )
                     return
                 await write(reply)
         except asyncio.CancelledError:

@@ -37,7 +37,7 @@ class SSEEvent:
 class SSEParser:
     """Feed bytes in any chunking; get back complete events in order."""
 
-    __slots__ = ("_decoder", "_parts", "_pending_cr", "_started", "_event", "_data_lines")
+    __slots__ = ("_data_lines", "_decoder", "_event", "_parts", "_pending_cr", "_started")
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -85,7 +85,7 @@ class SSEParser:
             self._parts = []
         start = 0
         for m in _EOL.finditer(text):
-            self._line(text[start:m.start()], events)
+            self._line(text[start : m.start()], events)
             start = m.end()
         if text.endswith("\r"):
             self._pending_cr = True
@@ -132,8 +132,14 @@ def _one_line(value: str) -> str:
     return _EOL.sub(" ", value)
 
 
-def encode_event(data: str | None = None, *, event: str | None = None, id: str | None = None,
-                 retry: int | None = None, comments: list[str] | None = None) -> bytes:
+def encode_event(
+    data: str | None = None,
+    *,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+    comments: list[str] | None = None,
+) -> bytes:
     """Serialise one event. Multi-line data (any line ending) becomes several `data:` lines."""
     parts: list[str] = []
     if comments:
@@ -150,8 +156,9 @@ def encode_event(data: str | None = None, *, event: str | None = None, id: str |
 
 
 def encode(ev: SSEEvent) -> bytes:
-    return encode_event(ev.data if ev.has_data else None, event=ev.event, id=ev.id,
-                        retry=ev.retry, comments=ev.comments)
+    return encode_event(
+        ev.data if ev.has_data else None, event=ev.event, id=ev.id, retry=ev.retry, comments=ev.comments
+    )
 
 
 DONE = b"data: [DONE]\n\n"

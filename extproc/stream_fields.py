@@ -20,7 +20,7 @@ ARG_FIELDS = ("tool_calls", "function_call")
 
 
 class Field:
-    __slots__ = ("guard", "webhook_buffer", "decoder", "quoter", "ends")
+    __slots__ = ("decoder", "ends", "guard", "quoter", "webhook_buffer")
 
     def __init__(self, guard: StreamTextGuard | None, json_args: bool = False) -> None:
         self.guard = guard
@@ -34,7 +34,7 @@ class Field:
 
 
 class ChoiceState:
-    __slots__ = ("fields", "envelope", "finished")
+    __slots__ = ("envelope", "fields", "finished")
 
     def __init__(self) -> None:
         self.fields: dict[tuple, Field] = {}
@@ -44,9 +44,11 @@ class ChoiceState:
 
 def text_paths(delta: dict, state: ChoiceState) -> list[tuple]:
     """The delta's streamed text fields, and those of the choice still holding text."""
-    paths = [(k,) for k, v in delta.items()
-             if k not in ("role", *ARG_FIELDS)
-             and (isinstance(v, str) or (k in GUARDED_FIELDS and v is not None))]
+    paths = [
+        (k,)
+        for k, v in delta.items()
+        if k not in ("role", *ARG_FIELDS) and (isinstance(v, str) or (k in GUARDED_FIELDS and v is not None))
+    ]
     audio = delta.get("audio")
     if isinstance(audio, dict) and audio.get("transcript") is not None:
         paths.append(("audio", "transcript"))

@@ -50,8 +50,14 @@ class StreamTranscoder:
             # never with silently truncated or untranslated output. The exception text may
             # quote provider data, so it goes to the log, not to the client.
             log.warning("untranslatable provider stream", extra={"fields": {"error": repr(exc)[:200]}})
-            self._emit([error_dict(502, "the provider's stream could not be translated",
-                                   code="upstream_invalid_stream")], out)
+            self._emit(
+                [
+                    error_dict(
+                        502, "the provider's stream could not be translated", code="upstream_invalid_stream"
+                    )
+                ],
+                out,
+            )
         return b"".join(out)
 
     def _emit(self, chunks: list[dict[str, Any]], out: list[bytes]) -> None:

@@ -18,7 +18,7 @@ import gzip
 import hashlib
 import os
 import tempfile
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -54,10 +54,11 @@ def install_offline_vocab() -> Path:
     return target
 
 
-@lru_cache(maxsize=None)
+@cache
 def _encoding(name: str):
     install_offline_vocab()
     import tiktoken
+
     return tiktoken.get_encoding(name)
 
 
@@ -90,8 +91,9 @@ def estimate_prompt_tokens(req: dict[str, Any]) -> int:
             total += 1 + len(enc.encode(str(msg["name"]), disallowed_special=()))
         for call in msg.get("tool_calls") or ():
             fn = call.get("function") or {}
-            total += len(enc.encode(str(fn.get("name", "")) + str(fn.get("arguments", "")),
-                                    disallowed_special=()))
+            total += len(
+                enc.encode(str(fn.get("name", "")) + str(fn.get("arguments", "")), disallowed_special=())
+            )
     return total
 
 

@@ -16,9 +16,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import headers as H
-from . import metrics
 from . import messages as msg
-from . import redaction
+from . import metrics, redaction
 from .backend_health import retry_after_seconds
 from .backends import ACCOUNT_HEADERS, CLIENT_ONLY_HEADERS, CREDENTIAL_HEADERS, Backend, client_key
 from .canonical import parse_request, wants_stream
@@ -38,11 +37,24 @@ _HOST_ATTRS = "envoy.filters.http.ext_proc"
 class UpstreamStream:
     """State for one attempt's upstream gRPC stream."""
 
-    __slots__ = ("gw", "settings", "direct", "backend", "client_key", "model", "stream", "status",
-                 "started", "attempt", "request_id", "transcoder", "translate_json", "done")
+    __slots__ = (
+        "attempt",
+        "backend",
+        "client_key",
+        "direct",
+        "done",
+        "gw",
+        "model",
+        "request_id",
+        "settings",
+        "started",
+        "status",
+        "stream",
+        "transcoder",
+        "translate_json",
+    )
 
-    def __init__(self, gw: GatewayConfig, settings: ProcessorSettings,
-                 direct: Backend | None = None) -> None:
+    def __init__(self, gw: GatewayConfig, settings: ProcessorSettings, direct: Backend | None = None) -> None:
         """`direct`: the backend of a one-endpoint cluster, when the route-level filter
         runs this attempt itself (route_filter.py) instead of an upstream filter."""
         self.gw = gw
@@ -61,8 +73,9 @@ class UpstreamStream:
         self.done = False  # see RouteStream.done
 
     # ---- request --------------------------------------------------------------------
-    async def request_headers(self, req: pb.ProcessingRequest,
-                              hdrs: dict[str, str] | None = None) -> pb.ProcessingResponse:
+    async def request_headers(
+        self, req: pb.ProcessingRequest, hdrs: dict[str, str] | None = None
+    ) -> pb.ProcessingResponse:
         """`hdrs`: the headers already read (the route-level filter running the attempt)."""
         if hdrs is None:
             hdrs = msg.headers_of(req.request_headers.headers)
@@ -70,8 +83,9 @@ class UpstreamStream:
         if rejected is not None:
             return rejected
         if req.request_headers.end_of_stream:
-            return self._reject(bad_request("the request body is empty: expected a JSON object",
-                                            code="invalid_json"))
+            return self._reject(
+                bad_request("the request body is empty: expected a JSON object", code="invalid_json")
+            )
         # Only what this backend may receive travels on (backends.HeaderPolicy).
         return msg.request_headers(remove=self.backend.header_policy.dropped(hdrs))  # type: ignore[union-attr]
 
@@ -92,11 +106,17 @@ class UpstreamStream:
         if self.backend is None:
             # Envoy picked a host this processor has no settings for: Envoy and the
             # processor run different bootstraps. Never forward such a request as is.
-            log.error("no backend configured for upstream host", extra={"fields": {
-                "request_id": self.request_id, "address": address}})
-            return self._reject(GatewayError(
-                500, "the gateway has no configuration for the selected backend",
-                code="backend_not_configured"))
+            log.error(
+                "no backend configured for upstream host",
+                extra={"fields": {"request_id": self.request_id, "address": address}},
+            )
+            return self._reject(
+                GatewayError(
+                    500,
+                    "the gateway has no configuration for the selected backend",
+                    code="backend_not_configured",
+                )
+            )
         return None
 
     async def request_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
@@ -114,8 +134,11 @@ class UpstreamStream:
         try:
             model = backend.settings.model or canonical.get("model")
             if not model:
-                raise bad_request("'model' is required: the selected backend has no configured "
-                                  "model", code="model_required", param="model")
+                raise bad_request(
+                    "'model' is required: the selected backend has no configured model",
+                    code="model_required",
+                    param="model",
+                )
             self.model = model
             self.stream = wants_stream(canonical)
             body = orjson.dumps(provider.translate_request(canonical, model))
@@ -123,11 +146,14 @@ class UpstreamStream:
         except GatewayError as err:
             return self._reject(err)
         except (ProviderError, ValueError) as err:
-            return self._reject(bad_request(f"the request cannot be sent to {provider.name}: {err}",
-                                            code="untranslatable_request",
-                                            param=getattr(err, "param", None)))
-        set_headers = {":path": path, "content-length": str(len(body)),
-                       "content-type": "application/json"}
+            return self._reject(
+                bad_request(
+                    f"the request cannot be sent to {provider.name}: {err}",
+                    code="untranslatable_request",
+                    param=getattr(err, "param", None),
+                )
+            )
+        set_headers = {":path": path, "content-length": str(len(body)), "content-type": "application/json"}
         set_headers.update(backend.headers)
         credential = backend.credential(self.client_key)
         if credential is not None:
@@ -135,13 +161,18 @@ class UpstreamStream:
         strip = CREDENTIAL_HEADERS + CLIENT_ONLY_HEADERS + (() if backend.passthrough else ACCOUNT_HEADERS)
         remove = [h for h in strip if h not in set_headers]
         if self.settings.debug_bodies:
-            log.debug("upstream request body", extra={"fields": {
-                "request_id": self.request_id, "backend": backend.name, "body": body.decode()}})
+            log.debug(
+                "upstream request body",
+                extra={
+                    "fields": {"request_id": self.request_id, "backend": backend.name, "body": body.decode()}
+                },
+            )
         return msg.request_body(set_headers=set_headers, remove=remove, body=body)
 
     # ---- response -------------------------------------------------------------------
-    async def response_headers(self, req: pb.ProcessingRequest,
-                               hdrs: dict[str, str] | None = None) -> pb.ProcessingResponse:
+    async def response_headers(
+        self, req: pb.ProcessingRequest, hdrs: dict[str, str] | None = None
+    ) -> pb.ProcessingResponse:
         resp = self._response_headers(req, hdrs)
         # Providers may quote the credential in a header (`www-authenticate`): the
         # gateway's own secrets never reach a client (redaction.py). (A local reply made
@@ -150,8 +181,9 @@ class UpstreamStream:
             _redact_headers(req.response_headers.headers, resp.response_headers.response.header_mutation)
         return resp
 
-    def _response_headers(self, req: pb.ProcessingRequest,
-                          hdrs: dict[str, str] | None = None) -> pb.ProcessingResponse:
+    def _response_headers(
+        self, req: pb.ProcessingRequest, hdrs: dict[str, str] | None = None
+    ) -> pb.ProcessingResponse:
         backend = self.backend
         assert backend is not None
         if hdrs is None:
@@ -159,8 +191,11 @@ class UpstreamStream:
         self.status = int(hdrs.get(":status", "0") or 0)
         # The route-level filter learns which backend answered from these (and removes
         # them); when it runs the attempt itself, it knows already.
-        report = ({} if self.direct is not None else
-                  {H.BACKEND: backend.name, H.PROVIDER: backend.provider.name, H.ATTEMPT: self.attempt})
+        report = (
+            {}
+            if self.direct is not None
+            else {H.BACKEND: backend.name, H.PROVIDER: backend.provider.name, H.ATTEMPT: self.attempt}
+        )
         if self.status == 429 or (self.status == 503 and ("retry-after" in hdrs or "retry-after-ms" in hdrs)):
             if self._cool_down(backend, hdrs) and self.direct is None:
                 # Out of rotation now, not at the next health check: the processor's health
@@ -184,8 +219,7 @@ class UpstreamStream:
             return msg.response_headers(set_headers=report)
         if self.status < 400 and streamed:
             self.transcoder = StreamTranscoder(backend.provider.stream_translator(self.model))
-            return msg.response_headers(set_headers=report, remove=["content-length"],
-                                        body_mode=msg.STREAMED)
+            return msg.response_headers(set_headers=report, remove=["content-length"], body_mode=msg.STREAMED)
         # Read whole: errors to normalise them to the OpenAI error shape, answers to
         # translate them. One that cannot fit is refused unread (response_limits.py).
         too_big = declared_too_large(hdrs, self.gw.max_response_bytes)
@@ -223,18 +257,36 @@ class UpstreamStream:
             try:
                 return provider.translate_error(self.status, body)
             except Exception:  # an odd error body must not hide the provider's status
-                log.warning("untranslatable provider error", extra={"fields": {
-                    "request_id": self.request_id, "backend": self.backend.name}})  # type: ignore[union-attr]
+                log.warning(
+                    "untranslatable provider error",
+                    extra={"fields": {"request_id": self.request_id, "backend": self.backend.name}},
+                )  # type: ignore[union-attr]
                 return self.status, openai_style_error(self.status, body, provider.name)
         try:
             return self.status, provider.translate_response(orjson.loads(body), self.model)
-        except (orjson.JSONDecodeError, ProviderError, ValueError, KeyError, TypeError,
-                AttributeError) as exc:
-            log.warning("untranslatable provider response", extra={"fields": {
-                "request_id": self.request_id, "backend": self.backend.name,  # type: ignore[union-attr]
-                "error": redaction.current().redact(str(exc))}})
-            return 502, error_dict(502, f"{provider.name} returned a response the gateway could "
-                                        "not translate", code="upstream_invalid_response")
+        except (
+            orjson.JSONDecodeError,
+            ProviderError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as exc:
+            log.warning(
+                "untranslatable provider response",
+                extra={
+                    "fields": {
+                        "request_id": self.request_id,
+                        "backend": self.backend.name,  # type: ignore[union-attr]
+                        "error": redaction.current().redact(str(exc)),
+                    }
+                },
+            )
+            return 502, error_dict(
+                502,
+                f"{provider.name} returned a response the gateway could not translate",
+                code="upstream_invalid_response",
+            )
 
     def _cool_down(self, backend: Backend, hdrs: dict[str, str]) -> bool:
         """The provider asked us to back off: keep this backend out of rotation (Envoy's
@@ -249,9 +301,18 @@ class UpstreamStream:
         seconds = min(wait if wait is not None else s.cooldown_seconds, s.max_cooldown_seconds)
         if seconds > 0:
             left = self.gw.health.cool_down(backend.name, seconds)
-            log.info("backend cooling down", extra={"fields": {
-                "request_id": self.request_id, "backend": backend.name, "status": self.status,
-                "retry_after": hdrs.get("retry-after"), "cooldown_s": round(left, 2)}})
+            log.info(
+                "backend cooling down",
+                extra={
+                    "fields": {
+                        "request_id": self.request_id,
+                        "backend": backend.name,
+                        "status": self.status,
+                        "retry_after": hdrs.get("retry-after"),
+                        "cooldown_s": round(left, 2),
+                    }
+                },
+            )
             return True
         return False
 
@@ -266,30 +327,47 @@ class UpstreamStream:
             outcome = "complete"
         backend = self.backend
         if backend is not None:
-            metrics.child(metrics.ATTEMPTS, backend.provider.name, backend.name, str(self.status or 0),
-                          "false" if self.attempt == "1" else "true").inc()
+            metrics.child(
+                metrics.ATTEMPTS,
+                backend.provider.name,
+                backend.name,
+                str(self.status or 0),
+                "false" if self.attempt == "1" else "true",
+            ).inc()
         if self.direct is not None:
             return  # the route-level filter's request line says all of it
-        access_log.info("attempt", extra={"fields": {
-            "request_id": self.request_id,
-            "backend": backend.name if backend else "-",
-            "provider": backend.provider.name if backend else "-",
-            "model": self.model or "-",
-            "attempt": self.attempt,
-            "status": self.status,
-            "duration_ms": round((time.monotonic() - self.started) * 1000, 2),
-            "outcome": outcome,
-        }})
+        access_log.info(
+            "attempt",
+            extra={
+                "fields": {
+                    "request_id": self.request_id,
+                    "backend": backend.name if backend else "-",
+                    "provider": backend.provider.name if backend else "-",
+                    "model": self.model or "-",
+                    "attempt": self.attempt,
+                    "status": self.status,
+                    "duration_ms": round((time.monotonic() - self.started) * 1000, 2),
+                    "outcome": outcome,
+                }
+            },
+        )
 
 
 def _redact_headers(header_map, mutation: pb.HeaderMutation) -> None:
     """Add to `mutation` the response headers that quote a secret, redacted. Every value
     is read (a header may repeat); a header with a secret in any value is rewritten whole."""
-    pairs = [(h.key, h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
-             for h in header_map.headers if not h.key.startswith(":")]
+    pairs = [
+        (h.key, h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
+        for h in header_map.headers
+        if not h.key.startswith(":")
+    ]
     for name, values in redaction.current().redact_headers(pairs).items():
         for i, value in enumerate(values):
-            mutation.set_headers.append(base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key=name, raw_value=value.encode()),
-                append_action=base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD if i
-                else base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD))
+            mutation.set_headers.append(
+                base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(key=name, raw_value=value.encode()),
+                    append_action=base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+                    if i
+                    else base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                )
+            )

@@ -49,7 +49,7 @@ def supervise(argv: list[str], workers: int, grace: float) -> int:
     stopping = False
     result = 0
 
-    def stop(signum: int, frame: object) -> None:  # noqa: ARG001
+    def stop(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
 
@@ -76,14 +76,15 @@ def supervise(argv: list[str], workers: int, grace: float) -> int:
                 quick = now - started[i] < _MIN_UPTIME
                 if code == 2 and quick:
                     # A usage or config error: every restart would fail the same way.
-                    log.error("worker refused its configuration; stopping", extra={"fields": {
-                        "worker": i}})
+                    log.error("worker refused its configuration; stopping", extra={"fields": {"worker": i}})
                     stopping, result = True, 2
                     break
                 backoff[i] = min(_MAX_BACKOFF, backoff.get(i, 0.5) * 2) if quick else 0.5
                 restart_at[i] = now + backoff[i]
-                log.error("worker exited; restarting", extra={"fields": {
-                    "worker": i, "exit_code": code, "restart_in_s": backoff[i]}})
+                log.error(
+                    "worker exited; restarting",
+                    extra={"fields": {"worker": i, "exit_code": code, "restart_in_s": backoff[i]}},
+                )
             for i, when in list(restart_at.items()):
                 if now >= when and not stopping:
                     del restart_at[i]
@@ -110,6 +111,7 @@ def _forget_metrics(pid: int, metrics_dir: Path) -> None:
     """A dead worker's live-only samples must not be summed any more; its counters stay."""
     try:
         from prometheus_client import multiprocess
+
         multiprocess.mark_process_dead(pid, str(metrics_dir))
-    except Exception:  # noqa: BLE001 - bookkeeping must not stop the supervisor
+    except Exception:
         log.exception("could not mark a dead worker's metrics")

@@ -41,13 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from extproc.devstack import Envoy, MockProcess, Processor, free_port, serving  # noqa: E402
+from extproc.devstack import Envoy, MockProcess, Processor, free_port  # noqa: E402
 from extproc.render.envoy import render  # noqa: E402
 from extproc.render.model import GatewayConfig  # noqa: E402
 
-BODY = {"model": "gpt-4o-mini", "messages": [
-    {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "Write one sentence about Envoy proxies."}]}
+BODY = {
+    "model": "gpt-4o-mini",
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Write one sentence about Envoy proxies."},
+    ],
+}
 PLAIN = "/v1/chat/completions"
 GUARDED = "/guarded/v1/chat/completions"
 STREAM_GUARDED = "/pii-out/v1/chat/completions"
@@ -55,11 +59,14 @@ PII_IN = "/pii-in/v1/chat/completions"
 BUILTINS = ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"]
 
 
-def gateway_config(mock_port: int, port: int, admin: int, health: int, sock: Path,
-                   workers: int) -> dict:
+def gateway_config(mock_port: int, port: int, admin: int, health: int, sock: Path, workers: int) -> dict:
     def ai(provider: str, model: str) -> dict:
-        return {"provider": provider, "model": model, "auth": {"secretRef": {"inline": "sk-bench"}},
-                "endpoint": {"host": "127.0.0.1", "port": mock_port}}
+        return {
+            "provider": provider,
+            "model": model,
+            "auth": {"secretRef": {"inline": "sk-bench"}},
+            "endpoint": {"host": "127.0.0.1", "port": mock_port},
+        }
 
     def route(name: str, prefix: str, backend: str, policies: dict | None = None) -> dict:
         path = {"type": "Exact", "value": PLAIN} if not prefix else {"value": prefix}
@@ -67,27 +74,59 @@ def gateway_config(mock_port: int, port: int, admin: int, health: int, sock: Pat
         return {**r, "policies": policies} if policies else r
 
     return {
-        "gateway": {"listen": {"port": port}, "adminPort": admin,
-                    "processor": {"socket": str(sock), "healthPort": health, "workers": workers}},
+        "gateway": {
+            "listen": {"port": port},
+            "adminPort": admin,
+            "processor": {"socket": str(sock), "healthPort": health, "workers": workers},
+        },
         "backends": [
             {"name": "plain", "ai": ai("openai", "gpt-4o-mini")},
-            {"name": "chain", "ai": {"priorityGroups": [
-                {"providers": [{"name": "claude", **ai("anthropic", "claude-3-5-haiku-latest")}]},
-                {"providers": [{"name": "gpt", **ai("openai", "gpt-4o-mini")}]}]}},
+            {
+                "name": "chain",
+                "ai": {
+                    "priorityGroups": [
+                        {"providers": [{"name": "claude", **ai("anthropic", "claude-3-5-haiku-latest")}]},
+                        {"providers": [{"name": "gpt", **ai("openai", "gpt-4o-mini")}]},
+                    ]
+                },
+            },
         ],
         "routes": [
             route("plain", "", "plain"),
-            route("guarded", "/guarded", "chain", {
-                "promptEnrichment": {"prepend": [{"role": "SYSTEM", "content": "Answer briefly."}]},
-                "promptGuard": {
-                    "request": {"regex": {"action": "MASK", "matches": [
-                        {"pattern": r"sk-[A-Za-z0-9]{20,}", "name": "API_KEY"}]}},
-                    "response": {"regex": {"action": "MASK", "matches": [
-                        {"pattern": r"ORD-\d{6}", "name": "ORDER"}]}}}}),
-            route("pii-out", "/pii-out", "plain", {
-                "promptGuard": {"response": {"regex": {"action": "MASK", "builtins": BUILTINS}}}}),
-            route("pii-in", "/pii-in", "plain", {
-                "promptGuard": {"request": {"regex": {"action": "MASK", "builtins": BUILTINS}}}}),
+            route(
+                "guarded",
+                "/guarded",
+                "chain",
+                {
+                    "promptEnrichment": {"prepend": [{"role": "SYSTEM", "content": "Answer briefly."}]},
+                    "promptGuard": {
+                        "request": {
+                            "regex": {
+                                "action": "MASK",
+                                "matches": [{"pattern": r"sk-[A-Za-z0-9]{20,}", "name": "API_KEY"}],
+                            }
+                        },
+                        "response": {
+                            "regex": {
+                                "action": "MASK",
+                                "matches": [{"pattern": r"ORD-\d{6}", "name": "ORDER"}],
+                            }
+                        },
+                    },
+                },
+            ),
+            route(
+                "pii-out",
+                "/pii-out",
+                "plain",
+                {"promptGuard": {"response": {"regex": {"action": "MASK", "builtins": BUILTINS}}}},
+            ),
+            route(
+                "pii-in",
+                "/pii-in",
+                "plain",
+                {"promptGuard": {"request": {"regex": {"action": "MASK", "builtins": BUILTINS}}}},
+            ),
         ],
     }
 
@@ -109,10 +148,14 @@ def bare(doc: dict) -> dict:
 
 # ---- measuring ---------------------------------------------------------------------------
 
+
 def wrk(url: str, concurrency: int, duration: int, script: Path) -> dict:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True).stdout
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
 
@@ -122,14 +165,23 @@ def wrk(url: str, concurrency: int, duration: int, script: Path) -> dict:
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "requests": total, "p50_ms": pct("50"), "p99_ms": pct("99"),
-            "non2xx": int(errors.group(1)) if errors else 0}
+    return {
+        "rps": rps,
+        "requests": total,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "non2xx": int(errors.group(1)) if errors else 0,
+    }
 
 
 def cpu_seconds(pid: int) -> float:
     """CPU time of a process and its children (the workers of `serve --workers`)."""
-    pids = [pid] + [int(p) for p in subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)],
-                                                    capture_output=True, text=True).stdout.split()]
+    pids = [pid] + [
+        int(p)
+        for p in subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
+        ).stdout.split()
+    ]
     total = 0.0
     for p in pids:
         try:
@@ -146,31 +198,41 @@ def post_script(tmp: Path, body: dict) -> Path:
         'wrk.method = "POST"\n'
         f"wrk.body = {json.dumps(json.dumps(body))}\n"
         'wrk.headers["content-type"] = "application/json"\n'
-        'wrk.headers["authorization"] = "Bearer bench"\n')
+        'wrk.headers["authorization"] = "Bearer bench"\n'
+    )
     return script
 
 
 class Gateway:
     """Envoy (+ the processor unless bare) from the bench gateway config."""
 
-    def __init__(self, tmp: Path, mock_port: int, name: str, *, gateway: bool = True,
-                 workers: int = 1) -> None:
+    def __init__(
+        self, tmp: Path, mock_port: int, name: str, *, gateway: bool = True, workers: int = 1
+    ) -> None:
         self.port, self.admin, health = free_port(), free_port(), free_port()
         sock = tmp / f"{name}.sock"
-        doc = render(GatewayConfig.model_validate(
-            gateway_config(mock_port, self.port, self.admin, health, sock, workers)))
+        doc = render(
+            GatewayConfig.model_validate(
+                gateway_config(mock_port, self.port, self.admin, health, sock, workers)
+            )
+        )
         if not gateway:
             doc = bare(doc)
         path = tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(doc))
-        sockets = [Path(lb["endpoint"]["address"]["pipe"]["path"]) for lb in
-                   doc["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+        sockets = [
+            Path(lb["endpoint"]["address"]["pipe"]["path"])
+            for lb in doc["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0][
+                "lb_endpoints"
+            ]
+        ]
         self.processor = None
         self.startup_s = 0.0
         if gateway:
             started = time.monotonic()
-            self.processor = Processor(path, sockets, tmp / f"{name}-processor.log",
-                                       ["--metrics-port", "0"], log_format="json").start()
+            self.processor = Processor(
+                path, sockets, tmp / f"{name}-processor.log", ["--metrics-port", "0"], log_format="json"
+            ).start()
             self.startup_s = time.monotonic() - started
         self.envoy = Envoy(path, tmp / f"{name}-envoy.log", self.admin).start()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -248,12 +310,22 @@ def hostile_body() -> dict:
 
 def presidio_4kb() -> tuple[float, int]:
     from extproc.guards.regex_guard import RegexGuardConfig, TextScanner
+
     scanner = TextScanner(RegexGuardConfig(action="MASK", builtins=tuple(BUILTINS)))
-    para = ("Our support team reviewed the ticket and the customer history in detail before "
-            "answering. The account shows normal activity over the last billing periods. ")
+    para = (
+        "Our support team reviewed the ticket and the customer history in detail before "
+        "answering. The account shows normal activity over the last billing periods. "
+    )
     text = (para * 30)[:4000]
-    text = (text[:1000] + " email jane.doe@example.com " + text[1000:2000] + " call (212) 555-0198 "
-            + text[2000:3000] + " card 4111 1111 1111 1111 " + text[3000:])[:4096]
+    text = (
+        text[:1000]
+        + " email jane.doe@example.com "
+        + text[1000:2000]
+        + " call (212) 555-0198 "
+        + text[2000:3000]
+        + " card 4111 1111 1111 1111 "
+        + text[3000:]
+    )[:4096]
     times = []
     for _ in range(40):
         t0 = time.perf_counter()
@@ -263,6 +335,7 @@ def presidio_4kb() -> tuple[float, int]:
 
 
 # ---- the run -----------------------------------------------------------------------------
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -288,8 +361,10 @@ def main() -> int:
                 wrk(gw.url + PLAIN, 2, 2, script)  # warm-up: connections, first-call costs
                 for c in (1, 10):
                     r = res[f"{name}_c{c}"] = load(gw, PLAIN, c, d, script)
-                    say(f"  {name:<8} plain c={c:<3} {r['rps']:7.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
-                        f"p99 {r['p99_ms']:6.2f} ms  cpu/req {r.get('cpu_ms_per_req', 0):.3f} ms")
+                    say(
+                        f"  {name:<8} plain c={c:<3} {r['rps']:7.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
+                        f"p99 {r['p99_ms']:6.2f} ms  cpu/req {r.get('cpu_ms_per_req', 0):.3f} ms"
+                    )
                 words = " ".join(f"word{i}" for i in range(40))
                 first_chunk_ms(gw.url + PLAIN, 20, words)  # warm-up
                 res[f"{name}_ttfc_ms"] = statistics.median(first_chunk_ms(gw.url + PLAIN, 200, words))
@@ -297,15 +372,21 @@ def main() -> int:
                 if not gateway:
                     continue
                 r = res["guarded_c10"] = load(gw, GUARDED, 10, d, script)
-                say(f"  gateway  enrichment+regex guard, Anthropic-first chain c=10 {r['rps']:.0f} req/s  "
-                    f"cpu/req {r['cpu_ms_per_req']:.3f} ms")
-                text = ("Your order ships Monday. Call (212) 555-0198 or write to jane.doe@example.com "
-                        "with card 4111 1111 1111 1111 handy. ") * 4
+                say(
+                    f"  gateway  enrichment+regex guard, Anthropic-first chain c=10 {r['rps']:.0f} req/s  "
+                    f"cpu/req {r['cpu_ms_per_req']:.3f} ms"
+                )
+                text = (
+                    "Your order ships Monday. Call (212) 555-0198 or write to jane.doe@example.com "
+                    "with card 4111 1111 1111 1111 handy. "
+                ) * 4
                 cpu0 = gw.cpu()
                 chunks = stream_chunks(gw.url + STREAM_GUARDED, 50, text)
                 res["guarded_stream_cpu_ms_per_chunk"] = (gw.cpu() - cpu0) * 1000 / max(1, chunks)
-                say(f"  gateway  PII-guarded stream: {res['guarded_stream_cpu_ms_per_chunk']:.3f} ms "
-                    "processor CPU per chunk")
+                say(
+                    f"  gateway  PII-guarded stream: {res['guarded_stream_cpu_ms_per_chunk']:.3f} ms "
+                    "processor CPU per chunk"
+                )
                 failures: list[str] = []
                 idle = small_latencies(gw.url + PLAIN, 5, failures)
                 stop = threading.Event()
@@ -331,9 +412,11 @@ def main() -> int:
                 res["hol_small_failures"] = failures[:20]
                 if failures:
                     say(f"  gateway  {len(failures)} small requests FAILED: {failures[:3]}")
-                say(f"  gateway  small requests p99: idle {res['hol_idle_p99_ms']:.2f} ms, while hostile "
+                say(
+                    f"  gateway  small requests p99: idle {res['hol_idle_p99_ms']:.2f} ms, while hostile "
                     f"requests run {res['hol_busy_p99_ms']:.2f} ms ({len(hostile_status)} hostile, "
-                    f"statuses {res['hol_hostile_statuses']})")
+                    f"statuses {res['hol_hostile_statuses']})"
+                )
             finally:
                 gw.stop()
         for workers in (1, 2):
@@ -349,6 +432,7 @@ def main() -> int:
     res["presidio_4kb_p50_ms"], found = presidio_4kb()
     report(res, found)
     import bench_holdback
+
     bench_holdback.main()
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
@@ -361,8 +445,10 @@ def main() -> int:
 
 def report(res: dict, found: int) -> None:
     b1, g1, b10, g10 = res["bare_c1"], res["gateway_c1"], res["bare_c10"], res["gateway_c10"]
-    print(f"\nbench: {res['duration_s']} s per wrk run (wrk -t1), Envoy --concurrency 1, "
-          f"{res['cpus']} CPUs shared by wrk, Envoy, the processor and the mock\n")
+    print(
+        f"\nbench: {res['duration_s']} s per wrk run (wrk -t1), Envoy --concurrency 1, "
+        f"{res['cpus']} CPUs shared by wrk, Envoy, the processor and the mock\n"
+    )
     print("| setup | c | req/s | p50 ms | p99 ms | processor CPU ms/req |")
     print("|---|---|---|---|---|---|")
     for name, key in (("bare Envoy", "bare"), ("gateway", "gateway")):
@@ -372,17 +458,34 @@ def report(res: dict, found: int) -> None:
             print(f"| {name} | {c} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {cpu} |")
     rows = [
         ("processor CPU per request, plain chat (c=10)", f"{g10['cpu_ms_per_req']:.2f} ms", "≤ 0.6 ms"),
-        ("processor CPU per request, enrichment + regex guard, Anthropic-first chain (c=10)",
-         f"{res['guarded_c10']['cpu_ms_per_req']:.2f} ms", "≤ 1.0 ms"),
+        (
+            "processor CPU per request, enrichment + regex guard, Anthropic-first chain (c=10)",
+            f"{res['guarded_c10']['cpu_ms_per_req']:.2f} ms",
+            "≤ 1.0 ms",
+        ),
         ("added latency c=1, p50", f"{g1['p50_ms'] - b1['p50_ms']:.2f} ms", "≤ 1.0 ms"),
         ("added latency c=1, p99", f"{g1['p99_ms'] - b1['p99_ms']:.2f} ms", "≤ 3 ms"),
         ("throughput c=10, gateway / bare Envoy", f"{g10['rps'] / b10['rps']:.0%}", "≥ 25%"),
-        ("stream: first content chunk, gateway − bare (p50)",
-         f"{res['gateway_ttfc_ms'] - res['bare_ttfc_ms']:.2f} ms", "≤ 1.5 ms"),
-        ("PII-guarded stream: processor CPU per chunk", f"{res['guarded_stream_cpu_ms_per_chunk']:.3f} ms", "–"),
-        (f"Presidio: 4 KB prompt, {found} entities, scan p50", f"{res['presidio_4kb_p50_ms']:.2f} ms", "≤ 5 ms"),
-        ("small requests p99 while hostile guarded requests run − idle p99",
-         f"{res['hol_busy_p99_ms'] - res['hol_idle_p99_ms']:.2f} ms", "≤ 2 ms"),
+        (
+            "stream: first content chunk, gateway − bare (p50)",
+            f"{res['gateway_ttfc_ms'] - res['bare_ttfc_ms']:.2f} ms",
+            "≤ 1.5 ms",
+        ),
+        (
+            "PII-guarded stream: processor CPU per chunk",
+            f"{res['guarded_stream_cpu_ms_per_chunk']:.3f} ms",
+            "–",
+        ),
+        (
+            f"Presidio: 4 KB prompt, {found} entities, scan p50",
+            f"{res['presidio_4kb_p50_ms']:.2f} ms",
+            "≤ 5 ms",
+        ),
+        (
+            "small requests p99 while hostile guarded requests run − idle p99",
+            f"{res['hol_busy_p99_ms'] - res['hol_idle_p99_ms']:.2f} ms",
+            "≤ 2 ms",
+        ),
         ("plain chat c=32, 1 worker", f"{res['workers1_c32']['rps']:.0f} req/s", "–"),
         ("plain chat c=32, 2 workers", f"{res['workers2_c32']['rps']:.0f} req/s", "–"),
         ("processor start to health SERVING", f"{res['startup_s']:.2f} s", "≤ 2 s"),

@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import orjson  # noqa: E402
+import orjson
 
-from extproc import redaction  # noqa: E402
-from extproc.redaction import Redactor  # noqa: E402
+from extproc import redaction
+from extproc.redaction import Redactor
 
 
 def best(fn, number: int) -> float:
@@ -37,32 +37,58 @@ def best(fn, number: int) -> float:
 def main() -> None:
     rng = random.Random(1)
     alphabet = string.ascii_letters + string.digits + "-_"
-    keys = (["sk-proj-" + "".join(rng.choice(alphabet) for _ in range(156)) for _ in range(5)]
-            + ["sk-ant-api03-" + "".join(rng.choice(alphabet) for _ in range(95)) for _ in range(5)])
+    keys = ["sk-proj-" + "".join(rng.choice(alphabet) for _ in range(156)) for _ in range(5)] + [
+        "sk-ant-api03-" + "".join(rng.choice(alphabet) for _ in range(95)) for _ in range(5)
+    ]
     r = Redactor(keys)
-    event = orjson.dumps({
-        "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT", "object": "chat.completion.chunk",
-        "created": 1741570283, "model": "gpt-4o-2024-08-06", "system_fingerprint": "fp_fc9f1d7035",
-        "choices": [{"index": 0, "delta": {"content": " the weather"}, "logprobs": None,
-                     "finish_reason": None}]}).decode()
-    words = ("the of and to in is you that it was for on are as with they at be this have from "
-             "or one had by word but not what all were we when your can said there use an each "
-             "which she do how their if will up other about out many then them these so some "
-             "information gateway assistant function response").split()
+    event = orjson.dumps(
+        {
+            "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
+            "object": "chat.completion.chunk",
+            "created": 1741570283,
+            "model": "gpt-4o-2024-08-06",
+            "system_fingerprint": "fp_fc9f1d7035",
+            "choices": [
+                {"index": 0, "delta": {"content": " the weather"}, "logprobs": None, "finish_reason": None}
+            ],
+        }
+    ).decode()
+    words = (
+        "the of and to in is you that it was for on are as with they at be this have from "
+        "or one had by word but not what all were we when your can said there use an each "
+        "which she do how their if will up other about out many then them these so some "
+        "information gateway assistant function response"
+    ).split()
     prose = " ".join(rng.choice(words) for _ in range(330))
-    completion = orjson.dumps({
-        "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT", "object": "chat.completion",
-        "created": 1741570283, "model": "gpt-4o-2024-08-06",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": prose},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 330, "total_tokens": 342}})
-    headers = [("content-type", "application/json"), ("date", "Mon, 30 Nov 2026 09:29:50 GMT"),
-               ("openai-organization", "user-abc123def456"), ("openai-processing-ms", "412"),
-               ("openai-version", "2020-10-01"), ("x-request-id", "req_8f3a9c0d1e2b4a5f67890abc"),
-               ("x-ratelimit-remaining-tokens", "149984"), ("cf-ray", "8e1f2a3b4c5d6e7f-AMS"),
-               ("set-cookie", "__cf_bm=" + "".join(rng.choice(alphabet) for _ in range(120))
-                + "; path=/; expires=Mon, 30-Nov-26 09:59:50 GMT; domain=.api.openai.com; HttpOnly"),
-               ("strict-transport-security", "max-age=31536000; includeSubDomains; preload")]
+    completion = orjson.dumps(
+        {
+            "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
+            "object": "chat.completion",
+            "created": 1741570283,
+            "model": "gpt-4o-2024-08-06",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": prose}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 330, "total_tokens": 342},
+        }
+    )
+    headers = [
+        ("content-type", "application/json"),
+        ("date", "Mon, 30 Nov 2026 09:29:50 GMT"),
+        ("openai-organization", "user-abc123def456"),
+        ("openai-processing-ms", "412"),
+        ("openai-version", "2020-10-01"),
+        ("x-request-id", "req_8f3a9c0d1e2b4a5f67890abc"),
+        ("x-ratelimit-remaining-tokens", "149984"),
+        ("cf-ray", "8e1f2a3b4c5d6e7f-AMS"),
+        (
+            "set-cookie",
+            "__cf_bm="
+            + "".join(rng.choice(alphabet) for _ in range(120))
+            + "; path=/; expires=Mon, 30-Nov-26 09:59:50 GMT; domain=.api.openai.com; HttpOnly",
+        ),
+        ("strict-transport-security", "max-age=31536000; includeSubDomains; preload"),
+    ]
     big_prose = orjson.dumps({"content": " ".join(rng.choice(words) for _ in range(160_000))})
     big_b64 = orjson.dumps({"data": base64.b64encode(os.urandom(750_000)).decode()})
 
@@ -78,6 +104,7 @@ def main() -> None:
         print(f"  {name:28} {best(lambda: r.redact_body(body), 3) * 1e3:8.1f} ms")
 
     from extproc.response_stream import ResponseStream
+
     data = b"data: " + event.encode() + b"\n\n"
 
     async def feed(n: int) -> None:
@@ -94,8 +121,11 @@ def main() -> None:
             started = time.process_time()
             asyncio.run(feed(3000))
             cost[name].append((time.process_time() - started) / 3000)
-    print(f"route filter stream view per event: {min(cost['without']) * 1e6:.1f} µs without "
-          f"secrets, {min(cost['with']) * 1e6:.1f} µs with 10")
+    print(
+        f"route filter stream view per event: {min(cost['without']) * 1e6:.1f} µs without "
+        f"secrets, {min(cost['with']) * 1e6:.1f} µs with 10"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -37,8 +37,10 @@ def spaced_groups(n: int) -> str:
     return " ".join(f"{rnd.randint(0, 9999):04d}" for _ in range(n // 5 + 1))[:n]
 
 
-PARA = ("Dear team, the invoice INV-2024-0042 for 1,250.00 USD is due on 2024-03-15. "
-        "Call Jane at (212) 555-0198 or mail jane.doe@example.com. Order 7781, item 12 of 40. ")
+PARA = (
+    "Dear team, the invoice INV-2024-0042 for 1,250.00 USD is due on 2024-03-15. "
+    "Call Jane at (212) 555-0198 or mail jane.doe@example.com. Order 7781, item 12 of 40. "
+)
 README = (ROOT / "README.md").read_text()
 
 KINDS = {
@@ -51,7 +53,9 @@ KINDS = {
 
 
 def main(sizes: list[int]) -> None:
-    scanner = TextScanner(RegexGuardConfig(action="MASK", builtins=("CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN")))
+    scanner = TextScanner(
+        RegexGuardConfig(action="MASK", builtins=("CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"))
+    )
     print(f"{'text':30} {'chars':>7} {'ms/KB':>8} {'total ms':>9} findings")
     for name, make in KINDS.items():
         for n in sizes:
@@ -59,7 +63,10 @@ def main(sizes: list[int]) -> None:
             started = time.process_time()
             _, findings = scanner.mask(text)
             spent = time.process_time() - started
-            print(f"{name:30} {n:7} {spent * 1e3 / (n / 1024):8.1f} {spent * 1e3:9.1f} {len(findings)}", flush=True)
+            print(
+                f"{name:30} {n:7} {spent * 1e3 / (n / 1024):8.1f} {spent * 1e3:9.1f} {len(findings)}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -35,10 +35,18 @@ from tests.harness import MockProvider, Stack, load_bootstrap  # noqa: E402
 
 PATH = "/pii/v1/chat/completions"
 # What the mock answers with: each value must come back masked.
-ANSWER = ("Sure. Reach Jane at jane.roe@example.org or (212) 555-0198. Card 4111 1111 1111 1111, "
-          "SSN 536-90-4399. Backup card 5500-0000-0000-0004 and jroe@corp.example.com.")
-ANSWER_SECRETS = ("jane.roe@example.org", "555-0198", "4111 1111 1111 1111", "536-90-4399",
-                  "5500-0000-0000-0004", "jroe@corp.example.com")
+ANSWER = (
+    "Sure. Reach Jane at jane.roe@example.org or (212) 555-0198. Card 4111 1111 1111 1111, "
+    "SSN 536-90-4399. Backup card 5500-0000-0000-0004 and jroe@corp.example.com."
+)
+ANSWER_SECRETS = (
+    "jane.roe@example.org",
+    "555-0198",
+    "4111 1111 1111 1111",
+    "536-90-4399",
+    "5500-0000-0000-0004",
+    "jroe@corp.example.com",
+)
 
 
 def luhn_card(rng: random.Random) -> str:
@@ -49,7 +57,7 @@ def luhn_card(rng: random.Random) -> str:
         total += d - 9 if d > 9 else d
     digits.append((10 - total % 10) % 10)
     s = "".join(map(str, digits))
-    return " ".join(s[i:i + 4] for i in range(0, 16, 4))
+    return " ".join(s[i : i + 4] for i in range(0, 16, 4))
 
 
 def next_prompt(rng: random.Random, counter: list[int]) -> str:
@@ -70,29 +78,34 @@ class Tally:
         self.leaks: list[str] = []
 
 
-async def json_client(client: httpx.AsyncClient, url: str, tally: Tally, rng: random.Random,
-                      deadline: float, counter: list[int]) -> None:
+async def json_client(
+    client: httpx.AsyncClient, url: str, tally: Tally, rng: random.Random, deadline: float, counter: list[int]
+) -> None:
     while time.monotonic() < deadline:
         text = next_prompt(rng, counter)
         try:
-            r = await client.post(url, content=orjson.dumps(
-                {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}))
+            r = await client.post(
+                url,
+                content=orjson.dumps(
+                    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+                ),
+            )
             if r.status_code != 200:
                 tally.errors.append(f"json {r.status_code}: {r.text[:200]}")
                 continue
             content = r.json()["choices"][0]["message"]["content"] or ""
             check_answer(content, tally, "json")
             tally.ok["json"] += 1
-        except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
+        except Exception as exc:
             tally.errors.append(f"json {type(exc).__name__}: {exc}")
 
 
-async def stream_client(client: httpx.AsyncClient, url: str, tally: Tally, rng: random.Random,
-                        deadline: float, counter: list[int]) -> None:
+async def stream_client(
+    client: httpx.AsyncClient, url: str, tally: Tally, rng: random.Random, deadline: float, counter: list[int]
+) -> None:
     while time.monotonic() < deadline:
         text = next_prompt(rng, counter)
-        body = {"model": "gpt-4o-mini", "stream": True,
-                "messages": [{"role": "user", "content": text}]}
+        body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": text}]}
         try:
             async with client.stream("POST", url, content=orjson.dumps(body)) as r:
                 if r.status_code != 200:
@@ -116,7 +129,7 @@ async def stream_client(client: httpx.AsyncClient, url: str, tally: Tally, rng: 
                     continue
                 check_answer("".join(parts), tally, "stream")
                 tally.ok["stream"] += 1
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             tally.errors.append(f"stream {type(exc).__name__}: {exc}")
 
 
@@ -188,19 +201,30 @@ async def _soak(stack: Stack, args: argparse.Namespace) -> int:
     started = time.monotonic()
     async with httpx.AsyncClient(limits=limits, headers=headers, timeout=60) as client:
         rng = random.Random(args.seed)
-        tasks = [asyncio.create_task(stream_client(client, url, tally, random.Random(rng.random()),
-                                                   deadline, counter)) for _ in range(args.streams)]
-        tasks += [asyncio.create_task(json_client(client, url, tally, random.Random(rng.random()),
-                                                  deadline, counter)) for _ in range(args.json)]
+        tasks = [
+            asyncio.create_task(
+                stream_client(client, url, tally, random.Random(rng.random()), deadline, counter)
+            )
+            for _ in range(args.streams)
+        ]
+        tasks += [
+            asyncio.create_task(
+                json_client(client, url, tally, random.Random(rng.random()), deadline, counter)
+            )
+            for _ in range(args.json)
+        ]
         checked = 0
         while time.monotonic() < deadline:
             await asyncio.sleep(args.sample)
             checked += check_received(mock, tally)
             sample = (time.monotonic() - started, rss_mb(stack.processor.pid), rss_mb(stack.envoy.pid))
             samples.append(sample)
-            print(f"t={sample[0]:6.0f}s  ok json={tally.ok['json']} stream={tally.ok['stream']}  "
-                  f"errors={len(tally.errors)} leaks={len(tally.leaks)}  "
-                  f"rss processor={sample[1]:.0f} MB envoy={sample[2]:.0f} MB", flush=True)
+            print(
+                f"t={sample[0]:6.0f}s  ok json={tally.ok['json']} stream={tally.ok['stream']}  "
+                f"errors={len(tally.errors)} leaks={len(tally.leaks)}  "
+                f"rss processor={sample[1]:.0f} MB envoy={sample[2]:.0f} MB",
+                flush=True,
+            )
             if not (stack.envoy.alive() and stack.processor.alive()):
                 tally.errors.append("envoy or the processor died")
                 break
@@ -211,13 +235,17 @@ async def _soak(stack: Stack, args: argparse.Namespace) -> int:
     half = [s for s in samples if s[0] >= elapsed / 2]
     growth = (half[-1][1] - half[0][1]) / half[0][1] * 100 if len(half) >= 2 and half[0][1] else 0.0
     print(f"\nsoak: {elapsed:.0f} s, {args.streams} streams + {args.json} JSON clients on {PATH}")
-    print(f"  answers ok: {total} ({tally.ok['stream']} streamed, {tally.ok['json']} JSON), "
-          f"{total / elapsed:.1f}/s; provider requests checked: {checked}")
+    print(
+        f"  answers ok: {total} ({tally.ok['stream']} streamed, {tally.ok['json']} JSON), "
+        f"{total / elapsed:.1f}/s; provider requests checked: {checked}"
+    )
     print(f"  errors: {len(tally.errors)}  leaks: {len(tally.leaks)}")
     if samples:
-        print(f"  processor RSS: start {samples[0][1]:.0f} MB, end {samples[-1][1]:.0f} MB, "
-              f"second-half growth {growth:+.1f}%; envoy RSS end {samples[-1][2]:.0f} MB")
-    for line in (tally.errors[:10] + tally.leaks[:10]):
+        print(
+            f"  processor RSS: start {samples[0][1]:.0f} MB, end {samples[-1][1]:.0f} MB, "
+            f"second-half growth {growth:+.1f}%; envoy RSS end {samples[-1][2]:.0f} MB"
+        )
+    for line in tally.errors[:10] + tally.leaks[:10]:
         print("  ", line)
     failed = bool(tally.errors or tally.leaks or total == 0 or growth > args.max_growth)
     print("soak:", "FAILED" if failed else "passed")
@@ -230,8 +258,12 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=50, help="streaming clients (default 50)")
     ap.add_argument("--json", type=int, default=20, help="JSON clients (default 20)")
     ap.add_argument("--sample", type=float, default=10, help="seconds between checks")
-    ap.add_argument("--max-growth", type=float, default=10,
-                    help="allowed processor RSS growth over the second half, %% (default 10)")
+    ap.add_argument(
+        "--max-growth",
+        type=float,
+        default=10,
+        help="allowed processor RSS growth over the second half, %% (default 10)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     return asyncio.run(run(ap.parse_args()))
 

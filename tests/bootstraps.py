@@ -22,12 +22,20 @@ def cluster(doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def endpoint(aigw: dict[str, Any], port: int = 18081, priority: int | None = None) -> dict[str, Any]:
-    return {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}},
-            "metadata": {"filter_metadata": {"aigw": aigw}}}
+    return {
+        "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}},
+        "metadata": {"filter_metadata": {"aigw": aigw}},
+    }
 
 
-def add_route(doc: dict[str, Any], name: str, path: str, backends: list[dict[str, Any]] | list[list[dict[str, Any]]],
-              policy: dict[str, Any] | None = None, **cluster_extra: Any) -> dict[str, Any]:
+def add_route(
+    doc: dict[str, Any],
+    name: str,
+    path: str,
+    backends: list[dict[str, Any]] | list[list[dict[str, Any]]],
+    policy: dict[str, Any] | None = None,
+    **cluster_extra: Any,
+) -> dict[str, Any]:
     """Add route `name` on exact `path` to a new cluster `name` holding `backends` (aigw
     metadata dicts). A list of lists makes priority groups, first group preferred. Ports
     are placeholders: the harness starts a mock per backend name."""
@@ -66,8 +74,11 @@ def translate_at_route(doc: dict[str, Any]) -> dict[str, Any]:
     filter, and the route-level filter translates for them (it needs the cluster's name
     and may set the provider's Host)."""
     for c in doc["static_resources"]["clusters"]:
-        eps = [lb for loc in (c.get("load_assignment") or {}).get("endpoints") or []
-               for lb in loc.get("lb_endpoints") or []]
+        eps = [
+            lb
+            for loc in (c.get("load_assignment") or {}).get("endpoints") or []
+            for lb in loc.get("lb_endpoints") or []
+        ]
         if len(eps) == 1 and "aigw" in ((eps[0].get("metadata") or {}).get("filter_metadata") or {}):
             for opt in (c.get("typed_extension_protocol_options") or {}).values():
                 opt.pop("http_filters", None)

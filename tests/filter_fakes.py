@@ -18,12 +18,18 @@ from tests.harness import load_bootstrap
 
 OPENAI_KEY = "sk-mock-gateway-key"  # mock.yaml's `mock-openai` backend
 ANTHROPIC_KEY = "sk-ant-unit-test-secret-0123456789"
-ANTHROPIC = {"name": "ant", "provider": "anthropic", "model": "claude-3-5-haiku-latest",
-             "auth": {"secretRef": {"inline": ANTHROPIC_KEY}}}
+ANTHROPIC = {
+    "name": "ant",
+    "provider": "anthropic",
+    "model": "claude-3-5-haiku-latest",
+    "auth": {"secretRef": {"inline": ANTHROPIC_KEY}},
+}
 CHAT_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/anthropic/v1/chat/completions"
-CANONICAL = {"model": "gpt-4o-mini", "messages": [
-    {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
+CANONICAL = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+}
 
 
 def gateway(direct: bool = False) -> GatewayConfig:
@@ -38,14 +44,21 @@ def gateway(direct: bool = False) -> GatewayConfig:
 
 
 def header_map(headers: dict[str, str]) -> base_pb2.HeaderMap:
-    return base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode())
-                                       for k, v in headers.items()])
+    return base_pb2.HeaderMap(
+        headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()]
+    )
 
 
 def client_headers(path: str = CHAT_PATH, **extra: str) -> dict[str, str]:
-    hdrs = {":method": "POST", ":path": path, ":authority": "gw", ":scheme": "http",
-            "content-type": "application/json", "x-request-id": "req-1",
-            "authorization": "Bearer client-key"}
+    hdrs = {
+        ":method": "POST",
+        ":path": path,
+        ":authority": "gw",
+        ":scheme": "http",
+        "content-type": "application/json",
+        "x-request-id": "req-1",
+        "authorization": "Bearer client-key",
+    }
     hdrs.update({k.replace("_", "-"): v for k, v in extra.items()})
     return hdrs
 
@@ -53,7 +66,8 @@ def client_headers(path: str = CHAT_PATH, **extra: str) -> dict[str, str]:
 def _attrs(req: pb.ProcessingRequest, fields: dict[str, str]) -> None:
     if fields:
         req.attributes["envoy.filters.http.ext_proc"].CopyFrom(
-            struct_pb2.Struct(fields={k: struct_pb2.Value(string_value=v) for k, v in fields.items()}))
+            struct_pb2.Struct(fields={k: struct_pb2.Value(string_value=v) for k, v in fields.items()})
+        )
 
 
 def host_metadata(aigw: dict[str, Any]) -> str:
@@ -63,11 +77,13 @@ def host_metadata(aigw: dict[str, Any]) -> str:
     return text_format.MessageToString(md)
 
 
-def request_headers(headers: dict[str, str], end_of_stream: bool = False,
-                    **attributes: str) -> pb.ProcessingRequest:
+def request_headers(
+    headers: dict[str, str], end_of_stream: bool = False, **attributes: str
+) -> pb.ProcessingRequest:
     """`attributes`: route_name=, cluster_name=, upstream_host_metadata= (xds.*)."""
-    req = pb.ProcessingRequest(request_headers=pb.HttpHeaders(
-        headers=header_map(headers), end_of_stream=end_of_stream))
+    req = pb.ProcessingRequest(
+        request_headers=pb.HttpHeaders(headers=header_map(headers), end_of_stream=end_of_stream)
+    )
     _attrs(req, {f"xds.{k}": v for k, v in attributes.items()})
     return req
 
@@ -78,8 +94,9 @@ def request_body(body: bytes | dict) -> pb.ProcessingRequest:
 
 
 def response_headers(headers: dict[str, str], end_of_stream: bool = False) -> pb.ProcessingRequest:
-    return pb.ProcessingRequest(response_headers=pb.HttpHeaders(
-        headers=header_map(headers), end_of_stream=end_of_stream))
+    return pb.ProcessingRequest(
+        response_headers=pb.HttpHeaders(headers=header_map(headers), end_of_stream=end_of_stream)
+    )
 
 
 def response_body(body: bytes | dict, end_of_stream: bool = True) -> pb.ProcessingRequest:
@@ -89,21 +106,42 @@ def response_body(body: bytes | dict, end_of_stream: bool = True) -> pb.Processi
 
 # An Anthropic stream: "Hello world", input 9 and output 4 tokens.
 ANTHROPIC_SSE = b"".join(
-    b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n" for kind, data in [
-        ("message_start", {"type": "message_start", "message": {
-            "id": "msg_s", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
-            "content": [], "usage": {"input_tokens": 9, "output_tokens": 1}}}),
-        ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "text", "text": ""}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": "Hello"}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": " world"}}),
+    b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+    for kind, data in [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_s",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-3-5-haiku-latest",
+                    "content": [],
+                    "usage": {"input_tokens": 9, "output_tokens": 1},
+                },
+            },
+        ),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}},
+        ),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " world"}},
+        ),
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                           "usage": {"output_tokens": 4}}),
+        (
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}},
+        ),
         ("message_stop", {"type": "message_stop"}),
-    ])
+    ]
+)
 
 
 def sse_chunks(raw: bytes) -> list[dict]:
@@ -119,8 +157,7 @@ def common(resp: pb.ProcessingResponse) -> pb.CommonResponse:
 
 
 def set_headers(resp: pb.ProcessingResponse) -> dict[str, str]:
-    return {h.header.key: h.header.raw_value.decode()
-            for h in common(resp).header_mutation.set_headers}
+    return {h.header.key: h.header.raw_value.decode() for h in common(resp).header_mutation.set_headers}
 
 
 def removed(resp: pb.ProcessingResponse) -> list[str]:

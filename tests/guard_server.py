@@ -34,8 +34,9 @@ class GuardServer:
     async def _handle(self, request: web.Request) -> web.Response:
         doc = await request.json()
         kind = request.path.strip("/")
-        self.calls.append({"path": request.path, "body": doc,
-                           "headers": {k.lower(): v for k, v in request.headers.items()}})
+        self.calls.append(
+            {"path": request.path, "body": doc, "headers": {k.lower(): v for k, v in request.headers.items()}}
+        )
         items = doc["body"]["messages"] if kind == "request" else doc["body"]["choices"]
         texts = [i["content"] if kind == "request" else i["message"]["content"] for i in items]
         joined = " ".join(texts)
@@ -44,18 +45,21 @@ class GuardServer:
         if "stall" in joined:
             await asyncio.sleep(2)
         if "please reject" in joined:
-            return web.json_response({"action": {"body": "blocked by the test guard",
-                                                 "status_code": 451, "reason": "test"}})
+            return web.json_response(
+                {"action": {"body": "blocked by the test guard", "status_code": 451, "reason": "test"}}
+            )
         if "secret" in joined:
             if kind == "request":
                 masked = [{**i, "content": i["content"].replace("secret", "****")} for i in items]
                 return web.json_response({"action": {"body": {"messages": masked}, "reason": "mask"}})
-            masked = [{"message": {**i["message"], "content": i["message"]["content"].replace("secret", "****")}}
-                      for i in items]
+            masked = [
+                {"message": {**i["message"], "content": i["message"]["content"].replace("secret", "****")}}
+                for i in items
+            ]
             return web.json_response({"action": {"body": {"choices": masked}}})
         return web.json_response({"action": {"reason": "fine"}})
 
-    def start(self) -> "GuardServer":
+    def start(self) -> GuardServer:
         async def up() -> None:
             app = web.Application()
             app.router.add_post("/request", self._handle)
@@ -63,6 +67,7 @@ class GuardServer:
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
         self._thread.start()
         asyncio.run_coroutine_threadsafe(up(), self._loop).result(10)
         return self

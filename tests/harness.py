@@ -32,7 +32,7 @@ from extproc.mock.server import Behavior, MockState, build_app
 ROOT = Path(__file__).resolve().parents[1]
 ENVOY_DIR = ROOT / "envoy"
 
-__all__ = ["Stack", "MockProvider", "load_bootstrap", "wait_for", "free_port", "ROOT"]
+__all__ = ["ROOT", "MockProvider", "Stack", "free_port", "load_bootstrap", "wait_for"]
 
 
 def load_bootstrap(name: str) -> dict[str, Any]:
@@ -64,9 +64,9 @@ class GatewayProcessor(Processor):
         found: list[dict[str, Any]] = []
 
         def seen() -> bool:
-            found[:] = [r for r in self.log_records()
-                        if all(r.get(k) == v for k, v in match.items())]
+            found[:] = [r for r in self.log_records() if all(r.get(k) == v for k, v in match.items())]
             return bool(found)
+
         wait_for(seen, timeout, f"a processor log record {match}")
         return found[0]
 
@@ -86,7 +86,7 @@ class MockProvider:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "MockProvider":
+    def start(self) -> MockProvider:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
@@ -129,8 +129,14 @@ class MockProvider:
 class Stack:
     """Envoy + processor + one mock per gateway endpoint, from one bootstrap."""
 
-    def __init__(self, bootstrap: dict[str, Any], *, processor_args: list[str] | None = None,
-                 start_mocks: bool = True, workers: bool = False) -> None:
+    def __init__(
+        self,
+        bootstrap: dict[str, Any],
+        *,
+        processor_args: list[str] | None = None,
+        start_mocks: bool = True,
+        workers: bool = False,
+    ) -> None:
         """`workers`: keep each processor socket of the bootstrap apart, so the processor
         runs one worker per socket; otherwise every socket becomes one, served by one
         process."""
@@ -150,8 +156,11 @@ class Stack:
         if self.sockets:
             self.socket_path = next(iter(self.sockets.values()))
         self.processor = GatewayProcessor(
-            self.bootstrap_path, list(self.sockets.values()) or self.socket_path, self.tmp / "processor.log",
-            ["--grace", "5", "--metrics-port", str(self.metrics_port), *(processor_args or [])])
+            self.bootstrap_path,
+            list(self.sockets.values()) or self.socket_path,
+            self.tmp / "processor.log",
+            ["--grace", "5", "--metrics-port", str(self.metrics_port), *(processor_args or [])],
+        )
         self.envoy = Envoy(self.bootstrap_path, self.tmp / "envoy.log", self.admin_port)
 
     @property
@@ -163,8 +172,9 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def _rewrite(self, doc: dict[str, Any], start_mocks: bool) -> dict[str, Any]:
-        doc["admin"] = {"address": {"socket_address": {"address": "127.0.0.1",
-                                                       "port_value": self.admin_port}}}
+        doc["admin"] = {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}
+        }
         static = doc["static_resources"]
         health_ports: dict[int, int] = {}
         mock_ports: dict[int, int] = {}
@@ -180,13 +190,16 @@ class Stack:
                     if "pipe" in address:
                         if self._workers:
                             path = self.sockets.setdefault(
-                                address["pipe"]["path"], self.tmp / f"extproc-{len(self.sockets)}.sock")
+                                address["pipe"]["path"], self.tmp / f"extproc-{len(self.sockets)}.sock"
+                            )
                             address["pipe"]["path"] = str(path)
                         else:
                             address["pipe"]["path"] = str(self.socket_path)
                         continue
                     aigw = ((lb.get("metadata") or {}).get("filter_metadata") or {}).get("aigw")
-                    hc = ((lb["endpoint"].get("health_check_config") or {}).get("address") or {}).get("socket_address")
+                    hc = ((lb["endpoint"].get("health_check_config") or {}).get("address") or {}).get(
+                        "socket_address"
+                    )
                     if hc:  # the processor's backend-health endpoint: one free port per original
                         hc["port_value"] = health_ports.setdefault(hc["port_value"], free_port())
                     sa = address.get("socket_address") or {}
@@ -208,13 +221,15 @@ class Stack:
         for listener in static.get("listeners") or []:
             for chain in listener.get("filter_chains") or []:
                 for f in chain.get("filters") or []:
-                    for vhost in ((f.get("typed_config") or {}).get("route_config") or {}).get("virtual_hosts") or []:
+                    for vhost in ((f.get("typed_config") or {}).get("route_config") or {}).get(
+                        "virtual_hosts"
+                    ) or []:
                         for route in vhost.get("routes") or []:
                             if "metadata" in route:
                                 route["metadata"] = _replace_ports(route["metadata"], mock_ports)
         return doc
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         try:
             for mock in self.mocks.values():
                 mock.start()
@@ -269,16 +284,26 @@ class Stack:
                     found.append(json.loads(line))
                     return True
             return False
+
         wait_for(seen, timeout, f"the access log line of {request_id}")
         return found[0]
 
     def client(self, api_key: str = "client-key", **kw: Any):
         import openai
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0,
-                             timeout=kw.pop("timeout", 20), **kw)
 
-    def post(self, body: Any = None, *, raw: bytes | None = None, headers: dict | None = None,
-             path: str = "/v1/chat/completions", **kw: Any) -> httpx.Response:
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=kw.pop("timeout", 20), **kw
+        )
+
+    def post(
+        self,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict | None = None,
+        path: str = "/v1/chat/completions",
+        **kw: Any,
+    ) -> httpx.Response:
         h = {"content-type": "application/json", "authorization": "Bearer client-key"}
         h.update(headers or {})
         content = raw if raw is not None else (None if body is None else orjson.dumps(body))

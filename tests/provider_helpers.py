@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,13 @@ def golden(provider: str, name: str) -> Any:
     return path.read_bytes()
 
 
-def transcode(provider: Provider, model: str, stream: bytes,
-              cuts: list[int] | None = None) -> bytes:
+def transcode(provider: Provider, model: str, stream: bytes, cuts: list[int] | None = None) -> bytes:
     """Run a provider SSE byte stream through the upstream transcoder, delivered in the
     pieces that `cuts` (byte offsets) make, or in one piece."""
     tc = StreamTranscoder(provider.stream_translator(model))
     offsets = sorted({c for c in (cuts or []) if 0 < c < len(stream)})
     bounds = [0, *offsets, len(stream)]
-    pieces = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
     out = []
     for i, piece in enumerate(pieces):
         out.append(tc.feed(piece, i == len(pieces) - 1))

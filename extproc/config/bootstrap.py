@@ -15,9 +15,10 @@ All problems are reported together, each naming the route or endpoint and the fi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -71,8 +72,10 @@ def read_bootstrap(path: str | Path) -> Any:
         # hold a secret.
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError([f"the bootstrap is not valid YAML{where}: "
-                           f"{getattr(exc, 'problem', None) or 'syntax error'}"], str(path)) from None
+        raise ConfigError(
+            [f"the bootstrap is not valid YAML{where}: {getattr(exc, 'problem', None) or 'syntax error'}"],
+            str(path),
+        ) from None
 
 
 def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) -> GatewayConfig:
@@ -86,14 +89,18 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
     for ci, cluster in enumerate(static.get("clusters") or []):
         _read_cluster(ci, cluster, clusters, problems, resolve_secrets, health_addresses)
     if len(health_addresses) > 1:
-        problems.append("gateway endpoints' health_check_config addresses differ "
-                        f"({', '.join(f'{h}:{p}' for h, p in sorted(health_addresses))}); they "
-                        "must all name the processor's one health endpoint")
+        problems.append(
+            "gateway endpoints' health_check_config addresses differ "
+            f"({', '.join(f'{h}:{p}' for h, p in sorted(health_addresses))}); they "
+            "must all name the processor's one health endpoint"
+        )
     by_name: dict[str, Backend] = {}
     for backend in (b for c in clusters.values() for b in c.backends):
         if backend.name in by_name:
-            problems.append(f"backend name '{backend.name}' is used by more than one endpoint; "
-                            "names identify backends in logs, metrics and health checks")
+            problems.append(
+                f"backend name '{backend.name}' is used by more than one endpoint; "
+                "names identify backends in logs, metrics and health checks"
+            )
         by_name[backend.name] = backend
 
     routes: dict[str, RouteConfig] = {}
@@ -157,8 +164,15 @@ def _all_ext_proc_filters(doc: dict[str, Any]) -> Iterator[dict]:
 
 # ---- clusters and endpoints -------------------------------------------------------------
 
-def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig], problems: list[str],
-                  resolve_secrets: bool, health_addresses: set[tuple[str, int]]) -> None:
+
+def _read_cluster(
+    ci: int,
+    cluster: dict,
+    clusters: dict[str, ClusterConfig],
+    problems: list[str],
+    resolve_secrets: bool,
+    health_addresses: set[tuple[str, int]],
+) -> None:
     name = cluster.get("name") or f"clusters[{ci}]"
     upstream_filter = _upstream_ext_proc(cluster, name, problems)
     endpoints = list(_endpoints(cluster))
@@ -175,14 +189,22 @@ def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig], pr
             f"cluster '{name}': its endpoints carry '{AIGW}' metadata but the cluster has no "
             f"upstream ext_proc filter (initial_metadata {PHASE_HEADER}: upstream) in "
             f"typed_extension_protocol_options.{HTTP_OPTIONS}.http_filters; with more than one "
-            "endpoint, requests would reach the provider untranslated")
+            "endpoint, requests would reach the provider untranslated"
+        )
         return
     if upstream_filter is not None:
-        wiring.check_filter(upstream_filter.entry, upstream_filter.location, "upstream",
-                            ("xds.upstream_host_metadata",), problems)
+        wiring.check_filter(
+            upstream_filter.entry,
+            upstream_filter.location,
+            "upstream",
+            ("xds.upstream_host_metadata",),
+            problems,
+        )
     elif cluster.get("type", "STATIC") not in ("STATIC", "STRICT_DNS", "LOGICAL_DNS"):
-        problems.append(f"cluster '{name}': a cluster without the upstream ext_proc filter must "
-                        "be STATIC, STRICT_DNS or LOGICAL_DNS (its one endpoint is fixed)")
+        problems.append(
+            f"cluster '{name}': a cluster without the upstream ext_proc filter must "
+            "be STATIC, STRICT_DNS or LOGICAL_DNS (its one endpoint is fixed)"
+        )
         return
 
     cfg = clusters.setdefault(name, ClusterConfig(name, direct=direct))
@@ -190,14 +212,18 @@ def _read_cluster(ci: int, cluster: dict, clusters: dict[str, ClusterConfig], pr
     if health_checked:
         panic = ((cluster.get("common_lb_config") or {}).get("healthy_panic_threshold") or {}).get("value")
         if panic != 0:
-            problems.append(f"cluster '{name}': has health_checks, so set common_lb_config."
-                            "healthy_panic_threshold: {value: 0}; otherwise Envoy sends traffic to "
-                            "rate-limited hosts once half of them cool down")
+            problems.append(
+                f"cluster '{name}': has health_checks, so set common_lb_config."
+                "healthy_panic_threshold: {value: 0}; otherwise Envoy sends traffic to "
+                "rate-limited hosts once half of them cool down"
+            )
     for loc, address, aigw, lb in endpoints:
         where = f"cluster '{name}' endpoint {loc} ({address})"
         if aigw is None:
-            problems.append(f"{where}: no '{AIGW}' metadata (metadata.filter_metadata.{AIGW}); "
-                            "every endpoint behind the upstream ext_proc filter needs a provider")
+            problems.append(
+                f"{where}: no '{AIGW}' metadata (metadata.filter_metadata.{AIGW}); "
+                "every endpoint behind the upstream ext_proc filter needs a provider"
+            )
             continue
         backend = _build_backend(where, name, address, aigw, problems, resolve_secrets)
         if backend is None:
@@ -218,20 +244,25 @@ def _endpoints(cluster: dict) -> Iterator[tuple[str, str, dict | None, dict]]:
             yield f"endpoints[{ei}].lb_endpoints[{li}]", address, metadata, lb
 
 
-def _check_health_config(where: str, backend: str, lb: dict, problems: list[str],
-                         health_addresses: set[tuple[str, int]]) -> None:
+def _check_health_config(
+    where: str, backend: str, lb: dict, problems: list[str], health_addresses: set[tuple[str, int]]
+) -> None:
     """A health-checked gateway endpoint is checked at the processor, by backend name
     (see backend_health.py); checking the provider itself would tell nothing useful."""
     hc = (lb.get("endpoint") or {}).get("health_check_config") or {}
     sa = (hc.get("address") or {}).get("socket_address")
     if not sa:
-        problems.append(f"{where}: the cluster has health_checks, so the endpoint needs "
-                        "health_check_config.address pointing at the processor's health "
-                        f"endpoint, and health_check_config.hostname: {backend}")
+        problems.append(
+            f"{where}: the cluster has health_checks, so the endpoint needs "
+            "health_check_config.address pointing at the processor's health "
+            f"endpoint, and health_check_config.hostname: {backend}"
+        )
         return
     if hc.get("hostname") != backend:
-        problems.append(f"{where}: health_check_config.hostname must be the backend name "
-                        f"'{backend}' (the processor answers by name)")
+        problems.append(
+            f"{where}: health_check_config.hostname must be the backend name "
+            f"'{backend}' (the processor answers by name)"
+        )
         return
     health_addresses.add((sa.get("address"), int(sa.get("port_value", 0))))
 
@@ -245,8 +276,9 @@ def _address(addr: dict) -> str:
     return "?"
 
 
-def _build_backend(where: str, cluster: str, address: str, aigw: Any, problems: list[str],
-                   resolve_secrets: bool) -> Backend | None:
+def _build_backend(
+    where: str, cluster: str, address: str, aigw: Any, problems: list[str], resolve_secrets: bool
+) -> Backend | None:
     if not isinstance(aigw, dict):
         problems.append(f"{where}: '{AIGW}' metadata must be a mapping")
         return None
@@ -257,8 +289,10 @@ def _build_backend(where: str, cluster: str, address: str, aigw: Any, problems: 
         return None
     provider_cls = PROVIDERS[settings.provider]
     if settings.auth is None and provider_cls.requires_auth:
-        problems.append(f"{where}: field 'auth': required for provider '{settings.provider}' "
-                        "(a secretRef, or passthrough: true)")
+        problems.append(
+            f"{where}: field 'auth': required for provider '{settings.provider}' "
+            "(a secretRef, or passthrough: true)"
+        )
         return None
     secret = None
     if settings.auth is not None and settings.auth.secret_ref is not None and resolve_secrets:
@@ -285,8 +319,7 @@ def _upstream_ext_proc(cluster: dict, name: str, problems: list[str]) -> _Filter
     for fi, f in enumerate(options.get("http_filters") or []):
         typed = f.get("typed_config") or {}
         if typed.get("@type", "").endswith(EXT_PROC):
-            flt = _Filter(_phase(typed), f,
-                          f"cluster '{name}' upstream http_filters[{fi}] ({f.get('name')})")
+            flt = _Filter(_phase(typed), f, f"cluster '{name}' upstream http_filters[{fi}] ({f.get('name')})")
             if flt.phase == "upstream":
                 return flt
     return None
@@ -294,8 +327,14 @@ def _upstream_ext_proc(cluster: dict, name: str, problems: list[str]) -> _Filter
 
 # ---- listeners, routes ------------------------------------------------------------------
 
-def _read_hcm(loc: str, hcm: dict, routes: dict[str, RouteConfig],
-              clusters: dict[str, ClusterConfig], problems: list[str]) -> None:
+
+def _read_hcm(
+    loc: str,
+    hcm: dict,
+    routes: dict[str, RouteConfig],
+    clusters: dict[str, ClusterConfig],
+    problems: list[str],
+) -> None:
     route_filter = None
     for fi, f in enumerate(hcm.get("http_filters") or []):
         typed = f.get("typed_config") or {}
@@ -314,27 +353,37 @@ def _read_hcm(loc: str, hcm: dict, routes: dict[str, RouteConfig],
             rname = route.get("name")
             where = f"route '{rname}'" if rname else f"{loc} virtual host '{vname}' routes[{ri}]"
             if dynamic and clusters:
-                problems.append(f"{where}: {', '.join(dynamic)} lets a request choose any cluster, "
-                                "AI clusters included; name clusters explicitly")
+                problems.append(
+                    f"{where}: {', '.join(dynamic)} lets a request choose any cluster, "
+                    "AI clusters included; name clusters explicitly"
+                )
                 continue
             reaches_gateway = any(c in clusters for c in cluster_names)
             if aigw is None and not reaches_gateway:
                 continue
             has_gateway_routes = True
             weighted = ((route.get("route") or {}).get("weighted_clusters") or {}).get("clusters") or []
-            weakened = vhost_level + wiring.weakening(route.get("typed_per_filter_config")) + [
-                w for c in weighted for w in wiring.weakening(c.get("typed_per_filter_config"))]
+            weakened = (
+                vhost_level
+                + wiring.weakening(route.get("typed_per_filter_config"))
+                + [w for c in weighted for w in wiring.weakening(c.get("typed_per_filter_config"))]
+            )
             if reaches_gateway and weakened:
-                problems.append(f"{where}: reaches an AI backend but {', '.join(weakened)} switches "
-                                "off or changes an ext_proc filter; requests would bypass the gateway")
+                problems.append(
+                    f"{where}: reaches an AI backend but {', '.join(weakened)} switches "
+                    "off or changes an ext_proc filter; requests would bypass the gateway"
+                )
                 continue
             if not rname:
-                problems.append(f"{where}: a route with '{AIGW}' metadata or an AI backend needs "
-                                "a 'name' (the processor finds its policy by route name)")
+                problems.append(
+                    f"{where}: a route with '{AIGW}' metadata or an AI backend needs "
+                    "a 'name' (the processor finds its policy by route name)"
+                )
                 continue
             if rname in routes:
-                problems.append(f"{where}: route name '{rname}' is used twice; gateway routes "
-                                "need unique names")
+                problems.append(
+                    f"{where}: route name '{rname}' is used twice; gateway routes need unique names"
+                )
                 continue
             policy = _route_policy(where, aigw, problems)
             if policy is None:
@@ -344,31 +393,45 @@ def _read_hcm(loc: str, hcm: dict, routes: dict[str, RouteConfig],
             live = [c.get("name") for c in weighted if c.get("weight", 1)] if weighted else cluster_names
             backends = [b for c in live for b in (clusters[c].backends if c in clusters else [])]
             routes[rname] = RouteConfig(
-                name=rname, policy=policy, location=where, clusters=tuple(cluster_names),
+                name=rname,
+                policy=policy,
+                location=where,
+                clusters=tuple(cluster_names),
                 model_always_set=(bool(backends) and all(b.settings.model for b in backends))
                 or any(d.path == "model" for d in policy.field_defaults),
-                backends=tuple(b.name for b in backends), guards=guards)
+                backends=tuple(b.name for b in backends),
+                guards=guards,
+            )
     if has_gateway_routes:
         if route_filter is None:
-            problems.append(f"{loc}: serves gateway routes but has no route-level ext_proc filter "
-                            f"(initial_metadata {PHASE_HEADER}: route) in http_filters")
+            problems.append(
+                f"{loc}: serves gateway routes but has no route-level ext_proc filter "
+                f"(initial_metadata {PHASE_HEADER}: route) in http_filters"
+            )
         else:
             # Routes to a one-endpoint cluster are translated here: the filter must be told
             # which cluster Envoy routed to.
             direct = any(clusters[c].direct for r in routes.values() for c in r.clusters if c in clusters)
-            wiring.check_filter(route_filter.entry, route_filter.location, "route",
-                                ("xds.route_name", "xds.cluster_name") if direct else ("xds.route_name",),
-                                problems)
+            wiring.check_filter(
+                route_filter.entry,
+                route_filter.location,
+                "route",
+                ("xds.route_name", "xds.cluster_name") if direct else ("xds.route_name",),
+                problems,
+            )
             if direct:
                 _check_direct_routes(loc, routes, clusters, problems)
                 if not (route_filter.config.get("mutation_rules") or {}).get("allow_all_routing"):
-                    problems.append(f"{route_filter.location}: mutation_rules must be {{allow_all_routing: "
-                                    "true}: routes reach one-endpoint clusters, for which this filter "
-                                    "sets the provider's Host and credential")
+                    problems.append(
+                        f"{route_filter.location}: mutation_rules must be {{allow_all_routing: "
+                        "true}: routes reach one-endpoint clusters, for which this filter "
+                        "sets the provider's Host and credential"
+                    )
 
 
-def _check_direct_routes(loc: str, routes: dict[str, RouteConfig],
-                         clusters: dict[str, ClusterConfig], problems: list[str]) -> None:
+def _check_direct_routes(
+    loc: str, routes: dict[str, RouteConfig], clusters: dict[str, ClusterConfig], problems: list[str]
+) -> None:
     """Content-based routing re-matches routes after the body was read, so the cluster the
     route-level filter translated for may not be the one Envoy then sends to. A route
     table with content routing may therefore not reach a one-endpoint cluster (give the
@@ -376,9 +439,11 @@ def _check_direct_routes(loc: str, routes: dict[str, RouteConfig],
     content = [r.name for r in routes.values() if r.policy.content_routing]
     direct = sorted({c for r in routes.values() for c in r.clusters if c in clusters and clusters[c].direct})
     if content and direct:
-        problems.append(f"{loc}: route(s) {', '.join(content)} route by content, so cluster(s) "
-                        f"{', '.join(direct)} need the upstream ext_proc filter (the route is "
-                        "chosen again after the request body was translated)")
+        problems.append(
+            f"{loc}: route(s) {', '.join(content)} route by content, so cluster(s) "
+            f"{', '.join(direct)} need the upstream ext_proc filter (the route is "
+            "chosen again after the request body was translated)"
+        )
 
 
 def _route_policy(where: str, aigw: Any, problems: list[str]) -> RoutePolicy | None:
@@ -401,9 +466,12 @@ def _route_guards(where: str, name: str, policy: RoutePolicy, problems: list[str
     if cfg is None:
         return None
     from ..guards.pipeline import RequestGuards, ResponseGuards, RouteGuards
+
     try:
-        return RouteGuards(RequestGuards(cfg.request, name) if cfg.request else None,
-                           ResponseGuards(cfg.response, name) if cfg.response else None)
+        return RouteGuards(
+            RequestGuards(cfg.request, name) if cfg.request else None,
+            ResponseGuards(cfg.response, name) if cfg.response else None,
+        )
     except SecretError as exc:
         problems.append(f"{where}: field 'promptGuard': {exc}")
     except ValueError as exc:
@@ -412,6 +480,7 @@ def _route_guards(where: str, name: str, policy: RoutePolicy, problems: list[str
 
 
 # ---- ext_proc filter checks -----------------------------------------------------------------
+
 
 def _phase(typed: dict) -> str | None:
     service = typed.get("grpc_service") or {}

@@ -12,13 +12,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format, text_format
 
-from envoy.config.core.v3 import base_pb2
-
 from ..backend_health import BackendHealth
-from ..response_limits import ENVOY_DEFAULT_BUFFER
 from ..backends import Backend
+from ..response_limits import ENVOY_DEFAULT_BUFFER
 from .policy import RoutePolicy
 
 AIGW = "aigw"
@@ -57,8 +56,13 @@ def aigw_from_text_metadata(text: str) -> dict[str, Any] | None:
 
 
 class GatewayConfig:
-    def __init__(self, routes: dict[str, RouteConfig], clusters: dict[str, ClusterConfig],
-                 by_name: dict[str, Backend], default_policy: RoutePolicy | None = None) -> None:
+    def __init__(
+        self,
+        routes: dict[str, RouteConfig],
+        clusters: dict[str, ClusterConfig],
+        by_name: dict[str, Backend],
+        default_policy: RoutePolicy | None = None,
+    ) -> None:
         self.routes = routes
         self.clusters = clusters
         self.default_policy = default_policy or RoutePolicy()

@@ -31,7 +31,7 @@ class RoutePolicy(ConfigModel):
     prompt_token_estimate: bool = False
 
     @model_validator(mode="after")
-    def _defaults_make_valid_requests(self) -> "RoutePolicy":
+    def _defaults_make_valid_requests(self) -> RoutePolicy:
         """A default that would make every request invalid (say `temperature: "hot"`) is
         the operator's mistake: catch it now, not as a 400 on every request."""
         if self.field_defaults:

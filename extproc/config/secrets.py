@@ -28,7 +28,7 @@ _FILE_RECHECK_SECONDS = 5.0
 REDACTABLE_LENGTH = 8
 
 # Every live Secret, and a counter that moves when the set of values may have changed.
-_REGISTRY: "weakref.WeakSet[Secret]" = weakref.WeakSet()
+_REGISTRY: weakref.WeakSet[Secret] = weakref.WeakSet()
 _generation = 0
 
 
@@ -61,7 +61,7 @@ class SecretRef(ConfigModel):
     inline: str | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "SecretRef":
+    def _exactly_one(self) -> SecretRef:
         given = [k for k in ("env", "file", "inline") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("set exactly one of 'env', 'file' or 'inline'")
@@ -88,7 +88,7 @@ class SecretError(ValueError):
 class Secret:
     """A resolved secret. `value` is cheap; file secrets follow rotation."""
 
-    __slots__ = ("_ref", "_value", "_previous", "_mtime", "_checked", "__weakref__")
+    __slots__ = ("__weakref__", "_checked", "_mtime", "_previous", "_ref", "_value")
 
     def __init__(self, ref: SecretRef) -> None:
         self._ref = ref
@@ -122,9 +122,11 @@ class Secret:
         # Only a good read moves the clock on: a file caught half-written is read again.
         self._mtime = mtime
         if len(value) < REDACTABLE_LENGTH:
-            log.warning("a secret is too short to be recognised in responses, so providers that "
-                        "quote it would show it to clients", extra={"fields": {
-                            "secret": ref.describe(), "min_length": REDACTABLE_LENGTH}})
+            log.warning(
+                "a secret is too short to be recognised in responses, so providers that "
+                "quote it would show it to clients",
+                extra={"fields": {"secret": ref.describe(), "min_length": REDACTABLE_LENGTH}},
+            )
         return value
 
     @property

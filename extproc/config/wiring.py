@@ -11,7 +11,8 @@ see (RDS, dynamic resources) is refused outright.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 EXT_PROC = "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 EXT_PROC_PER_ROUTE = "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
@@ -29,17 +30,32 @@ REQUIRED_RUNTIME = {"envoy.reloadable_features.grpc_side_stream_flow_control": F
 # `/v1/./chat/completions` or `/v1/chat/%63ompletions` must match the route that
 # `/v1/chat/completions` matches, not a looser one next to it; escaped slashes are refused
 # (a redirect would also do, but a POST client seldom follows one).
-PATH_HANDLING = {"normalize_path": True, "merge_slashes": True,
-                 "path_with_escaped_slashes_action": "REJECT_REQUEST"}
+PATH_HANDLING = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "REJECT_REQUEST",
+}
 _ESCAPED_SLASHES_OK = ("REJECT_REQUEST", "UNESCAPE_AND_REDIRECT")
 
 # ext_proc fields whose meaning the gateway knows. Anything else (observability_mode,
 # allowed_override_modes, disable_immediate_response, http_service, route_cache_action,
 # processing_request_modifier, ...) could weaken it and is refused.
-_FILTER_FIELDS = {"@type", "grpc_service", "failure_mode_allow", "processing_mode",
-                  "request_attributes", "response_attributes", "message_timeout",
-                  "max_message_timeout", "allow_mode_override", "metadata_options",
-                  "stat_prefix", "mutation_rules", "status_on_error", "deferred_close_timeout"}
+_FILTER_FIELDS = {
+    "@type",
+    "grpc_service",
+    "failure_mode_allow",
+    "processing_mode",
+    "request_attributes",
+    "response_attributes",
+    "message_timeout",
+    "max_message_timeout",
+    "allow_mode_override",
+    "metadata_options",
+    "stat_prefix",
+    "mutation_rules",
+    "status_on_error",
+    "deferred_close_timeout",
+}
 _MODES = {
     "request_header_mode": ("SEND", "DEFAULT"),
     "response_header_mode": ("SEND", "DEFAULT"),
@@ -50,7 +66,7 @@ _MODES = {
 }
 _WHY_MODE = {
     "request_header_mode": "with SKIP a bodiless request passes the route filter unchecked, and "
-                           "header changes made with the body (path, Host, credential) are lost",
+    "header changes made with the body (path, Host, credential) are lost",
     "response_header_mode": "the response phases carry translation, guards and accounting",
     "request_body_mode": "the processor reads the whole request body",
     "response_body_mode": "the processor chooses the response body mode per response",
@@ -61,21 +77,28 @@ def type_of(typed: Any) -> str:
     return typed.get("@type", "").rsplit("/", 1)[-1] if isinstance(typed, dict) else ""
 
 
-def check_filter(entry: dict, location: str, phase: str, attributes: tuple[str, ...],
-                 problems: list[str]) -> None:
+def check_filter(
+    entry: dict, location: str, phase: str, attributes: tuple[str, ...], problems: list[str]
+) -> None:
     """One of the gateway's ext_proc filters (the HttpFilter entry with its typed_config)."""
     extra = set(entry) - {"name", "typed_config"}
     if extra:
-        problems.append(f"{location}: {', '.join(sorted(extra))} is not allowed on a gateway "
-                        "filter (it could switch the filter off)")
+        problems.append(
+            f"{location}: {', '.join(sorted(extra))} is not allowed on a gateway "
+            "filter (it could switch the filter off)"
+        )
     cfg = entry.get("typed_config") or {}
     unknown = sorted(set(cfg) - _FILTER_FIELDS)
     if unknown:
-        problems.append(f"{location}: {', '.join(unknown)} is not allowed on a gateway filter "
-                        "(it could let requests past the gateway)")
+        problems.append(
+            f"{location}: {', '.join(unknown)} is not allowed on a gateway filter "
+            "(it could let requests past the gateway)"
+        )
     if cfg.get("failure_mode_allow", False) is not False:
         problems.append(f"{location}: failure_mode_allow must be false; the gateway never fails open")
-    if "envoy_grpc" not in (cfg.get("grpc_service") or {}) and "google_grpc" not in (cfg.get("grpc_service") or {}):
+    if "envoy_grpc" not in (cfg.get("grpc_service") or {}) and "google_grpc" not in (
+        cfg.get("grpc_service") or {}
+    ):
         problems.append(f"{location}: grpc_service must call the processor (envoy_grpc)")
     have = set(cfg.get("request_attributes") or [])
     missing = [a for a in attributes if a not in have]
@@ -86,23 +109,35 @@ def check_filter(entry: dict, location: str, phase: str, attributes: tuple[str, 
         value = mode.get(key, allowed[0] if key != "request_body_mode" else None)
         if value not in allowed:
             why = _WHY_MODE.get(key, "")
-            problems.append(f"{location}: processing_mode.{key} must be {allowed[0]}"
-                            + (f" ({why})" if why else ""))
+            problems.append(
+                f"{location}: processing_mode.{key} must be {allowed[0]}" + (f" ({why})" if why else "")
+            )
     if cfg.get("allow_mode_override") is not True:
-        problems.append(f"{location}: allow_mode_override must be true (the processor picks "
-                        "the response body mode per response)")
+        problems.append(
+            f"{location}: allow_mode_override must be true (the processor picks "
+            "the response body mode per response)"
+        )
     rules = cfg.get("mutation_rules")
     # allow_envoy (optional) lets the processor send x-envoy-immediate-health-check-fail
     # when a provider rate-limits (see upstream_filter.py).
-    if phase == "upstream" and rules not in ({"allow_all_routing": True},
-                                             {"allow_all_routing": True, "allow_envoy": True}):
-        problems.append(f"{location}: mutation_rules must be exactly {{allow_all_routing: true}} "
-                        "(optionally with allow_envoy: true; the processor sets the provider's "
-                        "Host and credential)")
-    if phase == "route" and rules not in (None, {"allow_all_routing": True},
-                                          {"allow_all_routing": True, "allow_envoy": True}):
-        problems.append(f"{location}: mutation_rules must be absent (or {{allow_all_routing: true}}, "
-                        "optionally with allow_envoy: true); others can drop the gateway's header changes")
+    if phase == "upstream" and rules not in (
+        {"allow_all_routing": True},
+        {"allow_all_routing": True, "allow_envoy": True},
+    ):
+        problems.append(
+            f"{location}: mutation_rules must be exactly {{allow_all_routing: true}} "
+            "(optionally with allow_envoy: true; the processor sets the provider's "
+            "Host and credential)"
+        )
+    if phase == "route" and rules not in (
+        None,
+        {"allow_all_routing": True},
+        {"allow_all_routing": True, "allow_envoy": True},
+    ):
+        problems.append(
+            f"{location}: mutation_rules must be absent (or {{allow_all_routing: true}}, "
+            "optionally with allow_envoy: true); others can drop the gateway's header changes"
+        )
 
 
 def weakening(per_filter: dict | None) -> list[str]:
@@ -127,8 +162,11 @@ def weakening(per_filter: dict | None) -> list[str]:
 def route_targets(route: dict) -> tuple[list[str], list[str]]:
     """(clusters a route sends to, ways it can choose a cluster we cannot see)."""
     action = route.get("route") or {}
-    dynamic = [k for k in ("cluster_header", "cluster_specifier_plugin", "inline_cluster_specifier_plugin")
-               if k in action]
+    dynamic = [
+        k
+        for k in ("cluster_header", "cluster_specifier_plugin", "inline_cluster_specifier_plugin")
+        if k in action
+    ]
     weighted = action.get("weighted_clusters") or {}
     if "cluster_header" in weighted:
         dynamic.append("weighted_clusters.cluster_header")
@@ -143,8 +181,10 @@ def check_document(doc: dict, ai_clusters: set[str], problems: list[str]) -> Non
     if not ai_clusters:
         return
     if doc.get("dynamic_resources"):
-        problems.append("dynamic_resources: the processor cannot check configuration Envoy loads "
-                        "later; gateway bootstraps must be static")
+        problems.append(
+            "dynamic_resources: the processor cannot check configuration Envoy loads "
+            "later; gateway bootstraps must be static"
+        )
     check_runtime(doc.get("layered_runtime"), problems)
     for path, key, value in _walk(doc, ()):
         if value not in ai_clusters or key not in ("cluster", "cluster_name", "name"):
@@ -153,19 +193,25 @@ def check_document(doc: dict, ai_clusters: set[str], problems: list[str]) -> Non
             continue
         if key == "name" and "weighted_clusters" not in path:
             continue  # "name" is everywhere; only weighted cluster entries name clusters
-        problems.append(f"{_show(path + (key,))}: sends to the AI cluster '{value}' outside a route "
-                        "the gateway validated; requests would bypass it")
+        problems.append(
+            f"{_show((*path, key))}: sends to the AI cluster '{value}' outside a route "
+            "the gateway validated; requests would bypass it"
+        )
 
 
 def _allowed_reference(path: tuple, key: str) -> bool:
     # The cluster's own definition.
     if len(path) == 3 and path[:2] == ("static_resources", "clusters") and key == "name":
         return True
-    if path[:2] == ("static_resources", "clusters") and path[3:] == ("load_assignment",) and key == "cluster_name":
+    if (
+        path[:2] == ("static_resources", "clusters")
+        and path[3:] == ("load_assignment",)
+        and key == "cluster_name"
+    ):
         return True
     # A route's target in an inline route config (checked by the route reader).
     if "routes" in path and "route_config" in path:
-        tail = path[path.index("routes") + 2:]
+        tail = path[path.index("routes") + 2 :]
         if tail == ("route",) and key == "cluster":
             return True
         if tail[:3] == ("route", "weighted_clusters", "clusters") and len(tail) == 4 and key == "name":
@@ -177,20 +223,21 @@ def _walk(node: Any, path: tuple) -> Iterator[tuple[tuple, str, Any]]:
     if isinstance(node, dict):
         for k, v in node.items():
             if isinstance(v, (dict, list)):
-                yield from _walk(v, path + (k,))
+                yield from _walk(v, (*path, k))
             else:
                 yield path, k, v
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            yield from _walk(v, path + (i,))
+            yield from _walk(v, (*path, i))
 
 
 def _show(path: tuple) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
-def connection_managers(listener: dict, lname: str, problems: list[str],
-                        ai: bool) -> Iterator[tuple[str, dict]]:
+def connection_managers(
+    listener: dict, lname: str, problems: list[str], ai: bool
+) -> Iterator[tuple[str, dict]]:
     chains = [(f"filter_chains[{i}]", c) for i, c in enumerate(listener.get("filter_chains") or [])]
     if listener.get("default_filter_chain"):
         chains.append(("default_filter_chain", listener["default_filter_chain"]))
@@ -201,8 +248,10 @@ def connection_managers(listener: dict, lname: str, problems: list[str],
                 continue
             loc = f"listener '{lname}' {where}.filters[{fi}]"
             if ai and ("rds" in typed or "scoped_routes" in typed):
-                problems.append(f"{loc}: routes from RDS or scoped routes cannot be checked by the "
-                                "processor; use an inline route_config")
+                problems.append(
+                    f"{loc}: routes from RDS or scoped routes cannot be checked by the "
+                    "processor; use an inline route_config"
+                )
                 continue
             if ai:
                 check_path_handling(loc, typed, problems)
@@ -215,9 +264,11 @@ def check_path_handling(loc: str, hcm: dict, problems: list[str]) -> None:
     if hcm.get("path_with_escaped_slashes_action") not in _ESCAPED_SLASHES_OK:
         wrong.append("path_with_escaped_slashes_action: REJECT_REQUEST (or UNESCAPE_AND_REDIRECT)")
     if wrong:
-        problems.append(f"{loc}: set {', '.join(wrong)}; without them /v1//chat/completions, "
-                        "/v1/./chat/completions or /v1%2Fchat%2Fcompletions can miss a guarded "
-                        "route and match a looser one")
+        problems.append(
+            f"{loc}: set {', '.join(wrong)}; without them /v1//chat/completions, "
+            "/v1/./chat/completions or /v1%2Fchat%2Fcompletions can miss a guarded "
+            "route and match a looser one"
+        )
 
 
 def check_runtime(layered: Any, problems: list[str]) -> None:
@@ -234,16 +285,23 @@ def check_runtime(layered: Any, problems: list[str]) -> None:
                     value, at = flat[key], i
         want_text = str(want).lower()
         if at is None or value is not want:
-            problems.append(f"layered_runtime: a static layer must set {key}: {want_text} (Envoy "
-                            "1.40 crashes without it when a large request is in flight; see the "
-                            "README, 'Operations notes')")
+            problems.append(
+                f"layered_runtime: a static layer must set {key}: {want_text} (Envoy "
+                "1.40 crashes without it when a large request is in flight; see the "
+                "README, 'Operations notes')"
+            )
             continue
-        later = [layer.get("name") or f"layers[{i}]" for i, layer in enumerate(layers) if i > at
-                 and isinstance(layer, dict) and not isinstance(layer.get("static_layer"), dict)]
+        later = [
+            layer.get("name") or f"layers[{i}]"
+            for i, layer in enumerate(layers)
+            if i > at and isinstance(layer, dict) and not isinstance(layer.get("static_layer"), dict)
+        ]
         if later:
-            problems.append(f"layered_runtime: {', '.join(later)} comes after the static layer "
-                            f"setting {key} and could switch it back on at run time; put the "
-                            "static layer last")
+            problems.append(
+                f"layered_runtime: {', '.join(later)} comes after the static layer "
+                f"setting {key} and could switch it back on at run time; put the "
+                "static layer last"
+            )
 
 
 def _flatten(node: dict, prefix: str = "") -> dict[str, Any]:

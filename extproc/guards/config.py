@@ -1,17 +1,17 @@
 """`promptGuard` in route metadata: what guards a route runs, on which direction.
 
-  promptGuard:
-    request:
-      customResponse: {message: "Rejected due to inappropriate content", statusCode: 403}
-      regex: {action: REJECT, matches: [{pattern: "credit card", name: CC}], builtins: [SSN]}
-      webhook: {url: "http://guard:8000", timeoutSeconds: 2, forwardHeaders: [x-user-id]}
-      moderation: {openAIModeration: {model: omni-moderation-latest, authToken: {secretRef: {env: OPENAI_API_KEY}}}}
-    response:
-      customResponse: {...}
-      regex: {action: MASK, builtins: [CREDIT_CARD]}
-      webhook: {...}
-      streamWindow: 256          # streams: most characters held back while a match may form
-      scanBudget: {maxChars: 1048576, maxSeconds: 5}   # either direction; these are the defaults
+promptGuard:
+  request:
+    customResponse: {message: "Rejected due to inappropriate content", statusCode: 403}
+    regex: {action: REJECT, matches: [{pattern: "credit card", name: CC}], builtins: [SSN]}
+    webhook: {url: "http://guard:8000", timeoutSeconds: 2, forwardHeaders: [x-user-id]}
+    moderation: {openAIModeration: {model: omni-moderation-latest, authToken: {secretRef: {env: OPENAI_API_KEY}}}}
+  response:
+    customResponse: {...}
+    regex: {action: MASK, builtins: [CREDIT_CARD]}
+    webhook: {...}
+    streamWindow: 256          # streams: most characters held back while a match may form
+    scanBudget: {maxChars: 1048576, maxSeconds: 5}   # either direction; these are the defaults
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class RequestGuardConfig(ConfigModel):
     moderation: ModerationConfig | None = None
 
     @model_validator(mode="after")
-    def _something(self) -> "RequestGuardConfig":
+    def _something(self) -> RequestGuardConfig:
         if not (self.regex or self.webhook or self.moderation):
             raise ValueError("set at least one of regex, webhook, moderation")
         return self
@@ -66,7 +66,8 @@ class RequestGuardConfig(ConfigModel):
 
 class ResponseGuardConfig(ConfigModel):
     custom_response: CustomResponse = CustomResponse(
-        message="The response was withheld by the gateway's content policy")
+        message="The response was withheld by the gateway's content policy"
+    )
     regex: RegexGuardConfig | None = None
     webhook: WebhookConfig | None = None
     scan_budget: ScanBudget = ScanBudget()
@@ -75,7 +76,7 @@ class ResponseGuardConfig(ConfigModel):
     stream_window: int = Field(default=256, ge=16, le=65536)
 
     @model_validator(mode="after")
-    def _something(self) -> "ResponseGuardConfig":
+    def _something(self) -> ResponseGuardConfig:
         if not (self.regex or self.webhook):
             raise ValueError("set at least one of regex, webhook")
         return self

@@ -131,8 +131,13 @@ class Holdback:
                 self._partial.append(PatternRule(label, regex.compile(QUOTED_LOCAL_PART + r"@[\w.\-\[\]:]*")))
             if entity in CHAR_RUNS:
                 chars, starts, ends, longest = CHAR_RUNS[entity]
-                self._runs.append((RunRule(label, re.compile(chars), re.compile(ends)), re.compile(starts),
-                                   min(longest, window)))
+                self._runs.append(
+                    (
+                        RunRule(label, re.compile(chars), re.compile(ends)),
+                        re.compile(starts),
+                        min(longest, window),
+                    )
+                )
             elif self._whole_window is None:
                 self._whole_window = RunRule(label, re.compile(r"\S"), re.compile(r"\S"))
         self.window = window
@@ -147,8 +152,11 @@ class Holdback:
             for view in views:
                 vt, vend = view.text, len(view.text)
                 for m in pr.pattern.finditer(vt, view.index(base), partial=True):
-                    if (m.partial or m.end() == vend
-                            or pr.pattern.fullmatch(vt, m.start(), partial=True) is not None):
+                    if (
+                        m.partial
+                        or m.end() == vend
+                        or pr.pattern.fullmatch(vt, m.start(), partial=True) is not None
+                    ):
                         if view.start_of(m.start()) < hold:
                             hold, rule = view.start_of(m.start()), pr
                         break

@@ -69,15 +69,19 @@ class CallFailed(Exception):
         self.timeout = timeout
 
 
-async def post_json(session: SharedSession, url: str, payload: Any, headers: dict[str, str],
-                    timeout: aiohttp.ClientTimeout) -> Any:
+async def post_json(
+    session: SharedSession, url: str, payload: Any, headers: dict[str, str], timeout: aiohttp.ClientTimeout
+) -> Any:
     """POSTs JSON and returns the decoded 2xx answer; raises `CallFailed` otherwise."""
     try:
         async with session.get().post(
-            url, data=orjson.dumps(payload), headers={**headers, "Content-Type": "application/json"},
+            url,
+            data=orjson.dumps(payload),
+            headers={**headers, "Content-Type": "application/json"},
             # A redirect is a misconfiguration, and following one could carry the content
             # (and our credential) somewhere nobody configured.
-            timeout=timeout, allow_redirects=False,
+            timeout=timeout,
+            allow_redirects=False,
         ) as resp:
             if not 200 <= resp.status < 300:
                 raise CallFailed(f"answered HTTP {resp.status}")

@@ -49,7 +49,7 @@ class JsonArguments:
     """Valid JSON text in `holder[key]` and its string and number tokens, each one a slot.
     Writing a token back rewrites the text in the holder at once."""
 
-    __slots__ = ("holder", "key", "text", "_spans")
+    __slots__ = ("_spans", "holder", "key", "text")
 
     def __init__(self, holder: Any, key: Any, text: str) -> None:
         self.holder, self.key, self.text = holder, key, text
@@ -70,7 +70,7 @@ class JsonArguments:
         self.text = self.text[:start] + literal + self.text[end:]
         shift = len(literal) - (end - start)
         self._spans[i][1] = start + len(literal)
-        for span in self._spans[i + 1:]:
+        for span in self._spans[i + 1 :]:
             span[0] += shift
             span[1] += shift
         self.holder[self.key] = self.text
@@ -105,27 +105,27 @@ class EscapeDecoder:
                     self._held = s[j:]
                 break
             if s[j + 1] != "u":
-                out.append("/" if s[j + 1] == "/" else s[j:j + 2])
+                out.append("/" if s[j + 1] == "/" else s[j : j + 2])
                 i = j + 2
                 continue
             if not _HEX4.fullmatch(s, j + 2, j + 6):
-                out.append(s[j:j + 2])  # not JSON; passed on as written
+                out.append(s[j : j + 2])  # not JSON; passed on as written
                 i = j + 2
                 continue
-            cp = int(s[j + 2:j + 6], 16)
+            cp = int(s[j + 2 : j + 6], 16)
             if 0xD800 <= cp < 0xDC00:  # a high surrogate: its pair may follow
-                if j + 12 > n and not final and _may_continue_pair(s[j + 6:]):
+                if j + 12 > n and not final and _may_continue_pair(s[j + 6 :]):
                     self._held = s[j:]
                     break
                 if s.startswith("\\u", j + 6) and _HEX4.fullmatch(s, j + 8, j + 12):
-                    low = int(s[j + 8:j + 12], 16)
+                    low = int(s[j + 8 : j + 12], 16)
                     if 0xDC00 <= low < 0xE000:
                         out.append(chr(0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)))
                         i = j + 12
                         continue
-                out.append(s[j:j + 6])
+                out.append(s[j : j + 6])
             elif cp < 0x20 or cp in (0x22, 0x5C) or 0xDC00 <= cp < 0xE000:
-                out.append(s[j:j + 6])  # must stay escaped
+                out.append(s[j : j + 6])  # must stay escaped
             else:
                 out.append(chr(cp))
             i = j + 6
@@ -144,7 +144,7 @@ class _JsonStrings:
     """Streaming: which characters of a JSON text sit inside a string. Text arrives in
     pieces, so the state (inside a string, a backslash at the very end) carries over."""
 
-    __slots__ = ("_in_string", "_escape")
+    __slots__ = ("_escape", "_in_string")
 
     def __init__(self) -> None:
         self._in_string = False

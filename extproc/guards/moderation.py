@@ -13,8 +13,9 @@ then rejects the content it could not check.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from pydantic import Field, field_validator, model_validator
@@ -46,6 +47,7 @@ def register(field_name: str) -> Callable[[type], type]:
     def add(cls: type) -> type:
         _REGISTRY[field_name] = cls
         return cls
+
     return add
 
 
@@ -75,11 +77,10 @@ class ModerationConfig(ConfigModel):
     """Exactly one moderation service. Each field name must have a `@register`ed class."""
 
     # The explicit alias keeps the "AI" the generated camelCase would spell "Ai".
-    open_ai_moderation: OpenAIModerationConfig | None = Field(default=None,
-                                                              alias="openAIModeration")
+    open_ai_moderation: OpenAIModerationConfig | None = Field(default=None, alias="openAIModeration")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "ModerationConfig":
+    def _exactly_one(self) -> ModerationConfig:
         fields = type(self).model_fields
         given = [n for n in fields if getattr(self, n) is not None]
         if len(given) != 1:
@@ -126,8 +127,11 @@ class OpenAIModerator:
 
     def _on_failure(self, kind: str) -> ModerationResult:
         fail_open = self._config.fail_open
-        log.warning("moderation check failed: %s", kind,
-                    extra={"fields": {"moderation": self._origin, "fail_open": fail_open}})
+        log.warning(
+            "moderation check failed: %s",
+            kind,
+            extra={"fields": {"moderation": self._origin, "fail_open": fail_open}},
+        )
         return ModerationResult(flagged=not fail_open, failed=True)
 
 

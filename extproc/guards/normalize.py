@@ -104,11 +104,17 @@ class Normalized:
     """A detection view of a text: `text`, and for each of its characters the span of
     original characters it came from (`starts[i]`, `ends[i]`)."""
 
-    __slots__ = ("text", "source_length", "starts", "ends", "original", "_dropped")
+    __slots__ = ("_dropped", "ends", "original", "source_length", "starts", "text")
 
-    def __init__(self, text: str, source_length: int, starts: list[int] | None = None,
-                 ends: list[int] | None = None, dropped: tuple[tuple[int, int, int], ...] = (),
-                 original: bool = False) -> None:
+    def __init__(
+        self,
+        text: str,
+        source_length: int,
+        starts: list[int] | None = None,
+        ends: list[int] | None = None,
+        dropped: tuple[tuple[int, int, int], ...] = (),
+        original: bool = False,
+    ) -> None:
         self.text = text
         self.source_length = source_length
         # None: view character i is original character i (no character dropped or expanded).
@@ -243,8 +249,11 @@ def split_view(joined: Normalized, open_end: bool = False) -> Normalized | None:
     (a stream), so a run at its end counts after anything but a space."""
     text = joined.text
     n = len(text)
-    runs = [(i, a, b) for i, a, b in joined._dropped
-            if 0 < i and (_joins(text[i - 1], text[i]) if i < n else open_end and not text[i - 1].isspace())]
+    runs = [
+        (i, a, b)
+        for i, a, b in joined._dropped
+        if 0 < i and (_joins(text[i - 1], text[i]) if i < n else open_end and not text[i - 1].isspace())
+    ]
     if not runs:
         return None
     out: list[str] = []

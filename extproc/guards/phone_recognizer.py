@@ -24,13 +24,13 @@ from functools import cache
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # before presidio (see presidio_engine)
 
-import phonenumbers  # noqa: E402
-from phonenumbers import PhoneNumberMatcher  # noqa: E402
-from phonenumbers import phonenumbermatcher as _pn_matcher  # noqa: E402
-from presidio_analyzer import EntityRecognizer  # noqa: E402
-from presidio_analyzer.predefined_recognizers import PhoneRecognizer  # noqa: E402
+import phonenumbers
+from phonenumbers import PhoneNumberMatcher
+from phonenumbers import phonenumbermatcher as _pn_matcher
+from presidio_analyzer import EntityRecognizer
+from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
-from .scan_pool import checkpoint  # noqa: E402
+from .scan_pool import checkpoint
 
 # A run of the characters phonenumbers reads as one candidate, and a short trailing group.
 _DIGIT_RUN = re.compile(r"\+?\(?\d[\d ().\-]*\d")
@@ -110,10 +110,25 @@ def _min_digits(region: str) -> int:
     `region`: a national number of the region's shortest length, or an international
     dialling prefix, a country code and the shortest number anywhere (at least 2+1+4)."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    lengths = [n for desc in (metadata.general_desc, metadata.fixed_line, metadata.mobile, metadata.toll_free,
-                              metadata.premium_rate, metadata.shared_cost, metadata.personal_number,
-                              metadata.voip, metadata.pager, metadata.uan, metadata.voicemail)
-               if desc is not None for n in desc.possible_length if n > 0]
+    lengths = [
+        n
+        for desc in (
+            metadata.general_desc,
+            metadata.fixed_line,
+            metadata.mobile,
+            metadata.toll_free,
+            metadata.premium_rate,
+            metadata.shared_cost,
+            metadata.personal_number,
+            metadata.voip,
+            metadata.pager,
+            metadata.uan,
+            metadata.voicemail,
+        )
+        if desc is not None
+        for n in desc.possible_length
+        if n > 0
+    ]
     return min([*lengths, _MIN_INTERNATIONAL + 2])
 
 
@@ -148,7 +163,7 @@ class PhoneNumbers(PhoneRecognizer):
     matcher run, so the cost stays linear in the text and several times lower.
     """
 
-    def analyze(self, text, entities, nlp_artifacts=None):  # noqa: D102
+    def analyze(self, text, entities, nlp_artifacts=None):
         results = []
         for start, end, keep_from, keep_to in windows(text):
             checkpoint()  # a scan job stops here when its deadline passed (scan_pool)
@@ -212,9 +227,12 @@ class PhoneNumbers(PhoneRecognizer):
                 span = text[start:end]
                 # Spans are tried left to right and a hit moves past its end, so only the
                 # last hit can overlap; tails are at most one per run.
-                if (not _PHONE_SEPARATOR.search(span) or covered.overlaps(start, end)
-                        or any(r.start < end and start < r.end for r in tails)
-                        or (found and found[-1].end > start)):
+                if (
+                    not _PHONE_SEPARATOR.search(span)
+                    or covered.overlaps(start, end)
+                    or any(r.start < end and start < r.end for r in tails)
+                    or (found and found[-1].end > start)
+                ):
                     continue
                 region = self._whole_span_region(span)
                 if region is not None:
@@ -232,8 +250,12 @@ class PhoneNumbers(PhoneRecognizer):
         but only the whole-candidate step can cover the whole span, so that step alone is
         run: no inner-match retries, and one region for a number with a leading `+`."""
         m = _pn_matcher._PATTERN.match(span)
-        if (m is None or m.end() != len(span) or _pn_matcher._SECOND_NUMBER_START_PATTERN.search(span)
-                or _pn_matcher._SLASH_SEPARATED_DATES.search(span)):
+        if (
+            m is None
+            or m.end() != len(span)
+            or _pn_matcher._SECOND_NUMBER_START_PATTERN.search(span)
+            or _pn_matcher._SLASH_SEPARATED_DATES.search(span)
+        ):
             return None
         regions = self.supported_regions
         if span[0] in "+\uff0b":  # the country code is in the number: the region is unused
@@ -247,7 +269,7 @@ class PhoneNumbers(PhoneRecognizer):
 class _Span:
     """The two attributes of a phonenumbers match that `_get_recognizer_result` reads."""
 
-    __slots__ = ("start", "end")
+    __slots__ = ("end", "start")
 
     def __init__(self, start: int, end: int) -> None:
         self.start, self.end = start, end

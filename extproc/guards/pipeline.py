@@ -16,10 +16,10 @@ from typing import Any
 
 from .. import metrics
 from ..errors import GatewayError
+from . import normalize, scan_pool, text_slots
 from .config import CustomResponse, RequestGuardConfig, ResponseGuardConfig, ScanBudget
 from .holdback import Holdback
 from .moderation import build_moderator
-from . import normalize, scan_pool, text_slots
 from .regex_guard import Finding, TextScanner
 from .webhook import WebhookGuard
 
@@ -49,8 +49,15 @@ class RegexStage:
     route's scan budget. Heavy scans go to the scan workers (scan_pool), in jobs that stop
     at the budget's deadline or when the request's stream is cancelled."""
 
-    def __init__(self, scanner: TextScanner, action: str, route: str, direction: str,
-                 custom: CustomResponse, budget: ScanBudget | None = None) -> None:
+    def __init__(
+        self,
+        scanner: TextScanner,
+        action: str,
+        route: str,
+        direction: str,
+        custom: CustomResponse,
+        budget: ScanBudget | None = None,
+    ) -> None:
         self.scanner = scanner
         self.reject = action == "REJECT"
         self.route = route
@@ -62,6 +69,7 @@ class RegexStage:
         self._trigger = None
         if scanner.needs_presidio:
             from . import presidio_engine
+
             self._trigger = presidio_engine.trigger_for(scanner.entities)
 
     def _inline(self, text: str) -> bool:
@@ -80,8 +88,9 @@ class RegexStage:
         slots = [s for s in slots if s.text]
         total = sum(len(s.text) for s in slots)
         if total > self.budget.max_chars:
-            raise self._over_budget(f"holds {total} characters of text; this route's guards scan "
-                                    f"at most {self.budget.max_chars}")
+            raise self._over_budget(
+                f"holds {total} characters of text; this route's guards scan at most {self.budget.max_chars}"
+            )
         results: dict[int, tuple[str, list[Finding]]] = {}
         pooled: list[int] = []
         spent = 0.0
@@ -103,13 +112,16 @@ class RegexStage:
                 outcome = await runner.scan(self.key, self.scanner.config, [slots[i].text for i in job], left)
             except scan_pool.ScanUnavailable:
                 metrics.guard_action(self.route, self.direction, "regex", "unavailable")
-                raise GatewayError(503, "the gateway's content guard is unavailable; try again",
-                                   code="guard_unavailable") from None
+                raise GatewayError(
+                    503, "the gateway's content guard is unavailable; try again", code="guard_unavailable"
+                ) from None
             spent += outcome.elapsed
             if outcome.status != "ok":
                 raise self._over_budget(self._too_slow())
-            done = {i: (masked, [Finding(*f) for f in found])
-                    for i, (masked, found) in zip(job, outcome.outputs)}
+            done = {
+                i: (masked, [Finding(*f) for f in found])
+                for i, (masked, found) in zip(job, outcome.outputs, strict=False)
+            }
             self._reject_any(done)
             results.update(done)
         # Masks are written back in slot order, once every text was scanned.
@@ -132,9 +144,17 @@ class RegexStage:
                 entities = sorted({f.entity for f in findings})
                 for entity in entities:
                     metrics.guard_action(self.route, self.direction, "regex", "rejected", entity)
-                log.info("guard rejected", extra={"fields": {
-                    "route": self.route, "direction": self.direction, "guard": "regex",
-                    "entities": entities}})
+                log.info(
+                    "guard rejected",
+                    extra={
+                        "fields": {
+                            "route": self.route,
+                            "direction": self.direction,
+                            "guard": "regex",
+                            "entities": entities,
+                        }
+                    },
+                )
                 raise _rejected(self.custom, "content_policy_violation")
 
     def _too_slow(self) -> str:
@@ -144,8 +164,12 @@ class RegexStage:
         """The guard cannot vouch for the text: never pass it on. REJECT routes reject as
         they do for a finding; MASK routes fail closed."""
         metrics.guard_action(self.route, self.direction, "regex", "budget_exceeded")
-        log.warning("guard scan budget exceeded", extra={"fields": {
-            "route": self.route, "direction": self.direction, "guard": "regex", "reason": what}})
+        log.warning(
+            "guard scan budget exceeded",
+            extra={
+                "fields": {"route": self.route, "direction": self.direction, "guard": "regex", "reason": what}
+            },
+        )
         if self.reject:
             return _rejected(self.custom, "guard_budget_exceeded")
         if self.direction == "request":
@@ -171,8 +195,18 @@ class RequestGuards:
     def __init__(self, config: RequestGuardConfig, route: str) -> None:
         self.route = route
         self.custom = config.custom_response
-        self.regex = (RegexStage(TextScanner(config.regex), config.regex.action, route, "request",
-                                 self.custom, config.scan_budget) if config.regex else None)
+        self.regex = (
+            RegexStage(
+                TextScanner(config.regex),
+                config.regex.action,
+                route,
+                "request",
+                self.custom,
+                config.scan_budget,
+            )
+            if config.regex
+            else None
+        )
         self.webhook = WebhookGuard(config.webhook) if config.webhook else None
         self.moderator = build_moderator(config.moderation) if config.moderation else None
 
@@ -203,8 +237,9 @@ class RequestGuards:
         result = await self.moderator.check(texts)  # type: ignore[union-attr]
         if result.failed and result.flagged:
             metrics.guard_action(self.route, "request", "moderation", "failed")
-            raise GatewayError(502, "the content moderation service is unavailable",
-                               code="moderation_unavailable")
+            raise GatewayError(
+                502, "the content moderation service is unavailable", code="moderation_unavailable"
+            )
         if result.failed:
             metrics.guard_action(self.route, "request", "moderation", "failed_open")
         if result.flagged:
@@ -219,8 +254,11 @@ class ResponseGuards:
         self.config = config
         self.custom = config.custom_response
         self.scanner = TextScanner(config.regex) if config.regex else None
-        self.regex = (RegexStage(self.scanner, config.regex.action, route, "response", self.custom,
-                                 config.scan_budget) if config.regex else None)
+        self.regex = (
+            RegexStage(self.scanner, config.regex.action, route, "response", self.custom, config.scan_budget)
+            if config.regex
+            else None
+        )
         # For streams: how much text may still become part of a match (compiled once).
         self.holdback = Holdback(self.scanner, config.stream_window) if self.scanner else None
         self.webhook = WebhookGuard(config.webhook) if config.webhook else None
@@ -230,9 +268,13 @@ class ResponseGuards:
         shape the guards cannot read is refused (502) rather than passed on unguarded."""
         choices = completion.get("choices")
         if not isinstance(choices, list) or not all(
-                isinstance(c, dict) and isinstance(c.get("message", {}), dict) for c in choices):
-            raise GatewayError(502, "the provider's response could not be checked by the gateway",
-                               code="unguardable_response")
+            isinstance(c, dict) and isinstance(c.get("message", {}), dict) for c in choices
+        ):
+            raise GatewayError(
+                502,
+                "the provider's response could not be checked by the gateway",
+                code="unguardable_response",
+            )
         changed = False
         for choice in choices:
             # Log probabilities repeat the answer token by token: they would carry what
@@ -258,20 +300,26 @@ class ResponseGuards:
         return _settle(verdict, self.route, "response", self.custom, slots, returned)
 
 
-def _settle(verdict, route: str, direction: str, custom: CustomResponse,
-            slots: list[_TextSlot], returned: list[str]) -> bool:
+def _settle(
+    verdict, route: str, direction: str, custom: CustomResponse, slots: list[_TextSlot], returned: list[str]
+) -> bool:
     """Act on a webhook verdict: raise for a rejection, write masked texts back."""
     if verdict.failed:
-        metrics.guard_action(route, direction, "webhook", "failed_open" if verdict.action == "pass" else "failed")
+        metrics.guard_action(
+            route, direction, "webhook", "failed_open" if verdict.action == "pass" else "failed"
+        )
     if verdict.action == "reject":
         if not verdict.failed:
             metrics.guard_action(route, direction, "webhook", "rejected")
-        raise GatewayError(verdict.status or custom.status_code, verdict.message or custom.message,
-                           code="webhook_unavailable" if verdict.failed else "content_policy_violation")
+        raise GatewayError(
+            verdict.status or custom.status_code,
+            verdict.message or custom.message,
+            code="webhook_unavailable" if verdict.failed else "content_policy_violation",
+        )
     if verdict.action != "mask":
         return False
     changed = False
-    for slot, text in zip(slots, returned):
+    for slot, text in zip(slots, returned, strict=False):
         if isinstance(text, str) and text != slot.text:
             slot.set(text)
             changed = True

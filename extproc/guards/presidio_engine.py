@@ -23,15 +23,15 @@ import os
 # _OfflineEmailRecognizer), but anything else in the process using tldextract does.
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
-import inspect  # noqa: E402
-import re  # noqa: E402
-import threading  # noqa: E402
-from collections.abc import Iterable  # noqa: E402
-from functools import cache  # noqa: E402
+import inspect
+import re
+import threading
+from collections.abc import Iterable
+from functools import cache
 
-import regex  # noqa: E402
-import tldextract  # noqa: E402
-from presidio_analyzer import (  # noqa: E402
+import regex
+import tldextract
+from presidio_analyzer import (
     AnalyzerEngine,
     EntityRecognizer,
     PatternRecognizer,
@@ -39,15 +39,15 @@ from presidio_analyzer import (  # noqa: E402
     RecognizerResult,
     predefined_recognizers,
 )
-from presidio_analyzer.nlp_engine import NoOpNlpEngine  # noqa: E402
-from presidio_analyzer.predefined_recognizers import (  # noqa: E402
+from presidio_analyzer.nlp_engine import NoOpNlpEngine
+from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     EmailRecognizer,
     PhoneRecognizer,
 )
 
-from .phone_recognizer import Covered, PhoneNumbers  # noqa: E402
-from .scan_pool import checkpoint  # noqa: E402
+from .phone_recognizer import Covered, PhoneNumbers
+from .scan_pool import checkpoint
 
 # The project's phone recognizer (recognizers.py extends it under this name).
 _PhoneRecognizer = PhoneNumbers
@@ -88,10 +88,15 @@ _TLD_EXTRACT = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallba
 # the domain after it. `_OfflineEmailRecognizer.analyze` searches only there, and only when
 # a match is possible at all (a domain follows, the character before the '@' can end a
 # local part): then the first start that can begin a match succeeds, in linear time.
-_EMAIL_LOCAL_RUN = regex.compile(r"[!#$%&'*+\-/=?^_`{|}~.\w]+", regex.DOTALL | regex.MULTILINE | regex.IGNORECASE)
-_EMAIL_LOCAL_END = regex.compile(r"[!#$%&'*+\-/=?^_`{|}~\w]", regex.DOTALL | regex.MULTILINE | regex.IGNORECASE)
-_EMAIL_DOMAIN = regex.compile(r"@\w+(?:-+\w+)*(?:\.\w+(?:-+\w+)*)+\b",
-                              regex.DOTALL | regex.MULTILINE | regex.IGNORECASE)
+_EMAIL_LOCAL_RUN = regex.compile(
+    r"[!#$%&'*+\-/=?^_`{|}~.\w]+", regex.DOTALL | regex.MULTILINE | regex.IGNORECASE
+)
+_EMAIL_LOCAL_END = regex.compile(
+    r"[!#$%&'*+\-/=?^_`{|}~\w]", regex.DOTALL | regex.MULTILINE | regex.IGNORECASE
+)
+_EMAIL_DOMAIN = regex.compile(
+    r"@\w+(?:-+\w+)*(?:\.\w+(?:-+\w+)*)+\b", regex.DOTALL | regex.MULTILINE | regex.IGNORECASE
+)
 
 
 class _OfflineEmailRecognizer(EmailRecognizer):
@@ -101,7 +106,7 @@ class _OfflineEmailRecognizer(EmailRecognizer):
     def validate_result(self, pattern_text: str) -> bool:
         return _TLD_EXTRACT(pattern_text).fqdn != ""
 
-    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):  # noqa: D102
+    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
         if "@" not in text:
             return []
         flags = regex_flags or self.global_regex_flags
@@ -131,12 +136,22 @@ class _OfflineEmailRecognizer(EmailRecognizer):
         valid = self.validate_result(m.group())
         if not valid:
             return []
-        explanation = self.build_regex_explanation(self.name, pattern.name, pattern.regex, pattern.score,
-                                                   valid, flags)
-        return [RecognizerResult(self.supported_entities[0], m.start(), m.end(), EntityRecognizer.MAX_SCORE,
-                                 analysis_explanation=explanation,
-                                 recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
-                                                       RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})]
+        explanation = self.build_regex_explanation(
+            self.name, pattern.name, pattern.regex, pattern.score, valid, flags
+        )
+        return [
+            RecognizerResult(
+                self.supported_entities[0],
+                m.start(),
+                m.end(),
+                EntityRecognizer.MAX_SCORE,
+                analysis_explanation=explanation,
+                recognition_metadata={
+                    RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                    RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                },
+            )
+        ]
 
 
 _CARD_RUN = re.compile(r"\d[\d \-]*\d")
@@ -152,7 +167,7 @@ class _CreditCardRecognizer(CreditCardRecognizer):
     every group start not already covered, and keep the candidates that validate.
     """
 
-    def analyze(self, text, entities, nlp_artifacts=None):  # noqa: D102
+    def analyze(self, text, entities, nlp_artifacts=None):
         results = super().analyze(text, entities, nlp_artifacts)
         pattern = re.compile(self.patterns[0].regex, re.DOTALL | re.MULTILINE | re.IGNORECASE)
         covered = Covered((r.start, r.end) for r in results)
@@ -162,12 +177,19 @@ class _CreditCardRecognizer(CreditCardRecognizer):
                 checkpoint()
             for group in _GROUP_START.finditer(text, run.start(), run.end()):
                 m = pattern.match(text, group.start())
-                if (m is None or m.end() > run.end() or m.start() < last_end
-                        or covered.overlaps(m.start(), m.end())):
+                if (
+                    m is None
+                    or m.end() > run.end()
+                    or m.start() < last_end
+                    or covered.overlaps(m.start(), m.end())
+                ):
                     continue
                 if self.validate_result(m.group()):
-                    results.append(RecognizerResult(self.supported_entities[0], m.start(), m.end(),
-                                                    EntityRecognizer.MAX_SCORE))
+                    results.append(
+                        RecognizerResult(
+                            self.supported_entities[0], m.start(), m.end(), EntityRecognizer.MAX_SCORE
+                        )
+                    )
                     last_end = m.end()
         return results
 
@@ -191,7 +213,8 @@ def _recognizer_classes() -> dict[str, type[EntityRecognizer]]:
         for entity in cls(supported_language=LANGUAGE).supported_entities:
             found.setdefault(entity, cls)
     # Shape-based extensions of the three classes above (recognizers.py imports this module).
-    from .recognizers import CardRecognizer, EmailRecognizer, PhoneRecognizer  # noqa: PLC0415
+    from .recognizers import CardRecognizer, EmailRecognizer, PhoneRecognizer
+
     found["EMAIL_ADDRESS"] = EmailRecognizer
     found["PHONE_NUMBER"] = PhoneRecognizer
     found["CREDIT_CARD"] = CardRecognizer
@@ -234,9 +257,17 @@ def best_offline_score(entity: str) -> float | None:
 # A character every match of the entity must contain. Text without any of them cannot hold
 # a match, so Presidio is not called at all (most prose has no digit and no '@').
 _REQUIRED_CHARS = {
-    "CREDIT_CARD": r"\d", "US_SSN": r"\d", "PHONE_NUMBER": r"\d", "EMAIL_ADDRESS": "@",
-    "IBAN_CODE": r"\d", "US_BANK_NUMBER": r"\d", "US_ITIN": r"\d", "IP_ADDRESS": r"[\d:]",
-    "UK_NHS": r"\d", "US_DRIVER_LICENSE": r"\d", "MEDICAL_LICENSE": r"\d",
+    "CREDIT_CARD": r"\d",
+    "US_SSN": r"\d",
+    "PHONE_NUMBER": r"\d",
+    "EMAIL_ADDRESS": "@",
+    "IBAN_CODE": r"\d",
+    "US_BANK_NUMBER": r"\d",
+    "US_ITIN": r"\d",
+    "IP_ADDRESS": r"[\d:]",
+    "UK_NHS": r"\d",
+    "US_DRIVER_LICENSE": r"\d",
+    "MEDICAL_LICENSE": r"\d",
 }
 
 

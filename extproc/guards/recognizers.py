@@ -80,7 +80,7 @@ def _windows(groups: list[tuple[int, int]], seps: list[str]) -> list[tuple[int, 
 class CardRecognizer(_CreditCardRecognizer):
     """The project's CREDIT_CARD recognizer, plus Luhn-valid cards in any grouping."""
 
-    def analyze(self, text, entities, nlp_artifacts=None):  # noqa: D102
+    def analyze(self, text, entities, nlp_artifacts=None):
         results = super().analyze(text, entities, nlp_artifacts)
         for run in _GROUPED_DIGITS.finditer(text):
             groups = [(m.start() + run.start(), m.end() + run.start()) for m in _GROUP.finditer(run.group())]
@@ -95,8 +95,9 @@ class CardRecognizer(_CreditCardRecognizer):
                     continue
                 start, end = groups[a][0], groups[b][1]
                 if _card_like(re.sub(r"\D", "", text[start:end])):
-                    results.append(RecognizerResult(self.supported_entities[0], start, end,
-                                                    EntityRecognizer.MAX_SCORE))
+                    results.append(
+                        RecognizerResult(self.supported_entities[0], start, end, EntityRecognizer.MAX_SCORE)
+                    )
         return EntityRecognizer.remove_duplicates(results)
 
 
@@ -115,15 +116,48 @@ _EMAIL = re.compile(
 )
 # Special-use and private-use suffixes (RFC 2606, 6761, 6762, 8375; ICANN's .internal) and
 # the ones companies use internally. Public suffixes are recognised by tldextract.
-INTERNAL_SUFFIXES = frozenset({
-    "internal", "local", "localhost", "localdomain", "lan", "home", "corp", "intranet",
-    "private", "test", "example", "invalid", "arpa", "intra", "priv",
-})
+INTERNAL_SUFFIXES = frozenset(
+    {
+        "internal",
+        "local",
+        "localhost",
+        "localdomain",
+        "lan",
+        "home",
+        "corp",
+        "intranet",
+        "private",
+        "test",
+        "example",
+        "invalid",
+        "arpa",
+        "intra",
+        "priv",
+    }
+)
 # Single labels after an `@` that name a version, tag or digest rather than a mail host.
-NOT_HOSTS = frozenset({
-    "latest", "next", "beta", "alpha", "canary", "rc", "stable", "lts", "dev", "nightly",
-    "edge", "main", "master", "head", "experimental", "insiders", "preview", "current",
-})
+NOT_HOSTS = frozenset(
+    {
+        "latest",
+        "next",
+        "beta",
+        "alpha",
+        "canary",
+        "rc",
+        "stable",
+        "lts",
+        "dev",
+        "nightly",
+        "edge",
+        "main",
+        "master",
+        "head",
+        "experimental",
+        "insiders",
+        "preview",
+        "current",
+    }
+)
 _NOT_HOST = re.compile(r"v?\d\w*|sha\d+|md5")
 
 
@@ -148,7 +182,12 @@ def email_domain_score(host: str) -> float:
             return EntityRecognizer.MAX_SCORE
         return 0.5 if labels[-1] in INTERNAL_SUFFIXES else 0.0
     label = labels[0]
-    if len(label) < 2 or label in NOT_HOSTS or _NOT_HOST.fullmatch(label) or not any(c.isalpha() for c in label):
+    if (
+        len(label) < 2
+        or label in NOT_HOSTS
+        or _NOT_HOST.fullmatch(label)
+        or not any(c.isalpha() for c in label)
+    ):
         return 0.0
     return 0.5
 
@@ -157,7 +196,7 @@ class EmailRecognizer(_OfflineEmailRecognizer):
     """The project's EMAIL_ADDRESS recognizer, plus quoted local parts, IP-literal domains
     and internal domains."""
 
-    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):  # noqa: D102
+    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
         results = super().analyze(text, entities, nlp_artifacts, regex_flags)
         if "@" not in text:
             return results
@@ -192,7 +231,7 @@ _NANP = re.compile(
 class PhoneRecognizer(_PhoneRecognizer):
     """The project's PHONE_NUMBER recognizer, plus North American numbers by shape."""
 
-    def analyze(self, text, entities, nlp_artifacts=None):  # noqa: D102
+    def analyze(self, text, entities, nlp_artifacts=None):
         results = super().analyze(text, entities, nlp_artifacts)
         for m in _NANP.finditer(text):
             results.append(RecognizerResult(self.supported_entities[0], m.start(), m.end(), self.SCORE))

@@ -168,11 +168,16 @@ class TextScanner:
                         candidates.append((Finding(name, start, end, CUSTOM_SCORE), rank))
         # Most text cannot hold any of the entities at all (no digit, no '@'): skip Presidio.
         hint = text if presidio_hint is None else presidio_hint
-        if self._engine is not None and text and (
-                self._trigger is None or self._trigger.search(normalize.detection_text(hint))):
+        if (
+            self._engine is not None
+            and text
+            and (self._trigger is None or self._trigger.search(normalize.detection_text(hint)))
+        ):
             for view in views:
                 results = self._engine.analyze(
-                    text=view.text, language=self._language, entities=self._entities,
+                    text=view.text,
+                    language=self._language,
+                    entities=self._entities,
                     score_threshold=self._threshold,
                 )
                 for r in results:
@@ -190,7 +195,7 @@ class TextScanner:
         parts: list[str] = []
         pos = 0
         for f in findings:
-            parts += (text[pos:f.start], "<", f.entity, ">")
+            parts += (text[pos : f.start], "<", f.entity, ">")
             pos = f.end
         parts.append(text[pos:])
         return "".join(parts), findings

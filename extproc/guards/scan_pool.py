@@ -105,8 +105,9 @@ def _scanner(key: str, config: RegexGuardConfig | None) -> TextScanner:
     return scanner
 
 
-def run_job(key: str, config: RegexGuardConfig | None, texts: list[str], budget: float,
-            cancel: Any) -> JobResult:
+def run_job(
+    key: str, config: RegexGuardConfig | None, texts: list[str], budget: float, cancel: Any
+) -> JobResult:
     """Mask `texts` with the scanner for `config` (None: one the worker was started with),
     within `budget` seconds. `cancel` is the job's slot in the shared flags (in a worker)
     or a threading.Event (in a thread)."""
@@ -213,7 +214,7 @@ class ScanPool:
         try:
             # Starting processes blocks (the forkserver imports Presidio first): a thread.
             executor = await asyncio.wait_for(asyncio.to_thread(self._new_executor), _WARM_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - reported, and every scan fails closed
+        except Exception as exc:
             log.error("guard scan workers failed to start: %s", exc)
             if ready is not None and not ready.done():
                 ready.set_exception(ScanUnavailable(str(exc)))
@@ -222,16 +223,26 @@ class ScanPool:
             executor.shutdown(wait=False, cancel_futures=True)
             return
         self._executor = executor
-        log.info("guard scan workers ready", extra={"fields": {
-            "workers": self.workers, "scanners": len(self.configs),
-            "seconds": round(time.monotonic() - begun, 2)}})
+        log.info(
+            "guard scan workers ready",
+            extra={
+                "fields": {
+                    "workers": self.workers,
+                    "scanners": len(self.configs),
+                    "seconds": round(time.monotonic() - begun, 2),
+                }
+            },
+        )
         if ready is not None and not ready.done():
             ready.set_result(None)
 
     def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
         executor = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=self._ctx, initializer=_worker_init,
-            initargs=(list(self.configs.items()), self._flags, self._lifeline))
+            max_workers=self.workers,
+            mp_context=self._ctx,
+            initializer=_worker_init,
+            initargs=(list(self.configs.items()), self._flags, self._lifeline),
+        )
         try:
             # One job per worker, submitted together, so every worker starts (and warms)
             # now rather than on a live request.
@@ -255,9 +266,10 @@ class ScanPool:
             self._flags[slot] = 1
         processes = list((getattr(executor, "_processes", None) or {}).values())
         try:
-            await asyncio.wait_for(asyncio.to_thread(executor.shutdown, True, cancel_futures=True),
-                                   _STOP_TIMEOUT)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - stopping regardless
+            await asyncio.wait_for(
+                asyncio.to_thread(executor.shutdown, True, cancel_futures=True), _STOP_TIMEOUT
+            )
+        except (TimeoutError, Exception):
             for process in processes:
                 if process.is_alive():
                     process.kill()

@@ -35,8 +35,17 @@ class StreamRejected(Exception):
 
 
 class StreamTextGuard:
-    __slots__ = ("_scanner", "_holdback", "_window", "_reject", "_context", "_pending",
-                 "_masked_tail", "_open", "_open_text")
+    __slots__ = (
+        "_context",
+        "_holdback",
+        "_masked_tail",
+        "_open",
+        "_open_text",
+        "_pending",
+        "_reject",
+        "_scanner",
+        "_window",
+    )
 
     def __init__(self, scanner: TextScanner, holdback: Holdback, window: int, reject: bool) -> None:
         self._scanner = scanner
@@ -117,8 +126,9 @@ class StreamTextGuard:
             return "", []
         return self._release(text, base, hold, findings)
 
-    def _mask_open_tail(self, text: str, base: int, hold: int, rule: Rule | None,
-                        findings: list[Finding]) -> tuple[str, list[Finding]]:
+    def _mask_open_tail(
+        self, text: str, base: int, hold: int, rule: Rule | None, findings: list[Finding]
+    ) -> tuple[str, list[Finding]]:
         """The possible match from `hold` outgrew the window: release what is before it,
         mask it, and follow it from now on."""
         label = next((f.entity for f in findings if f.start == hold), rule.label if rule else "REDACTED")
@@ -131,8 +141,7 @@ class StreamTextGuard:
         self._masked_tail = True
         return released + f"<{label}>", [*found, Finding(label, 0, 0, 0.0)]
 
-    def _release(self, text: str, base: int, hold: int,
-                 findings: list[Finding]) -> tuple[str, list[Finding]]:
+    def _release(self, text: str, base: int, hold: int, findings: list[Finding]) -> tuple[str, list[Finding]]:
         released = [f for f in findings if f.start < hold]
         if released and self._reject:
             raise StreamRejected(released)
@@ -151,8 +160,9 @@ class StreamTextGuard:
             self._masked_tail = masked_tail
         self._context = _tail(self._context + text[base:hold])
         self._pending = text[hold:]
-        return "".join(out), [Finding(f.entity, max(f.start, base) - base, min(f.end, hold) - base, f.score)
-                              for f in released]
+        return "".join(out), [
+            Finding(f.entity, max(f.start, base) - base, min(f.end, hold) - base, f.score) for f in released
+        ]
 
 
 def _tail(text: str) -> str:
@@ -162,4 +172,4 @@ def _tail(text: str) -> str:
         return text
     cut = len(text) - _CONTEXT
     space = text.find(" ", cut)
-    return text[space + 1:] if 0 <= space < len(text) - 1 else text[cut:]
+    return text[space + 1 :] if 0 <= space < len(text) - 1 else text[cut:]

@@ -55,7 +55,8 @@ _DATA_BASE64 = re.compile(r"data:[^,]{0,200};base64,[A-Za-z0-9+/=_\-\r\n]*", re.
 _MIN_BINARY = 64  # shorter "base64" is cheap to scan and could be a bare card number
 
 # OpenAI chat-completions field names and enum values, JSON Schema keywords.
-VOCABULARY = frozenset("""
+VOCABULARY = frozenset(
+    """
 system developer user assistant tool function role content name refusal reasoning
 reasoning_content tool_calls tool_call_id function_call arguments audio id type text
 image_url url detail input_audio data format file file_data file_id filename
@@ -72,19 +73,23 @@ medium minimal flex priority scale wav mp3 flac opus pcm16 aac alloy stop length
 content_filter chat.completion chat.completion.chunk choices message delta index
 finish_reason usage created system_fingerprint annotations url_citation transcript
 expires_at custom grammar
-""".split())
+""".split()
+)
 
 
 def binary_payload(value: Any) -> bool:
     """A long base64 value (or base64 data URL): media bytes, not text."""
-    return (isinstance(value, str) and len(value) >= _MIN_BINARY
-            and (_BASE64.fullmatch(value) is not None or _DATA_BASE64.fullmatch(value) is not None))
+    return (
+        isinstance(value, str)
+        and len(value) >= _MIN_BINARY
+        and (_BASE64.fullmatch(value) is not None or _DATA_BASE64.fullmatch(value) is not None)
+    )
 
 
 class _TextSlot:
     """One guarded string, `holder[key]`, and how to write it back."""
 
-    __slots__ = ("holder", "key", "text", "role", "kind")
+    __slots__ = ("holder", "key", "kind", "role", "text")
 
     def __init__(self, holder: Any, key: Any, text: str, role: str = "user", kind: str = TEXT) -> None:
         self.holder, self.key, self.text, self.role, self.kind = holder, key, text, role, kind
@@ -98,7 +103,7 @@ class _KeySlot:
     """An object key a client or model chose. Masking renames it in place (keeping the
     order; a clash with another key gets a `_2` suffix rather than losing a value)."""
 
-    __slots__ = ("holder", "text", "role", "kind", "_value")
+    __slots__ = ("_value", "holder", "kind", "role", "text")
 
     def __init__(self, holder: dict, key: str, role: str, value: _TextSlot | None) -> None:
         self.holder, self.text, self.role, self.kind, self._value = holder, key, role, TOKEN, value
@@ -118,7 +123,7 @@ class _KeySlot:
 class _TokenSlot:
     """One string or number token of JSON arguments."""
 
-    __slots__ = ("doc", "index", "text", "role", "kind")
+    __slots__ = ("doc", "index", "kind", "role", "text")
 
     def __init__(self, doc: JsonArguments, index: int, text: str, role: str) -> None:
         self.doc, self.index, self.text, self.role, self.kind = doc, index, text, role, TEXT
@@ -161,8 +166,9 @@ class _Walk:
         if self.regex and isinstance(key, str) and key not in VOCABULARY:
             self.out.append(_KeySlot(holder, key, role, value))
 
-    def walk(self, holder: Any, key: Any, kind: str, role: str,
-             text_keys: frozenset[str] = frozenset()) -> None:
+    def walk(
+        self, holder: Any, key: Any, kind: str, role: str, text_keys: frozenset[str] = frozenset()
+    ) -> None:
         """`holder[key]` and everything below it, keys included. Iterative: the depth of
         client JSON must not reach Python's recursion limit."""
         stack = [(holder, key)]
@@ -228,8 +234,9 @@ class _Walk:
             else:  # a part of a kind we do not know: its strings are text
                 self.walk(part, k, TEXT, role)
 
-    def media(self, obj: dict, role: str, ids: set[str], payloads: set[str],
-              text_keys: frozenset[str] = frozenset()) -> None:
+    def media(
+        self, obj: dict, role: str, ids: set[str], payloads: set[str], text_keys: frozenset[str] = frozenset()
+    ) -> None:
         for k in list(obj):
             if k in ids or (k in payloads and binary_payload(obj[k])):
                 continue  # opaque ids, binary media (not guarded, see above)
@@ -327,7 +334,7 @@ class _Walk:
             if (isinstance(v, str) and k != "role") or (k == "content" and isinstance(v, list)):
                 continue  # streamed text: held back and guarded by the stream guard
             if k in ("tool_calls", "function_call"):
-                for call in (v if isinstance(v, list) else [v]):
+                for call in v if isinstance(v, list) else [v]:
                     if not isinstance(call, dict):
                         continue
                     for ck in list(call):

@@ -17,8 +17,9 @@ status is an HTTP error status, and a webhook that breaks it is broken like any 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import aiohttp
 from pydantic import Field, field_validator, model_validator
@@ -27,7 +28,12 @@ from yarl import URL
 from ..config.base import ConfigModel
 from ..config.secrets import Secret
 from .http_client import (
-    HEADER_NAME, CallFailed, SecretValue, SharedSession, post_json, shared_session,
+    HEADER_NAME,
+    CallFailed,
+    SecretValue,
+    SharedSession,
+    post_json,
+    shared_session,
 )
 
 log = logging.getLogger("aigw.guards.webhook")
@@ -37,22 +43,34 @@ FAILURE_MESSAGE = "the content guard is unavailable"
 
 # Headers that describe this connection or body, not the client's request: copying them onto
 # the webhook call would corrupt it, so neither a name nor a prefix can select them.
-_NEVER_SENT = frozenset({
-    "host", "content-length", "content-type", "content-encoding", "transfer-encoding",
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "expect",
-    "accept-encoding",
-})
+_NEVER_SENT = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "accept-encoding",
+    }
+)
 
 
 @dataclass
 class Verdict:
     action: Literal["pass", "mask", "reject"]
     messages: list[dict] | None = None  # mask on a request: the replacement messages
-    choices: list[dict] | None = None   # mask on a response: the replacement choices
-    status: int | None = None           # reject: the HTTP status to answer with
-    message: str | None = None          # reject: the body for the client
-    reason: str | None = None           # for logs only: the webhook's or the failure's reason
-    failed: bool = False                # the verdict comes from failure handling
+    choices: list[dict] | None = None  # mask on a response: the replacement choices
+    status: int | None = None  # reject: the HTTP status to answer with
+    message: str | None = None  # reject: the body for the client
+    reason: str | None = None  # for logs only: the webhook's or the failure's reason
+    failed: bool = False  # the verdict comes from failure handling
 
 
 class WebhookHost(ConfigModel):
@@ -115,7 +133,7 @@ class WebhookConfig(ConfigModel):
         return lowered
 
     @model_validator(mode="after")
-    def _one_target(self) -> "WebhookConfig":
+    def _one_target(self) -> WebhookConfig:
         if (self.host is None) == (self.url is None):
             raise ValueError("set exactly one of 'host' or 'url'")
         return self
@@ -150,8 +168,15 @@ class WebhookGuard:
         body = {"choices": [{"message": _outgoing(c["message"])} for c in choices]}
         return await self._check("response", body, "choices", len(choices), _choice, headers)
 
-    async def _check(self, phase: str, body: dict, key: str, count: int,
-                     norm: Callable[[Any], dict], headers: dict[str, str]) -> Verdict:
+    async def _check(
+        self,
+        phase: str,
+        body: dict,
+        key: str,
+        count: int,
+        norm: Callable[[Any], dict],
+        headers: dict[str, str],
+    ) -> Verdict:
         try:
             action = await self._post(self._urls[phase], {"body": body}, headers)
             return _verdict(action, key, count, norm)
@@ -178,8 +203,12 @@ class WebhookGuard:
 
     def _on_failure(self, phase: str, failure: CallFailed) -> Verdict:
         fail_open = self._config.fail_open
-        log.warning("guardrail webhook %s check failed: %s", phase, failure.kind,
-                    extra={"fields": {"webhook": self._origin, "fail_open": fail_open}})
+        log.warning(
+            "guardrail webhook %s check failed: %s",
+            phase,
+            failure.kind,
+            extra={"fields": {"webhook": self._origin, "fail_open": fail_open}},
+        )
         if fail_open:
             return Verdict("pass", reason=failure.kind, failed=True)
         status, message = (504, TIMEOUT_MESSAGE) if failure.timeout else (502, FAILURE_MESSAGE)
@@ -219,8 +248,7 @@ def _outgoing(message: dict) -> dict:
 
 
 def _message(item: Any) -> dict:
-    if isinstance(item, dict) and isinstance(item.get("role"), str) \
-            and isinstance(item.get("content"), str):
+    if isinstance(item, dict) and isinstance(item.get("role"), str) and isinstance(item.get("content"), str):
         return {"role": item["role"], "content": item["content"]}
     raise CallFailed("a masked message lacks a string 'role' or 'content'")
 

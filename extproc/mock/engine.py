@@ -70,8 +70,9 @@ def plan(req: MockRequest, forced_content: str | None = None) -> Plan:
         tool = _chosen_tool(req)
         args = orjson.dumps(_example_args(tool.parameters)).decode()
         call_id = "call_" + hashlib.sha1(f"{tool.name}{last_text}".encode()).hexdigest()[:9]
-        return Plan("", [MockToolCall(call_id, tool.name, args)], "tool_calls", prompt_tokens,
-                    count_tokens(args) + 1)
+        return Plan(
+            "", [MockToolCall(call_id, tool.name, args)], "tool_calls", prompt_tokens, count_tokens(args) + 1
+        )
     elif last_role == "tool":
         text = f"The tool returned: {last_text}"
     else:
@@ -103,7 +104,7 @@ def _example_args(schema: dict[str, Any]) -> dict[str, Any]:
         if isinstance(kind, list):
             kind = next((k for k in kind if k != "null"), "string")
         kind = (kind or "string").lower()
-        if "enum" in prop and prop["enum"]:
+        if prop.get("enum"):
             args[name] = prop["enum"][0]
         elif kind == "string":
             args[name] = f"mock-{name}"

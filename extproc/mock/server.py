@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import logging
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -56,19 +57,28 @@ class Behavior:
     auth: str = "any"
     echo_key: str | None = None
 
-    _NAMES = {"status": "status", "retryAfter": "retry_after", "times": "times",
-              "reset": "reset", "firstByteDelayMs": "first_byte_delay_ms",
-              "chunkDelayMs": "chunk_delay_ms", "content": "content", "split": "split",
-              "chunkBytes": "chunk_bytes", "auth": "auth", "echoKey": "echo_key"}
+    _NAMES = {
+        "status": "status",
+        "retryAfter": "retry_after",
+        "times": "times",
+        "reset": "reset",
+        "firstByteDelayMs": "first_byte_delay_ms",
+        "chunkDelayMs": "chunk_delay_ms",
+        "content": "content",
+        "split": "split",
+        "chunkBytes": "chunk_bytes",
+        "auth": "auth",
+        "echoKey": "echo_key",
+    }
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "Behavior":
+    def from_json(cls, doc: dict[str, Any]) -> Behavior:
         unknown = set(doc) - set(cls._NAMES)
         if unknown:
             raise ValueError(f"unknown behavior fields: {', '.join(sorted(unknown))}")
         return cls(**{cls._NAMES[k]: v for k, v in doc.items()})
 
-    def with_headers(self, headers) -> "Behavior":
+    def with_headers(self, headers) -> Behavior:
         b = Behavior(**{f.name: getattr(self, f.name) for f in fields(self)})
         h = headers.get
         if h("x-mock-status"):
@@ -109,14 +119,14 @@ def cut(data: bytes, behavior: Behavior, events: list[bytes]) -> list[bytes]:
     if behavior.split:
         offsets = sorted({o for o in behavior.split if 0 < o < len(data)})
         bounds = [0, *offsets, len(data)]
-        return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+        return [data[a:b] for a, b in itertools.pairwise(bounds)]
     if behavior.chunk_bytes:
         n = behavior.chunk_bytes
-        return [data[i:i + n] for i in range(0, len(data), n)]
+        return [data[i : i + n] for i in range(0, len(data), n)]
     return events
 
 
-STATE: web.AppKey["MockState"] = web.AppKey("state", object)  # type: ignore[arg-type]
+STATE: web.AppKey[MockState] = web.AppKey("state", object)  # type: ignore[arg-type]
 
 
 def build_app(state: MockState | None = None) -> web.Application:
@@ -164,14 +174,19 @@ async def _serve_provider(state: MockState, request: web.Request) -> web.StreamR
         if params is not None:
             break
     else:
-        return web.json_response({"error": {"message": f"mock: no provider serves "
-                                                       f"{request.method} {request.path}"}},
-                                 status=404)
-    state.received.append({
-        "dialect": dialect.name, "method": request.method, "path": request.path,
-        "query": dict(request.query), "headers": {k.lower(): v for k, v in request.headers.items()},
-        "body": body if body is not None else raw.decode("utf-8", "replace"),
-    })
+        return web.json_response(
+            {"error": {"message": f"mock: no provider serves {request.method} {request.path}"}}, status=404
+        )
+    state.received.append(
+        {
+            "dialect": dialect.name,
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": body if body is not None else raw.decode("utf-8", "replace"),
+        }
+    )
     del state.received[:-1000]
     behavior = state.behavior.with_headers(request.headers)
 
@@ -190,7 +205,11 @@ async def _serve_provider(state: MockState, request: web.Request) -> web.StreamR
     if status:
         headers = {}
         if behavior.retry_after is not None:
-            headers["retry-after"] = str(int(behavior.retry_after)) if float(behavior.retry_after).is_integer() else str(behavior.retry_after)
+            headers["retry-after"] = (
+                str(int(behavior.retry_after))
+                if float(behavior.retry_after).is_integer()
+                else str(behavior.retry_after)
+            )
         if request.headers.get("x-mock-empty-body"):
             return web.Response(status=status, headers=headers)
         return _json(dialect.render_error(status, f"mock failure {status}"), status, headers)
@@ -213,8 +232,9 @@ async def _serve_provider(state: MockState, request: web.Request) -> web.StreamR
 
     events = dialect.render_stream(result, mreq)
     writes = cut(b"".join(events), behavior, events)
-    resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream",
-                                                   "cache-control": "no-cache"})
+    resp = web.StreamResponse(
+        status=200, headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+    )
     await resp.prepare(request)
     for i, piece in enumerate(writes):
         if behavior.reset == "mid" and i >= max(1, len(writes) // 2):
@@ -228,8 +248,9 @@ async def _serve_provider(state: MockState, request: web.Request) -> web.StreamR
 
 
 def _json(doc: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(doc), status=status, headers=headers,
-                        content_type="application/json")
+    return web.Response(
+        body=orjson.dumps(doc), status=status, headers=headers, content_type="application/json"
+    )
 
 
 def _echo_key(dialect: Dialect, cred: str, how: str) -> web.Response:
@@ -238,14 +259,21 @@ def _echo_key(dialect: Dialect, cred: str, how: str) -> web.Response:
         shown = cred[:8] + "*" * max(4, len(cred) - 12) + cred[-4:]
     elif how == "part":
         third = len(cred) // 3
-        shown = cred[third:third + 12]
+        shown = cred[third : third + 12]
     else:
         shown = cred
-    headers = {"www-authenticate": f'Bearer realm="mock", error="invalid_token", '
-                                   f'error_description="the key {shown} is not valid"',
-               "x-mock-key-echo": shown}
-    return _json(dialect.render_error(401, f"Incorrect API key provided: {shown}. You can find "
-                                           "your API key in your account settings."), 401, headers)
+    headers = {
+        "www-authenticate": f'Bearer realm="mock", error="invalid_token", '
+        f'error_description="the key {shown} is not valid"',
+        "x-mock-key-echo": shown,
+    }
+    return _json(
+        dialect.render_error(
+            401, f"Incorrect API key provided: {shown}. You can find your API key in your account settings."
+        ),
+        401,
+        headers,
+    )
 
 
 def _drop(request: web.Request) -> None:

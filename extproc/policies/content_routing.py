@@ -21,8 +21,15 @@ from pydantic import Field, field_validator, model_validator
 from ..canonical import message_text
 from ..config.base import ConfigModel
 
-Source = Literal["firstMessageLength", "lastUserMessageLength", "promptLength", "messageCount",
-                 "model", "stream", "hasTools"]
+Source = Literal[
+    "firstMessageLength",
+    "lastUserMessageLength",
+    "promptLength",
+    "messageCount",
+    "model",
+    "stream",
+    "hasTools",
+]
 
 
 def _value(source: str, req: dict[str, Any]) -> int | str:
@@ -58,12 +65,17 @@ class RoutingHeader(ConfigModel):
     @classmethod
     def _header_name(cls, v: str) -> str:
         v = v.lower()
-        if not v or v.startswith(":") or v.startswith("x-aigw-") or not all(c.isalnum() or c in "-_" for c in v):
+        if (
+            not v
+            or v.startswith(":")
+            or v.startswith("x-aigw-")
+            or not all(c.isalnum() or c in "-_" for c in v)
+        ):
             raise ValueError("must be a plain header name (not a pseudo-header or x-aigw-*)")
         return v
 
     @model_validator(mode="after")
-    def _buckets_ordered(self) -> "RoutingHeader":
+    def _buckets_ordered(self) -> RoutingHeader:
         bounds = [b.up_to for b in self.buckets]
         if self.buckets:
             if self.source in ("model", "stream", "hasTools"):

@@ -24,8 +24,10 @@ class FieldDefault(ConfigModel):
     def _valid_path(cls, v: str) -> str:
         parts = v.split(".")
         if not v or any(not p for p in parts):
-            raise ValueError(f"must be a dotted field path such as 'max_tokens' or "
-                             f"'stream_options.include_usage' (got {v!r})")
+            raise ValueError(
+                f"must be a dotted field path such as 'max_tokens' or "
+                f"'stream_options.include_usage' (got {v!r})"
+            )
         if parts[0] == "messages":
             raise ValueError("'messages' cannot be defaulted: use promptEnrichment")
         return v

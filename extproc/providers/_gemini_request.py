@@ -19,19 +19,33 @@ from .base import UnsupportedRequest, max_tokens_of, parse_data_url, stop_list, 
 # OpenAI request fields with no Gemini counterpart. They are ignored on purpose, not by
 # accident: listed here so the README's translation table stays honest.
 DROPPED_FIELDS: tuple[str, ...] = (
-    "user", "logit_bias", "logprobs", "top_logprobs", "stream_options",
-    "parallel_tool_calls", "store", "metadata", "service_tier", "prediction",
+    "user",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "stream_options",
+    "parallel_tool_calls",
+    "store",
+    "metadata",
+    "service_tier",
+    "prediction",
     # Gemini's thinking controls differ by model generation (a token budget on 2.5, a
     # level on 3); a guess would make non-thinking models fail, so it is not translated.
     "reasoning_effort",
-    "modalities", "audio", "web_search_options", "verbosity", "prompt_cache_key",
+    "modalities",
+    "audio",
+    "web_search_options",
+    "verbosity",
+    "prompt_cache_key",
     "safety_identifier",
 )
 
 # What is refused with a 400 rather than sent in a form that changes its meaning.
 REJECTED: tuple[str, ...] = (
     "content parts other than text, image_url, input_audio and inline file_data",
-    "file ids (`file.file_id`)", "tools other than functions", "tool_choice 'allowed_tools'",
+    "file ids (`file.file_id`)",
+    "tools other than functions",
+    "tool_choice 'allowed_tools'",
     "response_format types other than text, json_object and json_schema",
     "tool-call arguments that are not a JSON object",
     "tool results whose tool_call_id matches no earlier tool call",
@@ -40,20 +54,43 @@ REJECTED: tuple[str, ...] = (
 
 # Simple numeric settings: canonical name -> generationConfig name.
 _CONFIG_FIELDS = (
-    ("temperature", "temperature"), ("top_p", "topP"), ("n", "candidateCount"),
-    ("seed", "seed"), ("presence_penalty", "presencePenalty"),
+    ("temperature", "temperature"),
+    ("top_p", "topP"),
+    ("n", "candidateCount"),
+    ("seed", "seed"),
+    ("presence_penalty", "presencePenalty"),
     ("frequency_penalty", "frequencyPenalty"),
 )
 
 # The JSON-schema keys Google's `Schema` object accepts (the OpenAPI 3.0 subset that both
 # the Gemini API and Vertex AI document). Google rejects a request naming any other key
 # ("Unknown name ... Cannot find field"), so everything else is removed, recursively.
-SCHEMA_KEYS = frozenset({
-    "type", "format", "title", "description", "nullable", "enum", "items", "minItems",
-    "maxItems", "properties", "required", "minProperties", "maxProperties", "minLength",
-    "maxLength", "pattern", "example", "anyOf", "propertyOrdering", "default", "minimum",
-    "maximum",
-})
+SCHEMA_KEYS = frozenset(
+    {
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "enum",
+        "items",
+        "minItems",
+        "maxItems",
+        "properties",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "anyOf",
+        "propertyOrdering",
+        "default",
+        "minimum",
+        "maximum",
+    }
+)
 _MAX_SCHEMA_DEPTH = 32
 
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
@@ -78,6 +115,7 @@ def translate_request(req: dict[str, Any]) -> dict[str, Any]:
 
 # ---- messages ------------------------------------------------------------------------
 
+
 def _contents(messages: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
@@ -97,7 +135,8 @@ def _contents(messages: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
             if not isinstance(name, str):
                 raise UnsupportedRequest(
                     f"'{where}.tool_call_id' {msg['tool_call_id']!r} matches no earlier assistant "
-                    "tool call: Gemini needs the function's name for every tool result")
+                    "tool call: Gemini needs the function's name for every tool result"
+                )
             gemini_role, parts = "user", [_function_response(name, msg.get("content"))]
         else:  # "function": the deprecated form of a tool result
             gemini_role, parts = "user", [_function_response(msg.get("name") or "", msg.get("content"))]
@@ -109,8 +148,9 @@ def _contents(messages: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
         else:
             contents.append({"role": gemini_role, "parts": parts})
     if not contents:
-        raise UnsupportedRequest("Gemini needs at least one user or assistant message besides "
-                                 "system messages")
+        raise UnsupportedRequest(
+            "Gemini needs at least one user or assistant message besides system messages"
+        )
     return system, contents
 
 
@@ -144,12 +184,15 @@ def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "file":
             data = (part.get("file") or {}).get("file_data")
             if not isinstance(data, str):
-                raise UnsupportedRequest(f"'{where}.content[{j}]': only inline files (file_data) "
-                                         "can be sent to Gemini, not file ids")
+                raise UnsupportedRequest(
+                    f"'{where}.content[{j}]': only inline files (file_data) "
+                    "can be sent to Gemini, not file ids"
+                )
             parts.append(_media_part(data, f"{where}.content[{j}]"))
         else:
-            raise UnsupportedRequest(f"'{where}.content[{j}]': content of type {kind!r} cannot be "
-                                     "sent to Gemini")
+            raise UnsupportedRequest(
+                f"'{where}.content[{j}]': content of type {kind!r} cannot be sent to Gemini"
+            )
     return parts
 
 
@@ -176,8 +219,12 @@ def _assistant_parts(msg: dict[str, Any], where: str, call_names: dict[str, str]
         calls.append({"function": msg["function_call"]})
     for j, call in enumerate(calls):
         fn = call["function"]
-        part: dict[str, Any] = {"functionCall": {
-            "name": fn["name"], "args": _arguments(fn.get("arguments"), f"{where}.tool_calls[{j}]")}}
+        part: dict[str, Any] = {
+            "functionCall": {
+                "name": fn["name"],
+                "args": _arguments(fn.get("arguments"), f"{where}.tool_calls[{j}]"),
+            }
+        }
         # Gemini 3 rejects a function-call history without the thought signatures it
         # issued; they travel through clients the way Google's own OpenAI endpoint sends
         # them: `extra_content.google.thought_signature` on the tool call.
@@ -217,6 +264,7 @@ def _function_response(name: str, content: Any) -> dict[str, Any]:
 
 
 # ---- tools ---------------------------------------------------------------------------
+
 
 def _declarations(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     out = []
@@ -322,6 +370,7 @@ def clean_schema(schema: Any, defs: dict[str, Any] | None = None, depth: int = 0
 
 
 # ---- generation settings ---------------------------------------------------------------
+
 
 def _generation_config(req: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {}

@@ -27,12 +27,30 @@ from typing import Any
 import orjson
 
 from ..sse import SSEEvent
-from .base import (ProviderError, StreamTranslator, error_dict, make_chunk, make_usage,
-                   new_completion_id, now, openai_style_error)
+from .base import (
+    ProviderError,
+    StreamTranslator,
+    error_dict,
+    make_chunk,
+    make_usage,
+    new_completion_id,
+    now,
+    openai_style_error,
+)
 
 # Finish reasons meaning "a safety or policy filter stopped this"; the rest are plain stops.
-_FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
-                       "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION"})
+_FILTERED = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
+)
 
 
 def finish_reason(reason: str | None, has_calls: bool) -> str:
@@ -48,9 +66,12 @@ def usage_of(meta: Any) -> dict[str, Any] | None:
         return None
     thoughts = meta.get("thoughtsTokenCount") or 0
     prompt = (meta.get("promptTokenCount") or 0) + (meta.get("toolUsePromptTokenCount") or 0)
-    usage = make_usage(prompt, (meta.get("candidatesTokenCount") or 0) + thoughts,
-                       cached=meta.get("cachedContentTokenCount"),
-                       reasoning=thoughts or None)
+    usage = make_usage(
+        prompt,
+        (meta.get("candidatesTokenCount") or 0) + thoughts,
+        cached=meta.get("cachedContentTokenCount"),
+        reasoning=thoughts or None,
+    )
     if isinstance(meta.get("totalTokenCount"), int):
         usage["total_tokens"] = meta["totalTokenCount"]
     return usage
@@ -88,8 +109,11 @@ def _tool_call(part: dict[str, Any], salt: str, index: int, ordinal: int) -> dic
     if not isinstance(call_id, str) or not call_id:
         seed = f"{salt}\0{index}\0{ordinal}\0{name}\0{arguments}".encode()
         call_id = "call_" + hashlib.sha256(seed).hexdigest()[:24]
-    call: dict[str, Any] = {"id": call_id, "type": "function",
-                            "function": {"name": name, "arguments": arguments}}
+    call: dict[str, Any] = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
     if isinstance(part.get("thoughtSignature"), str):
         call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
     return call
@@ -112,15 +136,30 @@ def translate_response(body: Any, model: str) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
         if calls:
             message["tool_calls"] = calls
-        choices.append({"index": index, "message": message, "logprobs": None,
-                        "finish_reason": finish_reason(cand.get("finishReason"), bool(calls))})
+        choices.append(
+            {
+                "index": index,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(cand.get("finishReason"), bool(calls)),
+            }
+        )
     if not choices:
-        choices.append({"index": 0, "message": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": "content_filter" if _blocked(body) else "stop"})
-    doc: dict[str, Any] = {"id": _completion_id(body), "object": "chat.completion",
-                           "created": now(), "model": body.get("modelVersion") or model,
-                           "choices": choices}
+        choices.append(
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": "content_filter" if _blocked(body) else "stop",
+            }
+        )
+    doc: dict[str, Any] = {
+        "id": _completion_id(body),
+        "object": "chat.completion",
+        "created": now(),
+        "model": body.get("modelVersion") or model,
+        "choices": choices,
+    }
     usage = usage_of(body.get("usageMetadata"))
     if usage is not None:
         doc["usage"] = usage
@@ -191,19 +230,28 @@ class GeminiStream(StreamTranslator):
         return out
 
     def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return make_chunk(self.id or "", self.model, self.created, delta=delta,
-                          finish_reason=finish, index=index)
+        return make_chunk(
+            self.id or "", self.model, self.created, delta=delta, finish_reason=finish, index=index
+        )
 
     def on_end(self) -> list[dict[str, Any]]:
         # Gemini has no end event: every candidate ends with a finishReason instead. A
         # stream closing before that was cut, and the client is told so, not left guessing.
         if not self.choices or not all(state[2] for state in self.choices.values()):
-            return [error_dict(502, "the provider's stream ended before the answer was complete",
-                               code="upstream_stream_truncated")]
+            return [
+                error_dict(
+                    502,
+                    "the provider's stream ended before the answer was complete",
+                    code="upstream_stream_truncated",
+                )
+            ]
         if self.usage is None:
             return []
-        return [make_chunk(self.id or new_completion_id(), self.model, self.created,
-                           no_choices=True, usage=self.usage)]
+        return [
+            make_chunk(
+                self.id or new_completion_id(), self.model, self.created, no_choices=True, usage=self.usage
+            )
+        ]
 
 
 # ---- errors --------------------------------------------------------------------------

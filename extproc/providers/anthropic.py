@@ -13,9 +13,23 @@ from typing import Any, Literal
 import orjson
 
 from ..sse import SSEEvent
-from .base import (BackendSettings, Provider, ProviderError, StreamTranslator, UnsupportedRequest,
-                   error_dict, make_chunk, make_usage, max_tokens_of, new_completion_id, now,
-                   openai_style_error, parse_data_url, stop_list, text_of)
+from .base import (
+    BackendSettings,
+    Provider,
+    ProviderError,
+    StreamTranslator,
+    UnsupportedRequest,
+    error_dict,
+    make_chunk,
+    make_usage,
+    max_tokens_of,
+    new_completion_id,
+    now,
+    openai_style_error,
+    parse_data_url,
+    stop_list,
+    text_of,
+)
 
 
 class AnthropicSettings(BackendSettings):
@@ -30,22 +44,45 @@ class AnthropicSettings(BackendSettings):
 # OpenAI request fields Anthropic has no equivalent for. They are dropped, not rejected:
 # a client that sets `seed` or `presence_penalty` still gets a sensible answer.
 DROPPED_FIELDS = (
-    "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs", "seed",
-    "response_format", "stream_options", "service_tier", "store", "metadata", "modalities",
-    "audio", "prediction", "reasoning_effort", "web_search_options", "prompt_cache_key",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "seed",
+    "response_format",
+    "stream_options",
+    "service_tier",
+    "store",
+    "metadata",
+    "modalities",
+    "audio",
+    "prediction",
+    "reasoning_effort",
+    "web_search_options",
+    "prompt_cache_key",
 )
 # Fields that would change the answer's meaning if ignored: rejected with a 400.
-REJECTED_FIELDS = ("n > 1", "functions", "function_call", "role 'function' messages",
-                   "content parts other than text and image_url")
+REJECTED_FIELDS = (
+    "n > 1",
+    "functions",
+    "function_call",
+    "role 'function' messages",
+    "content parts other than text and image_url",
+)
 
 # Anthropic's temperature range is 0..1, OpenAI's 0..2. Values above 1 are clamped rather
 # than scaled: most clients send 0..1 already, and scaling would change those answers.
 MAX_TEMPERATURE = 1.0
 
 FINISH_REASONS = {
-    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
-    "max_tokens": "length", "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls", "refusal": "content_filter",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
 }
 
 # Anthropic error type -> (OpenAI error type, code). Codes are the ones OpenAI clients
@@ -74,19 +111,18 @@ def usage_of(u: dict[str, Any]) -> dict[str, Any]:
     """Anthropic reports cache writes and reads apart from `input_tokens`; OpenAI's
     `prompt_tokens` counts every prompt token, cached or not."""
     cached = u.get("cache_read_input_tokens")
-    prompt = ((u.get("input_tokens") or 0) + (u.get("cache_creation_input_tokens") or 0)
-              + (cached or 0))
+    prompt = (u.get("input_tokens") or 0) + (u.get("cache_creation_input_tokens") or 0) + (cached or 0)
     return make_usage(prompt, u.get("output_tokens") or 0, cached=cached)
 
 
 # ---- request ---------------------------------------------------------------------------
 
+
 def _image_block(url: str) -> dict[str, Any]:
     data = parse_data_url(url)
     if data is not None:
         media_type, b64 = data
-        return {"type": "image",
-                "source": {"type": "base64", "media_type": media_type, "data": b64}}
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": b64}}
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     raise UnsupportedRequest("image_url must be an http(s) URL or a base64 data: URL")
@@ -128,7 +164,8 @@ def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
         args = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise UnsupportedRequest(
-            f"tool call '{call.get('id')}' has arguments that are not valid JSON") from None
+            f"tool call '{call.get('id')}' has arguments that are not valid JSON"
+        ) from None
     if not isinstance(args, dict):
         raise UnsupportedRequest(f"tool call '{call.get('id')}' arguments must be a JSON object")
     return {"type": "tool_use", "id": call.get("id"), "name": fn["name"], "input": args}
@@ -202,6 +239,7 @@ def _tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # ---- streaming -------------------------------------------------------------------------
 
+
 class AnthropicStream(StreamTranslator):
     """Anthropic stream events -> OpenAI chunks.
 
@@ -217,7 +255,7 @@ class AnthropicStream(StreamTranslator):
         self.created = now()
         self.started = False
         self.finished = False  # the finish_reason chunk went out
-        self.stopped = False   # message_stop seen
+        self.stopped = False  # message_stop seen
         self.stop_reason: str | None = None
         self.usage: dict[str, Any] = {}
         self.tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
@@ -257,9 +295,20 @@ class AnthropicStream(StreamTranslator):
             block = data.get("content_block") or {}
             if block.get("type") == "tool_use":
                 index = self.tools[data["index"]] = len(self.tools)
-                out.append(self._chunk(delta={"tool_calls": [{
-                    "index": index, "id": block.get("id"), "type": "function",
-                    "function": {"name": block.get("name"), "arguments": ""}}]}))
+                out.append(
+                    self._chunk(
+                        delta={
+                            "tool_calls": [
+                                {
+                                    "index": index,
+                                    "id": block.get("id"),
+                                    "type": "function",
+                                    "function": {"name": block.get("name"), "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
+                )
             elif block.get("type") == "text" and block.get("text"):
                 out.append(self._chunk(delta={"content": block["text"]}))
         elif kind == "content_block_delta":
@@ -272,8 +321,15 @@ class AnthropicStream(StreamTranslator):
                 # client tool_use blocks are the caller's tool calls.
                 index = self.tools.get(data.get("index"))
                 if index is not None:
-                    out.append(self._chunk(delta={"tool_calls": [{
-                        "index": index, "function": {"arguments": delta["partial_json"]}}]}))
+                    out.append(
+                        self._chunk(
+                            delta={
+                                "tool_calls": [
+                                    {"index": index, "function": {"arguments": delta["partial_json"]}}
+                                ]
+                            }
+                        )
+                    )
             # thinking_delta / signature_delta / citations_delta: OpenAI's chat schema has
             # no place for them, so they are dropped on purpose.
         elif kind == "message_delta":
@@ -304,8 +360,13 @@ class AnthropicStream(StreamTranslator):
         if self.finished:
             self.stopped = True
             return [self._chunk(no_choices=True, usage=usage_of(self.usage))]
-        return [error_dict(502, "the provider's stream ended before the message was complete",
-                           code="upstream_stream_truncated")]
+        return [
+            error_dict(
+                502,
+                "the provider's stream ended before the message was complete",
+                code="upstream_stream_truncated",
+            )
+        ]
 
 
 def _openai_error(kind: Any, message: Any, status: int) -> dict[str, Any]:
@@ -334,15 +395,17 @@ class Anthropic(Provider):
     def translate_request(self, req: dict[str, Any], model: str) -> dict[str, Any]:
         # Builds a new dict throughout; `req` is only read (retries reuse it).
         if (req.get("n") or 1) > 1:
-            raise UnsupportedRequest("'n' greater than 1 is not supported: Anthropic returns "
-                                     "one choice")
+            raise UnsupportedRequest("'n' greater than 1 is not supported: Anthropic returns one choice")
         for legacy in ("functions", "function_call"):
             if req.get(legacy) is not None:
                 raise UnsupportedRequest(f"'{legacy}' is not supported: use 'tools'")
         system, messages = _messages(req["messages"])
         settings: AnthropicSettings = self.settings  # type: ignore[assignment]
-        body: dict[str, Any] = {"model": model, "messages": messages,
-                                "max_tokens": max_tokens_of(req) or settings.default_max_tokens}
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": max_tokens_of(req) or settings.default_max_tokens,
+        }
         if system:
             # One plain string in the common case; blocks keep several parts apart (and
             # any cache_control on them).
@@ -376,12 +439,22 @@ class Anthropic(Provider):
             if block.get("type") == "text":
                 texts.append(block.get("text") or "")
             elif block.get("type") == "tool_use":
-                calls.append({"id": block["id"], "type": "function", "function": {
-                    "name": block["name"],
-                    "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+                calls.append(
+                    {
+                        "id": block["id"],
+                        "type": "function",
+                        "function": {
+                            "name": block["name"],
+                            "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                        },
+                    }
+                )
             # thinking, redacted_thinking and server-tool blocks have no OpenAI field.
-        message: dict[str, Any] = {"role": "assistant", "refusal": None,
-                                   "content": "".join(texts) if texts else None}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "refusal": None,
+            "content": "".join(texts) if texts else None,
+        }
         if calls:
             message["tool_calls"] = calls
         return {
@@ -389,8 +462,14 @@ class Anthropic(Provider):
             "object": "chat.completion",
             "created": now(),
             "model": body.get("model") or model,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": finish_reason(body.get("stop_reason"))}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": finish_reason(body.get("stop_reason")),
+                }
+            ],
             "usage": usage_of(body.get("usage") or {}),
         }
 

@@ -25,8 +25,16 @@ import orjson
 from pydantic import field_validator
 
 from ..sse import SSEEvent
-from .base import (BackendSettings, Provider, ProviderError, StreamTranslator, error_dict,
-                   new_completion_id, now, openai_style_error)
+from .base import (
+    BackendSettings,
+    Provider,
+    ProviderError,
+    StreamTranslator,
+    error_dict,
+    new_completion_id,
+    now,
+    openai_style_error,
+)
 
 # The latest GA api-version of the data-plane inference API (the REST reference's table).
 DEFAULT_API_VERSION = "2024-10-21"
@@ -35,8 +43,14 @@ DEFAULT_API_VERSION = "2024-10-21"
 _NEWER_PARAMS_SINCE = "2024-09-01"
 _VERSION = re.compile(r"^(v1|\d{4}-\d{2}-\d{2}(-preview)?)$")
 # Azure sends the HTTP status as the error code ("429"); clients expect OpenAI's names.
-_CODE_FOR_STATUS = {401: "invalid_api_key", 403: "permission_denied", 404: "not_found",
-                    429: "rate_limit_exceeded", 500: "server_error", 503: "service_unavailable"}
+_CODE_FOR_STATUS = {
+    401: "invalid_api_key",
+    403: "permission_denied",
+    404: "not_found",
+    429: "rate_limit_exceeded",
+    500: "server_error",
+    503: "service_unavailable",
+}
 
 
 class AzureOpenAISettings(BackendSettings):
@@ -113,8 +127,7 @@ def _stream_error(chunk: dict[str, Any]) -> dict[str, Any]:
     if isinstance(err, dict) and isinstance(err.get("message"), str):
         code = err.get("code")
         return error_dict(500, err["message"], code=str(code) if code is not None else None)
-    return error_dict(502, "azure-openai reported an error in the stream",
-                      code="upstream_stream_error")
+    return error_dict(502, "azure-openai reported an error in the stream", code="upstream_stream_error")
 
 
 class AzureOpenAI(Provider):
@@ -134,8 +147,9 @@ class AzureOpenAI(Provider):
         if s.api_version == "v1":
             return "/openai/v1/chat/completions"
         deployment = quote(s.deployment or model, safe="")
-        return (f"/openai/deployments/{deployment}/chat/completions"
-                f"?api-version={quote(s.api_version, safe='')}")
+        return (
+            f"/openai/deployments/{deployment}/chat/completions?api-version={quote(s.api_version, safe='')}"
+        )
 
     def translate_request(self, req: dict[str, Any], model: str) -> dict[str, Any]:
         s = self._s()

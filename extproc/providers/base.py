@@ -25,17 +25,22 @@ from ..config.secrets import SecretRef
 from ..errors import error_type_for
 from ..sse import SSEEvent
 
-
 # Header names (RFC 9110 tokens, lower case), optionally a prefix ending in `*`.
 _HEADER_PATTERN = re.compile(r"[a-z0-9!#$%&'+.^_`|~-]+\*?|\*")
 # Headers no `allowHeaders` can bring back, and why (backends.py strips them).
 NEVER_FORWARDED = {
-    **dict.fromkeys(("authorization", "api-key", "x-api-key", "x-goog-api-key"),
-                    "the backend's own credential is the only one sent"),
-    **dict.fromkeys(("accept-encoding", "cookie", "proxy-authorization"),
-                    "the gateway reads bodies, and cookies and proxy credentials are the client's"),
-    **dict.fromkeys(("openai-organization", "openai-project", "x-goog-user-project"),
-                    "with the gateway's credential the backend's settings choose the account"),
+    **dict.fromkeys(
+        ("authorization", "api-key", "x-api-key", "x-goog-api-key"),
+        "the backend's own credential is the only one sent",
+    ),
+    **dict.fromkeys(
+        ("accept-encoding", "cookie", "proxy-authorization"),
+        "the gateway reads bodies, and cookies and proxy credentials are the client's",
+    ),
+    **dict.fromkeys(
+        ("openai-organization", "openai-project", "x-goog-user-project"),
+        "with the gateway's credential the backend's settings choose the account",
+    ),
     "host": "the gateway sets it (see 'authority')",
 }
 
@@ -56,7 +61,7 @@ class AuthConfig(ConfigModel):
     prefix: str | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "AuthConfig":
+    def _one_source(self) -> AuthConfig:
         if (self.secret_ref is None) == (not self.passthrough):
             raise ValueError("set either 'secretRef' or 'passthrough: true'")
         return self
@@ -194,6 +199,7 @@ class Provider(ABC):
 
 # ---- helpers shared by translators -----------------------------------------------------
 
+
 def openai_style_error(status: int, body: bytes, provider: str) -> dict[str, Any]:
     try:
         doc = orjson.loads(body) if body else None
@@ -201,12 +207,16 @@ def openai_style_error(status: int, body: bytes, provider: str) -> dict[str, Any
         doc = None
     err = doc.get("error") if isinstance(doc, dict) else None
     if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return {"error": {
-            "message": err["message"],
-            "type": err.get("type") if isinstance(err.get("type"), str) else error_type_for(status),
-            "param": err.get("param"),
-            "code": err.get("code") if isinstance(err.get("code"), (str, int)) or err.get("code") is None else None,
-        }}
+        return {
+            "error": {
+                "message": err["message"],
+                "type": err.get("type") if isinstance(err.get("type"), str) else error_type_for(status),
+                "param": err.get("param"),
+                "code": err.get("code")
+                if isinstance(err.get("code"), (str, int)) or err.get("code") is None
+                else None,
+            }
+        }
     if isinstance(err, str):  # some OpenAI-compatible servers send {"error": "text"}
         return error_dict(status, err, code=None)
     if isinstance(doc, dict) and isinstance(doc.get("message"), str):  # {"message": ..} style
@@ -214,10 +224,12 @@ def openai_style_error(status: int, body: bytes, provider: str) -> dict[str, Any
     return error_dict(status, f"{provider} returned HTTP {status}", code="upstream_error")
 
 
-def error_dict(status: int, message: str, *, code: str | None, type_: str | None = None,
-               param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_ or error_type_for(status),
-                      "param": param, "code": code}}
+def error_dict(
+    status: int, message: str, *, code: str | None, type_: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    return {
+        "error": {"message": message, "type": type_ or error_type_for(status), "param": param, "code": code}
+    }
 
 
 def new_completion_id() -> str:
@@ -228,26 +240,38 @@ def now() -> int:
     return int(time.time())
 
 
-def make_chunk(cid: str, model: str, created: int, *, delta: dict[str, Any] | None = None,
-               finish_reason: str | None = None, index: int = 0,
-               usage: dict[str, Any] | None = None, no_choices: bool = False) -> dict[str, Any]:
+def make_chunk(
+    cid: str,
+    model: str,
+    created: int,
+    *,
+    delta: dict[str, Any] | None = None,
+    finish_reason: str | None = None,
+    index: int = 0,
+    usage: dict[str, Any] | None = None,
+    no_choices: bool = False,
+) -> dict[str, Any]:
     """A canonical `chat.completion.chunk`. `no_choices` makes the final usage-only chunk."""
-    chunk: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                             "model": model}
+    chunk: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
     if no_choices:
         chunk["choices"] = []
     else:
-        chunk["choices"] = [{"index": index, "delta": delta or {}, "logprobs": None,
-                             "finish_reason": finish_reason}]
+        chunk["choices"] = [
+            {"index": index, "delta": delta or {}, "logprobs": None, "finish_reason": finish_reason}
+        ]
     if usage is not None:
         chunk["usage"] = usage
     return chunk
 
 
-def make_usage(prompt: int, completion: int, *, cached: int | None = None,
-               reasoning: int | None = None) -> dict[str, Any]:
-    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                             "total_tokens": prompt + completion}
+def make_usage(
+    prompt: int, completion: int, *, cached: int | None = None, reasoning: int | None = None
+) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
     if cached is not None:
         usage["prompt_tokens_details"] = {"cached_tokens": cached}
     if reasoning is not None:

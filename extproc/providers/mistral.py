@@ -24,18 +24,40 @@ from typing import Any, Literal
 import orjson
 
 from ..sse import SSEEvent
-from .base import (BackendSettings, Provider, ProviderError, StreamTranslator, UnsupportedRequest,
-                   error_dict, make_chunk, make_usage, now)
+from .base import (
+    BackendSettings,
+    Provider,
+    ProviderError,
+    StreamTranslator,
+    UnsupportedRequest,
+    error_dict,
+    make_chunk,
+    make_usage,
+    now,
+)
 
 # OpenAI fields sent under Mistral's name (the newer OpenAI name wins if both are sent).
-RENAMED_FIELDS: tuple[tuple[str, str], ...] = (("max_completion_tokens", "max_tokens"),
-                                                ("seed", "random_seed"))
+RENAMED_FIELDS: tuple[tuple[str, str], ...] = (
+    ("max_completion_tokens", "max_tokens"),
+    ("seed", "random_seed"),
+)
 # OpenAI fields Mistral has no equivalent for. Sent, they would make Mistral answer 422, and
 # none changes what the model is asked beyond tuning, logging or billing: they are removed.
 DROPPED_FIELDS: tuple[str, ...] = (
-    "user", "store", "service_tier", "stream_options", "logit_bias", "logprobs",
-    "top_logprobs", "reasoning_effort", "prompt_cache_key", "safety_identifier", "verbosity",
-    "web_search_options", "modalities")
+    "user",
+    "store",
+    "service_tier",
+    "stream_options",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "reasoning_effort",
+    "prompt_cache_key",
+    "safety_identifier",
+    "verbosity",
+    "web_search_options",
+    "modalities",
+)
 # Fields whose meaning cannot be kept: the client gets a 400 naming them.
 REJECTED_FIELDS: tuple[str, ...] = ("functions", "function_call", "audio")
 # Any other field (Mistral's own `safe_prompt`, `prompt_mode`, ...) is passed on as is.
@@ -54,19 +76,23 @@ class MistralSettings(BackendSettings):
 
 # ---- request --------------------------------------------------------------------------
 
+
 def mistral_tool_id(call_id: str, salt: int = 0) -> str:
     """A valid id stays; any other becomes 9 alphanumerics hashed from it, so a
     conversation's ids map the same way on every turn and every retry."""
     if not salt and _ID_OK.match(call_id):
         return call_id
     n = int.from_bytes(hashlib.sha256(f"{salt}:{call_id}".encode()).digest()[:8], "big")
-    return "".join(_ALNUM[(n // 62 ** i) % 62] for i in range(9))
+    return "".join(_ALNUM[(n // 62**i) % 62] for i in range(9))
 
 
 def _tool_id_map(messages: list[dict[str, Any]]) -> dict[str, str]:
-    originals = [i for m in messages for i in
-                 [c.get("id") for c in m.get("tool_calls") or ()] + [m.get("tool_call_id")]
-                 if isinstance(i, str)]
+    originals = [
+        i
+        for m in messages
+        for i in [c.get("id") for c in m.get("tool_calls") or ()] + [m.get("tool_call_id")]
+        if isinstance(i, str)
+    ]
     used = {i for i in originals if _ID_OK.match(i)}
     mapping = {i: i for i in used}
     for orig in originals:
@@ -95,8 +121,9 @@ def _part(part: dict[str, Any]) -> dict[str, Any]:
     if kind == "file":  # a PDF sent inline is a document_url with a data: URL
         file = part.get("file") or {}
         if not isinstance(file.get("file_data"), str):
-            raise UnsupportedRequest("file parts must carry 'file_data': OpenAI file ids mean "
-                                     "nothing to mistral")
+            raise UnsupportedRequest(
+                "file parts must carry 'file_data': OpenAI file ids mean nothing to mistral"
+            )
         name = {"document_name": file["filename"]} if file.get("filename") else {}
         return {"type": "document_url", "document_url": file["file_data"], **name}
     raise UnsupportedRequest(f"content parts of type '{kind}' are not supported by mistral")
@@ -110,8 +137,12 @@ def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rebuilt field by field: Mistral rejects any key its message schemas do not have."""
     ids = _tool_id_map(messages)
     # Mistral's tool messages take the function's `name`; OpenAI's only point at the call.
-    names = {c["id"]: (c.get("function") or {}).get("name")
-             for m in messages for c in m.get("tool_calls") or () if isinstance(c.get("id"), str)}
+    names = {
+        c["id"]: (c.get("function") or {}).get("name")
+        for m in messages
+        for c in m.get("tool_calls") or ()
+        if isinstance(c.get("id"), str)
+    }
     out: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
         role, content = m["role"], _content(m.get("content"))
@@ -119,22 +150,32 @@ def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"role": "user" if role == "user" else "system", "content": content})
         elif role == "assistant":
             if m.get("function_call"):
-                raise UnsupportedRequest("legacy 'function_call' messages are not supported: use "
-                                         "tool_calls", param=f"messages[{i}].function_call")
+                raise UnsupportedRequest(
+                    "legacy 'function_call' messages are not supported: use tool_calls",
+                    param=f"messages[{i}].function_call",
+                )
             msg: dict[str, Any] = {"role": "assistant", "content": content}
             if m.get("tool_calls"):
                 msg["tool_calls"] = [
-                    {"id": ids.get(c.get("id")), "type": "function",  # type: ignore[arg-type]
-                     "function": {"name": c["function"]["name"],
-                                  "arguments": c["function"].get("arguments") or "{}"}}
-                    for c in m["tool_calls"]]
+                    {
+                        "id": ids.get(c.get("id")),
+                        "type": "function",  # type: ignore[arg-type]
+                        "function": {
+                            "name": c["function"]["name"],
+                            "arguments": c["function"].get("arguments") or "{}",
+                        },
+                    }
+                    for c in m["tool_calls"]
+                ]
             out.append({**msg, "prefix": True} if m.get("prefix") is True else msg)
         elif role == "tool":
             name = {"name": names[m["tool_call_id"]]} if names.get(m["tool_call_id"]) else {}
             out.append({"role": "tool", "content": content, "tool_call_id": ids[m["tool_call_id"]], **name})
         else:
-            raise UnsupportedRequest(f"messages with role '{role}' are not supported by mistral: "
-                                     "use tools", param=f"messages[{i}].role")
+            raise UnsupportedRequest(
+                f"messages with role '{role}' are not supported by mistral: use tools",
+                param=f"messages[{i}].role",
+            )
     # A trailing assistant turn is accepted only as a prefix for the answer to continue.
     if out[-1]["role"] == "assistant" and not out[-1].get("tool_calls"):
         out[-1]["prefix"] = True
@@ -146,19 +187,26 @@ def _tool_choice(choice: Any) -> Any:
         return "any" if choice == "required" else choice  # "any" is understood by every version
     if isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str):
         return {"type": "function", "function": {"name": choice["function"]["name"]}}
-    raise UnsupportedRequest(f"tool_choice {orjson.dumps(choice).decode()} is not supported by "
-                             "mistral", param="tool_choice")
+    raise UnsupportedRequest(
+        f"tool_choice {orjson.dumps(choice).decode()} is not supported by mistral", param="tool_choice"
+    )
 
 
 # ---- response -------------------------------------------------------------------------
+
 
 def split_content(content: Any) -> tuple[str | None, str | None]:
     """Mistral content (a string, or text / thinking / reference chunks) -> (text, reasoning)."""
     if content is None or isinstance(content, str):
         return content, None
     text = [c.get("text") or "" for c in content if c.get("type") == "text"]
-    thinking = [t.get("text") or "" for c in content if c.get("type") == "thinking"
-                for t in c.get("thinking") or () if t.get("type") == "text"]
+    thinking = [
+        t.get("text") or ""
+        for c in content
+        if c.get("type") == "thinking"
+        for t in c.get("thinking") or ()
+        if t.get("type") == "text"
+    ]
     return ("".join(text) if text else None), ("".join(thinking) if thinking else None)
 
 
@@ -175,8 +223,11 @@ def _call_id(call: dict[str, Any]) -> str:
 def usage_of(u: Any) -> dict[str, Any]:
     u = u if isinstance(u, dict) else {}
     cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
-    return make_usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0),
-                      cached=cached if isinstance(cached, int) else None)
+    return make_usage(
+        int(u.get("prompt_tokens") or 0),
+        int(u.get("completion_tokens") or 0),
+        cached=cached if isinstance(cached, int) else None,
+    )
 
 
 def _completion_id(pid: Any) -> str:
@@ -221,21 +272,33 @@ class MistralStream(StreamTranslator):
             if reason == "error":  # never pass a failed generation off as a finished one
                 if delta:
                     out.append(make_chunk(self.id, self.model, self.created, delta=delta, index=index))
-                return out + [error_dict(502, "mistral stopped generating because of an internal "
-                                              "error", code="upstream_generation_error")]
+                return [
+                    *out,
+                    error_dict(
+                        502,
+                        "mistral stopped generating because of an internal error",
+                        code="upstream_generation_error",
+                    ),
+                ]
             if reason is not None:
                 reason = _FINISH.get(reason, reason)
                 self.finished.add(index)
-            out.append(make_chunk(self.id, self.model, self.created, delta=delta,
-                                  finish_reason=reason, index=index))
+            out.append(
+                make_chunk(self.id, self.model, self.created, delta=delta, finish_reason=reason, index=index)
+            )
         if isinstance(doc.get("usage"), dict):
             self.usage = usage_of(doc["usage"])
         return out
 
     def on_end(self) -> list[dict[str, Any]]:
         if not self.finished:
-            return [error_dict(502, "mistral's stream ended before the answer was complete",
-                               code="upstream_incomplete_stream")]
+            return [
+                error_dict(
+                    502,
+                    "mistral's stream ended before the answer was complete",
+                    code="upstream_incomplete_stream",
+                )
+            ]
         return self._usage_chunk()  # if the stream had no [DONE]
 
     def _usage_chunk(self) -> list[dict[str, Any]]:
@@ -266,14 +329,19 @@ class MistralStream(StreamTranslator):
             i = by_id[cid] = len(by_id)
             if isinstance(pindex, int):
                 by_index[pindex] = i
-            return {"index": i, "id": cid, "type": "function",
-                    "function": {"name": fn.get("name") or "", "arguments": _arguments(fn)}}
+            return {
+                "index": i,
+                "id": cid,
+                "type": "function",
+                "function": {"name": fn.get("name") or "", "arguments": _arguments(fn)},
+            }
         i = by_id[cid] if cid in by_id else by_index.get(pindex, len(by_id) - 1)  # type: ignore[arg-type]
         name = {"name": fn["name"]} if fn.get("name") else {}
         return {"index": i, "function": {**name, "arguments": _arguments(fn)}}
 
 
 # ---- errors ---------------------------------------------------------------------------
+
 
 def error_parts(doc: Any) -> tuple[str | None, str | None, str | None]:
     """(message, code, param) from Mistral's error shapes: {"object": "error", "message":
@@ -294,8 +362,10 @@ def error_parts(doc: Any) -> tuple[str | None, str | None, str | None]:
         code = str(doc["code"])
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):
         locs = [".".join(str(x) for x in item.get("loc") or () if x != "body") for item in detail]
-        text = "; ".join(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg"))
-                         for loc, item in zip(locs, detail))
+        text = "; ".join(
+            f"{loc}: {item.get('msg')}" if loc else str(item.get("msg"))
+            for loc, item in zip(locs, detail, strict=False)
+        )
         return text, detail[0].get("type") or code, locs[0] or None
     if isinstance(detail, str):
         return detail, code, None
@@ -330,8 +400,13 @@ class Mistral(Provider):
         out["model"] = model
         out["messages"] = _messages(req["messages"])
         if req.get("tools"):
-            out["tools"] = [{"type": "function", "function": {
-                k: t["function"][k] for k in _FUNCTION_KEYS if k in t["function"]}} for t in req["tools"]]
+            out["tools"] = [
+                {
+                    "type": "function",
+                    "function": {k: t["function"][k] for k in _FUNCTION_KEYS if k in t["function"]},
+                }
+                for t in req["tools"]
+            ]
         if req.get("tool_choice") is not None:
             out["tool_choice"] = _tool_choice(req["tool_choice"])
         return out
@@ -347,19 +422,40 @@ class Mistral(Provider):
             reason = choice.get("finish_reason")
             if reason == "error":  # a 502, rather than a failed generation passed off as an answer
                 raise ProviderError("mistral reported finish_reason 'error'")
-            message: dict[str, Any] = {"role": "assistant",
-                                       "content": None if calls and not text else (text or "")}
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None if calls and not text else (text or ""),
+            }
             if reasoning:
                 message["reasoning_content"] = reasoning  # DeepSeek's name, which clients know
             if calls:
-                message["tool_calls"] = [{"id": _call_id(c), "type": "function", "function": {
-                    "name": (c.get("function") or {}).get("name"),
-                    "arguments": _arguments(c.get("function") or {})}} for c in calls]
-            choices.append({"index": choice.get("index", i), "message": message, "logprobs": None,
-                            "finish_reason": _FINISH.get(reason, reason or "stop")})
-        return {"id": _completion_id(body.get("id")), "object": "chat.completion",
-                "created": body.get("created") or now(), "model": body.get("model") or model,
-                "choices": choices, "usage": usage_of(body.get("usage"))}
+                message["tool_calls"] = [
+                    {
+                        "id": _call_id(c),
+                        "type": "function",
+                        "function": {
+                            "name": (c.get("function") or {}).get("name"),
+                            "arguments": _arguments(c.get("function") or {}),
+                        },
+                    }
+                    for c in calls
+                ]
+            choices.append(
+                {
+                    "index": choice.get("index", i),
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": _FINISH.get(reason, reason or "stop"),
+                }
+            )
+        return {
+            "id": _completion_id(body.get("id")),
+            "object": "chat.completion",
+            "created": body.get("created") or now(),
+            "model": body.get("model") or model,
+            "choices": choices,
+            "usage": usage_of(body.get("usage")),
+        }
 
     def stream_translator(self, model: str) -> StreamTranslator:
         return MistralStream(model)

@@ -21,6 +21,7 @@ class PassthroughStream(StreamTranslator):
 
     def on_event(self, event: SSEEvent) -> list[dict[str, Any]]:
         import orjson
+
         if not event.has_data or event.data == "[DONE]":
             return []
         return [orjson.loads(event.data)]

@@ -33,6 +33,7 @@ PROVIDERS: dict[str, type[Provider]] = _discover()
 
 # One discriminated union over every provider's settings model: validating endpoint
 # metadata picks the model by `provider` and reports errors against that model's fields.
-_settings_union = Union[tuple(cls.settings_model for cls in PROVIDERS.values())]  # type: ignore[valid-type]
+_settings_union = Union[tuple(cls.settings_model for cls in PROVIDERS.values())]  # type: ignore[valid-type]  # noqa: UP007
 backend_settings_adapter: TypeAdapter = TypeAdapter(
-    Annotated[_settings_union, Field(discriminator="provider")])
+    Annotated[_settings_union, Field(discriminator="provider")]
+)

@@ -65,11 +65,12 @@ class VertexAISettings(GeminiSettings):
     @classmethod
     def _publisher(cls, v: str) -> str:
         if v != "google":
-            raise ValueError(f"publisher {v!r} is not supported: provider 'vertex-ai' speaks "
-                             "Gemini's GenerateContent format, which only publisher 'google' "
-                             "models use (Claude on Vertex uses Anthropic's format)")
+            raise ValueError(
+                f"publisher {v!r} is not supported: provider 'vertex-ai' speaks "
+                "Gemini's GenerateContent format, which only publisher 'google' "
+                "models use (Claude on Vertex uses Anthropic's format)"
+            )
         return v
-
 
 
 class VertexAI(Gemini):
@@ -85,8 +86,10 @@ class VertexAI(Gemini):
     def request_path(self, model: str, stream: bool) -> str:
         s: VertexAISettings = self.settings  # type: ignore[assignment]
         action = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        return (f"/{s.api_version}/projects/{s.project}/locations/{s.location}"
-                f"/publishers/{s.publisher}/models/{check_model(model)}:{action}")
+        return (
+            f"/{s.api_version}/projects/{s.project}/locations/{s.location}"
+            f"/publishers/{s.publisher}/models/{check_model(model)}:{action}"
+        )
 
 
 PROVIDER = VertexAI

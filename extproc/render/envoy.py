@@ -16,8 +16,16 @@ from ..headers import IMMEDIATE_HC_FAIL
 from ..providers import PROVIDERS
 from ..providers.base import NEVER_FORWARDED
 from .envoy_parts import (
-    AIGW, APPEND, OVERWRITE, RAW_BUFFER, access_log, duration, ext_proc_filter, local_reply_config,
-    socket_address, upstream_tls,
+    AIGW,
+    APPEND,
+    OVERWRITE,
+    RAW_BUFFER,
+    access_log,
+    duration,
+    ext_proc_filter,
+    local_reply_config,
+    socket_address,
+    upstream_tls,
 )
 from .model import Backend, Endpoint, GatewayConfig, PriorityGroups, RateLimit, Route, RouteMatch
 
@@ -37,7 +45,9 @@ def _endpoint_of(entry: Any) -> Endpoint:
     return Endpoint(host=host, port=443)
 
 
-def _metadata(entry: Any, backend: Backend, endpoint: Endpoint, route_headers: set[str] = frozenset()) -> dict:
+def _metadata(
+    entry: Any, backend: Backend, endpoint: Endpoint, route_headers: set[str] = frozenset()
+) -> dict:
     # What the user wrote (normalised), so the processor reads back the same settings.
     md = entry.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"endpoint"})
     if route_headers:
@@ -61,16 +71,21 @@ def route_added_headers(cfg: GatewayConfig) -> dict[str, set[str]]:
     those no backend may receive from anyone but the gateway."""
     out: dict[str, set[str]] = {}
     for route in cfg.routes:
-        names = {h.name.lower() for f in route.filters if f.type == "RequestHeaderModifier"
-                 for h in (*f.request_header_modifier.set, *f.request_header_modifier.add)}  # type: ignore[union-attr]
+        names = {
+            h.name.lower()
+            for f in route.filters
+            if f.type == "RequestHeaderModifier"
+            for h in (*f.request_header_modifier.set, *f.request_header_modifier.add)
+        }  # type: ignore[union-attr]
         names -= NEVER_FORWARDED.keys()
         for ref in route.backend_refs:
             out.setdefault(ref.name, set()).update(names)
     return out
 
 
-def render_cluster(backend: Backend, cfg: GatewayConfig, direct_ok: bool = False,
-                   route_headers: set[str] = frozenset()) -> dict:
+def render_cluster(
+    backend: Backend, cfg: GatewayConfig, direct_ok: bool = False, route_headers: set[str] = frozenset()
+) -> dict:
     """`direct_ok`: a backend of one host may leave out the upstream filter (the
     route-level filter then translates for it, one gRPC stream per request instead of
     two); not when content routing could re-route a request after its body was read, nor
@@ -79,9 +94,17 @@ def render_cluster(backend: Backend, cfg: GatewayConfig, direct_ok: bool = False
     buffer = 2 * g.max_request_bytes
     if backend.static is not None:
         ep = backend.static
-        cluster = {"name": backend.name, "type": "STATIC" if ep.is_ip else "STRICT_DNS",
-                   "connect_timeout": "5s", "load_assignment": {"cluster_name": backend.name, "endpoints": [
-                       {"lb_endpoints": [{"endpoint": {"address": socket_address(ep.host, ep.port)}}]}]}}
+        cluster = {
+            "name": backend.name,
+            "type": "STATIC" if ep.is_ip else "STRICT_DNS",
+            "connect_timeout": "5s",
+            "load_assignment": {
+                "cluster_name": backend.name,
+                "endpoints": [
+                    {"lb_endpoints": [{"endpoint": {"address": socket_address(ep.host, ep.port)}}]}
+                ],
+            },
+        }
         if not ep.is_ip:
             cluster["dns_lookup_family"] = "V4_PREFERRED"
         if ep.uses_tls:
@@ -96,43 +119,65 @@ def render_cluster(backend: Backend, cfg: GatewayConfig, direct_ok: bool = False
         ep = _endpoint_of(entry)
         dns |= not ep.is_ip
         md = {AIGW: _metadata(entry, backend, ep, route_headers)}
-        lb: dict[str, Any] = {"endpoint": {"address": socket_address(ep.host, ep.port)}, "metadata": {"filter_metadata": md}}
+        lb: dict[str, Any] = {
+            "endpoint": {"address": socket_address(ep.host, ep.port)},
+            "metadata": {"filter_metadata": md},
+        }
         if ep.uses_tls:
             sni = ep.sni or ep.host
             tls_names.add(sni)
             md["envoy.transport_socket_match"] = {"aigw_tls": sni}
         if groups:
             lb["endpoint"]["health_check_config"] = {
-                "address": socket_address("127.0.0.1", g.processor.health_port), "hostname": md[AIGW]["name"]}
+                "address": socket_address("127.0.0.1", g.processor.health_port),
+                "hostname": md[AIGW]["name"],
+            }
         localities.setdefault(priority, []).append(lb)
 
     options: dict[str, Any] = {
         "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
-        "explicit_http_config": {"http_protocol_options": {}}}
+        "explicit_http_config": {"http_protocol_options": {}},
+    }
     if not (direct_ok and is_direct(backend)):
         options["http_filters"] = [
-            ext_proc_filter("upstream", g.processor.timeout, ["xds.upstream_host_metadata", "upstream.address"],
-                            # allow_envoy: the header allow-list removes a client's x-envoy-*
-                            # headers, and a 429 marks the host failed at once.
-                            mutation_rules={"allow_all_routing": True, "allow_envoy": True}),
-            {"name": "envoy.filters.http.upstream_codec", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]
+            ext_proc_filter(
+                "upstream",
+                g.processor.timeout,
+                ["xds.upstream_host_metadata", "upstream.address"],
+                # allow_envoy: the header allow-list removes a client's x-envoy-*
+                # headers, and a 429 marks the host failed at once.
+                mutation_rules={"allow_all_routing": True, "allow_envoy": True},
+            ),
+            {
+                "name": "envoy.filters.http.upstream_codec",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+                },
+            },
+        ]
     cluster: dict[str, Any] = {
         "name": backend.name,
         "type": "STRICT_DNS" if dns else "STATIC",
         "connect_timeout": "5s",
         "per_connection_buffer_limit_bytes": buffer,
         "typed_extension_protocol_options": {HTTP_OPTIONS: options},
-        "load_assignment": {"cluster_name": backend.name, "endpoints": [
-            {"priority": p, "lb_endpoints": eps} for p, eps in sorted(localities.items())]},
+        "load_assignment": {
+            "cluster_name": backend.name,
+            "endpoints": [{"priority": p, "lb_endpoints": eps} for p, eps in sorted(localities.items())],
+        },
     }
     if dns:
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     # Each endpoint picks its TLS settings by metadata, so one cluster can mix providers.
     if tls_names:
-        matches = [{"name": f"tls-{n}", "match": {"aigw_tls": n}, "transport_socket": upstream_tls(n)} for n in sorted(tls_names)]
+        matches = [
+            {"name": f"tls-{n}", "match": {"aigw_tls": n}, "transport_socket": upstream_tls(n)}
+            for n in sorted(tls_names)
+        ]
         if groups:
-            matches.insert(0, {"name": "health-checks", "match": {"aigw_hc": "plain"}, "transport_socket": RAW_BUFFER})
+            matches.insert(
+                0, {"name": "health-checks", "match": {"aigw_hc": "plain"}, "transport_socket": RAW_BUFFER}
+            )
         cluster["transport_socket_matches"] = matches
     if groups:
         fo = backend.ai.failover  # type: ignore[union-attr]
@@ -142,14 +187,20 @@ def render_cluster(backend: Backend, cfg: GatewayConfig, direct_ok: bool = False
         # taking first attempts that long.
         cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}, "update_merge_window": "0s"}
         cluster["outlier_detection"] = {
-            "consecutive_5xx": fo.outlier_detection.consecutive_5xx, "interval": "1s",
+            "consecutive_5xx": fo.outlier_detection.consecutive_5xx,
+            "interval": "1s",
             "base_ejection_time": duration(fo.outlier_detection.base_ejection_time),
             "max_ejection_time": duration(fo.outlier_detection.max_ejection_time),
-            "max_ejection_percent": 100}
-        check = {"timeout": "1s", "interval": duration(fo.health_check_interval),
-                 "no_traffic_interval": duration(fo.health_check_interval),
-                 "unhealthy_threshold": 1, "healthy_threshold": 1,
-                 "http_health_check": {"path": HEALTH_PATH}}
+            "max_ejection_percent": 100,
+        }
+        check = {
+            "timeout": "1s",
+            "interval": duration(fo.health_check_interval),
+            "no_traffic_interval": duration(fo.health_check_interval),
+            "unhealthy_threshold": 1,
+            "healthy_threshold": 1,
+            "http_health_check": {"path": HEALTH_PATH},
+        }
         if tls_names:
             check["transport_socket_match_criteria"] = {"aigw_hc": "plain"}
         cluster["health_checks"] = [check]
@@ -158,8 +209,11 @@ def render_cluster(backend: Backend, cfg: GatewayConfig, direct_ok: bool = False
 
 def is_direct(backend: Backend) -> bool:
     """One AI host, so every attempt goes to it: translated at the route level."""
-    return backend.static is None and not isinstance(backend.ai, PriorityGroups) \
+    return (
+        backend.static is None
+        and not isinstance(backend.ai, PriorityGroups)
         and len(list(backend.providers())) == 1
+    )
 
 
 def _match(m: RouteMatch) -> dict:
@@ -171,11 +225,25 @@ def _match(m: RouteMatch) -> dict:
     else:
         out["safe_regex"] = {"regex": m.path.value}
     if m.headers:
-        out["headers"] = [{"name": h.name, "string_match": {"exact": h.value} if h.type == "Exact"
-                           else {"safe_regex": {"regex": h.value}}} for h in m.headers]
+        out["headers"] = [
+            {
+                "name": h.name,
+                "string_match": {"exact": h.value}
+                if h.type == "Exact"
+                else {"safe_regex": {"regex": h.value}},
+            }
+            for h in m.headers
+        ]
     if m.query_params:
-        out["query_parameters"] = [{"name": q.name, "string_match": {"exact": q.value} if q.type == "Exact"
-                                    else {"safe_regex": {"regex": q.value}}} for q in m.query_params]
+        out["query_parameters"] = [
+            {
+                "name": q.name,
+                "string_match": {"exact": q.value}
+                if q.type == "Exact"
+                else {"safe_regex": {"regex": q.value}},
+            }
+            for q in m.query_params
+        ]
     return out
 
 
@@ -192,19 +260,30 @@ def _retry_policy(backends: list[Backend]) -> dict | None:
         # previous_priorities moves on after `largest` attempts in a group, so each group
         # gets that many, whatever its own size: a smaller group may see one host twice.
         "num_retries": max(1, largest * depth - 1),
-        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
         "host_selection_retry_max_attempts": max(3, hosts + 1),
         # Leave a group only after each of its hosts was tried.
-        "retry_priority": {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
-            "update_frequency": largest}},
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": largest,
+            },
+        },
     }
 
 
 def _headers_to_add(modifier) -> list[dict]:
-    return ([{"header": {"key": h.name, "value": h.value}, "append_action": OVERWRITE} for h in modifier.set]
-            + [{"header": {"key": h.name, "value": h.value}, "append_action": APPEND} for h in modifier.add])
+    return [
+        {"header": {"key": h.name, "value": h.value}, "append_action": OVERWRITE} for h in modifier.set
+    ] + [{"header": {"key": h.name, "value": h.value}, "append_action": APPEND} for h in modifier.add]
 
 
 def _rate_limit(route_name: str, rl: RateLimit) -> dict:
@@ -216,17 +295,25 @@ def _rate_limit(route_name: str, rl: RateLimit) -> dict:
     else:
         action = {"remote_address": {}}
         entry = {"key": "remote_address"}
-    on = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": f"aigw_rl_{route_name}"}
-    return {"@type": LOCAL_RATELIMIT, "stat_prefix": f"aigw_rl_{route_name}",
-            # Requests without the key share one bucket of the same size.
-            "token_bucket": bucket, "filter_enabled": on, "filter_enforced": on,
-            "rate_limits": [{"actions": [action]}],
-            # A value-less entry is a wildcard: one bucket per distinct key.
-            "descriptors": [{"entries": [entry], "token_bucket": bucket}],
-            "max_dynamic_descriptors": 100000,
-            # Otherwise every request also draws from the shared bucket above.
-            "always_consume_default_token_bucket": False,
-            "enable_x_ratelimit_headers": "DRAFT_VERSION_03"}
+    on = {
+        "default_value": {"numerator": 100, "denominator": "HUNDRED"},
+        "runtime_key": f"aigw_rl_{route_name}",
+    }
+    return {
+        "@type": LOCAL_RATELIMIT,
+        "stat_prefix": f"aigw_rl_{route_name}",
+        # Requests without the key share one bucket of the same size.
+        "token_bucket": bucket,
+        "filter_enabled": on,
+        "filter_enforced": on,
+        "rate_limits": [{"actions": [action]}],
+        # A value-less entry is a wildcard: one bucket per distinct key.
+        "descriptors": [{"entries": [entry], "token_bucket": bucket}],
+        "max_dynamic_descriptors": 100000,
+        # Otherwise every request also draws from the shared bucket above.
+        "always_consume_default_token_bucket": False,
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+    }
 
 
 def render_routes(cfg: GatewayConfig, route: Route) -> list[dict]:
@@ -238,15 +325,20 @@ def render_routes(cfg: GatewayConfig, route: Route) -> list[dict]:
     if route.direct_response is not None:
         d = route.direct_response
         base["direct_response"] = {"status": d.status, "body": {"inline_string": d.body}}
-        base["response_headers_to_add"] = [{"header": {"key": "content-type", "value": d.content_type},
-                                            "append_action": OVERWRITE}]
+        base["response_headers_to_add"] = [
+            {"header": {"key": "content-type", "value": d.content_type}, "append_action": OVERWRITE}
+        ]
     else:
-        action: dict[str, Any] = {"timeout": duration(route.timeouts.request), "idle_timeout": duration(route.timeouts.idle)}
+        action: dict[str, Any] = {
+            "timeout": duration(route.timeouts.request),
+            "idle_timeout": duration(route.timeouts.idle),
+        }
         if len(route.backend_refs) == 1:
             action["cluster"] = route.backend_refs[0].name
         else:
-            action["weighted_clusters"] = {"clusters": [{"name": r.name, "weight": r.weight}
-                                                        for r in route.backend_refs]}
+            action["weighted_clusters"] = {
+                "clusters": [{"name": r.name, "weight": r.weight} for r in route.backend_refs]
+            }
         retry = _retry_policy(targets)
         if route.timeouts.backend_request:
             # Without priority groups there is no other host to move on to: the attempt's
@@ -261,7 +353,10 @@ def render_routes(cfg: GatewayConfig, route: Route) -> list[dict]:
                 if rw.path is not None and rw.path.type == "ReplacePrefixMatch":
                     action["prefix_rewrite"] = rw.path.replace_prefix_match
                 elif rw.path is not None:
-                    action["regex_rewrite"] = {"pattern": {"regex": "^.*$"}, "substitution": rw.path.replace_full_path}
+                    action["regex_rewrite"] = {
+                        "pattern": {"regex": "^.*$"},
+                        "substitution": rw.path.replace_full_path,
+                    }
                 if rw.hostname:
                     action["host_rewrite_literal"] = rw.hostname
         base["route"] = action
@@ -273,8 +368,11 @@ def render_routes(cfg: GatewayConfig, route: Route) -> list[dict]:
             base.setdefault("response_headers_to_add", []).extend(_headers_to_add(f.response_header_modifier))
             base.setdefault("response_headers_to_remove", []).extend(f.response_header_modifier.remove)
     if is_ai:
-        policy = route.policies.model_dump(mode="json", by_alias=True, exclude_unset=True) \
-            if route.policies else {}
+        policy = (
+            route.policies.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            if route.policies
+            else {}
+        )
         policy.setdefault("maxRequestBytes", cfg.gateway.max_request_bytes)
         base["metadata"] = {"filter_metadata": {AIGW: policy}}
     else:
@@ -299,13 +397,16 @@ def _merge_policies(cfg: GatewayConfig) -> list[Route]:
             update: dict[str, Any] = {}
             if policy.ai is not None:
                 if route.policies is not None:
-                    raise ValueError(f"route '{route.name}' has policies and is also targeted by "
-                                     f"policy '{policy.name}'; keep one")
+                    raise ValueError(
+                        f"route '{route.name}' has policies and is also targeted by "
+                        f"policy '{policy.name}'; keep one"
+                    )
                 update["policies"] = policy.ai
             if policy.rate_limit is not None:
                 if route.rate_limit is not None:
-                    raise ValueError(f"route '{route.name}' has a rateLimit and is also targeted by "
-                                     f"policy '{policy.name}'")
+                    raise ValueError(
+                        f"route '{route.name}' has a rateLimit and is also targeted by policy '{policy.name}'"
+                    )
                 update["rate_limit"] = policy.rate_limit
             routes[ref.name] = route.model_copy(update=update)
     return [routes[r.name] for r in cfg.routes]
@@ -315,37 +416,71 @@ def render(cfg: GatewayConfig) -> dict:
     g = cfg.gateway
     routes = _merge_policies(cfg)
     vhost_routes = [er for r in routes for er in render_routes(cfg, r)]
-    if not any(r.path.type == "PathPrefix" and r.path.value == "/" and not r.headers and not r.query_params
-               for route in routes for r in route.matches):
-        vhost_routes.append({
-            "name": "not-found", "match": {"prefix": "/"},
-            "direct_response": {"status": 404, "body": {"inline_string":
-                '{"error":{"message":"no route for this path","type":"invalid_request_error","param":null,"code":"unknown_url"}}'}},
-            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
-                                         "append_action": OVERWRITE}],
-            "typed_per_filter_config": {"envoy.filters.http.ext_proc": {"@type": EXT_PROC_PER_ROUTE, "disabled": True}}})
+    if not any(
+        r.path.type == "PathPrefix" and r.path.value == "/" and not r.headers and not r.query_params
+        for route in routes
+        for r in route.matches
+    ):
+        vhost_routes.append(
+            {
+                "name": "not-found",
+                "match": {"prefix": "/"},
+                "direct_response": {
+                    "status": 404,
+                    "body": {
+                        "inline_string": '{"error":{"message":"no route for this path","type":"invalid_request_error","param":null,"code":"unknown_url"}}'
+                    },
+                },
+                "response_headers_to_add": [
+                    {
+                        "header": {"key": "content-type", "value": "application/json"},
+                        "append_action": OVERWRITE,
+                    }
+                ],
+                "typed_per_filter_config": {
+                    "envoy.filters.http.ext_proc": {"@type": EXT_PROC_PER_ROUTE, "disabled": True}
+                },
+            }
+        )
     http_filters = []
     if any(r.rate_limit for r in routes):
-        http_filters.append({"name": "envoy.filters.http.local_ratelimit", "typed_config": {
-            "@type": LOCAL_RATELIMIT, "stat_prefix": "aigw_rl"}})
+        http_filters.append(
+            {
+                "name": "envoy.filters.http.local_ratelimit",
+                "typed_config": {"@type": LOCAL_RATELIMIT, "stat_prefix": "aigw_rl"},
+            }
+        )
     # Content routing chooses the route again after the body: then every AI cluster keeps
     # its upstream filter (see render_cluster).
     content_routing = any(r.policies is not None and r.policies.content_routing for r in routes)
     # A route's URLRewrite is applied by the router after the route-level filter, so it
     # would rewrite the provider path (or Host) the filter set: such a route's backends
     # keep the upstream filter, which runs after the router.
-    rewritten = {ref.name for r in routes if any(f.type == "URLRewrite" for f in r.filters)
-                 for ref in r.backend_refs}
-    direct_backends = set() if content_routing else {
-        b.name for b in cfg.backends if is_direct(b) and b.name not in rewritten}
+    rewritten = {
+        ref.name for r in routes if any(f.type == "URLRewrite" for f in r.filters) for ref in r.backend_refs
+    }
+    direct_backends = (
+        set()
+        if content_routing
+        else {b.name for b in cfg.backends if is_direct(b) and b.name not in rewritten}
+    )
     direct = bool(direct_backends)
-    http_filters.append(ext_proc_filter(
-        "route", g.processor.timeout, ["xds.route_name", "xds.cluster_name"] if direct else ["xds.route_name"],
-        metadata_options={"receiving_namespaces": {"untyped": [AIGW]}},
-        # The route-level filter sets the provider's Host when it translates itself.
-        **({"mutation_rules": {"allow_all_routing": True, "allow_envoy": True}} if direct else {})))
-    http_filters.append({"name": "envoy.filters.http.router", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    http_filters.append(
+        ext_proc_filter(
+            "route",
+            g.processor.timeout,
+            ["xds.route_name", "xds.cluster_name"] if direct else ["xds.route_name"],
+            metadata_options={"receiving_namespaces": {"untyped": [AIGW]}},
+            # The route-level filter sets the provider's Host when it translates itself.
+            **({"mutation_rules": {"allow_all_routing": True, "allow_envoy": True}} if direct else {}),
+        )
+    )
+    http_filters.append(
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }
+    )
     hcm: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "gateway",
@@ -357,49 +492,96 @@ def render(cfg: GatewayConfig) -> dict:
         # Before routing: a path trick (`//`, `/./`, `%63`, `%2F`) cannot miss a guarded route.
         **PATH_HANDLING,
         "local_reply_config": local_reply_config(),
-        "route_config": {"name": "gateway", "virtual_hosts": [{
-            "name": "gateway", "domains": ["*"], "include_request_attempt_count": True,
-            "routes": vhost_routes,
-            # Set by the upstream filter for Envoy's router (rate-limited host), not for clients.
-            **({"response_headers_to_remove": [IMMEDIATE_HC_FAIL]}
-               if any(isinstance(b.ai, PriorityGroups) for b in cfg.backends) else {})}]},
+        "route_config": {
+            "name": "gateway",
+            "virtual_hosts": [
+                {
+                    "name": "gateway",
+                    "domains": ["*"],
+                    "include_request_attempt_count": True,
+                    "routes": vhost_routes,
+                    # Set by the upstream filter for Envoy's router (rate-limited host), not for clients.
+                    **(
+                        {"response_headers_to_remove": [IMMEDIATE_HC_FAIL]}
+                        if any(isinstance(b.ai, PriorityGroups) for b in cfg.backends)
+                        else {}
+                    ),
+                }
+            ],
+        },
         "http_filters": http_filters,
     }
     if g.access_log:
         hcm = {"@type": hcm.pop("@type"), "access_log": access_log(), **hcm}
-    clusters = [{
-        "name": "extproc", "type": "STATIC", "connect_timeout": "1s",
-        "typed_extension_protocol_options": {HTTP_OPTIONS: {
-            "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
-            "explicit_http_config": {"http2_protocol_options": {}}}},
-        "load_assignment": {"cluster_name": "extproc", "endpoints": [
-            {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": path}}}}
-                              for path in g.processor.sockets()]}]},
-    }]
+    clusters = [
+        {
+            "name": "extproc",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                HTTP_OPTIONS: {
+                    "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }
+            },
+            "load_assignment": {
+                "cluster_name": "extproc",
+                "endpoints": [
+                    {
+                        "lb_endpoints": [
+                            {"endpoint": {"address": {"pipe": {"path": path}}}}
+                            for path in g.processor.sockets()
+                        ]
+                    }
+                ],
+            },
+        }
+    ]
     if len(g.processor.sockets()) > 1:
         # A worker being restarted must not get streams: Envoy asks each one's gRPC health
         # service and balances over those that answer SERVING.
-        clusters[0]["health_checks"] = [{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
-                                         "healthy_threshold": 1, "grpc_health_check": {}}]
+        clusters[0]["health_checks"] = [
+            {
+                "timeout": "1s",
+                "interval": "1s",
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ]
     added = route_added_headers(cfg)
-    clusters += [render_cluster(b, cfg, b.name in direct_backends, added.get(b.name, set()))
-                 for b in cfg.backends]
+    clusters += [
+        render_cluster(b, cfg, b.name in direct_backends, added.get(b.name, set())) for b in cfg.backends
+    ]
     return {
         "admin": {"address": socket_address("127.0.0.1", g.admin_port)},
         # Works around an Envoy 1.40 crash (README, "Operations notes"); the only layer, so
         # nothing can switch it back at run time.
         "layered_runtime": {"layers": [{"name": "static", "static_layer": dict(REQUIRED_RUNTIME)}]},
         "static_resources": {
-            "listeners": [{
-                "name": "gateway",
-                "address": socket_address(g.listen.address, g.listen.port),
-                # Envoy buffers whole request bodies: room for the largest any route accepts.
-                "per_connection_buffer_limit_bytes": 2 * max(
-                    [g.max_request_bytes] + [r.policies.max_request_bytes for r in routes
-                                             if r.policies and r.policies.max_request_bytes]),
-                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                                "typed_config": hcm}]}],
-            }],
+            "listeners": [
+                {
+                    "name": "gateway",
+                    "address": socket_address(g.listen.address, g.listen.port),
+                    # Envoy buffers whole request bodies: room for the largest any route accepts.
+                    "per_connection_buffer_limit_bytes": 2
+                    * max(
+                        [g.max_request_bytes]
+                        + [
+                            r.policies.max_request_bytes
+                            for r in routes
+                            if r.policies and r.policies.max_request_bytes
+                        ]
+                    ),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                            ]
+                        }
+                    ],
+                }
+            ],
             "clusters": clusters,
         },
     }

@@ -19,13 +19,19 @@ def duration(seconds: float) -> str:
 
 
 def _cel(expr: str) -> dict:
-    return {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel",
-                                 "typed_config": {"@type": CEL, "expression": expr}}}
+    return {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {"@type": CEL, "expression": expr},
+        }
+    }
 
 
 def _json_error(message: str, type_: str, code: str) -> dict:
-    return {"json_format": {"error": {"message": message, "type": type_, "param": None, "code": code}},
-            "content_type": "application/json"}
+    return {
+        "json_format": {"error": {"message": message, "type": type_, "param": None, "code": code}},
+        "content_type": "application/json",
+    }
 
 
 NOT_OURS = "!response.code_details.startsWith('aigw') && response.code_details != 'direct_response'"
@@ -34,60 +40,136 @@ NOT_OURS = "!response.code_details.startsWith('aigw') && response.code_details !
 def local_reply_config() -> dict:
     """Every reply Envoy makes itself becomes an OpenAI-style JSON error; the processor's
     own replies (details starting with "aigw") and direct responses are left alone."""
-    return {"mappers": [
-        {"filter": _cel("response.code_details.startsWith('ext_proc_error')"), "status_code": 503,
-         "body_format_override": _json_error("the AI gateway processor is unavailable", "server_error",
-                                             "gateway_unavailable")},
-        {"filter": {"and_filter": {"filters": [
-            {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 429, "runtime_key": "aigw.unused"}}}},
-            _cel(NOT_OURS)]}},
-         "body_format_override": _json_error("rate limit exceeded", "rate_limit_error", "rate_limit_exceeded")},
-        {"filter": {"and_filter": {"filters": [
-            {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "aigw.unused"}}}},
-            _cel(NOT_OURS)]}},
-         "body_format_override": _json_error("the request body is too large", "invalid_request_error",
-                                             "request_too_large")},
-        # normalize_path refused it: escaped slashes, a NUL, a fragment.
-        {"filter": _cel("response.code_details == 'path_normalization_failed'"),
-         "body_format_override": _json_error(
-             # No '%' in here: Envoy would read it as a format operator.
-             "the request path is not valid: escaped slashes, NUL bytes and fragments are refused",
-             "invalid_request_error", "invalid_path")},
-        {"filter": _cel(NOT_OURS),
-         "body_format_override": _json_error("%LOCAL_REPLY_BODY%", "server_error", "gateway_error_%RESPONSE_CODE%")},
-    ]}
+    return {
+        "mappers": [
+            {
+                "filter": _cel("response.code_details.startsWith('ext_proc_error')"),
+                "status_code": 503,
+                "body_format_override": _json_error(
+                    "the AI gateway processor is unavailable", "server_error", "gateway_unavailable"
+                ),
+            },
+            {
+                "filter": {
+                    "and_filter": {
+                        "filters": [
+                            {
+                                "status_code_filter": {
+                                    "comparison": {
+                                        "op": "EQ",
+                                        "value": {"default_value": 429, "runtime_key": "aigw.unused"},
+                                    }
+                                }
+                            },
+                            _cel(NOT_OURS),
+                        ]
+                    }
+                },
+                "body_format_override": _json_error(
+                    "rate limit exceeded", "rate_limit_error", "rate_limit_exceeded"
+                ),
+            },
+            {
+                "filter": {
+                    "and_filter": {
+                        "filters": [
+                            {
+                                "status_code_filter": {
+                                    "comparison": {
+                                        "op": "EQ",
+                                        "value": {"default_value": 413, "runtime_key": "aigw.unused"},
+                                    }
+                                }
+                            },
+                            _cel(NOT_OURS),
+                        ]
+                    }
+                },
+                "body_format_override": _json_error(
+                    "the request body is too large", "invalid_request_error", "request_too_large"
+                ),
+            },
+            # normalize_path refused it: escaped slashes, a NUL, a fragment.
+            {
+                "filter": _cel("response.code_details == 'path_normalization_failed'"),
+                "body_format_override": _json_error(
+                    # No '%' in here: Envoy would read it as a format operator.
+                    "the request path is not valid: escaped slashes, NUL bytes and fragments are refused",
+                    "invalid_request_error",
+                    "invalid_path",
+                ),
+            },
+            {
+                "filter": _cel(NOT_OURS),
+                "body_format_override": _json_error(
+                    "%LOCAL_REPLY_BODY%", "server_error", "gateway_error_%RESPONSE_CODE%"
+                ),
+            },
+        ]
+    }
 
 
 def access_log() -> list[dict]:
     fmt = {
-        "time": "%START_TIME%", "request_id": "%REQ(X-REQUEST-ID)%", "route": "%ROUTE_NAME%",
-        "method": "%REQ(:METHOD)%", "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-        "status": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "details": "%RESPONSE_CODE_DETAILS%",
-        "upstream": "%UPSTREAM_HOST%", "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+        "time": "%START_TIME%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "route": "%ROUTE_NAME%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "flags": "%RESPONSE_FLAGS%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "upstream": "%UPSTREAM_HOST%",
+        "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
         "duration_ms": "%DURATION%",
     }
-    for key in ("provider", "backend", "response_model", "input_tokens", "output_tokens",
-                "total_tokens", "prompt_tokens_estimate"):
+    for key in (
+        "provider",
+        "backend",
+        "response_model",
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "prompt_tokens_estimate",
+    ):
         fmt[key] = f"%DYNAMIC_METADATA({AIGW}:{key})%"
-    return [{"name": "envoy.access_loggers.stdout", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-        "log_format": {"json_format": fmt}}}]
+    return [
+        {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": {"json_format": fmt},
+            },
+        }
+    ]
 
 
 def ext_proc_filter(phase: str, timeout: float, attributes: list[str], **extra: Any) -> dict:
-    return {"name": "envoy.filters.http.ext_proc", "typed_config": {
-        "@type": EXT_PROC,
-        "grpc_service": {"envoy_grpc": {"cluster_name": "extproc"}, "timeout": duration(timeout),
-                         "initial_metadata": [{"key": "x-aigw-phase", "value": phase}]},
-        "failure_mode_allow": False,
-        "allow_mode_override": True,
-        "request_attributes": attributes,
-        "message_timeout": duration(timeout),
-        **extra,
-        # SEND for request headers in both positions: see config/bootstrap.py.
-        "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
-                            "response_header_mode": "SEND", "response_body_mode": "NONE",
-                            "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"}}}
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": EXT_PROC,
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": "extproc"},
+                "timeout": duration(timeout),
+                "initial_metadata": [{"key": "x-aigw-phase", "value": phase}],
+            },
+            "failure_mode_allow": False,
+            "allow_mode_override": True,
+            "request_attributes": attributes,
+            "message_timeout": duration(timeout),
+            **extra,
+            # SEND for request headers in both positions: see config/bootstrap.py.
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "response_header_mode": "SEND",
+                "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+        },
+    }
 
 
 def socket_address(host: str, port: int) -> dict:
@@ -95,13 +177,24 @@ def socket_address(host: str, port: int) -> dict:
 
 
 def upstream_tls(sni: str) -> dict:
-    return {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-        "sni": sni,
-        "common_tls_context": {"validation_context": {
-            "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"},
-            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": sni}}]}}}}
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": sni,
+            "common_tls_context": {
+                "validation_context": {
+                    "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": sni}}],
+                }
+            },
+        },
+    }
 
 
-RAW_BUFFER = {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
-    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}
+RAW_BUFFER = {
+    "name": "envoy.transport_sockets.raw_buffer",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+    },
+}

@@ -10,8 +10,8 @@ import yaml
 from pydantic import ValidationError
 
 from ..config.bootstrap import ConfigError, build_config
-from . import yaml_lines
 from ..providers import PROVIDERS
+from . import yaml_lines
 from .envoy import render
 from .model import GatewayConfig
 
@@ -69,8 +69,9 @@ def load(path: str | Path) -> tuple[GatewayConfig, dict]:
         for err in errors:
             # A list whose items failed is also reported as too short: say it once.
             if err["type"] == "too_short" and any(
-                    len(o["loc"]) > len(err["loc"]) and tuple(o["loc"][:len(err["loc"])]) == tuple(err["loc"])
-                    for o in errors):
+                len(o["loc"]) > len(err["loc"]) and tuple(o["loc"][: len(err["loc"])]) == tuple(err["loc"])
+                for o in errors
+            ):
                 continue
             loc = _data_path(data, tuple(err["loc"]))
             line = yaml_lines.line_of(lines, loc)
@@ -78,16 +79,16 @@ def load(path: str | Path) -> tuple[GatewayConfig, dict]:
             field = _field(loc) or "(top level)"
             msg = err["msg"]
             if unknown_tag in msg or err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-                msg = (f"unknown provider {_provider_of(data, loc)!r}; known: "
-                       + ", ".join(sorted(PROVIDERS)))
+                msg = f"unknown provider {_provider_of(data, loc)!r}; known: " + ", ".join(sorted(PROVIDERS))
             elif err["type"] == "missing":
                 msg = f"field '{err['loc'][-1]}' is required"
             elif err["type"] == "extra_forbidden":
                 msg = f"unknown field '{err['loc'][-1]}'"
             problems.append(f"{path}:{line}: {field}: {msg}")
         raise GatewayConfigError(problems) from None
-    problems = [f"{path}:{yaml_lines.line_of(lines, loc)}: {_field(loc)}: {msg}"
-                for loc, msg in cross_references(cfg)]
+    problems = [
+        f"{path}:{yaml_lines.line_of(lines, loc)}: {_field(loc)}: {msg}" for loc, msg in cross_references(cfg)
+    ]
     if problems:
         raise GatewayConfigError(problems)
     return cfg, lines
@@ -115,14 +116,28 @@ def cross_references(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
             name = entry.name or b.name
             where = ("backends", bi, "ai")
             if name in providers:
-                out.append((where, f"provider name '{name}' is used twice (names identify backends "
-                                   "in logs, metrics and health checks)"))
+                out.append(
+                    (
+                        where,
+                        f"provider name '{name}' is used twice (names identify backends "
+                        "in logs, metrics and health checks)",
+                    )
+                )
             providers[name] = where
             if entry.auth is None and PROVIDERS[entry.provider].requires_auth:
-                out.append((where, f"provider '{name}' ({entry.provider}) needs 'auth' "
-                                   "(a secretRef, or passthrough: true)"))
-            if entry.endpoint is None and not (entry.authority or PROVIDERS[entry.provider](entry).default_authority):
-                out.append((where, f"provider '{name}' ({entry.provider}) has no public host: set 'endpoint'"))
+                out.append(
+                    (
+                        where,
+                        f"provider '{name}' ({entry.provider}) needs 'auth' "
+                        "(a secretRef, or passthrough: true)",
+                    )
+                )
+            if entry.endpoint is None and not (
+                entry.authority or PROVIDERS[entry.provider](entry).default_authority
+            ):
+                out.append(
+                    (where, f"provider '{name}' ({entry.provider}) has no public host: set 'endpoint'")
+                )
     route_names: dict[str, int] = {}
     for ri, route in enumerate(cfg.routes):
         if route.name in route_names:
@@ -131,14 +146,20 @@ def cross_references(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
         kinds = set()
         for fi, ref in enumerate(route.backend_refs):
             if ref.name not in backends:
-                out.append((("routes", ri, "backendRefs", fi, "name"), f"backendRef '{ref.name}' names no backend"))
+                out.append(
+                    (("routes", ri, "backendRefs", fi, "name"), f"backendRef '{ref.name}' names no backend")
+                )
                 continue
             kinds.add("static" if backends[ref.name].static is not None else "ai")
         if len(kinds) > 1:
             out.append((("routes", ri, "backendRefs"), "cannot mix AI and static backends in one route"))
         if kinds == {"static"} and route.policies is not None:
-            out.append((("routes", ri, "policies"), "a route to a static backend has no AI traffic "
-                                                     "for 'policies' to apply to"))
+            out.append(
+                (
+                    ("routes", ri, "policies"),
+                    "a route to a static backend has no AI traffic for 'policies' to apply to",
+                )
+            )
     for pi, policy in enumerate(cfg.policies):
         for ti, ref in enumerate(policy.target_refs):
             where = ("policies", pi, "targetRefs", ti, "name")
@@ -152,7 +173,9 @@ def cross_references(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
             if policy.rate_limit is not None and route.rate_limit is not None:
                 out.append((where, f"route '{ref.name}' has its own rateLimit; keep one"))
             static = route.direct_response is not None or any(
-                backends.get(r.name) is not None and backends[r.name].static is not None for r in route.backend_refs)
+                backends.get(r.name) is not None and backends[r.name].static is not None
+                for r in route.backend_refs
+            )
             if policy.ai is not None and static:
                 out.append((where, f"route '{ref.name}' carries no AI traffic for policy '{policy.name}'"))
     out += _content_routing_groups(cfg)
@@ -167,8 +190,12 @@ def _content_routing_groups(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
         for ref in policy.target_refs:
             if policy.ai is not None:
                 policies[ref.name] = policy.ai
-    computed = {h.name: route for route, p in policies.items() if p and p.content_routing
-                for h in p.content_routing.headers}
+    computed = {
+        h.name: route
+        for route, p in policies.items()
+        if p and p.content_routing
+        for h in p.content_routing.headers
+    }
     out = []
     for ri, route in enumerate(cfg.routes):
         own = policies.get(route.name)
@@ -177,10 +204,14 @@ def _content_routing_groups(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
             for hi, h in enumerate(m.headers):
                 name = h.name.lower()
                 if name in computed and name not in own_headers:
-                    out.append((("routes", ri, "matches", mi, "headers", hi, "name"),
-                                f"'{name}' is set by contentRouting (route '{computed[name]}'); this "
-                                "route must have the same contentRouting, or a client could choose it "
-                                "by sending the header"))
+                    out.append(
+                        (
+                            ("routes", ri, "matches", mi, "headers", hi, "name"),
+                            f"'{name}' is set by contentRouting (route '{computed[name]}'); this "
+                            "route must have the same contentRouting, or a client could choose it "
+                            "by sending the header",
+                        )
+                    )
     return out
 
 
@@ -219,5 +250,6 @@ _Dumper.add_representer(str, _str)
 
 
 def dump(doc: dict, source: str) -> str:
-    return HEADER.format(source=source) + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100,
-                                                    allow_unicode=True)
+    return HEADER.format(source=source) + yaml.dump(
+        doc, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True
+    )

@@ -1,13 +1,13 @@
 """The compact gateway config, modelled on the seed guides' resources.
 
-  gateway:   where Envoy listens, where the processor is
-  backends:  an AI provider (`ai: {provider, model, auth}`), `ai.priorityGroups` of
-             providers for failover, or a plain HTTP service (`static`)
-  routes:    `matches` (path prefix/exact/regex, headers, query parameters), weighted
-             `backendRefs` or a `directResponse`, `timeouts`, `filters` (header
-             modifiers, URL rewrites), `policies` (enrichment, defaults, guards, content
-             routing) and a `rateLimit`
-  policies:  route policies applied by `targetRefs`, like TrafficPolicy
+gateway:   where Envoy listens, where the processor is
+backends:  an AI provider (`ai: {provider, model, auth}`), `ai.priorityGroups` of
+           providers for failover, or a plain HTTP service (`static`)
+routes:    `matches` (path prefix/exact/regex, headers, query parameters), weighted
+           `backendRefs` or a `directResponse`, `timeouts`, `filters` (header
+           modifiers, URL rewrites), `policies` (enrichment, defaults, guards, content
+           routing) and a `rateLimit`
+policies:  route policies applied by `targetRefs`, like TrafficPolicy
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]")
 
 
 def seconds(value: str | float | int) -> float:
-    """"30s", "1.5s", "500ms", "2m", "1h" or a number of seconds."""
+    """ "30s", "1.5s", "500ms", "2m", "1h" or a number of seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     m = _DURATION.match(str(value).strip())
@@ -47,6 +47,7 @@ def _duration(v: Any) -> float:
 
 # ---- backends -------------------------------------------------------------------------------
 
+
 class Endpoint(ConfigModel):
     host: str
     port: int = Field(gt=0, le=65535)
@@ -55,7 +56,7 @@ class Endpoint(ConfigModel):
     sni: str | None = None
 
     @model_validator(mode="after")
-    def _sni_for_ips(self) -> "Endpoint":
+    def _sni_for_ips(self) -> Endpoint:
         if self.uses_tls and self.is_ip and not self.sni:
             raise ValueError("TLS to an IP address needs 'sni': the name the certificate is for")
         return self
@@ -75,16 +76,21 @@ class Endpoint(ConfigModel):
 
 def _entry_model(settings_cls):
     """A provider's endpoint-metadata settings plus where it listens."""
-    return type(f"{settings_cls.__name__}Entry", (settings_cls,), {
-        "__annotations__": {"endpoint": Endpoint | None},
-        "endpoint": None,
-        "__module__": __name__,
-    })
+    return type(
+        f"{settings_cls.__name__}Entry",
+        (settings_cls,),
+        {
+            "__annotations__": {"endpoint": Endpoint | None},
+            "endpoint": None,
+            "__module__": __name__,
+        },
+    )
 
 
 _ENTRIES = {name: _entry_model(cls.settings_model) for name, cls in PROVIDERS.items()}
 ProviderEntry = Annotated[
-    Union[tuple(Annotated[m, Tag(n)] for n, m in _ENTRIES.items())],  # type: ignore[misc]
+    # A Union built at import time from the registry: no `X | Y` spelling exists for that.
+    Union[tuple(Annotated[m, Tag(n)] for n, m in _ENTRIES.items())],  # type: ignore[misc]  # noqa: UP007
     Discriminator(lambda v: v.get("provider") if isinstance(v, dict) else getattr(v, "provider", None)),
 ]
 
@@ -93,11 +99,12 @@ class PriorityGroup(ConfigModel):
     providers: tuple[ProviderEntry, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _named(self) -> "PriorityGroup":
+    def _named(self) -> PriorityGroup:
         for i, p in enumerate(self.providers):
             if not p.name:
-                raise ValueError(f"providers[{i}] needs a 'name' (it names the backend in logs, "
-                                 "metrics and health checks)")
+                raise ValueError(
+                    f"providers[{i}] needs a 'name' (it names the backend in logs, metrics and health checks)"
+                )
         return self
 
 
@@ -106,7 +113,9 @@ class OutlierDetection(ConfigModel):
     base_ejection_time: float = Field(default=10.0, gt=0)
     max_ejection_time: float = Field(default=120.0, gt=0)
 
-    _parse = field_validator("base_ejection_time", "max_ejection_time", mode="before")(lambda cls, v: _duration(v))
+    _parse = field_validator("base_ejection_time", "max_ejection_time", mode="before")(
+        lambda cls, v: _duration(v)
+    )
 
 
 class Failover(ConfigModel):
@@ -127,8 +136,10 @@ def _ai_kind(v: Any) -> str:
     return "groups" if "priorityGroups" in data or "priority_groups" in data else "single"
 
 
-AIBackend = Annotated[Union[Annotated[PriorityGroups, Tag("groups")],
-                            Annotated[ProviderEntry, Tag("single")]], Discriminator(_ai_kind)]
+AIBackend = Annotated[
+    Annotated[PriorityGroups, Tag("groups")] | Annotated[ProviderEntry, Tag("single")],
+    Discriminator(_ai_kind),
+]
 
 
 class Backend(ConfigModel):
@@ -140,12 +151,13 @@ class Backend(ConfigModel):
         if v == "extproc":
             raise ValueError("'extproc' is the processor's own cluster")
         return v
+
     ai: AIBackend | None = None
     # A plain HTTP service (no translation, no policies), e.g. for a docs or health page.
     static: Endpoint | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "Backend":
+    def _one_kind(self) -> Backend:
         if (self.ai is None) == (self.static is None):
             raise ValueError("set exactly one of 'ai' or 'static'")
         return self
@@ -158,6 +170,7 @@ class Backend(ConfigModel):
 
 
 # ---- routes ---------------------------------------------------------------------------------
+
 
 class PathMatch(ConfigModel):
     type: Literal["PathPrefix", "Exact", "RegularExpression"] = "PathPrefix"
@@ -176,7 +189,7 @@ class RouteMatch(ConfigModel):
     query_params: tuple[ValueMatch, ...] = ()
 
     @model_validator(mode="after")
-    def _regexes_compile(self) -> "RouteMatch":
+    def _regexes_compile(self) -> RouteMatch:
         for m in [self.path, *self.headers, *self.query_params]:
             if m.type == "RegularExpression":
                 try:
@@ -184,8 +197,9 @@ class RouteMatch(ConfigModel):
                 except re.error as exc:
                     raise ValueError(f"invalid regular expression {m.value!r}: {exc}") from None
                 if _NOT_RE2.search(m.value):
-                    raise ValueError(f"{m.value!r}: Envoy matches with RE2, which has no "
-                                     "lookarounds or backreferences")
+                    raise ValueError(
+                        f"{m.value!r}: Envoy matches with RE2, which has no lookarounds or backreferences"
+                    )
         return self
 
 
@@ -208,7 +222,7 @@ class Timeouts(ConfigModel):
     _parse = field_validator("request", "idle", "backend_request", mode="before")(lambda cls, v: _duration(v))
 
     @model_validator(mode="after")
-    def _within_request(self) -> "Timeouts":
+    def _within_request(self) -> Timeouts:
         if self.request and self.backend_request and self.backend_request > self.request:
             raise ValueError("backendRequest must not be longer than request")
         return self
@@ -225,7 +239,7 @@ class HeaderModifier(ConfigModel):
     remove: tuple[str, ...] = ()
 
     @model_validator(mode="after")
-    def _plain_headers(self) -> "HeaderModifier":
+    def _plain_headers(self) -> HeaderModifier:
         for name in [h.name for h in self.set + self.add] + list(self.remove):
             if name.startswith(":") or name.lower() == "host":
                 raise ValueError(f"'{name}' cannot be modified here (use URLRewrite for the host)")
@@ -238,10 +252,12 @@ class PathRewrite(ConfigModel):
     replace_full_path: str | None = None
 
     @model_validator(mode="after")
-    def _value(self) -> "PathRewrite":
+    def _value(self) -> PathRewrite:
         want = "replace_prefix_match" if self.type == "ReplacePrefixMatch" else "replace_full_path"
         if getattr(self, want) is None:
-            raise ValueError(f"type {self.type} needs '{want.split('_')[0]}{''.join(w.title() for w in want.split('_')[1:])}'")
+            raise ValueError(
+                f"type {self.type} needs '{want.split('_')[0]}{''.join(w.title() for w in want.split('_')[1:])}'"
+            )
         return self
 
 
@@ -257,10 +273,12 @@ class RouteFilter(ConfigModel):
     url_rewrite: URLRewrite | None = Field(default=None, alias="urlRewrite")
 
     @model_validator(mode="after")
-    def _matching_field(self) -> "RouteFilter":
-        field = {"RequestHeaderModifier": "request_header_modifier",
-                 "ResponseHeaderModifier": "response_header_modifier",
-                 "URLRewrite": "url_rewrite"}[self.type]
+    def _matching_field(self) -> RouteFilter:
+        field = {
+            "RequestHeaderModifier": "request_header_modifier",
+            "ResponseHeaderModifier": "response_header_modifier",
+            "URLRewrite": "url_rewrite",
+        }[self.type]
         if getattr(self, field) is None:
             raise ValueError(f"type {self.type} needs its settings under the matching key")
         return self
@@ -277,7 +295,7 @@ class RateLimitKey(ConfigModel):
     client_address: bool = False
 
     @model_validator(mode="after")
-    def _one(self) -> "RateLimitKey":
+    def _one(self) -> RateLimitKey:
         if (self.header is None) == (not self.client_address):
             raise ValueError("set either 'header' or 'clientAddress: true'")
         return self
@@ -298,6 +316,7 @@ class Route(ConfigModel):
         if v == "not-found":
             raise ValueError("'not-found' is the gateway's catch-all route")
         return v
+
     matches: tuple[RouteMatch, ...] = (RouteMatch(),)
     backend_refs: tuple[BackendRef, ...] = ()
     direct_response: DirectResponse | None = None
@@ -307,7 +326,7 @@ class Route(ConfigModel):
     rate_limit: RateLimit | None = None
 
     @model_validator(mode="after")
-    def _target(self) -> "Route":
+    def _target(self) -> Route:
         if bool(self.backend_refs) == (self.direct_response is not None):
             raise ValueError("set exactly one of 'backendRefs' or 'directResponse'")
         if self.backend_refs and not any(r.weight for r in self.backend_refs):
@@ -321,6 +340,7 @@ class Route(ConfigModel):
 
 
 # ---- the whole config -----------------------------------------------------------------------
+
 
 class Listen(ConfigModel):
     address: str = "127.0.0.1"

@@ -14,7 +14,8 @@ class _LineLoader(yaml.SafeLoader):
 
 _LineLoader.yaml_implicit_resolvers = {
     k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 class DuplicateKey(yaml.YAMLError):
@@ -41,11 +42,11 @@ def load(text: str) -> tuple[Any, dict[tuple, int]]:
                 if k in seen:
                     raise DuplicateKey(k, key.start_mark.line + 1)
                 seen.add(k)
-                lines[path + (k,)] = key.start_mark.line + 1
-                walk(value, path + (k,))
+                lines[(*path, k)] = key.start_mark.line + 1
+                walk(value, (*path, k))
         elif isinstance(n, yaml.SequenceNode):
             for i, item in enumerate(n.value):
-                walk(item, path + (i,))
+                walk(item, (*path, i))
 
     walk(node, ())
     return yaml.load(text, Loader=_LineLoader), lines

@@ -18,20 +18,54 @@ def stack(tmp_path_factory):
     secret_file.write_text("file-secret-789\n")
     os.environ["AIGW_TEST_OPENAI_KEY"] = "env-secret-123"
     doc = load_bootstrap("mock.yaml")
-    add_route(doc, "vllm", "/vllm/v1/chat/completions", [{
-        "name": "vllm", "provider": "openai-compatible", "model": "meta-llama/Llama-3.1-8B",
-        "path": "/serve/v1/chat/completions", "authority": "vllm.internal",
-        "auth": {"secretRef": {"file": str(secret_file)}, "header": "X-Model-Key", "prefix": ""},
-        "dropFields": ["user"]}])
-    add_route(doc, "ollama", "/ollama/v1/chat/completions", [{
-        "name": "ollama", "provider": "openai-compatible", "path": "/v1/chat/completions"}])
-    add_route(doc, "byok", "/byok/v1/chat/completions", [{
-        "name": "byok", "provider": "openai", "auth": {"passthrough": True}}])
-    add_route(doc, "envkey", "/envkey/v1/chat/completions", [{
-        "name": "envkey", "provider": "openai", "model": "gpt-4.1-mini",
-        "auth": {"secretRef": {"env": "AIGW_TEST_OPENAI_KEY"}}, "organization": "org-42"}])
-    add_route(doc, "cooling", "/cooling/v1/chat/completions", [{
-        "name": "cooling", "provider": "openai", "auth": {"secretRef": {"inline": "k"}}}])
+    add_route(
+        doc,
+        "vllm",
+        "/vllm/v1/chat/completions",
+        [
+            {
+                "name": "vllm",
+                "provider": "openai-compatible",
+                "model": "meta-llama/Llama-3.1-8B",
+                "path": "/serve/v1/chat/completions",
+                "authority": "vllm.internal",
+                "auth": {"secretRef": {"file": str(secret_file)}, "header": "X-Model-Key", "prefix": ""},
+                "dropFields": ["user"],
+            }
+        ],
+    )
+    add_route(
+        doc,
+        "ollama",
+        "/ollama/v1/chat/completions",
+        [{"name": "ollama", "provider": "openai-compatible", "path": "/v1/chat/completions"}],
+    )
+    add_route(
+        doc,
+        "byok",
+        "/byok/v1/chat/completions",
+        [{"name": "byok", "provider": "openai", "auth": {"passthrough": True}}],
+    )
+    add_route(
+        doc,
+        "envkey",
+        "/envkey/v1/chat/completions",
+        [
+            {
+                "name": "envkey",
+                "provider": "openai",
+                "model": "gpt-4.1-mini",
+                "auth": {"secretRef": {"env": "AIGW_TEST_OPENAI_KEY"}},
+                "organization": "org-42",
+            }
+        ],
+    )
+    add_route(
+        doc,
+        "cooling",
+        "/cooling/v1/chat/completions",
+        [{"name": "cooling", "provider": "openai", "auth": {"secretRef": {"inline": "k"}}}],
+    )
     s = Stack(doc)
     s.mocks["ollama"].baseline(auth="none")
     # This server takes its key in a custom header the mock does not parse; the test
@@ -44,12 +78,14 @@ def stack(tmp_path_factory):
 
 def client(stack, prefix: str, key: str = "client-key"):
     import openai
+
     return openai.OpenAI(base_url=f"{stack.url}/{prefix}/v1", api_key=key, max_retries=0, timeout=20)
 
 
 def test_self_hosted_path_header_auth_and_model_override(stack):
-    resp = client(stack, "vllm").chat.completions.create(model="whatever-the-client-says",
-                                                          messages=USER, user="u-1")
+    resp = client(stack, "vllm").chat.completions.create(
+        model="whatever-the-client-says", messages=USER, user="u-1"
+    )
     assert resp.model == "meta-llama/Llama-3.1-8B"
     [seen] = stack.mocks["vllm"].requests
     assert seen["path"] == "/serve/v1/chat/completions"
@@ -68,7 +104,8 @@ def test_backend_model_lets_client_omit_model(stack):
 
 def test_self_hosted_without_auth_sends_no_credential(stack):
     resp = client(stack, "ollama", key="client-key-should-not-leak").chat.completions.create(
-        model="llama3.2", messages=USER)
+        model="llama3.2", messages=USER
+    )
     assert resp.model == "llama3.2"
     [seen] = stack.mocks["ollama"].requests
     assert seen["path"] == "/v1/chat/completions"
@@ -83,8 +120,9 @@ def test_passthrough_keeps_the_client_credential(stack):
 
 
 def test_passthrough_without_client_credential_is_rejected_by_provider(stack):
-    r = stack.post({"model": "gpt-4o", "messages": USER}, path="/byok/v1/chat/completions",
-                   headers={"authorization": ""})
+    r = stack.post(
+        {"model": "gpt-4o", "messages": USER}, path="/byok/v1/chat/completions", headers={"authorization": ""}
+    )
     assert r.status_code == 401
     assert r.json()["error"]["message"]
 
@@ -99,8 +137,11 @@ def test_env_secret_and_organization_header(stack):
 
 @pytest.mark.parametrize("header", ["api-key", "x-api-key", "x-goog-api-key"])
 def test_client_credential_in_any_header_is_removed(stack, header):
-    r = stack.post({"model": "gpt-4o", "messages": USER}, path="/envkey/v1/chat/completions",
-                   headers={header: "client-key-elsewhere"})
+    r = stack.post(
+        {"model": "gpt-4o", "messages": USER},
+        path="/envkey/v1/chat/completions",
+        headers={header: "client-key-elsewhere"},
+    )
     assert r.status_code == 200
     seen = stack.mocks["envkey"].requests[0]["headers"]
     assert header not in seen
@@ -108,9 +149,17 @@ def test_client_credential_in_any_header_is_removed(stack, header):
 
 
 def test_client_only_and_account_headers_do_not_reach_the_provider(stack):
-    r = stack.post({"model": "gpt-4o", "messages": USER}, path="/envkey/v1/chat/completions",
-                   headers={"accept-encoding": "gzip, br", "cookie": "session=1", "proxy-authorization": "x",
-                            "openai-organization": "org-chosen-by-client", "openai-project": "p"})
+    r = stack.post(
+        {"model": "gpt-4o", "messages": USER},
+        path="/envkey/v1/chat/completions",
+        headers={
+            "accept-encoding": "gzip, br",
+            "cookie": "session=1",
+            "proxy-authorization": "x",
+            "openai-organization": "org-chosen-by-client",
+            "openai-project": "p",
+        },
+    )
     assert r.status_code == 200
     seen = stack.mocks["envkey"].requests[0]["headers"]
     for h in ("accept-encoding", "cookie", "proxy-authorization", "openai-project"):
@@ -120,15 +169,21 @@ def test_client_only_and_account_headers_do_not_reach_the_provider(stack):
 
 
 def test_passthrough_keeps_the_clients_account_headers(stack):
-    r = stack.post({"model": "gpt-4o", "messages": USER}, path="/byok/v1/chat/completions",
-                   headers={"openai-organization": "org-of-the-client"})
+    r = stack.post(
+        {"model": "gpt-4o", "messages": USER},
+        path="/byok/v1/chat/completions",
+        headers={"openai-organization": "org-of-the-client"},
+    )
     assert r.status_code == 200
     assert stack.mocks["byok"].requests[0]["headers"]["openai-organization"] == "org-of-the-client"
 
 
 def test_error_without_a_body_is_still_an_openai_error_and_cools_down(stack):
-    r = stack.post({"model": "gpt-4o", "messages": USER}, path="/cooling/v1/chat/completions",
-                   headers={"x-mock-status": "429", "x-mock-empty-body": "1", "x-mock-retry-after": "30"})
+    r = stack.post(
+        {"model": "gpt-4o", "messages": USER},
+        path="/cooling/v1/chat/completions",
+        headers={"x-mock-status": "429", "x-mock-empty-body": "1", "x-mock-retry-after": "30"},
+    )
     assert r.status_code == 429
     assert r.json()["error"]["type"] == "rate_limit_error"
     calls = len(stack.mocks["cooling"].requests)
@@ -139,7 +194,12 @@ def test_error_without_a_body_is_still_an_openai_error_and_cools_down(stack):
 
 
 def test_passthrough_429_does_not_cool_the_backend_for_everyone(stack):
-    r = stack.post({"model": "gpt-4o", "messages": USER}, path="/byok/v1/chat/completions",
-                   headers={"x-mock-status": "429", "x-mock-retry-after": "30"})
+    r = stack.post(
+        {"model": "gpt-4o", "messages": USER},
+        path="/byok/v1/chat/completions",
+        headers={"x-mock-status": "429", "x-mock-retry-after": "30"},
+    )
     assert r.status_code == 429
-    assert stack.post({"model": "gpt-4o", "messages": USER}, path="/byok/v1/chat/completions").status_code == 200
+    assert (
+        stack.post({"model": "gpt-4o", "messages": USER}, path="/byok/v1/chat/completions").status_code == 200
+    )

@@ -21,21 +21,36 @@ def assert_error(r, status: int, code: str | None = None, param: str | None = No
     return err
 
 
-@pytest.mark.parametrize("raw, code, param", [
-    (b'{"model": "m", "messages": [', "invalid_json", None),
-    (b"not json at all", "invalid_json", None),
-    (b"[1, 2, 3]", "invalid_request_body", None),
-    (b'"a string"', "invalid_request_body", None),
-    (b"null", "invalid_request_body", None),
-    (b'{"model": "m"}', "missing_required_parameter", "messages"),
-    (b'{"model": "m", "messages": "hello"}', "invalid_type", "messages"),
-    (b'{"model": "m", "messages": {"role": "user"}}', "invalid_type", "messages"),
-    (b'{"model": "m", "messages": []}', "invalid_value", "messages"),
-    (b'{"model": "m", "messages": [{"role": "wizard", "content": "x"}]}', "invalid_value", "messages[0].role"),
-    (b'{"model": "m", "messages": [{"role": "user"}]}', "missing_required_parameter", "messages[0].content"),
-    (b'{"model": 42, "messages": [{"role": "user", "content": "x"}]}', "invalid_type", "model"),
-    (b'{"model": "m", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}', "invalid_type", "stream"),
-])
+@pytest.mark.parametrize(
+    "raw, code, param",
+    [
+        (b'{"model": "m", "messages": [', "invalid_json", None),
+        (b"not json at all", "invalid_json", None),
+        (b"[1, 2, 3]", "invalid_request_body", None),
+        (b'"a string"', "invalid_request_body", None),
+        (b"null", "invalid_request_body", None),
+        (b'{"model": "m"}', "missing_required_parameter", "messages"),
+        (b'{"model": "m", "messages": "hello"}', "invalid_type", "messages"),
+        (b'{"model": "m", "messages": {"role": "user"}}', "invalid_type", "messages"),
+        (b'{"model": "m", "messages": []}', "invalid_value", "messages"),
+        (
+            b'{"model": "m", "messages": [{"role": "wizard", "content": "x"}]}',
+            "invalid_value",
+            "messages[0].role",
+        ),
+        (
+            b'{"model": "m", "messages": [{"role": "user"}]}',
+            "missing_required_parameter",
+            "messages[0].content",
+        ),
+        (b'{"model": 42, "messages": [{"role": "user", "content": "x"}]}', "invalid_type", "model"),
+        (
+            b'{"model": "m", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}',
+            "invalid_type",
+            "stream",
+        ),
+    ],
+)
 def test_malformed_bodies_are_400(mock_stack, raw, code, param):
     err = assert_error(mock_stack.post(raw=raw), 400, code, param)
     assert err["type"] == "invalid_request_error"
@@ -53,10 +68,12 @@ def test_missing_model_without_backend_model_is_400(mock_stack):
     assert mock_stack.mock.requests == []
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+)
 def test_non_json_content_type_is_415(mock_stack, content_type):
     import orjson
+
     r = mock_stack.post(raw=orjson.dumps(OK), headers={"content-type": content_type})
     assert_error(r, 415, "unsupported_media_type")
     assert mock_stack.mock.requests == []
@@ -74,14 +91,22 @@ def post_chunked(stack, body: bytes):
 
     def chunks():
         for i in range(0, len(body), 65536):
-            yield body[i:i + 65536]
-    return httpx.post(stack.url + "/v1/chat/completions", content=chunks(),
-                      headers={"content-type": "application/json"}, timeout=20)
+            yield body[i : i + 65536]
+
+    return httpx.post(
+        stack.url + "/v1/chat/completions",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+        timeout=20,
+    )
 
 
 def test_chunked_body_over_limit_is_413(mock_stack):
     import orjson
-    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "a" * (4 * 1024 * 1024 + 10)}]})
+
+    body = orjson.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "a" * (4 * 1024 * 1024 + 10)}]}
+    )
     assert_error(post_chunked(mock_stack, body), 413, "request_too_large")
     assert mock_stack.mock.requests == []
 
@@ -95,18 +120,21 @@ def test_body_over_envoy_buffer_is_413_json(mock_stack):
 
 def test_wrong_method_is_405(mock_stack):
     import httpx
+
     r = httpx.get(mock_stack.url + "/v1/chat/completions", timeout=10)
     assert_error(r, 405, "method_not_allowed")
 
 
 def test_unknown_path_is_404_json(mock_stack):
     import httpx
+
     r = httpx.get(mock_stack.url + "/v1/models", timeout=10)
     assert_error(r, 404, "unknown_url")
 
 
 def test_openai_sdk_sees_bad_request_error(mock_stack):
     import openai
+
     with pytest.raises(openai.BadRequestError) as exc:
         mock_stack.client().chat.completions.create(model="m", messages=[{"role": "user"}])
     assert exc.value.code == "missing_required_parameter"

@@ -9,10 +9,14 @@ pytestmark = pytest.mark.e2e
 
 GATEWAY_KEY = "sk-mock-gateway-key"
 USER = [{"role": "user", "content": "hello there"}]
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 def test_chat_reaches_provider_translated_and_authenticated(mock_stack):
@@ -46,17 +50,22 @@ def test_streaming_chat(mock_stack):
 def test_tool_call_round_trip(mock_stack):
     client = mock_stack.client()
     first = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "weather in Paris?"}],
-        tools=[WEATHER_TOOL])
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "weather in Paris?"}], tools=[WEATHER_TOOL]
+    )
     call = first.choices[0].message.tool_calls[0]
     assert first.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "mock-city"}
 
-    second = client.chat.completions.create(model="gpt-4o-mini", tools=[WEATHER_TOOL], messages=[
-        {"role": "user", "content": "weather in Paris?"},
-        first.choices[0].message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": "18C and sunny"}])
+    second = client.chat.completions.create(
+        model="gpt-4o-mini",
+        tools=[WEATHER_TOOL],
+        messages=[
+            {"role": "user", "content": "weather in Paris?"},
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "18C and sunny"},
+        ],
+    )
     assert second.choices[0].message.content == "The tool returned: 18C and sunny"
     sent = mock_stack.mock.requests[-1]["body"]["messages"]
     assert sent[1]["tool_calls"][0]["id"] == call.id and sent[2]["tool_call_id"] == call.id
@@ -65,8 +74,11 @@ def test_tool_call_round_trip(mock_stack):
 def test_streamed_tool_call(mock_stack):
     client = mock_stack.client()
     stream = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "weather?"}],
-        tools=[WEATHER_TOOL], stream=True)
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=[WEATHER_TOOL],
+        stream=True,
+    )
     name, args, finish = "", "", None
     for chunk in stream:
         for choice in chunk.choices:
@@ -81,15 +93,17 @@ def test_streamed_tool_call(mock_stack):
 def test_provider_error_reaches_client_as_openai_error(mock_stack):
     client = mock_stack.client()
     with pytest.raises(openai.BadRequestError) as exc:
-        client.chat.completions.create(model="gpt-4o-mini", messages=USER,
-                                       extra_headers={"x-mock-status": "400"})
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=USER, extra_headers={"x-mock-status": "400"}
+        )
     assert exc.value.status_code == 400
     assert exc.value.body["message"] == "mock failure 400"
 
 
 def test_internal_headers_never_cross_the_edge(mock_stack):
-    r = mock_stack.post({"model": "m", "messages": USER},
-                        headers={"x-aigw-backend": "spoofed", "x-aigw-phase": "upstream"})
+    r = mock_stack.post(
+        {"model": "m", "messages": USER}, headers={"x-aigw-backend": "spoofed", "x-aigw-phase": "upstream"}
+    )
     assert r.status_code == 200
     assert not [h for h in r.headers if h.lower().startswith("x-aigw-")]
     seen = mock_stack.mock.requests[0]["headers"]
@@ -98,7 +112,8 @@ def test_internal_headers_never_cross_the_edge(mock_stack):
 
 def test_processor_log_names_route_backend_status_without_secrets(mock_stack):
     raw = mock_stack.client(api_key="client-secret-456").chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "private words"}])
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "private words"}]
+    )
     request_id = raw.headers["x-request-id"]
     record = mock_stack.processor.wait_log(msg="request", request_id=request_id)
     assert record["route"] == "chat" and record["backend"] == "mock-openai"

@@ -38,6 +38,7 @@ def _failover_yaml(tmp_path):
 
 def _rendered(tmp_path):
     from extproc.render.loader import render_file
+
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(RENDERED)
     return render_file(cfg), ("fast-a", "fast-b")
@@ -53,9 +54,11 @@ def setup(request, tmp_path):
 
 def _wait_all_healthy(stack):
     """Start from a settled cluster: every host passed its first health check."""
+
     def healthy() -> int:
         stats = stack.envoy.stats("membership_healthy")
         return sum(v for k, v in stats.items() if not k.startswith("cluster.extproc."))
+
     wait_for(lambda: healthy() == len(stack.mocks), 10, "every host healthy")
 
 

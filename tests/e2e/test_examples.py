@@ -79,8 +79,11 @@ def test_failover_lab_intra_group(stack):
 
 @pytest.mark.parametrize("stack", ["path-routing"], indirect=True)
 def test_path_routing(stack):
-    for prefix, path in (("openai", "/v1/chat/completions"), ("anthropic", "/v1/messages"),
-                         ("gemini", "/v1beta/models/gemini-2.0-flash:generateContent")):
+    for prefix, path in (
+        ("openai", "/v1/chat/completions"),
+        ("anthropic", "/v1/messages"),
+        ("gemini", "/v1beta/models/gemini-2.0-flash:generateContent"),
+    ):
         assert ask(stack, f"/{prefix}").choices[0].message.content.endswith("hello")
         assert stack.mocks[prefix].requests[-1]["path"] == path
     assert httpx.get(f"{stack.url}/elsewhere", timeout=5).json()["error"]["code"] == "unknown_url"
@@ -93,7 +96,9 @@ def test_header_routing_environments_and_ab(stack):
     assert prod.parse().model == "gpt-4o" and prod.headers["x-variant-served"] == "a"
     staging = c.chat.completions.create(model="x", messages=USER, extra_headers={"x-environment": "staging"})
     assert staging.model == "gpt-4o-mini"
-    b = c.chat.completions.with_raw_response.create(model="x", messages=USER, extra_headers={"x-variant": "b"})
+    b = c.chat.completions.with_raw_response.create(
+        model="x", messages=USER, extra_headers={"x-variant": "b"}
+    )
     assert b.parse().model == "claude-3-5-haiku-latest" and b.headers["x-variant-served"] == "b"
 
 
@@ -134,7 +139,8 @@ def test_prompt_enrichment_and_defaults(stack):
     assert body["messages"] == [
         {"role": "system", "content": "Parse the unstructured text into CSV format."},
         {"role": "user", "content": "a, b, c"},
-        {"role": "user", "content": "Answer with the CSV only."}]
+        {"role": "user", "content": "Answer with the CSV only."},
+    ]
     assert (body["model"], body["max_tokens"], body["temperature"]) == ("gpt-4", 2048, 0.7)
     ask(stack, model="gpt-4o", max_tokens=10, temperature=0.1)
     body = stack.mock.requests[-1]["body"]
@@ -155,8 +161,13 @@ def test_prompt_guard(stack):
     assert stack.mock.requests[-1]["body"]["messages"][0]["content"] == "I am <EMAIL>"
 
 
-WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 @pytest.mark.parametrize("stack", ["function-calling"], indirect=True)
@@ -164,18 +175,32 @@ def test_function_calling(stack):
     for prefix in ("/openai", "/anthropic"):
         first = ask(stack, prefix, tools=[WEATHER], messages=[{"role": "user", "content": "weather?"}])
         call = first.choices[0].message.tool_calls[0]
-        assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "mock-city"}
-        second = ask(stack, prefix, tools=[WEATHER], messages=[
-            {"role": "user", "content": "weather?"}, first.choices[0].message.model_dump(exclude_none=True),
-            {"role": "tool", "tool_call_id": call.id, "content": "sunny"}])
+        assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {
+            "city": "mock-city"
+        }
+        second = ask(
+            stack,
+            prefix,
+            tools=[WEATHER],
+            messages=[
+                {"role": "user", "content": "weather?"},
+                first.choices[0].message.model_dump(exclude_none=True),
+                {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+            ],
+        )
         assert second.choices[0].message.content == "The tool returned: sunny"
-    assert stack.mocks["anthropic"].requests[-1]["body"]["messages"][-1]["content"][0]["type"] == "tool_result"
+    assert (
+        stack.mocks["anthropic"].requests[-1]["body"]["messages"][-1]["content"][0]["type"] == "tool_result"
+    )
 
 
 @pytest.mark.parametrize("stack", ["rate-limit"], indirect=True)
 def test_per_key_rate_limit(stack):
     def post(key, path="/v1/chat/completions"):
-        return stack.post({"model": "m", "messages": USER}, headers={"authorization": f"Bearer {key}"}, path=path)
+        return stack.post(
+            {"model": "m", "messages": USER}, headers={"authorization": f"Bearer {key}"}, path=path
+        )
+
     assert [post("key-a").status_code for _ in range(3)] == [200, 200, 200]
     r = post("key-a")
     assert r.status_code == 429
@@ -199,6 +224,7 @@ def test_backend_request_timeout_moves_on_to_the_next_model(tmp_path):
     """timeouts.backendRequest (Gateway API) is Envoy's per-try timeout: a model that
     hangs is abandoned for the next one, within the same request."""
     import yaml
+
     doc = yaml.safe_load((ROOT / "envoy" / "examples" / "single-provider-failover.yaml").read_text())
     doc["routes"][0]["timeouts"] = {"backendRequest": "1s"}
     path = tmp_path / "gw.yaml"

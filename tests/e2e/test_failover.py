@@ -11,8 +11,12 @@ pytestmark = pytest.mark.e2e
 
 GROUP1 = ("openai-fast", "anthropic-fast")
 GROUP2 = ("openai-strong", "anthropic-strong")
-MODELS = {"openai-fast": "gpt-3.5-turbo", "anthropic-fast": "claude-3-5-haiku-latest",
-          "openai-strong": "gpt-4.1", "anthropic-strong": "claude-opus-4-1"}
+MODELS = {
+    "openai-fast": "gpt-3.5-turbo",
+    "anthropic-fast": "claude-3-5-haiku-latest",
+    "openai-strong": "gpt-4.1",
+    "anthropic-strong": "claude-opus-4-1",
+}
 USER = [{"role": "user", "content": "hello"}]
 
 
@@ -72,8 +76,16 @@ def test_one_failing_host_in_group1_never_reaches_group2(stack):
     assert set(served) == {"anthropic-fast"}
     assert counts(stack)["openai-strong"] == counts(stack)["anthropic-strong"] == 0
     # Outlier detection ejects the failing host after 3 consecutive 5xx.
-    wait_for(lambda: stack.envoy.stats("outlier_detection.ejections_enforced_total")
-             .get("cluster.llm.outlier_detection.ejections_enforced_total", 0) >= 1, 5, "ejection")
+    wait_for(
+        lambda: (
+            stack.envoy.stats("outlier_detection.ejections_enforced_total").get(
+                "cluster.llm.outlier_detection.ejections_enforced_total", 0
+            )
+            >= 1
+        ),
+        5,
+        "ejection",
+    )
     before = counts(stack)["openai-fast"]
     served_by(stack, 6)
     assert counts(stack)["openai-fast"] == before, "an ejected host gets no traffic"
@@ -81,6 +93,7 @@ def test_one_failing_host_in_group1_never_reaches_group2(stack):
 
 def test_every_host_failing_gives_a_clear_error(stack):
     import openai
+
     for mock in stack.mocks.values():
         mock.behave(status=503)
     with pytest.raises(openai.APIStatusError) as exc:
@@ -93,6 +106,7 @@ def test_every_host_failing_gives_a_clear_error(stack):
 
 def test_every_host_rate_limited_is_a_429_with_retry_after(stack):
     import openai
+
     for mock in stack.mocks.values():
         mock.behave(status=429, retryAfter=20)
     with pytest.raises(openai.RateLimitError) as exc:
@@ -122,6 +136,7 @@ def test_unequal_groups_still_reach_the_healthy_host(tmp_path):
     """Group 1 has one host answering 429 (with Retry-After 0, so no cooldown), group 2 has
     a failing and a healthy host: every request still succeeds."""
     from extproc.render.loader import render_file
+
     cfg = tmp_path / "gw.yaml"
     cfg.write_text("""\
 backends:

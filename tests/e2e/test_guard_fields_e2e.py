@@ -22,22 +22,49 @@ PROVIDERS = {
 }
 # Response guard only, so the planted tool schema reaches the mock, which answers with
 # arguments built from it (the enum's first value).
-RESPONSE_GUARD = {"promptGuard": {"response": {"regex": {"action": "MASK", "builtins": ["CREDIT_CARD", "EMAIL"]}}}}
-REQUEST_GUARD = {"promptGuard": {"request": {"regex": {"action": "MASK", "builtins": ["CREDIT_CARD", "EMAIL"]}}}}
-TOOLS = [{"type": "function", "function": {"name": "pay", "description": "charges a card", "parameters": {
-    "type": "object", "required": ["card", "notify"], "properties": {
-        "card": {"type": "string", "enum": [CARD]},
-        "notify": {"type": "string", "enum": [f"mail {EMAIL} when done"]}}}}}]
+RESPONSE_GUARD = {
+    "promptGuard": {"response": {"regex": {"action": "MASK", "builtins": ["CREDIT_CARD", "EMAIL"]}}}
+}
+REQUEST_GUARD = {
+    "promptGuard": {"request": {"regex": {"action": "MASK", "builtins": ["CREDIT_CARD", "EMAIL"]}}}
+}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "pay",
+            "description": "charges a card",
+            "parameters": {
+                "type": "object",
+                "required": ["card", "notify"],
+                "properties": {
+                    "card": {"type": "string", "enum": [CARD]},
+                    "notify": {"type": "string", "enum": [f"mail {EMAIL} when done"]},
+                },
+            },
+        },
+    }
+]
 
 
 @pytest.fixture(scope="module")
 def stack():
     doc = load_bootstrap("mock.yaml")
     for name, settings in PROVIDERS.items():
-        add_route(doc, name, f"/{name}/v1/chat/completions",
-                  [{"name": name, "auth": {"secretRef": {"inline": KEY}}, **settings}], policy=RESPONSE_GUARD)
-    add_route(doc, "masked-request", "/in/v1/chat/completions",
-              [{"name": "in", "auth": {"secretRef": {"inline": KEY}}, **PROVIDERS["openai"]}], policy=REQUEST_GUARD)
+        add_route(
+            doc,
+            name,
+            f"/{name}/v1/chat/completions",
+            [{"name": name, "auth": {"secretRef": {"inline": KEY}}, **settings}],
+            policy=RESPONSE_GUARD,
+        )
+    add_route(
+        doc,
+        "masked-request",
+        "/in/v1/chat/completions",
+        [{"name": "in", "auth": {"secretRef": {"inline": KEY}}, **PROVIDERS["openai"]}],
+        policy=REQUEST_GUARD,
+    )
     s = Stack(doc).start()
     yield s
     s.stop()
@@ -45,8 +72,12 @@ def stack():
 
 def post(stack, prefix, headers=None, **body) -> httpx.Response:
     payload = {"model": "m", "messages": [{"role": "user", "content": "pay please"}], "tools": TOOLS, **body}
-    return httpx.post(f"{stack.url}/{prefix}/v1/chat/completions", json=payload,
-                      headers={"authorization": "Bearer c", **(headers or {})}, timeout=20)
+    return httpx.post(
+        f"{stack.url}/{prefix}/v1/chat/completions",
+        json=payload,
+        headers={"authorization": "Bearer c", **(headers or {})},
+        timeout=20,
+    )
 
 
 def streamed_calls(raw: bytes) -> dict[int, dict]:
@@ -80,10 +111,18 @@ def test_tool_call_arguments_masked_in_json_answers(stack, provider):
 @pytest.mark.parametrize("split", ["x-mock-chunk-bytes:1", "x-mock-chunk-bytes:3", "x-mock-chunk-bytes:17"])
 def test_streamed_tool_call_arguments_masked_at_any_cut(stack, provider, split):
     name, value = split.split(":")
-    with httpx.stream("POST", f"{stack.url}/{provider}/v1/chat/completions",
-                      json={"model": "m", "stream": True, "tools": TOOLS,
-                            "messages": [{"role": "user", "content": "pay please"}]},
-                      headers={"authorization": "Bearer c", name: value}, timeout=20) as r:
+    with httpx.stream(
+        "POST",
+        f"{stack.url}/{provider}/v1/chat/completions",
+        json={
+            "model": "m",
+            "stream": True,
+            "tools": TOOLS,
+            "messages": [{"role": "user", "content": "pay please"}],
+        },
+        headers={"authorization": "Bearer c", name: value},
+        timeout=20,
+    ) as r:
         assert r.status_code == 200
         raw = b"".join(r.iter_raw())
     assert b"4111" not in raw and b"jane" not in raw
@@ -94,15 +133,35 @@ def test_streamed_tool_call_arguments_masked_at_any_cut(stack, provider, split):
 
 
 def test_request_text_outside_messages_never_reaches_the_provider(stack):
-    r = post(stack, "in", tool_choice="none", stop=[EMAIL], user=EMAIL, metadata={"card": CARD},
-             messages=[{"role": "user", "content": "pay please"},
-                       {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
-                        "function": {"name": "pay", "arguments": json.dumps({"card": CARD})}}]},
-                       {"role": "tool", "tool_call_id": "call_1", "content": f"receipt sent to {EMAIL}"}])
+    r = post(
+        stack,
+        "in",
+        tool_choice="none",
+        stop=[EMAIL],
+        user=EMAIL,
+        metadata={"card": CARD},
+        messages=[
+            {"role": "user", "content": "pay please"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "pay", "arguments": json.dumps({"card": CARD})},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": f"receipt sent to {EMAIL}"},
+        ],
+    )
     assert r.status_code == 200, r.text
     body = stack.mocks["in"].requests[-1]["body"]
     text = json.dumps(body)
     assert "4111" not in text and "jane" not in text
-    assert json.loads(body["messages"][1]["tool_calls"][0]["function"]["arguments"]) == {"card": "<CREDIT_CARD>"}
+    assert json.loads(body["messages"][1]["tool_calls"][0]["function"]["arguments"]) == {
+        "card": "<CREDIT_CARD>"
+    }
     assert body["messages"][1]["tool_calls"][0]["id"] == "call_1"
     assert body["tools"][0]["function"]["parameters"]["properties"]["card"]["enum"] == ["<CREDIT_CARD>"]

@@ -88,8 +88,13 @@ def test_a_large_request_among_small_ones_does_not_kill_envoy(mock_stack_own):
         with httpx.Client(timeout=30) as client:
             while not stop.is_set():
                 try:
-                    small_status.append(client.post(f"{stack.url}/v1/chat/completions", json=SMALL,
-                                                    headers={"authorization": "Bearer k"}).status_code)
+                    small_status.append(
+                        client.post(
+                            f"{stack.url}/v1/chat/completions",
+                            json=SMALL,
+                            headers={"authorization": "Bearer k"},
+                        ).status_code
+                    )
                 except httpx.HTTPError as exc:
                     small_status.append(type(exc).__name__)
 
@@ -117,8 +122,10 @@ def _slow_stream(port: int, body: bytes) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads slowly
     sock.connect(("127.0.0.1", port))
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
-                 b"authorization: Bearer k\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        b"authorization: Bearer k\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+    )
     sock.setblocking(False)
     return sock
 
@@ -129,8 +136,9 @@ def test_a_hundred_slow_streaming_clients_on_a_guarded_route_do_not_kill_envoy(p
     processor the same way."""
     stack = policies_stack
     prompt = " ".join(f"word{i}" for i in range(3000))  # ~17 KB each, ~1.7 MB together
-    body = json.dumps({"model": "m", "stream": True,
-                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    body = json.dumps(
+        {"model": "m", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    ).encode()
     socks = [_slow_stream(stack.port, body) for _ in range(100)]
     received = 0
     try:

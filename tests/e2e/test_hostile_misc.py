@@ -38,14 +38,26 @@ class ChunkedJSONProvider:
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         await request.read()
         self.requests += 1
-        body = orjson.dumps({"id": "chatcmpl-c", "object": "chat.completion", "created": 1, "model": "c",
-                             "choices": [{"index": 0, "finish_reason": "stop",
-                                          "message": {"role": "assistant", "content": self.text or "c" * self.size}}],
-                             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+        body = orjson.dumps(
+            {
+                "id": "chatcmpl-c",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "c",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": self.text or "c" * self.size},
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
         resp = web.StreamResponse(headers={"content-type": "application/json"})
         await resp.prepare(request)
         for i in range(0, len(body), 1 << 16):
-            await resp.write(body[i:i + (1 << 16)])
+            await resp.write(body[i : i + (1 << 16)])
         await resp.write_eof()
         return resp
 
@@ -56,7 +68,7 @@ class ChunkedJSONProvider:
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.2", self.port).start()
 
-    def start(self) -> "ChunkedJSONProvider":
+    def start(self) -> ChunkedJSONProvider:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
@@ -100,6 +112,7 @@ routes:
 @pytest.fixture(scope="module")
 def big_stack(tmp_path_factory):
     from extproc.render.loader import render_file
+
     chunky = ChunkedJSONProvider().start()
     cfg = tmp_path_factory.mktemp("big") / "gw.yaml"
     cfg.write_text(GATEWAY.format(chunky=chunky.port))
@@ -116,6 +129,7 @@ def _answer_size(stack, chunky, size: int) -> None:
 
 
 # ---- huge JSON responses --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("route", ["guarded", "plain", "translated", "chunked-guarded", "chunked"])
 def test_a_response_too_large_to_read_is_a_clear_502(big_stack, route):
@@ -158,8 +172,9 @@ def test_a_chunked_answer_is_still_guarded(big_stack):
 
 # ---- integers beyond 64 bits ------------------------------------------------------------
 
+
 def test_an_integer_beyond_64_bits_is_refused_not_rounded(mock_stack):
-    body = b'{"model": "x", "messages": [{"role": "user", "content": "hi"}], "seed": %d}' % 2 ** 70
+    body = b'{"model": "x", "messages": [{"role": "user", "content": "hi"}], "seed": %d}' % 2**70
     r = mock_stack.post(raw=body)
     assert r.status_code == 400
     err = r.json()["error"]
@@ -168,10 +183,10 @@ def test_an_integer_beyond_64_bits_is_refused_not_rounded(mock_stack):
 
 
 def test_a_64_bit_integer_reaches_the_provider_exactly(mock_stack):
-    body = b'{"model": "x", "messages": [{"role": "user", "content": "hi"}], "seed": %d}' % (2 ** 64 - 1)
+    body = b'{"model": "x", "messages": [{"role": "user", "content": "hi"}], "seed": %d}' % (2**64 - 1)
     r = mock_stack.post(raw=body)
     assert r.status_code == 200, r.text
-    assert mock_stack.mock.requests[0]["body"]["seed"] == 2 ** 64 - 1
+    assert mock_stack.mock.requests[0]["body"]["seed"] == 2**64 - 1
 
 
 # ---- streams that break mid-way ---------------------------------------------------------
@@ -180,10 +195,14 @@ def test_a_64_bit_integer_reaches_the_provider_exactly(mock_stack):
 # and the filters are torn down. These tests pin down what clients see (README,
 # "Operations notes").
 
+
 def _stream_until_broken(client, **headers):
     stream = client.chat.completions.create(
-        model="x", stream=True, messages=[{"role": "user", "content": "one two three four five six"}],
-        extra_headers=headers)
+        model="x",
+        stream=True,
+        messages=[{"role": "user", "content": "one two three four five six"}],
+        extra_headers=headers,
+    )
     chunks = []
     with pytest.raises(openai.APIConnectionError):
         for chunk in stream:
@@ -192,8 +211,9 @@ def _stream_until_broken(client, **headers):
 
 
 def test_a_provider_reset_mid_stream_is_a_connection_error_for_the_client(mock_stack):
-    response, chunks = _stream_until_broken(mock_stack.client(), **{
-        "x-mock-reset": "mid", "x-mock-chunk-delay-ms": "20"})
+    response, chunks = _stream_until_broken(
+        mock_stack.client(), **{"x-mock-reset": "mid", "x-mock-chunk-delay-ms": "20"}
+    )
     assert response.status_code == 200
     assert chunks, "part of the answer arrived before the reset"
     request_id = response.headers["x-request-id"]
@@ -211,8 +231,11 @@ def test_a_processor_crash_mid_stream_is_a_connection_error_then_recovers():
     try:
         client = stack.client()
         stream = client.chat.completions.create(
-            model="x", stream=True, messages=[{"role": "user", "content": "one two three four five six"}],
-            extra_headers={"x-mock-chunk-delay-ms": "300"})
+            model="x",
+            stream=True,
+            messages=[{"role": "user", "content": "one two three four five six"}],
+            extra_headers={"x-mock-chunk-delay-ms": "300"},
+        )
         chunks = []
         with pytest.raises(openai.APIConnectionError):
             for chunk in stream:
@@ -225,7 +248,10 @@ def test_a_processor_crash_mid_stream_is_a_connection_error_then_recovers():
         # Envoy reconnects by itself once a processor serves the socket again.
         stack.processor.proc.wait(5)
         stack.processor.start()
-        wait_for(lambda: stack.post({"model": "x", "messages": USER}).status_code == 200, 15,
-                 "the gateway to serve again")
+        wait_for(
+            lambda: stack.post({"model": "x", "messages": USER}).status_code == 200,
+            15,
+            "the gateway to serve again",
+        )
     finally:
         stack.stop()

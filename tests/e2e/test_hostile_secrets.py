@@ -40,13 +40,21 @@ KEYS = {
     "mistral": "".join(_rng.choice(string.ascii_letters + string.digits) for _ in range(32)),
 }
 PUBLIC = {"openai": len("sk-proj-"), "anthropic": len("sk-ant-api03-"), "gemini": 0, "mistral": 0}
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest",
-          "gemini": "gemini-2.0-flash", "mistral": "mistral-small-latest"}
+MODELS = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-3-5-haiku-latest",
+    "gemini": "gemini-2.0-flash",
+    "mistral": "mistral-small-latest",
+}
 USER = [{"role": "user", "content": "hi"}]
 HOSTILE_HEADERS = {
-    "anthropic-beta": "prompt-caching-2024-07-31", "openai-beta": "assistants=v2",
-    "x-custom": "anything", "x-forwarded-for": "6.6.6.6", "x-real-ip": "6.6.6.6",
-    "forwarded": "for=6.6.6.6", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "anthropic-beta": "prompt-caching-2024-07-31",
+    "openai-beta": "assistants=v2",
+    "x-custom": "anything",
+    "x-forwarded-for": "6.6.6.6",
+    "x-real-ip": "6.6.6.6",
+    "forwarded": "for=6.6.6.6",
+    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 }
 
 
@@ -55,23 +63,60 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hostile")
     os.environ["AIGW_TEST_GEMINI_KEY"] = KEYS["gemini"]
     (tmp / "mistral-key").write_text(KEYS["mistral"] + "\n")
-    auth = {"openai": {"secretRef": {"inline": KEYS["openai"]}},
-            "anthropic": {"secretRef": {"inline": KEYS["anthropic"]}},
-            "gemini": {"secretRef": {"env": "AIGW_TEST_GEMINI_KEY"}},
-            "mistral": {"secretRef": {"file": str(tmp / "mistral-key")}}}
-    backends = [{"name": p, "ai": {"provider": p, "model": MODELS[p], "auth": auth[p],
-                                   "endpoint": {"host": "127.0.0.1", "port": 18300 + i}}}
-                for i, p in enumerate(KEYS)]
-    backends.append({"name": "beta", "ai": {
-        "provider": "anthropic", "model": MODELS["anthropic"], "auth": auth["anthropic"],
-        "allowHeaders": ["anthropic-beta"], "endpoint": {"host": "127.0.0.1", "port": 18310}}})
-    backends.append({"name": "byok", "ai": {
-        "provider": "openai", "model": "gpt-4o-mini", "auth": {"passthrough": True},
-        "endpoint": {"host": "127.0.0.1", "port": 18311}}})
-    routes = [{"name": b["name"], "backendRefs": [{"name": b["name"]}],
-               "matches": [{"path": {"type": "Exact", "value": "/v1/chat/completions"},
-                            "headers": [{"name": "x-target", "value": b["name"]}]}]}
-              for b in backends]
+    auth = {
+        "openai": {"secretRef": {"inline": KEYS["openai"]}},
+        "anthropic": {"secretRef": {"inline": KEYS["anthropic"]}},
+        "gemini": {"secretRef": {"env": "AIGW_TEST_GEMINI_KEY"}},
+        "mistral": {"secretRef": {"file": str(tmp / "mistral-key")}},
+    }
+    backends = [
+        {
+            "name": p,
+            "ai": {
+                "provider": p,
+                "model": MODELS[p],
+                "auth": auth[p],
+                "endpoint": {"host": "127.0.0.1", "port": 18300 + i},
+            },
+        }
+        for i, p in enumerate(KEYS)
+    ]
+    backends.append(
+        {
+            "name": "beta",
+            "ai": {
+                "provider": "anthropic",
+                "model": MODELS["anthropic"],
+                "auth": auth["anthropic"],
+                "allowHeaders": ["anthropic-beta"],
+                "endpoint": {"host": "127.0.0.1", "port": 18310},
+            },
+        }
+    )
+    backends.append(
+        {
+            "name": "byok",
+            "ai": {
+                "provider": "openai",
+                "model": "gpt-4o-mini",
+                "auth": {"passthrough": True},
+                "endpoint": {"host": "127.0.0.1", "port": 18311},
+            },
+        }
+    )
+    routes = [
+        {
+            "name": b["name"],
+            "backendRefs": [{"name": b["name"]}],
+            "matches": [
+                {
+                    "path": {"type": "Exact", "value": "/v1/chat/completions"},
+                    "headers": [{"name": "x-target", "value": b["name"]}],
+                }
+            ],
+        }
+        for b in backends
+    ]
     path = tmp / "gw.yaml"
     path.write_text(yaml.safe_dump({"backends": backends, "routes": routes}))
     s = Stack(render_file(path)).start()
@@ -79,19 +124,27 @@ def stack(tmp_path_factory):
     s.stop()
 
 
-def post(stack: Stack, target: str, *, stream: bool = False, headers: dict | None = None,
-         key: str = "sk-client-own-key-000") -> httpx.Response:
+def post(
+    stack: Stack,
+    target: str,
+    *,
+    stream: bool = False,
+    headers: dict | None = None,
+    key: str = "sk-client-own-key-000",
+) -> httpx.Response:
     body = {"model": "any", "messages": USER, "stream": stream}
-    return stack.post(body, headers={"x-target": target, "authorization": f"Bearer {key}",
-                                     **(headers or {})})
+    return stack.post(body, headers={"x-target": target, "authorization": f"Bearer {key}", **(headers or {})})
 
 
 def leaks(provider: str, text: str) -> list[str]:
     """Runs of FRAGMENT characters of the provider's key (past its public prefix), and
     masked echoes of its last four characters, found in `text`."""
     k, public = KEYS[provider], PUBLIC[provider]
-    found = [k[i:i + FRAGMENT] for i in range(max(0, public - 4), len(k) - FRAGMENT + 1)
-             if k[i:i + FRAGMENT] in text]
+    found = [
+        k[i : i + FRAGMENT]
+        for i in range(max(0, public - 4), len(k) - FRAGMENT + 1)
+        if k[i : i + FRAGMENT] in text
+    ]
     found += [m + k[-4:] for m in ("**", "...", "…") if m + k[-4:] in text]
     return found
 
@@ -101,6 +154,7 @@ def everything_the_client_got(resp: httpx.Response) -> str:
 
 
 # ---- item 6: the key never reaches a client ----------------------------------------------------
+
 
 @pytest.mark.parametrize("provider", list(KEYS))
 @pytest.mark.parametrize("echo", ["whole", "masked", "part"])
@@ -126,14 +180,17 @@ def test_key_in_a_successful_answer_is_redacted(stack, provider, stream):
     7 bytes so the key spans many chunks."""
     k = KEYS[provider]
     content = f"the key is {k} and part of it {k[20:36]}."
-    resp = post(stack, provider, stream=stream,
-                headers={"x-mock-content": content, "x-mock-chunk-bytes": "7"})
+    resp = post(
+        stack, provider, stream=stream, headers={"x-mock-content": content, "x-mock-chunk-bytes": "7"}
+    )
     assert resp.status_code == 200, resp.text
     assert not leaks(provider, everything_the_client_got(resp))
     if stream:
-        text = "".join(orjson.loads(line[6:])["choices"][0]["delta"].get("content") or ""
-                       for line in resp.text.splitlines()
-                       if line.startswith("data: {") and orjson.loads(line[6:]).get("choices"))
+        text = "".join(
+            orjson.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+            for line in resp.text.splitlines()
+            if line.startswith("data: {") and orjson.loads(line[6:]).get("choices")
+        )
     else:
         text = resp.json()["choices"][0]["message"]["content"]
     assert text == f"the key is {MARK} and part of it {MARK}."
@@ -150,6 +207,7 @@ def test_passthrough_echoes_the_clients_own_key(stack):
 
 
 # ---- item 7: headers under the gateway's credential -----------------------------------------------
+
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_injected_key_backend_gets_only_standard_headers(stack, provider):
@@ -187,23 +245,47 @@ def test_envoy_headers_stripped_where_the_filter_may_touch_them(tmp_path):
     that on priority-group clusters; here it is set on the one cluster so the processor's
     side is proven (see README, "Headers a provider receives")."""
     path = tmp_path / "gw.yaml"
-    path.write_text(yaml.safe_dump({
-        "backends": [{"name": "openai", "ai": {
-            "provider": "openai", "model": "gpt-4o-mini", "auth": {"secretRef": {"inline": KEYS["openai"]}},
-            "endpoint": {"host": "127.0.0.1", "port": 18320}}}],
-        "routes": [{"name": "chat", "backendRefs": [{"name": "openai"}],
-                    "matches": [{"path": {"type": "Exact", "value": "/v1/chat/completions"}}]}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "backends": [
+                    {
+                        "name": "openai",
+                        "ai": {
+                            "provider": "openai",
+                            "model": "gpt-4o-mini",
+                            "auth": {"secretRef": {"inline": KEYS["openai"]}},
+                            "endpoint": {"host": "127.0.0.1", "port": 18320},
+                        },
+                    }
+                ],
+                "routes": [
+                    {
+                        "name": "chat",
+                        "backendRefs": [{"name": "openai"}],
+                        "matches": [{"path": {"type": "Exact", "value": "/v1/chat/completions"}}],
+                    }
+                ],
+            }
+        )
+    )
     doc = render_file(path)
     for cluster in doc["static_resources"]["clusters"]:
-        for f in ((cluster.get("typed_extension_protocol_options") or {}).get(
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions") or {}).get("http_filters", []):
+        for f in (
+            (cluster.get("typed_extension_protocol_options") or {}).get(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+            )
+            or {}
+        ).get("http_filters", []):
             rules = f["typed_config"].get("mutation_rules")
             if rules is not None:
                 rules["allow_envoy"] = True
     s = Stack(doc).start()
     try:
-        resp = s.post({"model": "m", "messages": USER},
-                      headers={"x-envoy-external-address": "6.6.6.6", "x-envoy-foo": "1"})
+        resp = s.post(
+            {"model": "m", "messages": USER},
+            headers={"x-envoy-external-address": "6.6.6.6", "x-envoy-foo": "1"},
+        )
         assert resp.status_code == 200, resp.text
         seen = s.mock.requests[-1]["headers"]
         assert "x-envoy-external-address" not in seen and "x-envoy-foo" not in seen, seen
@@ -217,23 +299,42 @@ def test_headers_a_route_adds_still_reach_the_provider(tmp_path, hosts):
     """The allow-list keeps client headers from a provider, not the operator's own: a
     header a route's RequestHeaderModifier sets reaches the backend in both wirings
     (one host: the route-level filter runs the attempt; two: the upstream filter)."""
-    providers = [{"name": f"p{i}", "provider": "openai", "model": "gpt-4o-mini",
-                  "auth": {"secretRef": {"inline": "sk-route-headers-test-key-0123456789"}},
-                  "endpoint": {"host": "127.0.0.1", "port": 18500 + i}} for i in range(hosts)]
+    providers = [
+        {
+            "name": f"p{i}",
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "auth": {"secretRef": {"inline": "sk-route-headers-test-key-0123456789"}},
+            "endpoint": {"host": "127.0.0.1", "port": 18500 + i},
+        }
+        for i in range(hosts)
+    ]
     ai = providers[0] if hosts == 1 else {"priorityGroups": [{"providers": providers}]}
     if hosts == 1:
         ai = {k: v for k, v in ai.items() if k != "name"}
-    config = {"backends": [{"name": "b", "ai": ai}],
-              "routes": [{"name": "chat", "matches": [{"path": {"type": "Exact", "value": "/v1/chat/completions"}}],
-                          "backendRefs": [{"name": "b"}],
-                          "filters": [{"type": "RequestHeaderModifier",
-                                       "requestHeaderModifier": {"set": [{"name": "x-tenant", "value": "acme"}]}}]}]}
+    config = {
+        "backends": [{"name": "b", "ai": ai}],
+        "routes": [
+            {
+                "name": "chat",
+                "matches": [{"path": {"type": "Exact", "value": "/v1/chat/completions"}}],
+                "backendRefs": [{"name": "b"}],
+                "filters": [
+                    {
+                        "type": "RequestHeaderModifier",
+                        "requestHeaderModifier": {"set": [{"name": "x-tenant", "value": "acme"}]},
+                    }
+                ],
+            }
+        ],
+    }
     path = tmp_path / "gw.yaml"
     path.write_text(yaml.safe_dump(config))
     s = Stack(render_file(path)).start()
     try:
-        r = s.post({"model": "m", "messages": [{"role": "user", "content": "hi"}]},
-                   headers={"x-client-only": "1"})
+        r = s.post(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, headers={"x-client-only": "1"}
+        )
         assert r.status_code == 200, r.text
         [seen] = [req for m in s.mocks.values() for req in m.requests]
         assert seen["headers"].get("x-tenant") == "acme"

@@ -32,10 +32,19 @@ def hostile(n: int, seed: int) -> str:
 @pytest.fixture(scope="module")
 def stack():
     doc = load_bootstrap("mock.yaml")  # its `chat` route has no guards
-    add_route(doc, "pii", PII, [{"name": "pii-backend", "provider": "openai",
-                                 "auth": {"secretRef": {"inline": "k"}}}],
-              policy={"promptGuard": {"request": {"regex": {
-                  "action": "MASK", "builtins": ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"]}}}})
+    add_route(
+        doc,
+        "pii",
+        PII,
+        [{"name": "pii-backend", "provider": "openai", "auth": {"secretRef": {"inline": "k"}}}],
+        policy={
+            "promptGuard": {
+                "request": {
+                    "regex": {"action": "MASK", "builtins": ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"]}
+                }
+            }
+        },
+    )
     s = Stack(doc).start()
     yield s
     s.stop()
@@ -53,8 +62,10 @@ def test_small_requests_keep_their_latency_while_a_hostile_one_is_scanned(stack)
     assert r.status_code == 200, r.text
     assert "212-555-0198" not in str(stack.mocks["pii-backend"].requests[-1]["body"])
 
-    body = {"model": "gpt-4o-mini",
-            "messages": [{"role": "user", "content": hostile(4000, seed)} for seed in range(50)]}
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": hostile(4000, seed)} for seed in range(50)],
+    }
     outcome = {}
 
     def send_hostile():

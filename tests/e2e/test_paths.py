@@ -33,8 +33,8 @@ routes:
 PLANTED = "SECRET-12345"
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"my key is {PLANTED}"}]}).encode()
 
-GUARDED = ("guarded", 200, None)       # normalised onto the guarded route, masked
-NOT_CHAT = ("-", 404, "unknown_url")   # the processor's (or Envoy's catch-all) 404
+GUARDED = ("guarded", 200, None)  # normalised onto the guarded route, masked
+NOT_CHAT = ("-", 404, "unknown_url")  # the processor's (or Envoy's catch-all) 404
 BAD_PATH = ("-", 400, "invalid_path")  # refused by Envoy's normalisation
 
 VARIANTS = {
@@ -78,8 +78,10 @@ def stack(tmp_path_factory):
 
 def raw_post(port: int, path: str, method: str = "POST") -> tuple[int, dict]:
     """Exactly this request line: HTTP clients would clean the path up first."""
-    head = (f"{method} {path} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
-            f"authorization: Bearer k\r\ncontent-length: {len(BODY)}\r\nconnection: close\r\n\r\n")
+    head = (
+        f"{method} {path} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer k\r\ncontent-length: {len(BODY)}\r\nconnection: close\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(head.encode() + BODY)
         data = b""

@@ -30,7 +30,9 @@ def health(stack, service: str = "") -> int:
 
 def test_health_service_reports_serving(stack):
     assert health(stack) == health_pb2.HealthCheckResponse.SERVING
-    assert health(stack, "envoy.service.ext_proc.v3.ExternalProcessor") == health_pb2.HealthCheckResponse.SERVING
+    assert (
+        health(stack, "envoy.service.ext_proc.v3.ExternalProcessor") == health_pb2.HealthCheckResponse.SERVING
+    )
 
 
 def test_processor_down_is_a_json_503_and_envoy_recovers(stack):

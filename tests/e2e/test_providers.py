@@ -19,26 +19,48 @@ BACKENDS = {
     "azure": {"provider": "azure-openai", "model": "gpt-4o", "deployment": "prod-gpt4o"},
     "anthropic": {"provider": "anthropic", "model": "claude-3-5-haiku-latest"},
     "gemini": {"provider": "gemini", "model": "gemini-2.0-flash"},
-    "vertex": {"provider": "vertex-ai", "model": "gemini-2.0-flash", "project": "my-proj",
-               "location": "europe-west4"},
+    "vertex": {
+        "provider": "vertex-ai",
+        "model": "gemini-2.0-flash",
+        "project": "my-proj",
+        "location": "europe-west4",
+    },
     "mistral": {"provider": "mistral", "model": "mistral-small-latest"},
     "selfhosted": {"provider": "openai-compatible", "model": "qwen2.5", "path": "/api/v1/chat/completions"},
 }
 # (path the provider must see for a non-streaming and a streaming call, where the key goes)
 WIRE = {
     "openai": ("/v1/chat/completions", "/v1/chat/completions", "authorization", f"Bearer {KEY}"),
-    "azure": ("/openai/deployments/prod-gpt4o/chat/completions", "/openai/deployments/prod-gpt4o/chat/completions", "api-key", KEY),
+    "azure": (
+        "/openai/deployments/prod-gpt4o/chat/completions",
+        "/openai/deployments/prod-gpt4o/chat/completions",
+        "api-key",
+        KEY,
+    ),
     "anthropic": ("/v1/messages", "/v1/messages", "x-api-key", KEY),
-    "gemini": ("/v1beta/models/gemini-2.0-flash:generateContent", "/v1beta/models/gemini-2.0-flash:streamGenerateContent", "x-goog-api-key", KEY),
-    "vertex": ("/v1/projects/my-proj/locations/europe-west4/publishers/google/models/gemini-2.0-flash:generateContent",
-               "/v1/projects/my-proj/locations/europe-west4/publishers/google/models/gemini-2.0-flash:streamGenerateContent",
-               "authorization", f"Bearer {KEY}"),
+    "gemini": (
+        "/v1beta/models/gemini-2.0-flash:generateContent",
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+        "x-goog-api-key",
+        KEY,
+    ),
+    "vertex": (
+        "/v1/projects/my-proj/locations/europe-west4/publishers/google/models/gemini-2.0-flash:generateContent",
+        "/v1/projects/my-proj/locations/europe-west4/publishers/google/models/gemini-2.0-flash:streamGenerateContent",
+        "authorization",
+        f"Bearer {KEY}",
+    ),
     "mistral": ("/v1/chat/completions", "/v1/chat/completions", "authorization", f"Bearer {KEY}"),
     "selfhosted": ("/api/v1/chat/completions", "/api/v1/chat/completions", "authorization", f"Bearer {KEY}"),
 }
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 ALL = list(BACKENDS)
 
 
@@ -48,8 +70,12 @@ def stack(request):
     cluster) by the route-level filter in the same gRPC stream as the policies."""
     doc = load_bootstrap("mock.yaml")
     for name, settings in BACKENDS.items():
-        add_route(doc, name, f"/{name}/v1/chat/completions",
-                  [{"name": name, "auth": {"secretRef": {"inline": KEY}}, **settings}])
+        add_route(
+            doc,
+            name,
+            f"/{name}/v1/chat/completions",
+            [{"name": name, "auth": {"secretRef": {"inline": KEY}}, **settings}],
+        )
     if request.param == "route":
         translate_at_route(doc)
     s = Stack(doc).start()
@@ -60,10 +86,13 @@ def stack(request):
 def test_grpc_streams_per_request(stack, request):
     """What the one-stream wiring saves: Envoy opens one gRPC stream to the processor per
     request instead of two."""
-    before = stack.envoy.stats("cluster.extproc.upstream_rq_total").get("cluster.extproc.upstream_rq_total", 0)
+    before = stack.envoy.stats("cluster.extproc.upstream_rq_total").get(
+        "cluster.extproc.upstream_rq_total", 0
+    )
     for _ in range(4):
         client(stack, "anthropic").chat.completions.create(
-            model="x", messages=[{"role": "user", "content": "hi"}])
+            model="x", messages=[{"role": "user", "content": "hi"}]
+        )
     after = stack.envoy.stats("cluster.extproc.upstream_rq_total")["cluster.extproc.upstream_rq_total"]
     per_request = (after - before) / 4
     assert per_request == (1 if "route" in request.node.callspec.id else 2)
@@ -71,14 +100,16 @@ def test_grpc_streams_per_request(stack, request):
 
 def client(stack, name):
     import openai
+
     return openai.OpenAI(base_url=f"{stack.url}/{name}/v1", api_key="client-key", max_retries=0, timeout=20)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_chat(stack, name):
     resp = client(stack, name).chat.completions.create(
-        model="ignored", messages=[{"role": "system", "content": "Be brief."},
-                                   {"role": "user", "content": "hello there"}])
+        model="ignored",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}],
+    )
     choice = resp.choices[0]
     assert choice.message.role == "assistant"
     assert choice.message.content.endswith("hello there")
@@ -95,7 +126,8 @@ def test_chat(stack, name):
 @pytest.mark.parametrize("name", ALL)
 def test_streaming_chat(stack, name):
     stream = client(stack, name).chat.completions.create(
-        model="ignored", messages=[{"role": "user", "content": "hello there"}], stream=True)
+        model="ignored", messages=[{"role": "user", "content": "hello there"}], stream=True
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.endswith("hello there")
@@ -108,8 +140,9 @@ def test_streaming_chat(stack, name):
 @pytest.mark.parametrize("name", ALL)
 def test_tool_call_and_result(stack, name):
     c = client(stack, name)
-    first = c.chat.completions.create(model="ignored", tools=[WEATHER],
-                                      messages=[{"role": "user", "content": "weather in Oslo?"}])
+    first = c.chat.completions.create(
+        model="ignored", tools=[WEATHER], messages=[{"role": "user", "content": "weather in Oslo?"}]
+    )
     msg = first.choices[0].message
     assert first.choices[0].finish_reason == "tool_calls"
     [call] = msg.tool_calls
@@ -117,10 +150,15 @@ def test_tool_call_and_result(stack, name):
     assert json.loads(call.function.arguments) == {"city": "mock-city"}
     assert call.id
 
-    second = c.chat.completions.create(model="ignored", tools=[WEATHER], messages=[
-        {"role": "user", "content": "weather in Oslo?"},
-        msg.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": "-3C, snow"}])
+    second = c.chat.completions.create(
+        model="ignored",
+        tools=[WEATHER],
+        messages=[
+            {"role": "user", "content": "weather in Oslo?"},
+            msg.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "-3C, snow"},
+        ],
+    )
     # The tool result reached the provider (Gemini wraps plain text as {"content": ...}).
     answer = second.choices[0].message.content
     assert answer.startswith("The tool returned: ") and "-3C, snow" in answer
@@ -129,8 +167,11 @@ def test_tool_call_and_result(stack, name):
 @pytest.mark.parametrize("name", ALL)
 def test_streamed_tool_call(stack, name):
     stream = client(stack, name).chat.completions.create(
-        model="ignored", tools=[WEATHER], stream=True,
-        messages=[{"role": "user", "content": "weather in Oslo?"}])
+        model="ignored",
+        tools=[WEATHER],
+        stream=True,
+        messages=[{"role": "user", "content": "weather in Oslo?"}],
+    )
     calls: dict[int, dict] = {}
     finish = None
     for chunk in stream:
@@ -150,9 +191,12 @@ def test_streamed_tool_call(stack, name):
 @pytest.mark.parametrize("name", ALL)
 def test_provider_error_becomes_openai_error(stack, name):
     import openai
+
     with pytest.raises(openai.RateLimitError) as exc:
         client(stack, name).chat.completions.create(
-            model="ignored", messages=[{"role": "user", "content": "x"}],
-            extra_headers={"x-mock-status": "429", "x-mock-retry-after": "0"})
+            model="ignored",
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"x-mock-status": "429", "x-mock-retry-after": "0"},
+        )
     assert exc.value.status_code == 429
     assert exc.value.body["message"] and exc.value.body["type"]

@@ -24,16 +24,33 @@ PROVIDERS = {
     "vertex": {"provider": "vertex-ai", "model": "gemini-2.0-flash", "project": "p"},
     "mistral": {"provider": "mistral", "model": "mistral-small-latest"},
 }
-GUARD = {"promptGuard": {"response": {"regex": {
-    "action": "MASK", "builtins": ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"],
-    "matches": [{"pattern": r"ORD-\d{3}-\d{2}", "name": "ORDER"}]}}}}
-REJECT = {"promptGuard": {"response": {
-    "customResponse": {"message": "That answer is not allowed"},
-    "regex": {"action": "REJECT", "builtins": ["CREDIT_CARD"]}}}}
-PII_TEXT = ("Sure. Call (212) 555-0198 or mail jane.doe@example.com; the card 4111 1111 1111 1111 "
-            "and SSN 536-90-4399 are on file for order ORD-123-45. Thanks!")
-MASKED = ("Sure. Call <PHONE_NUMBER> or mail <EMAIL>; the card <CREDIT_CARD> "
-          "and SSN <SSN> are on file for order <ORDER>. Thanks!")
+GUARD = {
+    "promptGuard": {
+        "response": {
+            "regex": {
+                "action": "MASK",
+                "builtins": ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"],
+                "matches": [{"pattern": r"ORD-\d{3}-\d{2}", "name": "ORDER"}],
+            }
+        }
+    }
+}
+REJECT = {
+    "promptGuard": {
+        "response": {
+            "customResponse": {"message": "That answer is not allowed"},
+            "regex": {"action": "REJECT", "builtins": ["CREDIT_CARD"]},
+        }
+    }
+}
+PII_TEXT = (
+    "Sure. Call (212) 555-0198 or mail jane.doe@example.com; the card 4111 1111 1111 1111 "
+    "and SSN 536-90-4399 are on file for order ORD-123-45. Thanks!"
+)
+MASKED = (
+    "Sure. Call <PHONE_NUMBER> or mail <EMAIL>; the card <CREDIT_CARD> "
+    "and SSN <SSN> are on file for order <ORDER>. Thanks!"
+)
 SECRETS = ["(212) 555-0198", "212", "jane.doe", "example.com", "4111", "536-90", "4399", "ORD-123"]
 
 
@@ -41,13 +58,27 @@ SECRETS = ["(212) 555-0198", "212", "jane.doe", "example.com", "4111", "536-90",
 def stack():
     doc = load_bootstrap("mock.yaml")
     for name, settings in PROVIDERS.items():
-        add_route(doc, name, f"/{name}/v1/chat/completions",
-                  [{"name": name, "auth": {"secretRef": {"inline": KEY}}, **settings}], policy=GUARD)
-        add_route(doc, f"{name}-plain", f"/{name}-plain/v1/chat/completions",
-                  [{"name": f"{name}-plain", "auth": {"secretRef": {"inline": KEY}}, **settings}],
-                  policy={"promptTokenEstimate": True})
-    add_route(doc, "reject", "/reject/v1/chat/completions",
-              [{"name": "reject", "auth": {"secretRef": {"inline": KEY}}, **PROVIDERS["openai"]}], policy=REJECT)
+        add_route(
+            doc,
+            name,
+            f"/{name}/v1/chat/completions",
+            [{"name": name, "auth": {"secretRef": {"inline": KEY}}, **settings}],
+            policy=GUARD,
+        )
+        add_route(
+            doc,
+            f"{name}-plain",
+            f"/{name}-plain/v1/chat/completions",
+            [{"name": f"{name}-plain", "auth": {"secretRef": {"inline": KEY}}, **settings}],
+            policy={"promptTokenEstimate": True},
+        )
+    add_route(
+        doc,
+        "reject",
+        "/reject/v1/chat/completions",
+        [{"name": "reject", "auth": {"secretRef": {"inline": KEY}}, **PROVIDERS["openai"]}],
+        policy=REJECT,
+    )
     s = Stack(doc).start()
     yield s
     s.stop()
@@ -59,8 +90,13 @@ def client(stack, prefix):
 
 def raw_stream(stack, prefix, headers=None, **body) -> bytes:
     payload = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}], **body}
-    with httpx.stream("POST", f"{stack.url}/{prefix}/v1/chat/completions", json=payload,
-                      headers={"authorization": "Bearer c", **(headers or {})}, timeout=20) as r:
+    with httpx.stream(
+        "POST",
+        f"{stack.url}/{prefix}/v1/chat/completions",
+        json=payload,
+        headers={"authorization": "Bearer c", **(headers or {})},
+        timeout=20,
+    ) as r:
         assert r.status_code == 200
         return b"".join(r.iter_raw())
 
@@ -76,7 +112,9 @@ def sse_json(raw: bytes) -> list:
 
 
 @pytest.mark.parametrize("provider", list(PROVIDERS))
-@pytest.mark.parametrize("split", ["x-mock-chunk-bytes:3", "x-mock-chunk-bytes:17", "x-mock-split:40,41,97,150,151,152,300"])
+@pytest.mark.parametrize(
+    "split", ["x-mock-chunk-bytes:3", "x-mock-chunk-bytes:17", "x-mock-split:40,41,97,150,151,152,300"]
+)
 def test_pii_split_across_chunks_is_masked_for_every_provider(stack, provider, split):
     name, value = split.split(":")
     headers = {"x-mock-content": PII_TEXT, name: value, "x-mock-chunk-delay-ms": "1"}
@@ -86,8 +124,11 @@ def test_pii_split_across_chunks_is_masked_for_every_provider(stack, provider, s
     strings = orjson.dumps([_strings(c) for c in chunks]).decode()
     for secret in SECRETS:
         assert secret not in strings, f"{secret} reached the client"
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
-                   if isinstance(c, dict) and c.get("choices"))
+    text = "".join(
+        c["choices"][0]["delta"].get("content") or ""
+        for c in chunks
+        if isinstance(c, dict) and c.get("choices")
+    )
     assert text == MASKED
     assert chunks[-1] == "[DONE]"
 
@@ -106,14 +147,20 @@ def _strings(value):
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
 def test_sdk_stream_is_masked(stack, provider):
     stream = client(stack, provider).chat.completions.create(
-        model="m", stream=True, messages=[{"role": "user", "content": "hi"}],
-        extra_headers={"x-mock-content": PII_TEXT, "x-mock-chunk-bytes": "5"})
+        model="m",
+        stream=True,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-mock-content": PII_TEXT, "x-mock-chunk-bytes": "5"},
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == MASKED
 
 
 def test_reject_mid_stream_ends_with_error_then_done(stack):
-    raw = raw_stream(stack, "reject", {"x-mock-content": "Fine so far. Your card is 4111 1111 1111 1111 ok",
-                                        "x-mock-chunk-bytes": "4"})
+    raw = raw_stream(
+        stack,
+        "reject",
+        {"x-mock-content": "Fine so far. Your card is 4111 1111 1111 1111 ok", "x-mock-chunk-bytes": "4"},
+    )
     assert b"4111" not in raw
     chunks = sse_json(raw)
     assert chunks[-1] == "[DONE]"
@@ -123,8 +170,11 @@ def test_reject_mid_stream_ends_with_error_then_done(stack):
     assert text.startswith("Fine so far.") and "4111" not in text
     with pytest.raises(openai.APIError):
         for _ in client(stack, "reject").chat.completions.create(
-                model="m", stream=True, messages=[{"role": "user", "content": "hi"}],
-                extra_headers={"x-mock-content": "card 4111 1111 1111 1111"}):
+            model="m",
+            stream=True,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-mock-content": "card 4111 1111 1111 1111"},
+        ):
             pass
 
 
@@ -164,33 +214,50 @@ def test_token_counters_equal_what_the_mock_reported(stack, provider):
 
     def requests():
         return stack.metric("aigw_requests_total", route=route, status="200")
+
     before = {k: counted(k) for k in ("input", "output", "total")}
     before_requests = requests()
     before_ttft = stack.metric("gen_ai_server_time_to_first_token_seconds_count", route=route)
     for i in range(3):
         c.chat.completions.create(model="m", messages=[{"role": "user", "content": f"count me {i}"}])
-        list(c.chat.completions.create(model="m", stream=True,
-                                       messages=[{"role": "user", "content": f"stream me please {i}"}]))
-    list(c.chat.completions.create(model="m", stream=True, stream_options={"include_usage": True},
-                                   messages=[{"role": "user", "content": "with usage"}]))
+        list(
+            c.chat.completions.create(
+                model="m", stream=True, messages=[{"role": "user", "content": f"stream me please {i}"}]
+            )
+        )
+    list(
+        c.chat.completions.create(
+            model="m",
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "with usage"}],
+        )
+    )
     prompt, completion = _mock_usage(stack, route)
     assert prompt > 0 and completion > 0
 
     from tests.harness import wait_for
+
     wait_for(lambda: requests() - before_requests == 7, 5, "all 7 requests to be recorded")
     assert counted("input") - before["input"] == prompt
     assert counted("output") - before["output"] == completion
     assert counted("total") - before["total"] == prompt + completion
     assert stack.metric("gen_ai_server_time_to_first_token_seconds_count", route=route) - before_ttft == 4
     labels = [k for k in stack.metrics() if k.startswith("aigw_tokens_total{") and f'route="{route}"' in k]
-    assert all(f'gen_ai_provider_name="{PROVIDERS[provider]["provider"]}"' in k and f'backend="{route}"' in k
-               for k in labels)
+    assert all(
+        f'gen_ai_provider_name="{PROVIDERS[provider]["provider"]}"' in k and f'backend="{route}"' in k
+        for k in labels
+    )
 
 
 def test_usage_and_estimate_in_envoy_access_log(stack):
     raw = client(stack, "openai-plain").chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "system", "content": "Be brief."},
-                                  {"role": "user", "content": "How many tokens is this?"}])
+        model="gpt-4o",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "How many tokens is this?"},
+        ],
+    )
     usage = raw.parse().usage
     line = stack.access_log(raw.headers["x-request-id"])
     assert line["route"] == "openai-plain" and line["provider"] == "openai"
@@ -198,8 +265,16 @@ def test_usage_and_estimate_in_envoy_access_log(stack):
     assert int(line["output_tokens"]) == usage.completion_tokens
     assert int(line["total_tokens"]) == usage.total_tokens
     from extproc.tokens import estimate_prompt_tokens
-    assert int(line["prompt_tokens_estimate"]) == estimate_prompt_tokens({"model": "gpt-4o", "messages": [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "How many tokens is this?"}]})
+
+    assert int(line["prompt_tokens_estimate"]) == estimate_prompt_tokens(
+        {
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "How many tokens is this?"},
+            ],
+        }
+    )
 
 
 def test_stream_cut_short_still_counts_what_was_seen(stack):
@@ -208,11 +283,22 @@ def test_stream_cut_short_still_counts_what_was_seen(stack):
     seen = []
     with pytest.raises((openai.APIError, httpx.HTTPError)):
         for chunk in client(stack, route).chat.completions.create(
-                model="m", stream=True, messages=[{"role": "user", "content": "go on"}],
-                extra_headers={"x-mock-reset": "mid", "x-mock-chunk-bytes": "100", "x-mock-chunk-delay-ms": "30",
-                               "x-mock-content": "one two three four five six seven eight nine ten"}):
+            model="m",
+            stream=True,
+            messages=[{"role": "user", "content": "go on"}],
+            extra_headers={
+                "x-mock-reset": "mid",
+                "x-mock-chunk-bytes": "100",
+                "x-mock-chunk-delay-ms": "30",
+                "x-mock-content": "one two three four five six seven eight nine ten",
+            },
+        ):
             seen += [chunk.choices[0].delta.content or ""] if chunk.choices else []
     assert "".join(seen), "the stream was cut after some text reached the client"
     from tests.harness import wait_for
-    wait_for(lambda: stack.metric("aigw_tokens_total", route=route, gen_ai_token_type="output") > before, 5,
-             "the cut-short stream's tokens to be counted")
+
+    wait_for(
+        lambda: stack.metric("aigw_tokens_total", route=route, gen_ai_token_type="output") > before,
+        5,
+        "the cut-short stream's tokens to be counted",
+    )

@@ -48,10 +48,15 @@ def test_two_workers_each_serve_streams_and_metrics_add_up(two):
         assert r.status_code == 200, r.text
     # Both workers took streams (round robin over the two endpoints of the processor
     # cluster), and /metrics, whichever worker answers it, counts all 20 requests.
-    workers = {rec.get("pid") for rec in two.processor.log_records() if rec.get("msg") == "processor listening"}
+    workers = {
+        rec.get("pid") for rec in two.processor.log_records() if rec.get("msg") == "processor listening"
+    }
     assert len(workers) == 2
-    wait_for(lambda: two.metric("aigw_requests_total", route="chat") == 20, 5,
-             "one set of counters for both workers")
+    wait_for(
+        lambda: two.metric("aigw_requests_total", route="chat") == 20,
+        5,
+        "one set of counters for both workers",
+    )
     for _ in range(5):  # every scrape (any worker) sees the same total
         assert two.metric("aigw_requests_total", route="chat") == 20
 
@@ -74,16 +79,21 @@ def test_a_cooldown_seen_by_one_worker_cools_the_backend_for_all(two):
 
 def _primary_unhealthy(stack: Stack) -> bool:
     import httpx
+
     text = httpx.get(f"http://127.0.0.1:{stack.admin_port}/clusters", timeout=5).text
-    return any("/failed_active_hc" in line and "health_flags" in line for line in text.splitlines()
-               if f":{stack.mocks['primary'].port}::" in line)
+    return any(
+        "/failed_active_hc" in line and "health_flags" in line
+        for line in text.splitlines()
+        if f":{stack.mocks['primary'].port}::" in line
+    )
 
 
 def test_a_dead_worker_is_restarted(two):
     victim = worker_pids(two)[0]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(worker_pids(two)) == 2 and victim not in worker_pids(two), 15,
-             "the worker restarted")
+    wait_for(
+        lambda: len(worker_pids(two)) == 2 and victim not in worker_pids(two), 15, "the worker restarted"
+    )
     wait_for(two.processor.serving, 15, "every worker serving again")
     time.sleep(1.5)  # Envoy's next health check of the processor cluster
     for _ in range(20):
@@ -93,11 +103,16 @@ def test_a_dead_worker_is_restarted(two):
 def test_workers_must_match_the_sockets_of_the_bootstrap(tmp_path):
     import subprocess
     import sys
+
     doc = render_file(ROOT / "envoy" / "examples" / "failover-lab.yaml")
     path = tmp_path / "b.yaml"
     path.write_text(yaml.safe_dump(doc))
     n = len(doc["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"])
-    out = subprocess.run([sys.executable, "-m", "extproc", "serve", "--bootstrap", str(path),
-                          "--workers", str(n + 1)], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "extproc", "serve", "--bootstrap", str(path), "--workers", str(n + 1)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 2
     assert f"lists {n} processor socket(s)" in out.stderr

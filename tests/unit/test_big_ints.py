@@ -19,9 +19,14 @@ MARKER = "__out_of_range_here__"  # longer than any generated string
 
 
 def body_with(**fields: Any) -> bytes:
-    return orjson.dumps({"messages": MESSAGES})[:-1] + b"".join(
-        b"," + orjson.dumps(k) + b":" + (v if isinstance(v, bytes) else orjson.dumps(v))
-        for k, v in fields.items()) + b"}"
+    return (
+        orjson.dumps({"messages": MESSAGES})[:-1]
+        + b"".join(
+            b"," + orjson.dumps(k) + b":" + (v if isinstance(v, bytes) else orjson.dumps(v))
+            for k, v in fields.items()
+        )
+        + b"}"
+    )
 
 
 def refused(body: bytes) -> GatewayError:
@@ -31,8 +36,12 @@ def refused(body: bytes) -> GatewayError:
     return exc.value
 
 
-@given(st.one_of(st.integers(), st.sampled_from([INT_MIN, INT_MIN - 1, INT_MAX, INT_MAX + 1,
-                                                 2 ** 63 - 1, 2 ** 63, 10 ** 19, -(10 ** 19)])))
+@given(
+    st.one_of(
+        st.integers(),
+        st.sampled_from([INT_MIN, INT_MIN - 1, INT_MAX, INT_MAX + 1, 2**63 - 1, 2**63, 10**19, -(10**19)]),
+    )
+)
 def test_a_seed_is_exact_or_refused(n):
     body = body_with(seed=str(n).encode())
     if INT_MIN <= n <= INT_MAX:
@@ -46,7 +55,7 @@ def test_a_seed_is_exact_or_refused(n):
 
 
 def test_the_issue_case():
-    err = refused(body_with(seed=str(2 ** 70).encode()))
+    err = refused(body_with(seed=str(2**70).encode()))
     assert err.param == "seed"
     assert "1180591620717411303424" in err.message
 
@@ -57,14 +66,17 @@ def test_a_huge_literal_is_refused_without_converting_it():
     assert err.param == "n" and err.message.count("9") < 100
 
 
-@pytest.mark.parametrize("extra", [
-    {"x": 1e30},                                    # a float literal: the client's choice
-    {"x": 0.12345678901234567890123},              # a long fraction
-    {"x": 1.5e-30},
-    {"user": "order 123456789012345678901234567890"},   # digits inside a string
-    {"user": 'quote \\" 12345678901234567890123 \\\\'},  # escapes inside a string
-    {"metadata": {"12345678901234567890123": "key"}},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"x": 1e30},  # a float literal: the client's choice
+        {"x": 0.12345678901234567890123},  # a long fraction
+        {"x": 1.5e-30},
+        {"user": "order 123456789012345678901234567890"},  # digits inside a string
+        {"user": 'quote \\" 12345678901234567890123 \\\\'},  # escapes inside a string
+        {"metadata": {"12345678901234567890123": "key"}},
+    ],
+)
 def test_long_digit_runs_that_are_not_integers_pass(extra):
     body = body_with(**extra)
     assert parse_request(body) == orjson.loads(body)
@@ -77,8 +89,13 @@ def test_a_raw_float_literal_with_a_long_mantissa_passes():
 
 
 def test_nested_integers_are_named_by_path():
-    tool = {"type": "function", "function": {"name": "f", "parameters": {
-        "type": "object", "properties": {"a": {"type": "integer", "maximum": 1}}}}}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "f",
+            "parameters": {"type": "object", "properties": {"a": {"type": "integer", "maximum": 1}}},
+        },
+    }
     body = body_with(tools=[tool]).replace(b'"maximum":1', b'"maximum":' + b"1" + b"0" * 25)
     err = refused(body)
     assert err.param == "tools[0].function.parameters.properties.a.maximum"
@@ -88,11 +105,18 @@ def test_nested_integers_are_named_by_path():
 # parsed exactly; one out-of-range integer anywhere in it: refused, naming where.
 _text = st.one_of(st.text(max_size=12), st.text(alphabet='0123456789"\\ -.eE:,[', max_size=40))
 _json = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(INT_MIN, INT_MAX),
-              st.floats(min_value=-1e18, max_value=1e18), _text),
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=4), inner, max_size=4)),
-    max_leaves=25)
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(INT_MIN, INT_MAX),
+        st.floats(min_value=-1e18, max_value=1e18),
+        _text,
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
 
 
 @settings(max_examples=300)
@@ -103,9 +127,11 @@ def test_random_documents_pass_unchanged(doc):
 
 
 @settings(max_examples=300)
-@given(_json, st.lists(st.one_of(st.text(alphabet="abc.", min_size=1, max_size=3), st.integers(0, 2)),
-                       max_size=4),
-       st.one_of(st.integers(INT_MAX + 1), st.integers(max_value=INT_MIN - 1)))
+@given(
+    _json,
+    st.lists(st.one_of(st.text(alphabet="abc.", min_size=1, max_size=3), st.integers(0, 2)), max_size=4),
+    st.one_of(st.integers(INT_MAX + 1), st.integers(max_value=INT_MIN - 1)),
+)
 def test_an_out_of_range_integer_anywhere_is_refused(doc, where, big):
     value: Any = MARKER
     path = "extra"

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import yaml
+from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2, text_format
 
-from envoy.config.core.v3 import base_pb2
 from extproc.config.bootstrap import ConfigError, build_config
 from extproc.config.secrets import Secret, SecretRef
 from tests.bootstraps import add_route, cluster, routes
@@ -21,7 +21,9 @@ def doc():
 
 
 def llm_metadata(doc):
-    return cluster(doc, "llm")["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["metadata"]["filter_metadata"]["aigw"]
+    return cluster(doc, "llm")["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["metadata"][
+        "filter_metadata"
+    ]["aigw"]
 
 
 def problems(doc) -> list[str]:
@@ -196,12 +198,17 @@ def test_backend_lookup_by_name_from_envoy_text_metadata(doc):
     extra = copy.deepcopy(cluster(doc, "llm")["load_assignment"]["endpoints"][0]["lb_endpoints"][0])
     extra["endpoint"]["address"]["socket_address"]["port_value"] = 18082
     extra["metadata"]["filter_metadata"]["aigw"] = {
-        "name": "compat", "provider": "openai-compatible", "path": "/x", "cooldownSeconds": 1.5}
+        "name": "compat",
+        "provider": "openai-compatible",
+        "path": "/x",
+        "cooldownSeconds": 1.5,
+    }
     cluster(doc, "llm")["load_assignment"]["endpoints"][0]["lb_endpoints"].append(extra)
     gw = build_config(doc)
     # Envoy may hand numbers over as doubles or even strings: the name decides.
-    text = _text_metadata({"name": "compat", "provider": "openai-compatible", "path": "/x",
-                           "cooldownSeconds": "1.5"})
+    text = _text_metadata(
+        {"name": "compat", "provider": "openai-compatible", "path": "/x", "cooldownSeconds": "1.5"}
+    )
     assert gw.backend_for_host(text).name == "compat"
     assert gw.backend_for_host(text) is gw.backend_for_host(text)
     assert gw.backend_for_host(_text_metadata({"name": "primary", "provider": "openai"})).name == "primary"
@@ -226,12 +233,14 @@ def test_inline_secret_never_appears_in_repr():
 
 def test_file_secret_follows_rotation(tmp_path, monkeypatch):
     import extproc.config.secrets as secrets
+
     monkeypatch.setattr(secrets, "_FILE_RECHECK_SECONDS", 0.0)
     f = tmp_path / "key"
     f.write_text("one\n")
     secret = Secret(SecretRef(file=str(f)))
     assert secret.value == "one"
     import os
+
     f.write_text("two\n")
     os.utime(f, (1, 1))  # a different mtime, as a Kubernetes secret update gives
     assert secret.value == "two"
@@ -241,12 +250,29 @@ def test_check_command_exits_2_naming_the_problem(tmp_path, doc):
     llm_metadata(doc)["provider"] = "openia"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(doc))
-    run = subprocess.run([sys.executable, "-m", "extproc", "check", "--bootstrap", str(bad)],
-                         capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, "-m", "extproc", "check", "--bootstrap", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert run.returncode == 2
     assert "cluster 'llm'" in run.stderr and "openia" in run.stderr
-    ok = subprocess.run([sys.executable, "-m", "extproc", "serve", "--bootstrap", str(bad),
-                         "--socket", str(tmp_path / "s.sock")], capture_output=True, text=True, cwd=ROOT)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "extproc",
+            "serve",
+            "--bootstrap",
+            str(bad),
+            "--socket",
+            str(tmp_path / "s.sock"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert ok.returncode == 2 and "openia" in ok.stderr
 
 
@@ -266,8 +292,11 @@ def test_skipping_the_request_headers_phase_is_refused(doc, which):
 
 
 def test_route_to_ai_backend_cannot_disable_the_route_filter(doc):
-    routes(doc)[0]["typed_per_filter_config"] = {"envoy.filters.http.ext_proc": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-        "disabled": True}}
+    routes(doc)[0]["typed_per_filter_config"] = {
+        "envoy.filters.http.ext_proc": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+            "disabled": True,
+        }
+    }
     [p] = problems(doc)
     assert "route 'chat'" in p and "bypass" in p

@@ -9,8 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extproc.canonical import (ROLES, check_content_type, message_text, parse_request,
-                               validate_request, wants_stream)
+from extproc.canonical import (
+    ROLES,
+    check_content_type,
+    message_text,
+    parse_request,
+    validate_request,
+    wants_stream,
+)
 from extproc.errors import GatewayError
 
 # ---------------------------------------------------------------------------------------
@@ -50,8 +56,7 @@ def reject(body, *, status=400, code, param, mentions=None) -> GatewayError:
         assert name in err.message, (name, err.message)
     # and the client-visible body carries the same values
     payload = orjson.loads(err.body())["error"]
-    assert payload == {"message": err.message, "type": "invalid_request_error",
-                       "param": param, "code": code}
+    assert payload == {"message": err.message, "type": "invalid_request_error", "param": param, "code": code}
     # validate_request on an already-parsed dict agrees with parse_request
     if not isinstance(body, bytes):
         with pytest.raises(GatewayError) as info2:
@@ -77,22 +82,36 @@ def test_empty_body():
     assert "empty" in err.message
 
 
-@pytest.mark.parametrize("raw", [b"{", b"{'messages': []}", b"not json", b'{"messages": [}',
-                                 b"{\"a\": 1,}", b"\xff\xfe{}", b"NaN", b"{} {}"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{",
+        b"{'messages': []}",
+        b"not json",
+        b'{"messages": [}',
+        b'{"a": 1,}',
+        b"\xff\xfe{}",
+        b"NaN",
+        b"{} {}",
+    ],
+)
 def test_malformed_json(raw):
     err = reject(raw, code="invalid_json", param=None)
     assert "not valid JSON" in err.message
 
 
-@pytest.mark.parametrize("raw, kind", [
-    (b"[]", "an array"),
-    (b'[{"role": "user", "content": "hi"}]', "an array"),
-    (b'"hello"', "a string"),
-    (b"42", "a number"),
-    (b"1.5", "a number"),
-    (b"null", "null"),
-    (b"true", "a boolean"),
-])
+@pytest.mark.parametrize(
+    "raw, kind",
+    [
+        (b"[]", "an array"),
+        (b'[{"role": "user", "content": "hi"}]', "an array"),
+        (b'"hello"', "a string"),
+        (b"42", "a number"),
+        (b"1.5", "a number"),
+        (b"null", "null"),
+        (b"true", "a boolean"),
+    ],
+)
 def test_non_object_json(raw, kind):
     err = reject(raw, code="invalid_request_body", param=None)
     assert "JSON object" in err.message
@@ -120,18 +139,30 @@ def test_empty_messages():
     assert "at least one" in err.message
 
 
-@pytest.mark.parametrize("value, kind", [
-    ("hi", "a string"), ({"role": "user", "content": "hi"}, "an object"), (3, "a number"),
-    (True, "a boolean"),
-])
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        ("hi", "a string"),
+        ({"role": "user", "content": "hi"}, "an object"),
+        (3, "a number"),
+        (True, "a boolean"),
+    ],
+)
 def test_messages_not_an_array(value, kind):
     err = reject(req(messages=value), code="invalid_type", param="messages")
     assert kind in err.message
 
 
-@pytest.mark.parametrize("msg, kind", [
-    ("hello", "a string"), (None, "null"), (1, "a number"), ([], "an array"), (False, "a boolean"),
-])
+@pytest.mark.parametrize(
+    "msg, kind",
+    [
+        ("hello", "a string"),
+        (None, "null"),
+        (1, "a number"),
+        ([], "an array"),
+        (False, "a boolean"),
+    ],
+)
 def test_message_not_an_object(msg, kind):
     err = reject(with_message(msg), code="invalid_type", param="messages[0]")
     assert kind in err.message
@@ -156,42 +187,58 @@ def test_missing_role():
 
 @pytest.mark.parametrize("role", [[], ["user"], {}, {"x": 1}])
 def test_unhashable_role_is_a_400(role):
-    reject(with_message({"role": role, "content": "hi"}), code="invalid_value",
-           param="messages[0].role")
+    reject(with_message({"role": role, "content": "hi"}), code="invalid_value", param="messages[0].role")
 
 
 @pytest.mark.parametrize("role", ["user", "system", "developer", "tool", "function"])
 def test_content_required_for_non_assistant_roles(role):
     msg = {"role": role, "tool_call_id": "call_1"} if role == "tool" else {"role": role}
-    err = reject(with_message(msg), code="missing_required_parameter",
-                 param="messages[0].content")
+    err = reject(with_message(msg), code="missing_required_parameter", param="messages[0].content")
     assert role in err.message
 
 
 def test_null_content_for_user_rejected():
-    reject(with_message({"role": "user", "content": None}), code="missing_required_parameter",
-           param="messages[0].content")
+    reject(
+        with_message({"role": "user", "content": None}),
+        code="missing_required_parameter",
+        param="messages[0].content",
+    )
 
 
 @pytest.mark.parametrize("content", [42, 1.5, True, {"type": "text", "text": "hi"}])
 def test_content_of_wrong_type(content):
-    reject(with_message({"role": "user", "content": content}), code="invalid_type",
-           param="messages[0].content")
+    reject(
+        with_message({"role": "user", "content": content}), code="invalid_type", param="messages[0].content"
+    )
 
 
-@pytest.mark.parametrize("part", [
-    "hi", 3, None, [], {"text": "no type"}, {"type": None, "text": "x"}, {"type": 3},
-])
+@pytest.mark.parametrize(
+    "part",
+    [
+        "hi",
+        3,
+        None,
+        [],
+        {"text": "no type"},
+        {"type": None, "text": "x"},
+        {"type": 3},
+    ],
+)
 def test_content_part_without_string_type(part):
     msg = {"role": "user", "content": [{"type": "text", "text": "ok"}, part]}
     err = reject(with_message(msg), code="invalid_type", param="messages[0].content[1]")
     assert "type" in err.message
 
 
-@pytest.mark.parametrize("part", [
-    {"type": "text"}, {"type": "text", "text": None}, {"type": "text", "text": 5},
-    {"type": "text", "text": ["a"]},
-])
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "text"},
+        {"type": "text", "text": None},
+        {"type": "text", "text": 5},
+        {"type": "text", "text": ["a"]},
+    ],
+)
 def test_text_part_without_text_string(part):
     msg = {"role": "user", "content": [part]}
     reject(with_message(msg), code="invalid_type", param="messages[0].content[0].text")
@@ -203,11 +250,20 @@ def test_tool_calls_not_an_array(tool_calls):
     reject(with_message(msg), code="invalid_type", param="messages[0].tool_calls")
 
 
-@pytest.mark.parametrize("call", [
-    "call_1", None, {}, {"id": "c", "type": "function"}, {"function": "f"},
-    {"function": {}}, {"function": {"name": None}}, {"function": {"name": 3}},
-    {"function": {"arguments": "{}"}},
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        "call_1",
+        None,
+        {},
+        {"id": "c", "type": "function"},
+        {"function": "f"},
+        {"function": {}},
+        {"function": {"name": None}},
+        {"function": {"name": 3}},
+        {"function": {"arguments": "{}"}},
+    ],
+)
 def test_bad_tool_call_entry(call):
     good = {"id": "c0", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     msg = {"role": "assistant", "content": None, "tool_calls": [good, call]}
@@ -215,43 +271,48 @@ def test_bad_tool_call_entry(call):
     assert "function.name" in err.message
 
 
-@pytest.mark.parametrize("extra", [{}, {"tool_call_id": None}, {"tool_call_id": 7},
-                                   {"tool_call_id": ["c"]}])
+@pytest.mark.parametrize("extra", [{}, {"tool_call_id": None}, {"tool_call_id": 7}, {"tool_call_id": ["c"]}])
 def test_tool_message_without_tool_call_id(extra):
     msg = {"role": "tool", "content": "42", **extra}
-    reject(with_message(msg), code="missing_required_parameter",
-           param="messages[0].tool_call_id")
+    reject(with_message(msg), code="missing_required_parameter", param="messages[0].tool_call_id")
 
 
 # ---------------------------------------------------------------------------------------
 # top-level fields
 
 
-@pytest.mark.parametrize("key, value, kind", [
-    ("model", 4, "a number"), ("model", ["gpt"], "an array"), ("model", True, "a boolean"),
-    ("model", {"id": "x"}, "an object"),
-    ("stream", "true", "a string"), ("stream", 1, "a number"), ("stream", 0, "a number"),
-    ("stream", {}, "an object"),
-    ("tools", {"type": "function"}, "an object"), ("tools", "f", "a string"),
-    ("tools", True, "a boolean"),
-    ("stream_options", [], "an array"), ("stream_options", True, "a boolean"),
-    ("stream_options", "include_usage", "a string"),
-])
+@pytest.mark.parametrize(
+    "key, value, kind",
+    [
+        ("model", 4, "a number"),
+        ("model", ["gpt"], "an array"),
+        ("model", True, "a boolean"),
+        ("model", {"id": "x"}, "an object"),
+        ("stream", "true", "a string"),
+        ("stream", 1, "a number"),
+        ("stream", 0, "a number"),
+        ("stream", {}, "an object"),
+        ("tools", {"type": "function"}, "an object"),
+        ("tools", "f", "a string"),
+        ("tools", True, "a boolean"),
+        ("stream_options", [], "an array"),
+        ("stream_options", True, "a boolean"),
+        ("stream_options", "include_usage", "a string"),
+    ],
+)
 def test_top_level_field_of_wrong_type(key, value, kind):
     err = reject(req(**{key: value}), code="invalid_type", param=key)
     assert kind in err.message
 
 
-@pytest.mark.parametrize("key", ["temperature", "top_p", "presence_penalty",
-                                 "frequency_penalty"])
+@pytest.mark.parametrize("key", ["temperature", "top_p", "presence_penalty", "frequency_penalty"])
 @pytest.mark.parametrize("value", ["0.5", True, False, [1], {"v": 1}])
 def test_sampling_parameter_not_a_number(key, value):
     err = reject(req(**{key: value}), code="invalid_type", param=key)
     assert "number" in err.message
 
 
-@pytest.mark.parametrize("key", ["temperature", "top_p", "presence_penalty",
-                                 "frequency_penalty"])
+@pytest.mark.parametrize("key", ["temperature", "top_p", "presence_penalty", "frequency_penalty"])
 @pytest.mark.parametrize("value", [0, 1, 0.0, 0.7, 2, -1.5, None])
 def test_sampling_parameter_numbers_accepted(key, value):
     accept(req(**{key: value}))
@@ -281,11 +342,21 @@ def test_good_stop(stop):
     accept(req(stop=stop))
 
 
-@pytest.mark.parametrize("tool", [
-    "f", None, 3, [], {}, {"type": "function"}, {"type": "function", "function": "f"},
-    {"type": "function", "function": {}}, {"type": "function", "function": {"name": 1}},
-    {"type": "function", "function": {"description": "no name"}},
-])
+@pytest.mark.parametrize(
+    "tool",
+    [
+        "f",
+        None,
+        3,
+        [],
+        {},
+        {"type": "function"},
+        {"type": "function", "function": "f"},
+        {"type": "function", "function": {}},
+        {"type": "function", "function": {"name": 1}},
+        {"type": "function", "function": {"description": "no name"}},
+    ],
+)
 def test_bad_tools_entry(tool):
     good = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
     err = reject(req(tools=[good, tool]), code="invalid_type", param="tools[1]")
@@ -312,22 +383,36 @@ def test_model_may_be_absent():
 
 
 def test_assistant_with_null_content_and_tool_calls():
-    body = req(messages=[
-        {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
-    ])
+    body = req(
+        messages=[
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        ]
+    )
     accept(body)
 
 
 def test_assistant_with_function_call_and_no_content():
-    accept(req(messages=[
-        {"role": "user", "content": "x"},
-        {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}},
-        {"role": "function", "name": "f", "content": "result"},
-    ]))
+    accept(
+        req(
+            messages=[
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}},
+                {"role": "function", "name": "f", "content": "result"},
+            ]
+        )
+    )
 
 
 def test_assistant_with_empty_turn():
@@ -335,11 +420,18 @@ def test_assistant_with_empty_turn():
 
 
 def test_multipart_content_with_image_url():
-    accept(with_message({"role": "user", "content": [
-        {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}},
-        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
-    ]}))
+    accept(
+        with_message(
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}},
+                    {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                ],
+            }
+        )
+    )
 
 
 def test_empty_content_string_and_empty_parts_list():
@@ -356,8 +448,7 @@ def test_every_known_role_accepted(role):
 
 
 def test_developer_role():
-    accept(req(messages=[{"role": "developer", "content": "rules"},
-                         {"role": "user", "content": "hi"}]))
+    accept(req(messages=[{"role": "developer", "content": "rules"}, {"role": "user", "content": "hi"}]))
 
 
 def test_roles_constant():
@@ -369,10 +460,14 @@ def test_unknown_fields_kept_untouched():
         stream=True,
         stream_options={"include_usage": True},
         response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
-        seed=7, logit_bias={"50256": -100}, user="u-1", metadata={"a": "b"},
+        seed=7,
+        logit_bias={"50256": -100},
+        user="u-1",
+        metadata={"a": "b"},
         x_vendor_extension=[1, {"deep": [None, 1.5, "é😀"]}],
         tools=[{"type": "function", "function": {"name": "f", "strict": True}, "extra": 1}],
-        tool_choice="auto", parallel_tool_calls=False,
+        tool_choice="auto",
+        parallel_tool_calls=False,
     )
     body["messages"][0]["name"] = "alice"
     body["messages"][0]["unknown_msg_field"] = {"k": [1, 2]}
@@ -384,8 +479,11 @@ def test_unknown_fields_kept_untouched():
 
 
 def test_validate_request_does_not_mutate():
-    body = req(tools=[{"type": "function", "function": {"name": "f"}}], stop=["x"],
-               messages=[{"role": "user", "content": [{"type": "text", "text": "a"}]}])
+    body = req(
+        tools=[{"type": "function", "function": {"name": "f"}}],
+        stop=["x"],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "a"}]}],
+    )
     snapshot = copy.deepcopy(body)
     assert validate_request(body) is None
     assert body == snapshot
@@ -397,8 +495,18 @@ def test_unicode_and_escaped_content():
 
 
 def test_null_optional_fields_accepted():
-    accept(req(model=None, stream=None, tools=None, stream_options=None, stop=None,
-               temperature=None, max_tokens=None, n=None))
+    accept(
+        req(
+            model=None,
+            stream=None,
+            tools=None,
+            stream_options=None,
+            stop=None,
+            temperature=None,
+            max_tokens=None,
+            n=None,
+        )
+    )
 
 
 def test_empty_tools_list_accepted():
@@ -409,33 +517,39 @@ def test_empty_tools_list_accepted():
 # content type
 
 
-@pytest.mark.parametrize("value", [
-    None,
-    "application/json",
-    "application/json; charset=utf-8",
-    "application/json;charset=UTF-8",
-    "APPLICATION/JSON",
-    "  application/json  ",
-    "Application/Json ; charset=utf-8",
-    "application/vnd.api+json",
-    "application/problem+json; charset=utf-8",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/json;charset=UTF-8",
+        "APPLICATION/JSON",
+        "  application/json  ",
+        "Application/Json ; charset=utf-8",
+        "application/vnd.api+json",
+        "application/problem+json; charset=utf-8",
+    ],
+)
 def test_json_content_types_accepted(value):
     assert check_content_type(value) is None
 
 
-@pytest.mark.parametrize("value, media", [
-    ("text/plain", "text/plain"),
-    ("text/plain; charset=utf-8", "text/plain"),
-    ("application/x-www-form-urlencoded", "application/x-www-form-urlencoded"),
-    ("multipart/form-data; boundary=xyz", "multipart/form-data"),
-    ("application/xml", "application/xml"),
-    ("application/jsonx", "application/jsonx"),
-    ("application/json-seq", "application/json-seq"),
-    ("application/octet-stream", "application/octet-stream"),
-    ("TEXT/HTML", "text/html"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "value, media",
+    [
+        ("text/plain", "text/plain"),
+        ("text/plain; charset=utf-8", "text/plain"),
+        ("application/x-www-form-urlencoded", "application/x-www-form-urlencoded"),
+        ("multipart/form-data; boundary=xyz", "multipart/form-data"),
+        ("application/xml", "application/xml"),
+        ("application/jsonx", "application/jsonx"),
+        ("application/json-seq", "application/json-seq"),
+        ("application/octet-stream", "application/octet-stream"),
+        ("TEXT/HTML", "text/html"),
+        ("", ""),
+    ],
+)
 def test_non_json_content_types_rejected(value, media):
     with pytest.raises(GatewayError) as info:
         check_content_type(value)
@@ -453,29 +567,45 @@ def test_non_json_content_types_rejected(value, media):
 # message_text and wants_stream
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("hello", "hello"),
-    ("", ""),
-    (None, ""),
-    ([], ""),
-    ([{"type": "text", "text": "a"}], "a"),
-    ([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}], "a\nb"),
-    ([{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "u"}},
-      {"type": "text", "text": "b"}], "a\nb"),
-    ([{"type": "image_url", "image_url": {"url": "u"}}], ""),
-    ([{"type": "text", "text": ""}, {"type": "text", "text": "x"}], "\nx"),
-    ([{"type": "text", "text": None}, {"type": "text", "text": "x"}], "x"),
-    ([{"type": "input_text", "text": "not text type"}], ""),
-    (42, ""),
-    ({"type": "text", "text": "a"}, ""),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("hello", "hello"),
+        ("", ""),
+        (None, ""),
+        ([], ""),
+        ([{"type": "text", "text": "a"}], "a"),
+        ([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}], "a\nb"),
+        (
+            [
+                {"type": "text", "text": "a"},
+                {"type": "image_url", "image_url": {"url": "u"}},
+                {"type": "text", "text": "b"},
+            ],
+            "a\nb",
+        ),
+        ([{"type": "image_url", "image_url": {"url": "u"}}], ""),
+        ([{"type": "text", "text": ""}, {"type": "text", "text": "x"}], "\nx"),
+        ([{"type": "text", "text": None}, {"type": "text", "text": "x"}], "x"),
+        ([{"type": "input_text", "text": "not text type"}], ""),
+        (42, ""),
+        ({"type": "text", "text": "a"}, ""),
+    ],
+)
 def test_message_text(content, expected):
     assert message_text(content) == expected
 
 
-@pytest.mark.parametrize("value, expected", [
-    (True, True), (False, False), (None, False), ("true", False), (1, False),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (True, True),
+        (False, False),
+        (None, False),
+        ("true", False),
+        (1, False),
+    ],
+)
 def test_wants_stream(value, expected):
     assert wants_stream({"stream": value}) is expected
 
@@ -493,8 +623,13 @@ def _outcome(raw: bytes):
         out = parse_request(raw)
     except GatewayError as err:
         assert err.status == 400, err
-        assert err.code in {"invalid_json", "invalid_request_body", "missing_required_parameter",
-                            "invalid_type", "invalid_value"}
+        assert err.code in {
+            "invalid_json",
+            "invalid_request_body",
+            "missing_required_parameter",
+            "invalid_type",
+            "invalid_value",
+        }
         assert err.param is None or err.param in err.message
         body = orjson.loads(err.body())
         assert set(body["error"]) == {"message", "type", "param", "code"}
@@ -510,10 +645,14 @@ def test_property_arbitrary_bytes(raw):
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -527,28 +666,33 @@ def test_property_arbitrary_json_values(value):
 _text = st.text(max_size=6)
 _valid_part = st.one_of(
     st.fixed_dictionaries({"type": st.just("text"), "text": _text}),
-    st.fixed_dictionaries({"type": st.just("image_url"),
-                           "image_url": st.fixed_dictionaries({"url": _text})}),
+    st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.fixed_dictionaries({"url": _text})}),
 )
 _valid_content = _text | st.lists(_valid_part, max_size=3)
-_valid_call = st.fixed_dictionaries({
-    "id": _text, "type": st.just("function"),
-    "function": st.fixed_dictionaries({"name": _text, "arguments": _text}),
-})
+_valid_call = st.fixed_dictionaries(
+    {
+        "id": _text,
+        "type": st.just("function"),
+        "function": st.fixed_dictionaries({"name": _text, "arguments": _text}),
+    }
+)
 _valid_message = st.one_of(
-    st.fixed_dictionaries({"role": st.sampled_from(["system", "developer", "user"]),
-                           "content": _valid_content}),
-    st.fixed_dictionaries({"role": st.just("assistant")},
-                          optional={"content": st.none() | _valid_content,
-                                    "tool_calls": st.lists(_valid_call, max_size=2)}),
-    st.fixed_dictionaries({"role": st.just("tool"), "tool_call_id": _text,
-                           "content": _valid_content}),
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "developer", "user"]), "content": _valid_content}
+    ),
+    st.fixed_dictionaries(
+        {"role": st.just("assistant")},
+        optional={"content": st.none() | _valid_content, "tool_calls": st.lists(_valid_call, max_size=2)},
+    ),
+    st.fixed_dictionaries({"role": st.just("tool"), "tool_call_id": _text, "content": _valid_content}),
     st.fixed_dictionaries({"role": st.just("function"), "name": _text, "content": _text}),
 )
-_valid_tool = st.fixed_dictionaries({
-    "type": st.just("function"),
-    "function": st.fixed_dictionaries({"name": _text}, optional={"parameters": _json}),
-})
+_valid_tool = st.fixed_dictionaries(
+    {
+        "type": st.just("function"),
+        "function": st.fixed_dictionaries({"name": _text}, optional={"parameters": _json}),
+    }
+)
 _valid_request = st.fixed_dictionaries(
     {"messages": st.lists(_valid_message, min_size=1, max_size=4)},
     optional={
@@ -569,10 +713,10 @@ def _paths(node, prefix=()):
     yield prefix
     if isinstance(node, dict):
         for k, v in node.items():
-            yield from _paths(v, prefix + (k,))
+            yield from _paths(v, (*prefix, k))
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            yield from _paths(v, prefix + (i,))
+            yield from _paths(v, (*prefix, i))
 
 
 # Roles are replaced by any JSON (arrays and objects included) or by a valid role.

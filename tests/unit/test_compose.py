@@ -85,21 +85,33 @@ def test_compose_bootstrap_is_valid_and_in_step_with_mock_yaml():
     compose_doc = yaml.safe_load((ROOT / "envoy" / "compose.yaml").read_text())
     mock_doc = yaml.safe_load((ROOT / "envoy" / "mock.yaml").read_text())
     build_config(compose_doc)
+
     # Only the container-specific values may differ.
     def scrub(doc):
         text = yaml.safe_dump(doc)
-        for a, b in (("0.0.0.0", "127.0.0.1"), ("/run/aigw/", "/tmp/aigw/"), ("STRICT_DNS", "STATIC"),
-                     ("address: mock", "address: 127.0.0.1")):
+        for a, b in (
+            ("0.0.0.0", "127.0.0.1"),
+            ("/run/aigw/", "/tmp/aigw/"),
+            ("STRICT_DNS", "STATIC"),
+            ("address: mock", "address: 127.0.0.1"),
+        ):
             text = text.replace(a, b)
         return text
+
     assert scrub(compose_doc) == scrub(mock_doc)
-    run = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(ROOT / "envoy" / "compose.yaml")],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(ROOT / "envoy" / "compose.yaml")],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("name", ["mock.yaml", "openai.yaml"])
 def test_shipped_bootstraps_pass_envoy_validation(name):
-    run = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(ROOT / "envoy" / name)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(ROOT / "envoy" / name)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout + run.stderr

@@ -71,7 +71,8 @@ def exported() -> dict[str, frozenset[str]]:
 
 # --- a PromQL parser for what dashboards use -------------------------------------------------
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<ws>\s+)
   | (?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
   | (?P<range>\[[^\]]*\])
@@ -79,17 +80,60 @@ _TOKEN = re.compile(r"""
   | (?P<number>0x[0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
   | (?P<ident>[a-zA-Z_:][a-zA-Z0-9_:]*)
   | (?P<op>==|!=|>=|<=|=~|!~|[-+*/%^<>=(){},])
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
-AGGREGATIONS = {"sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
-                "topk", "bottomk", "quantile", "count_values", "limitk", "limit_ratio"}
+AGGREGATIONS = {
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "count",
+    "group",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+    "limitk",
+    "limit_ratio",
+}
 _AGG_WITH_PARAM = {"topk", "bottomk", "quantile", "count_values", "limitk", "limit_ratio"}
 # Functions whose result keeps the argument's labels.
-_SAME_LABELS = {"rate", "irate", "increase", "delta", "idelta", "deriv", "resets", "changes",
-                "avg_over_time", "min_over_time", "max_over_time", "sum_over_time",
-                "count_over_time", "last_over_time", "stddev_over_time", "stdvar_over_time",
-                "quantile_over_time", "abs", "ceil", "floor", "round", "sqrt", "exp", "ln",
-                "log2", "log10", "sgn", "clamp", "clamp_min", "clamp_max"}
+_SAME_LABELS = {
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "deriv",
+    "resets",
+    "changes",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "last_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "quantile_over_time",
+    "abs",
+    "ceil",
+    "floor",
+    "round",
+    "sqrt",
+    "exp",
+    "ln",
+    "log2",
+    "log10",
+    "sgn",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+}
 _SCALAR_FUNCS = {"scalar", "time", "pi"}
 _SET_OPS = {"and", "or", "unless"}
 _BINARY = {"+", "-", "*", "/", "%", "^", "==", "!=", ">", "<", ">=", "<=", "atan2", *_SET_OPS}
@@ -103,12 +147,12 @@ class PromQLError(ValueError):
 @dataclass
 class Selector:
     metric: str
-    matchers: list[str]          # label names matched on
+    matchers: list[str]  # label names matched on
 
 
 @dataclass
 class Literal:
-    kind: str                    # "scalar" or "string"
+    kind: str  # "scalar" or "string"
 
 
 @dataclass
@@ -132,7 +176,7 @@ class Binary:
     rhs: object
     on: list[str] | None = None
     ignoring: list[str] | None = None
-    group: list[str] | None = None   # group_left/group_right labels
+    group: list[str] | None = None  # group_left/group_right labels
 
 
 @dataclass
@@ -147,7 +191,7 @@ class _Parser:
         while pos < len(text):
             m = _TOKEN.match(text, pos)
             if not m:
-                raise PromQLError(f"cannot read {text[pos:pos + 20]!r}")
+                raise PromQLError(f"cannot read {text[pos : pos + 20]!r}")
             if m.lastgroup != "ws":
                 self.tokens.append((m.lastgroup, m.group()))
             pos = m.end()
@@ -291,12 +335,13 @@ def walk(node):
 
 
 SCALAR = "scalar"
-UNKNOWN = "unknown"   # after an error: no further label checks on this branch
+UNKNOWN = "unknown"  # after an error: no further label checks on this branch
 
 
 @dataclass
 class Check:
     """Result labels of an expression against the exported series, and every problem found."""
+
     exported: dict[str, frozenset[str]]
     errors: list[str] = field(default_factory=list)
 
@@ -370,8 +415,9 @@ class Check:
             if node.op in _SET_OPS:
                 return lhs | rhs if node.op == "or" else lhs
             if node.on is None and node.ignoring is None and node.group is None and lhs != rhs:
-                self.errors.append(f"{node.op} matches {sorted(lhs)} with {sorted(rhs)}: "
-                                   "no pair would ever match")
+                self.errors.append(
+                    f"{node.op} matches {sorted(lhs)} with {sorted(rhs)}: no pair would ever match"
+                )
             return lhs | set(node.group or ())
         raise PromQLError(f"cannot check {node!r}")
 
@@ -386,6 +432,7 @@ def check(expr: str, exported) -> tuple[object, list[str]]:
 
 # --- the dashboard ---------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def dashboard() -> dict:
     return json.loads(DASHBOARD.read_text())
@@ -394,7 +441,7 @@ def dashboard() -> dict:
 def _panels(dashboard):
     for panel in dashboard["panels"]:
         yield panel
-        yield from panel.get("panels", [])   # panels inside collapsed rows
+        yield from panel.get("panels", [])  # panels inside collapsed rows
 
 
 def _queries(dashboard):
@@ -405,8 +452,10 @@ def _queries(dashboard):
 
 
 def _all_queries():
-    return [pytest.param(t["expr"], t.get("legendFormat", ""), id=f"{title} {t['refId']}")
-            for title, t in _queries(json.loads(DASHBOARD.read_text()))]
+    return [
+        pytest.param(t["expr"], t.get("legendFormat", ""), id=f"{title} {t['refId']}")
+        for title, t in _queries(json.loads(DASHBOARD.read_text()))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -432,12 +481,16 @@ def _mounts(service: dict) -> dict[str, str]:
 
 # --- the registry and the parser themselves ---------------------------------------------------
 
+
 def test_registry_holds_every_metric_the_processor_defines(exported):
     defined = [m for m in vars(extproc.metrics).values() if isinstance(m, MetricWrapperBase)]
     assert len(defined) >= 8
     for metric in defined:
-        names = {f"{metric._name}_total"} if metric._type == "counter" else \
-                {f"{metric._name}_bucket", f"{metric._name}_count", f"{metric._name}_sum"}
+        names = (
+            {f"{metric._name}_total"}
+            if metric._type == "counter"
+            else {f"{metric._name}_bucket", f"{metric._name}_count", f"{metric._name}_sum"}
+        )
         for name in names:
             assert name in exported, f"{name} is not exported"
             assert set(metric._labelnames) <= exported[name]
@@ -448,24 +501,53 @@ def test_registry_holds_every_metric_the_processor_defines(exported):
         assert all(_PROBE not in s.labels.values() for s in family.samples)
 
 
-@pytest.mark.parametrize("expr, metrics, result", [
-    ("rate(aigw_requests_total[5m])", ["aigw_requests_total"],
-     {"route", "gen_ai_provider_name", "backend", "status"}),
-    ('sum by (backend, status) (rate(aigw_attempts_total{retry="true"}[5m]))',
-     ["aigw_attempts_total"], {"backend", "status"}),
-    ("histogram_quantile(0.95, sum by (le) (rate(gen_ai_server_time_to_first_token_seconds_bucket[5m])))",
-     ["gen_ai_server_time_to_first_token_seconds_bucket"], set()),
-    ('sum(rate(aigw_tokens_total{gen_ai_token_type!="total"}[5m])) without (route)',
-     ["aigw_tokens_total"],
-     {"gen_ai_provider_name", "backend", "gen_ai_request_model", "gen_ai_response_model", "gen_ai_token_type"}),
-    ("sum(rate(aigw_requests_total{status=~'5..'}[5m])) / sum(rate(aigw_requests_total[5m])) or vector(0)",
-     ["aigw_requests_total", "aigw_requests_total"], set()),
-    ("sum by (backend) (rate(aigw_attempts_total[1h] offset 5m)) / on (backend) "
-     "sum by (backend) (increase(aigw_requests_total[1h]))",
-     ["aigw_attempts_total", "aigw_requests_total"], {"backend"}),
-    ("max_over_time(rate(aigw_guard_actions_total[1m])[10m:1m])", ["aigw_guard_actions_total"],
-     {"route", "direction", "guard", "action", "entity"}),
-])
+@pytest.mark.parametrize(
+    "expr, metrics, result",
+    [
+        (
+            "rate(aigw_requests_total[5m])",
+            ["aigw_requests_total"],
+            {"route", "gen_ai_provider_name", "backend", "status"},
+        ),
+        (
+            'sum by (backend, status) (rate(aigw_attempts_total{retry="true"}[5m]))',
+            ["aigw_attempts_total"],
+            {"backend", "status"},
+        ),
+        (
+            "histogram_quantile(0.95, sum by (le) (rate(gen_ai_server_time_to_first_token_seconds_bucket[5m])))",
+            ["gen_ai_server_time_to_first_token_seconds_bucket"],
+            set(),
+        ),
+        (
+            'sum(rate(aigw_tokens_total{gen_ai_token_type!="total"}[5m])) without (route)',
+            ["aigw_tokens_total"],
+            {
+                "gen_ai_provider_name",
+                "backend",
+                "gen_ai_request_model",
+                "gen_ai_response_model",
+                "gen_ai_token_type",
+            },
+        ),
+        (
+            "sum(rate(aigw_requests_total{status=~'5..'}[5m])) / sum(rate(aigw_requests_total[5m])) or vector(0)",
+            ["aigw_requests_total", "aigw_requests_total"],
+            set(),
+        ),
+        (
+            "sum by (backend) (rate(aigw_attempts_total[1h] offset 5m)) / on (backend) "
+            "sum by (backend) (increase(aigw_requests_total[1h]))",
+            ["aigw_attempts_total", "aigw_requests_total"],
+            {"backend"},
+        ),
+        (
+            "max_over_time(rate(aigw_guard_actions_total[1m])[10m:1m])",
+            ["aigw_guard_actions_total"],
+            {"route", "direction", "guard", "action", "entity"},
+        ),
+    ],
+)
 def test_the_parser_reads_promql(exported, expr, metrics, result):
     labels, errors = check(expr, exported)
     assert errors == []
@@ -473,29 +555,41 @@ def test_the_parser_reads_promql(exported, expr, metrics, result):
     assert labels == result
 
 
-@pytest.mark.parametrize("expr, problem", [
-    ("rate(aigw_request_total[5m])", "aigw_request_total is not a series"),
-    ("rate(aigw_requests[5m])", "aigw_requests is not a series"),
-    ("rate(gen_ai_server_time_to_first_token_seconds[5m])", "is not a series"),
-    ("sum by (model) (rate(aigw_tokens_total[5m]))", "no label model"),
-    ('rate(aigw_attempts_total{route="chat"}[5m])', "no label route"),
-    ("histogram_quantile(0.9, sum by (backend) (rate(gen_ai_server_request_duration_seconds_bucket[5m])))",
-     "histogram_quantile: no label le"),
-    ("histogram_quantile(0.9, rate(gen_ai_server_request_duration_seconds_count[5m]))",
-     "histogram_quantile: no label le"),
-    ("sum by (status) (sum by (backend) (rate(aigw_requests_total[5m])))", "no label status"),
-    ("sum by (backend) (rate(aigw_requests_total[5m])) / sum(rate(aigw_requests_total[5m]))",
-     "no pair would ever match"),
-    ("sum by (guard) (rate(aigw_guard_actions_total[5m])) / on (backend) sum(rate(aigw_requests_total[5m]))",
-     "no label backend"),
-    ("predict_linear(aigw_requests_total[5m], 60)", "not known"),
-])
+@pytest.mark.parametrize(
+    "expr, problem",
+    [
+        ("rate(aigw_request_total[5m])", "aigw_request_total is not a series"),
+        ("rate(aigw_requests[5m])", "aigw_requests is not a series"),
+        ("rate(gen_ai_server_time_to_first_token_seconds[5m])", "is not a series"),
+        ("sum by (model) (rate(aigw_tokens_total[5m]))", "no label model"),
+        ('rate(aigw_attempts_total{route="chat"}[5m])', "no label route"),
+        (
+            "histogram_quantile(0.9, sum by (backend) (rate(gen_ai_server_request_duration_seconds_bucket[5m])))",
+            "histogram_quantile: no label le",
+        ),
+        (
+            "histogram_quantile(0.9, rate(gen_ai_server_request_duration_seconds_count[5m]))",
+            "histogram_quantile: no label le",
+        ),
+        ("sum by (status) (sum by (backend) (rate(aigw_requests_total[5m])))", "no label status"),
+        (
+            "sum by (backend) (rate(aigw_requests_total[5m])) / sum(rate(aigw_requests_total[5m]))",
+            "no pair would ever match",
+        ),
+        (
+            "sum by (guard) (rate(aigw_guard_actions_total[5m])) / on (backend) sum(rate(aigw_requests_total[5m]))",
+            "no label backend",
+        ),
+        ("predict_linear(aigw_requests_total[5m], 60)", "not known"),
+    ],
+)
 def test_the_checks_catch_what_would_show_no_data(exported, expr, problem):
     _, errors = check(expr, exported)
     assert any(problem in e for e in errors), errors
 
 
 # --- the dashboard's queries ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("expr, legend", _all_queries())
 def test_every_query_selects_exported_series_with_their_labels(exported, expr, legend):
@@ -532,8 +626,9 @@ def dashboard_uid_of_datasource(dashboard) -> str:
     return uids.pop()
 
 
-def _find(dashboard, metric: str, *, by: set[str] | None = None, matcher: str | None = None,
-          quantile: bool = False) -> list[tuple[str, dict]]:
+def _find(
+    dashboard, metric: str, *, by: set[str] | None = None, matcher: str | None = None, quantile: bool = False
+) -> list[tuple[str, dict]]:
     """Panels/targets whose query selects `metric`, grouped `by` and matching as asked."""
     found = []
     for title, target in _queries(dashboard):
@@ -553,8 +648,11 @@ def _find(dashboard, metric: str, *, by: set[str] | None = None, matcher: str | 
 
 def _units(dashboard, found) -> set[str]:
     titles = {title for title, _ in found}
-    return {p["fieldConfig"]["defaults"].get("unit") for p in _panels(dashboard)
-            if p["type"] != "row" and p["title"] in titles}
+    return {
+        p["fieldConfig"]["defaults"].get("unit")
+        for p in _panels(dashboard)
+        if p["type"] != "row" and p["title"] in titles
+    }
 
 
 def test_the_dashboard_shows_what_operators_need(dashboard):
@@ -570,8 +668,10 @@ def test_the_dashboard_shows_what_operators_need(dashboard):
     assert _units(dashboard, by_status + by_backend + retries + attempts) == {"reqps"}
     assert "tok/s" in _units(dashboard, tokens).pop()
 
-    for metric in ("gen_ai_server_time_to_first_token_seconds_bucket",
-                   "gen_ai_server_request_duration_seconds_bucket"):
+    for metric in (
+        "gen_ai_server_time_to_first_token_seconds_bucket",
+        "gen_ai_server_request_duration_seconds_bucket",
+    ):
         found = _find(dashboard, metric, quantile=True)
         quantiles = {re.match(r"histogram_quantile\(([\d.]+)", t["expr"]).group(1) for _, t in found}
         assert {"0.5", "0.95"} <= quantiles, metric
@@ -581,10 +681,10 @@ def test_the_dashboard_shows_what_operators_need(dashboard):
 
 
 def test_dashboard_is_well_formed(dashboard):
-    assert dashboard["uid"] == "aigw-overview"          # stable: links and the home page use it
+    assert dashboard["uid"] == "aigw-overview"  # stable: links and the home page use it
     assert re.fullmatch(r"[a-zA-Z0-9_-]{1,40}", dashboard["uid"])
     assert dashboard["title"] and isinstance(dashboard["schemaVersion"], int)
-    assert "id" not in dashboard or dashboard["id"] is None   # Grafana assigns it
+    assert "id" not in dashboard or dashboard["id"] is None  # Grafana assigns it
     panels = list(_panels(dashboard))
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
@@ -605,13 +705,15 @@ def test_dashboard_is_well_formed(dashboard):
     cells = set()
     for panel in panels:
         pos = panel["gridPos"]
-        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"])
-                for y in range(pos["y"], pos["y"] + pos["h"])}
+        mine = {
+            (x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])
+        }
         assert not cells & mine, f"{panel['title']} overlaps another panel"
         cells |= mine
 
 
 # --- provisioning, compose and Prometheus agree -----------------------------------------------
+
 
 def test_dashboard_uses_the_provisioned_datasource(dashboard, datasource):
     assert datasource["type"] == "prometheus" and datasource["uid"]
@@ -629,12 +731,16 @@ def test_datasource_points_at_the_prometheus_service(datasource, compose):
     prometheus = compose["services"][host]
     assert prometheus["image"].startswith("prom/prometheus:")
     # Prometheus listens on 9090 unless told otherwise; the published port maps onto it.
-    listen = next((a.split(":")[-1] for a in prometheus.get("command", [])
-                   if a.startswith("--web.listen-address=")), "9090")
+    listen = next(
+        (a.split(":")[-1] for a in prometheus.get("command", []) if a.startswith("--web.listen-address=")),
+        "9090",
+    )
     assert port == listen
     assert any(p.split(":")[-1] == listen for p in prometheus.get("ports", []))
-    assert datasource["jsonData"]["timeInterval"] == yaml.safe_load(PROMETHEUS.read_text())[
-        "global"]["scrape_interval"], "Grafana's $__rate_interval needs the scrape interval"
+    assert (
+        datasource["jsonData"]["timeInterval"]
+        == yaml.safe_load(PROMETHEUS.read_text())["global"]["scrape_interval"]
+    ), "Grafana's $__rate_interval needs the scrape interval"
 
 
 def test_grafana_mounts_the_provisioning_and_the_dashboard_folder(compose):
@@ -669,8 +775,12 @@ def test_prometheus_scrapes_the_processor_where_it_listens(compose):
     args = _processor_args(compose)
     assert args.metrics_host == "0.0.0.0", "in compose the processor must listen beyond loopback"
     assert args.metrics_port > 0
-    targets = {target: job for job in config["scrape_configs"]
-               for static in job["static_configs"] for target in static["targets"]}
+    targets = {
+        target: job
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
     job = targets.get(f"processor:{args.metrics_port}")
     assert job, f"no scrape target processor:{args.metrics_port} in {sorted(targets)}"
     assert job.get("scrape_interval", config["global"]["scrape_interval"]) == "5s"

@@ -10,19 +10,22 @@ from hypothesis import strategies as st
 from extproc.errors import GatewayError, bad_request, error_body, error_type_for
 
 
-@pytest.mark.parametrize("status, expected", [
-    (400, "invalid_request_error"),
-    (401, "authentication_error"),
-    (403, "permission_error"),
-    (404, "not_found_error"),
-    (405, "invalid_request_error"),
-    (408, "timeout_error"),
-    (409, "conflict_error"),
-    (413, "invalid_request_error"),
-    (415, "invalid_request_error"),
-    (422, "invalid_request_error"),
-    (429, "rate_limit_error"),
-])
+@pytest.mark.parametrize(
+    "status, expected",
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (405, "invalid_request_error"),
+        (408, "timeout_error"),
+        (409, "conflict_error"),
+        (413, "invalid_request_error"),
+        (415, "invalid_request_error"),
+        (422, "invalid_request_error"),
+        (429, "rate_limit_error"),
+    ],
+)
 def test_known_status_types(status, expected):
     assert error_type_for(status) == expected
 
@@ -40,16 +43,19 @@ def test_5xx_are_server_errors(status):
 def test_error_body_shape():
     out = error_body("bad thing", status=400, code="invalid_value", param="messages")
     assert isinstance(out, bytes)
-    assert orjson.loads(out) == {"error": {
-        "message": "bad thing", "type": "invalid_request_error", "param": "messages",
-        "code": "invalid_value",
-    }}
+    assert orjson.loads(out) == {
+        "error": {
+            "message": "bad thing",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "invalid_value",
+        }
+    }
 
 
 def test_error_body_nulls_when_code_and_param_absent():
     body = orjson.loads(error_body("boom", status=502))
-    assert body == {"error": {"message": "boom", "type": "server_error", "param": None,
-                              "code": None}}
+    assert body == {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
     # the keys are present with JSON null, not left out: SDKs read them unconditionally
     assert b'"param":null' in error_body("boom", status=502)
     assert b'"code":null' in error_body("boom", status=502)
@@ -74,8 +80,9 @@ def test_error_body_escapes_message():
 
 
 def test_gateway_error_attributes():
-    err = GatewayError(404, "no such model", code="model_not_found", param="model",
-                       headers={"x-aigw-reason": "route"})
+    err = GatewayError(
+        404, "no such model", code="model_not_found", param="model", headers={"x-aigw-reason": "route"}
+    )
     assert isinstance(err, Exception)
     assert err.status == 404
     assert err.message == "no such model"
@@ -108,10 +115,14 @@ def test_gateway_error_type_override():
 
 def test_gateway_error_body():
     err = GatewayError(429, "slow down", code="rate_limited", param=None)
-    assert orjson.loads(err.body()) == {"error": {
-        "message": "slow down", "type": "rate_limit_error", "param": None,
-        "code": "rate_limited",
-    }}
+    assert orjson.loads(err.body()) == {
+        "error": {
+            "message": "slow down",
+            "type": "rate_limit_error",
+            "param": None,
+            "code": "rate_limited",
+        }
+    }
     assert err.body() == error_body("slow down", status=429, code="rate_limited")
 
 
@@ -129,10 +140,14 @@ def test_bad_request():
     assert err.code == "invalid_type"
     assert err.param == "n"
     assert err.message == "'n' must be a positive integer"
-    assert orjson.loads(err.body()) == {"error": {
-        "message": "'n' must be a positive integer", "type": "invalid_request_error",
-        "param": "n", "code": "invalid_type",
-    }}
+    assert orjson.loads(err.body()) == {
+        "error": {
+            "message": "'n' must be a positive integer",
+            "type": "invalid_request_error",
+            "param": "n",
+            "code": "invalid_type",
+        }
+    }
 
 
 def test_bad_request_requires_code():
@@ -141,14 +156,17 @@ def test_bad_request_requires_code():
 
 
 @settings(max_examples=200, deadline=None)
-@given(status=st.integers(400, 599), message=st.text(max_size=50),
-       code=st.none() | st.text(max_size=10), param=st.none() | st.text(max_size=10))
+@given(
+    status=st.integers(400, 599),
+    message=st.text(max_size=50),
+    code=st.none() | st.text(max_size=10),
+    param=st.none() | st.text(max_size=10),
+)
 def test_property_body_shape(status, message, code, param):
     err = GatewayError(status, message, code=code, param=param)
     body = orjson.loads(err.body())
     assert list(body) == ["error"]
-    assert body["error"] == {"message": message, "type": error_type_for(status),
-                             "param": param, "code": code}
+    assert body["error"] == {"message": message, "type": error_type_for(status), "param": param, "code": code}
     expected_family = "server_error" if status >= 500 else None
     if expected_family:
         assert body["error"]["type"] == expected_family

@@ -25,12 +25,25 @@ def run(coro):
 
 # ---- request side: all text fields --------------------------------------------------------
 
-@pytest.mark.parametrize("message, where", [
-    ({"role": "user", "content": [{"type": "refusal", "refusal": "mail alice@example.com"}]}, ("content", 0, "refusal")),
-    ({"role": "system", "content": [{"type": "note", "text": "mail alice@example.com"}]}, ("content", 0, "text")),
-    ({"role": "assistant", "content": None, "refusal": "mail alice@example.com"}, ("refusal",)),
-    ({"role": "assistant", "content": "ok", "reasoning_content": "mail alice@example.com"}, ("reasoning_content",)),
-])
+
+@pytest.mark.parametrize(
+    "message, where",
+    [
+        (
+            {"role": "user", "content": [{"type": "refusal", "refusal": "mail alice@example.com"}]},
+            ("content", 0, "refusal"),
+        ),
+        (
+            {"role": "system", "content": [{"type": "note", "text": "mail alice@example.com"}]},
+            ("content", 0, "text"),
+        ),
+        ({"role": "assistant", "content": None, "refusal": "mail alice@example.com"}, ("refusal",)),
+        (
+            {"role": "assistant", "content": "ok", "reasoning_content": "mail alice@example.com"},
+            ("reasoning_content",),
+        ),
+    ],
+)
 def test_request_guard_reads_every_text_field(message, where):
     guards = RequestGuards(RequestGuardConfig.model_validate(EMAIL), "r")
     req = {"messages": [message]}
@@ -42,31 +55,49 @@ def test_request_guard_reads_every_text_field(message, where):
 
 
 def test_request_guard_rejects_on_a_refusal_part():
-    guards = RequestGuards(RequestGuardConfig.model_validate(
-        {"regex": {"action": "REJECT", "builtins": ["EMAIL"]}}), "r")
+    guards = RequestGuards(
+        RequestGuardConfig.model_validate({"regex": {"action": "REJECT", "builtins": ["EMAIL"]}}), "r"
+    )
     with pytest.raises(GatewayError):
-        run(guards.apply({"messages": [{"role": "user", "content": [
-            {"type": "refusal", "refusal": "alice@example.com"}]}]}, {}))
+        run(
+            guards.apply(
+                {
+                    "messages": [
+                        {"role": "user", "content": [{"type": "refusal", "refusal": "alice@example.com"}]}
+                    ]
+                },
+                {},
+            )
+        )
 
 
 # ---- JSON responses -------------------------------------------------------------------------
+
 
 def response_guards(cfg=None, window=256):
     return ResponseGuards(ResponseGuardConfig.model_validate({**(cfg or EMAIL), "streamWindow": window}), "r")
 
 
 def test_json_logprobs_dropped_and_reasoning_masked():
-    completion = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x",
-                                                        "reasoning_content": "bob@example.com"},
-                               "logprobs": {"content": [{"token": "bob@example.com"}]}}]}
+    completion = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "x", "reasoning_content": "bob@example.com"},
+                "logprobs": {"content": [{"token": "bob@example.com"}]},
+            }
+        ]
+    }
     assert run(response_guards().apply(completion, {}))
     choice = completion["choices"][0]
     assert choice["logprobs"] is None
     assert choice["message"]["reasoning_content"] == "<EMAIL>"
 
 
-@pytest.mark.parametrize("completion", [{"choices": {"0": "x"}}, {"choices": ["text"]},
-                                        {"choices": [{"message": "bob@example.com"}]}])
+@pytest.mark.parametrize(
+    "completion",
+    [{"choices": {"0": "x"}}, {"choices": ["text"]}, {"choices": [{"message": "bob@example.com"}]}],
+)
 def test_json_shapes_the_guard_cannot_read_are_refused(completion):
     with pytest.raises(GatewayError) as exc:
         run(response_guards().apply(completion, {}))
@@ -75,9 +106,21 @@ def test_json_shapes_the_guard_cannot_read_are_refused(completion):
 
 # ---- streams --------------------------------------------------------------------------------
 
+
 def chunk(delta, finish=None, **extra):
-    return b"data: " + orjson.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}]}) + b"\n\n"
+    return (
+        b"data: "
+        + orjson.dumps(
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "m",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}],
+            }
+        )
+        + b"\n\n"
+    )
 
 
 def stream(data: bytes, guards=None, strip_usage=False) -> tuple[bytes, ResponseStream]:
@@ -86,20 +129,34 @@ def stream(data: bytes, guards=None, strip_usage=False) -> tuple[bytes, Response
 
 
 def test_stream_logprobs_never_carry_masked_tokens():
-    out, _ = stream(chunk({"content": "mail bob@exa"}, logprobs={"content": [{"token": "bob@exa"}]})
-                    + chunk({"content": "mple.com ok"}, logprobs={"content": [{"token": "mple.com"}]})
-                    + chunk({}, "stop") + b"data: [DONE]\n\n")
+    out, _ = stream(
+        chunk({"content": "mail bob@exa"}, logprobs={"content": [{"token": "bob@exa"}]})
+        + chunk({"content": "mple.com ok"}, logprobs={"content": [{"token": "mple.com"}]})
+        + chunk({}, "stop")
+        + b"data: [DONE]\n\n"
+    )
     assert b"bob@" not in out and b"example" not in out
-    assert all(c["choices"][0]["logprobs"] is None for c in chunks_of(out) if isinstance(c, dict) and c.get("choices"))
+    assert all(
+        c["choices"][0]["logprobs"] is None
+        for c in chunks_of(out)
+        if isinstance(c, dict) and c.get("choices")
+    )
 
 
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning", "refusal"])
 def test_stream_guards_reasoning_and_refusal_deltas(field):
-    out, _ = stream(chunk({field: "ask bob@exa"}) + chunk({field: "mple.com now"}) + chunk({}, "stop")
-                    + b"data: [DONE]\n\n")
+    out, _ = stream(
+        chunk({field: "ask bob@exa"})
+        + chunk({field: "mple.com now"})
+        + chunk({}, "stop")
+        + b"data: [DONE]\n\n"
+    )
     assert b"bob@" not in out
-    text = "".join(c["choices"][0]["delta"].get(field) or "" for c in chunks_of(out)
-                   if isinstance(c, dict) and c.get("choices"))
+    text = "".join(
+        c["choices"][0]["delta"].get(field) or ""
+        for c in chunks_of(out)
+        if isinstance(c, dict) and c.get("choices")
+    )
     assert text == "ask <EMAIL> now"
 
 
@@ -108,8 +165,15 @@ def test_stream_content_as_parts_is_guarded():
     assert b"bob@" not in out
 
 
-@pytest.mark.parametrize("event", [b"data: not json bob@example.com\n\n", b'data: ["bob@example.com"]\n\n',
-                                   chunk("bob@example.com"), b'data: {"choices": {"0": 1}}\n\n'])
+@pytest.mark.parametrize(
+    "event",
+    [
+        b"data: not json bob@example.com\n\n",
+        b'data: ["bob@example.com"]\n\n',
+        chunk("bob@example.com"),
+        b'data: {"choices": {"0": 1}}\n\n',
+    ],
+)
 def test_unreadable_events_fail_closed_when_guarded(event):
     out, rs = stream(chunk({"content": "hi "}) + event + chunk({}, "stop") + b"data: [DONE]\n\n")
     assert b"bob@" not in out
@@ -124,30 +188,53 @@ def test_unknown_events_without_choices_are_not_passed_unread():
 
 
 def test_provider_error_message_is_masked():
-    out, _ = stream(chunk({"content": "hi"}) + b'data: {"error": {"message": "bad key for bob@example.com"}}\n\n')
+    out, _ = stream(
+        chunk({"content": "hi"}) + b'data: {"error": {"message": "bad key for bob@example.com"}}\n\n'
+    )
     assert b"bob@" not in out and b"<EMAIL>" in out
 
 
 def test_text_after_a_tool_call_is_still_released():
-    tool = {"tool_calls": [{"index": 0, "id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
-    out, _ = stream(chunk({"content": "first "}) + chunk(tool) + chunk({"content": "then mail bob@example.com"})
-                    + b"data: [DONE]\n\n")
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks_of(out)
-                   if isinstance(c, dict) and c.get("choices"))
+    tool = {
+        "tool_calls": [
+            {"index": 0, "id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        ]
+    }
+    out, _ = stream(
+        chunk({"content": "first "})
+        + chunk(tool)
+        + chunk({"content": "then mail bob@example.com"})
+        + b"data: [DONE]\n\n"
+    )
+    text = "".join(
+        c["choices"][0]["delta"].get("content") or ""
+        for c in chunks_of(out)
+        if isinstance(c, dict) and c.get("choices")
+    )
     assert text == "first then mail <EMAIL>"
 
 
 def test_usage_is_still_counted_after_a_guard_ends_the_stream():
     g = response_guards({"regex": {"action": "REJECT", "builtins": ["EMAIL"]}})
     usage = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":941,"total_tokens":950}}\n\n'
-    out, rs = stream(chunk({"content": "mail bob@example.com ok"}) + chunk({}, "stop") + usage + b"data: [DONE]\n\n", g)
+    out, rs = stream(
+        chunk({"content": "mail bob@example.com ok"}) + chunk({}, "stop") + usage + b"data: [DONE]\n\n", g
+    )
     assert rs.terminated and b"bob@" not in out
     assert rs.usage["total_tokens"] == 950
 
 
 def test_usage_on_choice_chunks_is_stripped_when_only_the_gateway_asked():
-    out, _ = stream(chunk({"content": "hi"}, "stop", ) .replace(b'"model":"m"', b'"model":"m","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}'),
-                    None, strip_usage=True)
+    out, _ = stream(
+        chunk(
+            {"content": "hi"},
+            "stop",
+        ).replace(
+            b'"model":"m"', b'"model":"m","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}'
+        ),
+        None,
+        strip_usage=True,
+    )
     assert b'"usage"' not in out
 
 
@@ -158,18 +245,29 @@ def test_non_event_stream_body_fails_closed_when_guarded():
 
 # ---- the window ------------------------------------------------------------------------------
 
-KEY_POLICY = {"regex": {"action": "MASK", "builtins": ["CREDIT_CARD", "IBAN_CODE"], "matches": [
-    {"pattern": r"-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----", "name": "KEY"}]}}
+KEY_POLICY = {
+    "regex": {
+        "action": "MASK",
+        "builtins": ["CREDIT_CARD", "IBAN_CODE"],
+        "matches": [
+            {"pattern": r"-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----", "name": "KEY"}
+        ],
+    }
+}
 
 
 def feed_all(g, text, step=5, reject=False):
     s = StreamTextGuard(g.scanner, g.holdback, g.config.stream_window, reject)
-    return "".join(s.feed(text[i:i + step])[0] for i in range(0, len(text), step)) + s.finish()[0]
+    return "".join(s.feed(text[i : i + step])[0] for i in range(0, len(text), step)) + s.finish()[0]
 
 
 def test_a_match_longer_than_the_window_is_never_released():
     g = response_guards(KEY_POLICY, window=32)
-    key = "here: -----BEGIN PRIVATE KEY-----\n" + "MIIEvQIBADANBgkqhkiG9w0B" * 6 + "\n-----END PRIVATE KEY----- done"
+    key = (
+        "here: -----BEGIN PRIVATE KEY-----\n"
+        + "MIIEvQIBADANBgkqhkiG9w0B" * 6
+        + "\n-----END PRIVATE KEY----- done"
+    )
     out = feed_all(g, key)
     assert out == "here: <KEY> done"
     with pytest.raises(StreamRejected):
@@ -192,6 +290,7 @@ def test_char_runs_cover_presidio_patterns(entity):
     import re
 
     from extproc.guards.presidio_engine import _recognizer_classes
+
     cls = _recognizer_classes()[entity]
     chars = re.compile(CHAR_RUNS[entity][0])
     for p in getattr(cls, "PATTERNS", []):
@@ -207,10 +306,14 @@ def test_char_runs_cover_presidio_patterns(entity):
 
 # ---- accounting and Retry-After ---------------------------------------------------------------
 
+
 def test_negative_or_non_integer_usage_is_ignored():
     acct = Accounting("r")
-    for usage in ({"prompt_tokens": -5, "completion_tokens": 3}, {"prompt_tokens": True, "completion_tokens": 1},
-                  {"prompt_tokens": "5", "completion_tokens": 1}):
+    for usage in (
+        {"prompt_tokens": -5, "completion_tokens": 3},
+        {"prompt_tokens": True, "completion_tokens": 1},
+        {"prompt_tokens": "5", "completion_tokens": 1},
+    ):
         acct.take_usage(usage)
     assert acct.total_tokens is None
     acct.record()  # must not raise
@@ -218,6 +321,7 @@ def test_negative_or_non_integer_usage_is_ignored():
 
 def test_model_labels_are_bounded():
     import extproc.accounting as a
+
     before = set(a._seen_models)
     try:
         a._seen_models.clear()
@@ -231,6 +335,7 @@ def test_model_labels_are_bounded():
 
 def test_retry_after_http_date_in_utc():
     import time
+
     future = time.strftime("%a, %d %b %Y %H:%M:%S -0000", time.gmtime(time.time() + 120))
     assert 100 < retry_after_seconds({"retry-after": future}) <= 121
     assert retry_after_seconds({"retry-after-ms": "250"}) == 0.25

@@ -5,6 +5,7 @@ guarded (ids, binary media) left as they are."""
 import asyncio
 import base64
 import copy
+import itertools
 import json
 
 import orjson
@@ -29,13 +30,15 @@ def run(coro):
 
 
 def request_guards(action="MASK", **extra) -> RequestGuards:
-    return RequestGuards(RequestGuardConfig.model_validate(
-        {"regex": {"action": action, "builtins": BUILTINS}, **extra}), "r")
+    return RequestGuards(
+        RequestGuardConfig.model_validate({"regex": {"action": action, "builtins": BUILTINS}, **extra}), "r"
+    )
 
 
 def response_guards(action="MASK", **extra) -> ResponseGuards:
-    return ResponseGuards(ResponseGuardConfig.model_validate(
-        {"regex": {"action": action, "builtins": BUILTINS}, **extra}), "r")
+    return ResponseGuards(
+        ResponseGuardConfig.model_validate({"regex": {"action": action, "builtins": BUILTINS}, **extra}), "r"
+    )
 
 
 def base_request(**fields) -> dict:
@@ -43,8 +46,14 @@ def base_request(**fields) -> dict:
 
 
 def tool(description="look things up", parameters=None, name="lookup") -> dict:
-    return {"type": "function", "function": {"name": name, "description": description,
-                                             "parameters": parameters or {"type": "object"}}}
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": parameters or {"type": "object"},
+        },
+    }
 
 
 def call(arguments: str, name="lookup", id_="call_1") -> dict:
@@ -57,47 +66,110 @@ def with_messages(*messages) -> dict:
 
 # Every request field the issue lists, with the value planted in it.
 REQUEST_CASES = {
-    "tool-call arguments": with_messages({"role": "assistant", "content": None, "tool_calls": [
-        call(orjson.dumps({"to": f"mail {EMAIL}"}).decode())]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "sent"}),
-    "tool result": with_messages({"role": "assistant", "content": None, "tool_calls": [call("{}")]},
-                                 {"role": "tool", "tool_call_id": "call_1", "content": f"owner {EMAIL}"}),
+    "tool-call arguments": with_messages(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [call(orjson.dumps({"to": f"mail {EMAIL}"}).decode())],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sent"},
+    ),
+    "tool result": with_messages(
+        {"role": "assistant", "content": None, "tool_calls": [call("{}")]},
+        {"role": "tool", "tool_call_id": "call_1", "content": f"owner {EMAIL}"},
+    ),
     "tool description": base_request(tools=[tool(description=f"mails {EMAIL}")]),
     "tool name": base_request(tools=[tool(name=EMAIL)]),
-    "tool parameter description": base_request(tools=[tool(parameters={
-        "type": "object", "properties": {"to": {"type": "string", "description": f"e.g. {EMAIL}"}}})]),
-    "tool parameter enum": base_request(tools=[tool(parameters={
-        "type": "object", "properties": {"card": {"type": "string", "enum": [CARD]}}})]),
-    "tool parameter default": base_request(tools=[tool(parameters={
-        "type": "object", "properties": {"to": {"type": "string", "default": EMAIL}}})]),
-    "tool parameter name": base_request(tools=[tool(parameters={
-        "type": "object", "properties": {EMAIL: {"type": "string"}}, "required": [EMAIL]})]),
+    "tool parameter description": base_request(
+        tools=[
+            tool(
+                parameters={
+                    "type": "object",
+                    "properties": {"to": {"type": "string", "description": f"e.g. {EMAIL}"}},
+                }
+            )
+        ]
+    ),
+    "tool parameter enum": base_request(
+        tools=[
+            tool(parameters={"type": "object", "properties": {"card": {"type": "string", "enum": [CARD]}}})
+        ]
+    ),
+    "tool parameter default": base_request(
+        tools=[
+            tool(parameters={"type": "object", "properties": {"to": {"type": "string", "default": EMAIL}}})
+        ]
+    ),
+    "tool parameter name": base_request(
+        tools=[
+            tool(
+                parameters={"type": "object", "properties": {EMAIL: {"type": "string"}}, "required": [EMAIL]}
+            )
+        ]
+    ),
     "legacy functions": base_request(functions=[{"name": "f", "description": f"card {CARD}"}]),
     "legacy function_call": base_request(function_call={"name": EMAIL}),
-    "legacy message function_call": with_messages({"role": "assistant", "content": None, "function_call": {
-        "name": "f", "arguments": orjson.dumps({"card": CARD}).decode()}}),
-    "tool_choice": base_request(tools=[tool()], tool_choice={"type": "function", "function": {"name": EMAIL}}),
+    "legacy message function_call": with_messages(
+        {
+            "role": "assistant",
+            "content": None,
+            "function_call": {"name": "f", "arguments": orjson.dumps({"card": CARD}).decode()},
+        }
+    ),
+    "tool_choice": base_request(
+        tools=[tool()], tool_choice={"type": "function", "function": {"name": EMAIL}}
+    ),
     "stop (string)": base_request(stop=EMAIL),
     "stop (list)": base_request(stop=["\n\n", f"card {CARD}"]),
     "user": base_request(user=EMAIL),
     "metadata value": base_request(metadata={"customer": EMAIL}),
     "metadata key": base_request(metadata={EMAIL: "vip"}),
     "prediction (string)": base_request(prediction={"type": "content", "content": f"write {EMAIL}"}),
-    "prediction (parts)": base_request(prediction={"type": "content", "content": [{"type": "text", "text": CARD}]}),
-    "response_format description": base_request(response_format={"type": "json_schema", "json_schema": {
-        "name": "contact", "description": f"like {EMAIL}", "schema": {"type": "object"}}}),
-    "response_format schema": base_request(response_format={"type": "json_schema", "json_schema": {
-        "name": "contact", "schema": {"type": "object", "properties": {
-            "to": {"type": "string", "examples": [EMAIL]}}}}}),
+    "prediction (parts)": base_request(
+        prediction={"type": "content", "content": [{"type": "text", "text": CARD}]}
+    ),
+    "response_format description": base_request(
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "contact", "description": f"like {EMAIL}", "schema": {"type": "object"}},
+        }
+    ),
+    "response_format schema": base_request(
+        response_format={
+            "type": "json_schema",
+            "json_schema": {
+                "name": "contact",
+                "schema": {"type": "object", "properties": {"to": {"type": "string", "examples": [EMAIL]}}},
+            },
+        }
+    ),
     "message name": base_request(messages=[{"role": "user", "name": EMAIL, "content": "hi"}]),
-    "image URL": base_request(messages=[{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": f"https://img.example.org/p.png?owner={EMAIL}"}}]}]),
-    "content part with other keys": base_request(messages=[{"role": "user", "content": [
-        {"type": "input_text", "input_text": f"card {CARD}"}]}]),
+    "image URL": base_request(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": f"https://img.example.org/p.png?owner={EMAIL}"},
+                    }
+                ],
+            }
+        ]
+    ),
+    "content part with other keys": base_request(
+        messages=[{"role": "user", "content": [{"type": "input_text", "input_text": f"card {CARD}"}]}]
+    ),
     "unknown message field": base_request(messages=[{"role": "user", "content": "hi", "note": EMAIL}]),
     "unknown request field": base_request(guided_choice=["yes", f"mail {EMAIL}"]),
-    "short non-base64 audio data": base_request(messages=[{"role": "user", "content": [
-        {"type": "input_audio", "input_audio": {"data": EMAIL, "format": "wav"}}]}]),
+    "short non-base64 audio data": base_request(
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "input_audio", "input_audio": {"data": EMAIL, "format": "wav"}}],
+            }
+        ]
+    ),
 }
 
 
@@ -144,21 +216,27 @@ def test_request_field_is_rejected(case):
 
 # ---- tool-call arguments: valid JSON stays valid JSON -----------------------------------------
 
+
 def guard_arguments(arguments: str) -> str:
     req = with_messages({"role": "assistant", "content": None, "tool_calls": [call(arguments)]})
     run(request_guards().apply(req, {}))
     return req["messages"][1]["tool_calls"][0]["function"]["arguments"]
 
 
-@pytest.mark.parametrize("arguments, expected", [
-    ('{"to": "bob@example.com", "n": 3}', {"to": "<EMAIL>", "n": 3}),
-    ('{"card": 4111111111111111}', {"card": "<CREDIT_CARD>"}),                # a number: now a string
-    ('{"to": "bob\\u0040example.com"}', {"to": "<EMAIL>"}),                  # hidden by an escape
-    ('{"bob@example.com": true}', {"<EMAIL>": True}),                         # a key
-    ('{"a": ["x", {"b": "card 4111-1111-1111-1111 ok"}]}', {"a": ["x", {"b": "card <CREDIT_CARD> ok"}]}),
-    ('{"n": 123456789012345678901234567890, "to": "bob@example.com"}',
-     {"n": 123456789012345678901234567890, "to": "<EMAIL>"}),
-])
+@pytest.mark.parametrize(
+    "arguments, expected",
+    [
+        ('{"to": "bob@example.com", "n": 3}', {"to": "<EMAIL>", "n": 3}),
+        ('{"card": 4111111111111111}', {"card": "<CREDIT_CARD>"}),  # a number: now a string
+        ('{"to": "bob\\u0040example.com"}', {"to": "<EMAIL>"}),  # hidden by an escape
+        ('{"bob@example.com": true}', {"<EMAIL>": True}),  # a key
+        ('{"a": ["x", {"b": "card 4111-1111-1111-1111 ok"}]}', {"a": ["x", {"b": "card <CREDIT_CARD> ok"}]}),
+        (
+            '{"n": 123456789012345678901234567890, "to": "bob@example.com"}',
+            {"n": 123456789012345678901234567890, "to": "<EMAIL>"},
+        ),
+    ],
+)
 def test_json_arguments_are_masked_and_stay_valid(arguments, expected):
     assert json.loads(guard_arguments(arguments)) == expected  # json: exact big integers
 
@@ -182,26 +260,54 @@ def test_arguments_nested_past_the_json_parsers_limit_are_still_guarded():
 
 # ---- positions deliberately not guarded ---------------------------------------------------------
 
+
 def test_ids_model_and_binary_media_are_left_alone():
     odd_id = "call_2125550198_bob@example.com"
-    req = base_request(model="gpt-4o-2024-08-06", messages=[
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": IMAGE}},
-                                     {"type": "input_audio", "input_audio": {"data": AUDIO, "format": "wav"}},
-                                     {"type": "file", "file": {"file_id": odd_id}}]},
-        {"role": "assistant", "content": None, "tool_calls": [call("{}", id_=odd_id)],
-         "audio": {"id": odd_id}},
-        {"role": "tool", "tool_call_id": odd_id, "content": "done"}])
+    req = base_request(
+        model="gpt-4o-2024-08-06",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": IMAGE}},
+                    {"type": "input_audio", "input_audio": {"data": AUDIO, "format": "wav"}},
+                    {"type": "file", "file": {"file_id": odd_id}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [call("{}", id_=odd_id)],
+                "audio": {"id": odd_id},
+            },
+            {"role": "tool", "tool_call_id": odd_id, "content": "done"},
+        ],
+    )
     before = copy.deepcopy(req)
     assert not run(request_guards("REJECT").apply(req, {}))
     assert req == before
 
 
 def test_response_ids_model_usage_are_left_alone():
-    completion = {"id": "chatcmpl-bob@example.com", "object": "chat.completion", "created": 1,
-                  "model": "m", "system_fingerprint": "fp_4111111111111111",
-                  "usage": {"prompt_tokens": 1}, "choices": [{"index": 0, "finish_reason": "stop",
-                  "message": {"role": "assistant", "content": "ok",
-                              "tool_calls": [call("{}", id_="call_bob@example.com")]}}]}
+    completion = {
+        "id": "chatcmpl-bob@example.com",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "system_fingerprint": "fp_4111111111111111",
+        "usage": {"prompt_tokens": 1},
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {
+                    "role": "assistant",
+                    "content": "ok",
+                    "tool_calls": [call("{}", id_="call_bob@example.com")],
+                },
+            }
+        ],
+    }
     before = copy.deepcopy(completion)
     assert not run(response_guards("REJECT").apply(completion, {}))
     assert completion == before
@@ -209,23 +315,44 @@ def test_response_ids_model_usage_are_left_alone():
 
 # ---- JSON responses -----------------------------------------------------------------------------
 
+
 def completion_with(message: dict | None = None, **fields) -> dict:
-    choice = {"index": 0, "finish_reason": "stop",
-              "message": {"role": "assistant", "content": "ok", **(message or {})}}
+    choice = {
+        "index": 0,
+        "finish_reason": "stop",
+        "message": {"role": "assistant", "content": "ok", **(message or {})},
+    }
     choice.update(fields.pop("choice", {}))
     return {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice], **fields}
 
 
 RESPONSE_CASES = {
-    "tool-call arguments": completion_with({"content": None, "tool_calls": [
-        call(orjson.dumps({"card": CARD}).decode())]}),
-    "tool-call arguments as a number": completion_with({"content": None, "tool_calls": [
-        call('{"card": 4111111111111111}')]}),
+    "tool-call arguments": completion_with(
+        {"content": None, "tool_calls": [call(orjson.dumps({"card": CARD}).decode())]}
+    ),
+    "tool-call arguments as a number": completion_with(
+        {"content": None, "tool_calls": [call('{"card": 4111111111111111}')]}
+    ),
     "tool name": completion_with({"tool_calls": [call("{}", name=EMAIL)]}),
     "function_call": completion_with({"function_call": {"name": "f", "arguments": f'{{"to": "{EMAIL}"}}'}}),
-    "annotation": completion_with({"annotations": [{"type": "url_citation", "url_citation": {
-        "url": f"https://x.example.org/?u={EMAIL}", "title": EMAIL, "start_index": 0, "end_index": 1}}]}),
-    "audio transcript": completion_with({"audio": {"id": "a1", "data": AUDIO, "transcript": f"mail {EMAIL}"}}),
+    "annotation": completion_with(
+        {
+            "annotations": [
+                {
+                    "type": "url_citation",
+                    "url_citation": {
+                        "url": f"https://x.example.org/?u={EMAIL}",
+                        "title": EMAIL,
+                        "start_index": 0,
+                        "end_index": 1,
+                    },
+                }
+            ]
+        }
+    ),
+    "audio transcript": completion_with(
+        {"audio": {"id": "a1", "data": AUDIO, "transcript": f"mail {EMAIL}"}}
+    ),
     "choice field outside message": completion_with(choice={"stop_reason": EMAIL}),
     "top-level unknown field": completion_with(provider_notes=f"card {CARD}"),
 }
@@ -249,24 +376,39 @@ def test_response_field_is_rejected(case):
 
 # ---- the webhook and moderation see the new free text --------------------------------------------
 
+
 def test_webhook_sees_tool_text_and_its_masks_are_written_back():
-    guards = RequestGuards(RequestGuardConfig.model_validate(
-        {"webhook": {"url": "http://127.0.0.1:9"}}), "r")
+    guards = RequestGuards(RequestGuardConfig.model_validate({"webhook": {"url": "http://127.0.0.1:9"}}), "r")
     sent = []
 
     async def check_request(messages, headers):
         sent.extend(messages)
-        return Verdict("mask", messages=[{"role": m["role"], "content": m["content"].replace("secret", "***")}
-                                         for m in messages])
+        return Verdict(
+            "mask",
+            messages=[
+                {"role": m["role"], "content": m["content"].replace("secret", "***")} for m in messages
+            ],
+        )
 
     guards.webhook.check_request = check_request
-    req = base_request(messages=[
-        {"role": "user", "content": "a secret"},
-        {"role": "assistant", "content": None, "tool_calls": [call('{"q": "secret"}')]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "secret result"}],
-        tools=[tool(description="finds secret things", parameters={"type": "object", "properties": {
-            "q": {"type": "string", "description": "the secret"}}})],
-        prediction={"type": "content", "content": "secret"}, stop=["secret"])
+    req = base_request(
+        messages=[
+            {"role": "user", "content": "a secret"},
+            {"role": "assistant", "content": None, "tool_calls": [call('{"q": "secret"}')]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "secret result"},
+        ],
+        tools=[
+            tool(
+                description="finds secret things",
+                parameters={
+                    "type": "object",
+                    "properties": {"q": {"type": "string", "description": "the secret"}},
+                },
+            )
+        ],
+        prediction={"type": "content", "content": "secret"},
+        stop=["secret"],
+    )
     assert run(guards.apply(req, {}))
     assert sent == [
         {"role": "user", "content": "a secret"},
@@ -283,12 +425,24 @@ def test_webhook_sees_tool_text_and_its_masks_are_written_back():
 
 
 def test_moderation_sees_tool_text():
-    guards = RequestGuards(RequestGuardConfig.model_validate({"moderation": {"openAIModeration": {
-        "url": "http://127.0.0.1:9", "authToken": {"secretRef": {"inline": "k"}}}}}), "r")
+    guards = RequestGuards(
+        RequestGuardConfig.model_validate(
+            {
+                "moderation": {
+                    "openAIModeration": {
+                        "url": "http://127.0.0.1:9",
+                        "authToken": {"secretRef": {"inline": "k"}},
+                    }
+                }
+            }
+        ),
+        "r",
+    )
     seen = []
 
     async def check(texts):
         from extproc.guards.moderation import ModerationResult
+
         seen.extend(texts)
         return ModerationResult(flagged=any("violence" in t for t in texts))
 
@@ -300,7 +454,9 @@ def test_moderation_sees_tool_text():
 
 
 def test_response_webhook_sees_tool_call_arguments():
-    guards = ResponseGuards(ResponseGuardConfig.model_validate({"webhook": {"url": "http://127.0.0.1:9"}}), "r")
+    guards = ResponseGuards(
+        ResponseGuardConfig.model_validate({"webhook": {"url": "http://127.0.0.1:9"}}), "r"
+    )
     sent = []
 
     async def check_response(choices, headers):
@@ -318,17 +474,37 @@ ENV = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "mod
 
 
 def chunk(delta, finish=None, **extra) -> bytes:
-    return b"data: " + orjson.dumps({**ENV, **extra, "choices": [
-        {"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+    return (
+        b"data: "
+        + orjson.dumps({**ENV, **extra, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        + b"\n\n"
+    )
 
 
 def tool_stream(pieces: list[str], name="lookup", second: bool = True) -> bytes:
-    data = chunk({"role": "assistant", "content": None, "tool_calls": [
-        {"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}]})
+    data = chunk(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}
+            ],
+        }
+    )
     data += b"".join(chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces)
     if second:
-        data += chunk({"tool_calls": [{"index": 1, "id": "call_2", "type": "function",
-                                       "function": {"name": "other", "arguments": "{}"}}]})
+        data += chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 1,
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "other", "arguments": "{}"},
+                    }
+                ]
+            }
+        )
     return data + chunk({}, "tool_calls") + b"data: [DONE]\n\n"
 
 
@@ -338,9 +514,10 @@ def feed(data: bytes, guards: ResponseGuards, cuts=()) -> bytes:
 
     async def go():
         out = []
-        for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(bounds)):
             out.append(await rs.feed(data[a:b], i == len(bounds) - 2))
         return b"".join(out)
+
     return run(go())
 
 
@@ -377,7 +554,7 @@ def test_streamed_arguments_split_at_every_character():
 
 
 def test_streamed_arguments_split_at_every_byte_of_the_stream():
-    data = tool_stream([STREAM_ARGS[i:i + 6] for i in range(0, len(STREAM_ARGS), 6)])
+    data = tool_stream([STREAM_ARGS[i : i + 6] for i in range(0, len(STREAM_ARGS), 6)])
     for cut in range(1, len(data)):
         out = feed(data, MASK_STREAM, [cut])
         calls, _ = tool_calls_of(out)
@@ -406,17 +583,24 @@ def test_held_arguments_come_out_when_the_json_closes():
 
 
 def test_streamed_legacy_function_call_is_guarded():
-    data = (chunk({"role": "assistant", "function_call": {"name": "f", "arguments": '{"to": "bob@exa'}})
-            + chunk({"function_call": {"arguments": 'mple.com"}'}}) + chunk({}, "function_call"))
+    data = (
+        chunk({"role": "assistant", "function_call": {"name": "f", "arguments": '{"to": "bob@exa'}})
+        + chunk({"function_call": {"arguments": 'mple.com"}'}})
+        + chunk({}, "function_call")
+    )
     out = feed(data, MASK_STREAM)
-    args = "".join(c["choices"][0]["delta"].get("function_call", {}).get("arguments", "")
-                   for c in chunks_of(out) if isinstance(c, dict) and c.get("choices"))
+    args = "".join(
+        c["choices"][0]["delta"].get("function_call", {}).get("arguments", "")
+        for c in chunks_of(out)
+        if isinstance(c, dict) and c.get("choices")
+    )
     assert orjson.loads(args) == {"to": "<EMAIL>"} and b"bob" not in out
 
 
 def test_streamed_tool_name_and_unknown_fields_are_masked_per_event():
-    data = (tool_stream(["{}"], name=EMAIL, second=False)
-            + chunk({"content": "x", "x_note": {"by": EMAIL}}, provider_extra=EMAIL))
+    data = tool_stream(["{}"], name=EMAIL, second=False) + chunk(
+        {"content": "x", "x_note": {"by": EMAIL}}, provider_extra=EMAIL
+    )
     out = feed(data, MASK_STREAM)
     assert b"bob" not in out
     assert tool_calls_of(out)[0][0]["name"] == "<EMAIL>"
@@ -429,19 +613,31 @@ def test_streamed_tool_name_rejects():
 
 
 def test_streamed_audio_transcript_and_other_text_fields_are_split_proof():
-    data = (chunk({"role": "assistant", "audio": {"id": "a1", "transcript": "mail bob@exa"}, "x_text": "card 4111 1111"})
-            + chunk({"audio": {"transcript": "mple.com now"}, "x_text": " 1111 1111 ok"}) + chunk({}, "stop")
-            + b"data: [DONE]\n\n")
+    data = (
+        chunk(
+            {
+                "role": "assistant",
+                "audio": {"id": "a1", "transcript": "mail bob@exa"},
+                "x_text": "card 4111 1111",
+            }
+        )
+        + chunk({"audio": {"transcript": "mple.com now"}, "x_text": " 1111 1111 ok"})
+        + chunk({}, "stop")
+        + b"data: [DONE]\n\n"
+    )
     for cut in range(1, len(data), 7):
         out = feed(data, MASK_STREAM, [cut])
         assert b"bob" not in out and b"4111" not in out, cut
-        deltas = [c["choices"][0]["delta"] for c in chunks_of(out) if isinstance(c, dict) and c.get("choices")]
+        deltas = [
+            c["choices"][0]["delta"] for c in chunks_of(out) if isinstance(c, dict) and c.get("choices")
+        ]
         assert "".join((d.get("audio") or {}).get("transcript", "") for d in deltas) == "mail <EMAIL> now"
         assert "".join(d.get("x_text", "") for d in deltas) == "card <CREDIT_CARD> ok"
         assert {(d.get("audio") or {}).get("id") for d in deltas} >= {"a1"}
 
 
 # ---- the JSON-text helpers -----------------------------------------------------------------------
+
 
 def test_escape_decoder_keeps_what_must_stay_escaped():
     text = r'{"a": "\u0040 \/ \" \\ \n \u0022 \u005c \u0001 \ud83d\ude00 \ud800x \u00e9"}'

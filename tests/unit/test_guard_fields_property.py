@@ -13,6 +13,7 @@ from the code's own, so a position the walker forgot fails the test.
 import asyncio
 import base64
 import copy
+import itertools
 import json
 
 import orjson
@@ -30,14 +31,17 @@ POLICY = {"builtins": ["CREDIT_CARD", "EMAIL"]}
 REQ_MASK = RequestGuards(RequestGuardConfig.model_validate({"regex": {**POLICY, "action": "MASK"}}), "r")
 REQ_REJECT = RequestGuards(RequestGuardConfig.model_validate({"regex": {**POLICY, "action": "REJECT"}}), "r")
 RESP_MASK = ResponseGuards(ResponseGuardConfig.model_validate({"regex": {**POLICY, "action": "MASK"}}), "r")
-RESP_REJECT = ResponseGuards(ResponseGuardConfig.model_validate({"regex": {**POLICY, "action": "REJECT"}}), "r")
+RESP_REJECT = ResponseGuards(
+    ResponseGuardConfig.model_validate({"regex": {**POLICY, "action": "REJECT"}}), "r"
+)
 
 EMAILS = ["bob@example.com", "alice.smith+news@mail.example.org"]
 CARDS = ["4111 1111 1111 1111", "5555-5555-5555-4444", "4012888888881881"]
 WORDS = ["alpha", "bravo", "delta", "note", "ok", "the", "city", "plan", "Über", "naïve", "zeta"]
 B64 = base64.b64encode(b"\x89PNG" + bytes(range(97, 123)) * 8).decode()  # no long digit runs
-SETTINGS = settings(max_examples=300, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 
 class Args:
@@ -61,7 +65,8 @@ ident = st.text("abcdefghijklmnopqrstuvwxyz", min_size=4, max_size=10).map(lambd
 json_value = st.recursive(
     st.one_of(words, st.integers(-50, 50), st.booleans(), st.none()),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(word, inner, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 args_value = st.dictionaries(word, json_value, max_size=3).map(Args)
 
 
@@ -80,8 +85,10 @@ def schema(draw):
 
 @st.composite
 def tool_def(draw):
-    return {"type": "function", "function": {"name": draw(word), "description": draw(words),
-                                             "parameters": draw(schema())}}
+    return {
+        "type": "function",
+        "function": {"name": draw(word), "description": draw(words), "parameters": draw(schema())},
+    }
 
 
 @st.composite
@@ -91,8 +98,12 @@ def user_content(draw):
     parts = [{"type": "text", "text": draw(words)}]
     for kind in draw(st.lists(st.sampled_from(["image", "data", "audio", "file", "other"]), max_size=3)):
         if kind == "image":
-            parts.append({"type": "image_url", "image_url": {"url": "https://img.example.org/" + draw(word),
-                                                             "detail": "low"}})
+            parts.append(
+                {
+                    "type": "image_url",
+                    "image_url": {"url": "https://img.example.org/" + draw(word), "detail": "low"},
+                }
+            )
         elif kind == "data":
             parts.append({"type": "image_url", "image_url": {"url": "data:image/png;base64," + B64}})
         elif kind == "audio":
@@ -115,9 +126,14 @@ def messages(draw):
             user["name"] = draw(word)
         out.append(user)
         assistant = {"role": "assistant", "content": draw(st.one_of(st.none(), words))}
-        calls = [{"id": draw(ident), "type": "function",
-                  "function": {"name": draw(word), "arguments": draw(args_value)}}
-                 for _ in range(draw(st.integers(0, 2)))]
+        calls = [
+            {
+                "id": draw(ident),
+                "type": "function",
+                "function": {"name": draw(word), "arguments": draw(args_value)},
+            }
+            for _ in range(draw(st.integers(0, 2)))
+        ]
         if calls:
             assistant["tool_calls"] = calls
         elif draw(st.booleans()):
@@ -138,15 +154,22 @@ def requests(draw):
     optional = {
         "tools": st.lists(tool_def(), min_size=1, max_size=2),
         "functions": st.lists(tool_def().map(lambda t: t["function"]), min_size=1, max_size=2),
-        "tool_choice": st.one_of(st.just("auto"), word.map(lambda n: {"type": "function", "function": {"name": n}})),
+        "tool_choice": st.one_of(
+            st.just("auto"), word.map(lambda n: {"type": "function", "function": {"name": n}})
+        ),
         "function_call": st.one_of(st.just("none"), word.map(lambda n: {"name": n})),
         "stop": st.one_of(words, st.lists(words, max_size=3)),
         "user": words,
         "metadata": st.dictionaries(word, words, max_size=3),
-        "prediction": st.one_of(words, st.lists(words.map(lambda t: {"type": "text", "text": t}), max_size=2))
-                        .map(lambda c: {"type": "content", "content": c}),
-        "response_format": schema().map(lambda s: {"type": "json_schema", "json_schema": {
-            "name": "out", "description": "the answer", "schema": s}}),
+        "prediction": st.one_of(
+            words, st.lists(words.map(lambda t: {"type": "text", "text": t}), max_size=2)
+        ).map(lambda c: {"type": "content", "content": c}),
+        "response_format": schema().map(
+            lambda s: {
+                "type": "json_schema",
+                "json_schema": {"name": "out", "description": "the answer", "schema": s},
+            }
+        ),
         "x_extension": json_value,
     }
     for key in draw(st.lists(st.sampled_from(sorted(optional)), unique=True)):
@@ -159,31 +182,52 @@ def completions(draw):
     choices = []
     for i in range(draw(st.integers(1, 2))):
         msg = {"role": "assistant", "content": draw(st.one_of(st.none(), words))}
-        calls = [{"id": draw(ident), "type": "function",
-                  "function": {"name": draw(word), "arguments": draw(args_value)}}
-                 for _ in range(draw(st.integers(0, 2)))]
+        calls = [
+            {
+                "id": draw(ident),
+                "type": "function",
+                "function": {"name": draw(word), "arguments": draw(args_value)},
+            }
+            for _ in range(draw(st.integers(0, 2)))
+        ]
         if calls:
             msg["tool_calls"] = calls
         if draw(st.booleans()):
             msg["refusal"] = draw(words)
         if draw(st.booleans()):
-            msg["annotations"] = [{"type": "url_citation", "url_citation": {
-                "url": "https://ref.example.org/" + draw(word), "title": draw(words), "start_index": 0, "end_index": 2}}]
+            msg["annotations"] = [
+                {
+                    "type": "url_citation",
+                    "url_citation": {
+                        "url": "https://ref.example.org/" + draw(word),
+                        "title": draw(words),
+                        "start_index": 0,
+                        "end_index": 2,
+                    },
+                }
+            ]
         if draw(st.booleans()):
             msg["audio"] = {"id": "audio_" + draw(word), "data": B64, "transcript": draw(words)}
         choice = {"index": i, "message": msg, "finish_reason": "tool_calls" if calls else "stop"}
         if draw(st.booleans()):
             choice["x_choice_note"] = draw(json_value)
         choices.append(choice)
-    doc = {"id": "chatcmpl-" + draw(word), "object": "chat.completion", "created": 1, "model": "gpt-4o",
-           "system_fingerprint": "fp_" + draw(word), "choices": choices,
-           "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+    doc = {
+        "id": "chatcmpl-" + draw(word),
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "system_fingerprint": "fp_" + draw(word),
+        "choices": choices,
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }
     if draw(st.booleans()):
         doc["x_provider"] = draw(json_value)
     return doc
 
 
 # ---- positions and planting ----------------------------------------------------------------
+
 
 def positions(root) -> list[tuple]:
     """Every key, string and (inside arguments) scalar position:
@@ -195,9 +239,9 @@ def positions(root) -> list[tuple]:
             out.append((holder, key, True, path, in_args))
         value = holder[key]
         if isinstance(value, Args):
-            stack.append((value, None, path + ("<args>",), True))
+            stack.append((value, None, (*path, "<args>"), True))
         elif isinstance(value, (dict, list)):
-            stack += [(value, k, path + (k,), in_args) for k in _keys(value)]
+            stack += [(value, k, (*path, k), in_args) for k in _keys(value)]
         elif isinstance(value, str) or in_args:
             out.append((holder, key, False, path, in_args))
     return out
@@ -217,7 +261,9 @@ def exempt(path: tuple, is_key: bool, value) -> bool:
     tail = [p for p in path if p != "<args>"]
     if path[0] in ("model", "id", "created", "system_fingerprint") and len(path) == 1:
         return True
-    if last in ("tool_call_id", "role", "file_id") or (last == "id" and len(tail) >= 2 and tail[-2] == "audio"):
+    if last in ("tool_call_id", "role", "file_id") or (
+        last == "id" and len(tail) >= 2 and tail[-2] == "audio"
+    ):
         return True
     if last == "id" and len(tail) >= 3 and tail[-3] == "tool_calls":
         return True
@@ -228,8 +274,11 @@ def exempt(path: tuple, is_key: bool, value) -> bool:
 
 def plant(doc, draw, key_ok=lambda path, in_args: True):
     """Put a card or email at one random non-exempt position; the value planted."""
-    spots = [p for p in positions(doc) if not exempt(p[3], p[2], None if p[2] else p[0][p[1]])
-             and (not p[2] or key_ok(p[3], p[4]))]
+    spots = [
+        p
+        for p in positions(doc)
+        if not exempt(p[3], p[2], None if p[2] else p[0][p[1]]) and (not p[2] or key_ok(p[3], p[4]))
+    ]
     holder, key, is_key, path, in_args = draw(st.sampled_from(spots))
     pii = draw(st.sampled_from(EMAILS + CARDS))
     if in_args and not is_key and pii in CARDS and draw(st.booleans()):
@@ -280,8 +329,10 @@ def all_strings(node) -> list[str]:
 
 def survives(pii: str, doc) -> bool:
     compact = pii.replace(" ", "").replace("-", "")
-    return any(pii in s or (pii in CARDS and compact in s.replace(" ", "").replace("-", ""))
-               for s in all_strings(doc))
+    return any(
+        pii in s or (pii in CARDS and compact in s.replace(" ", "").replace("-", ""))
+        for s in all_strings(doc)
+    )
 
 
 def arguments_are_json(doc) -> None:
@@ -306,6 +357,7 @@ def run(coro):
 
 
 # ---- requests and JSON responses -------------------------------------------------------------
+
 
 @SETTINGS
 @given(data=st.data())
@@ -361,10 +413,13 @@ def test_no_planted_value_survives_in_a_json_response(data):
 
 # ---- streams ------------------------------------------------------------------------------
 
+
 @st.composite
 def stream_plans(draw):
-    calls = [{"id": draw(ident), "name": draw(word), "arguments": draw(args_value)}
-             for _ in range(draw(st.integers(0, 2)))]
+    calls = [
+        {"id": draw(ident), "name": draw(word), "arguments": draw(args_value)}
+        for _ in range(draw(st.integers(0, 2)))
+    ]
     plan = {"content": draw(words), "tool_calls": calls}
     if draw(st.booleans()):
         plan["x_text"] = draw(words)  # an unknown streamed text field of the delta
@@ -376,15 +431,21 @@ def stream_plans(draw):
 def pieces(text: str, draw) -> list[str]:
     cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=6))))
     bounds = [0, *[c for c in cuts if c < len(text)], len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [text[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def render(plan: dict, draw) -> bytes:
     env = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
 
     def ev(delta, finish=None, **extra):
-        return b"data: " + orjson.dumps({**env, **extra, "choices": [
-            {"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+        return (
+            b"data: "
+            + orjson.dumps(
+                {**env, **extra, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            )
+            + b"\n\n"
+        )
+
     out = [ev({"role": "assistant", "content": ""})]
     out += [ev({"content": p}) for p in pieces(plan["content"], draw)]
     if "x_text" in plan:
@@ -392,10 +453,24 @@ def render(plan: dict, draw) -> bytes:
     if "x_event" in plan:
         out.append(ev({"content": " "}, x_event=plan["x_event"]))
     for i, call in enumerate(plan["tool_calls"]):
-        out.append(ev({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
-                                       "function": {"name": call["name"], "arguments": ""}}]}))
-        out += [ev({"tool_calls": [{"index": i, "function": {"arguments": p}}]})
-                for p in pieces(call["arguments"], draw)]
+        out.append(
+            ev(
+                {
+                    "tool_calls": [
+                        {
+                            "index": i,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        )
+        out += [
+            ev({"tool_calls": [{"index": i, "function": {"arguments": p}}]})
+            for p in pieces(call["arguments"], draw)
+        ]
     out.append(ev({}, "tool_calls" if plan["tool_calls"] else "stop"))
     return b"".join(out) + b"data: [DONE]\n\n"
 
@@ -405,8 +480,13 @@ def feed(data: bytes, guards, cuts) -> bytes:
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
 
     async def go():
-        return b"".join([await rs.feed(data[a:b], i == len(bounds) - 2)
-                         for i, (a, b) in enumerate(zip(bounds, bounds[1:]))])
+        return b"".join(
+            [
+                await rs.feed(data[a:b], i == len(bounds) - 2)
+                for i, (a, b) in enumerate(itertools.pairwise(bounds))
+            ]
+        )
+
     return run(go())
 
 
@@ -434,7 +514,9 @@ def received(out: bytes) -> dict:
 def test_no_planted_value_survives_in_a_stream(data):
     raw = data.draw(stream_plans())
     # A plan's own keys are not JSON keys; those inside arguments and the event's are.
-    pii = plant(raw, data.draw, key_ok=lambda path, in_args: in_args or (path[0] == "x_event" and len(path) > 1))
+    pii = plant(
+        raw, data.draw, key_ok=lambda path, in_args: in_args or (path[0] == "x_event" and len(path) > 1)
+    )
     plan = finalise(raw, data.draw(st.booleans()))
     stream = render(plan, data.draw)
     cuts = data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=8))

@@ -17,7 +17,10 @@ from extproc.config.secrets import SecretError
 from extproc.guards import moderation
 from extproc.guards.http_client import SharedSession
 from extproc.guards.moderation import (
-    ModerationConfig, ModerationResult, OpenAIModerator, build_moderator,
+    ModerationConfig,
+    ModerationResult,
+    OpenAIModerator,
+    build_moderator,
 )
 
 TOKEN = "sk-test-not-a-real-key"
@@ -26,8 +29,11 @@ TOKEN = "sk-test-not-a-real-key"
 def result(flagged: bool, **hits: bool) -> dict:
     cats = {"harassment": False, "hate": False, "self-harm": False, "violence": False}
     cats.update({k.replace("_", "-"): v for k, v in hits.items()})
-    return {"flagged": flagged, "categories": cats,
-            "category_scores": {k: (0.9 if v else 0.01) for k, v in cats.items()}}
+    return {
+        "flagged": flagged,
+        "categories": cats,
+        "category_scores": {k: (0.9 if v else 0.01) for k, v in cats.items()},
+    }
 
 
 class FakeOpenAI:
@@ -41,18 +47,17 @@ class FakeOpenAI:
 
     async def handle(self, request: web.Request) -> web.Response:
         doc = json.loads(await request.read())
-        self.calls.append({"path": request.path, "json": doc,
-                           "headers": {k.lower(): v for k, v in request.headers.items()}})
+        self.calls.append(
+            {"path": request.path, "json": doc, "headers": {k.lower(): v for k, v in request.headers.items()}}
+        )
         if self.hang:
             await asyncio.wait_for(self.release.wait(), 5)
         answer = self.answer
         if answer is None:
-            answer = {"id": "modr-1", "model": doc["model"],
-                      "results": [result(False) for _ in doc["input"]]}
+            answer = {"id": "modr-1", "model": doc["model"], "results": [result(False) for _ in doc["input"]]}
         body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
         headers = {"Location": self.location} if self.location else None
-        return web.Response(status=self.status, body=body, content_type="application/json",
-                            headers=headers)
+        return web.Response(status=self.status, body=body, content_type="application/json", headers=headers)
 
 
 async def _clean(request: web.Request) -> web.Response:
@@ -87,9 +92,14 @@ def api_key(monkeypatch):
 
 
 def moderator(session, url: str, **extra):
-    doc = {"openAIModeration": {"url": url, "timeoutSeconds": 3,
-                                "authToken": {"secretRef": {"env": "TEST_MODERATION_KEY"}},
-                                **extra}}
+    doc = {
+        "openAIModeration": {
+            "url": url,
+            "timeoutSeconds": 3,
+            "authToken": {"secretRef": {"env": "TEST_MODERATION_KEY"}},
+            **extra,
+        }
+    }
     return build_moderator(ModerationConfig.model_validate(doc), session)
 
 
@@ -112,9 +122,13 @@ async def test_model_is_configurable(fake, session):
 
 
 async def test_flagged_reports_the_flagged_categories(fake, session):
-    fake.answer = {"results": [result(False),
-                               result(True, violence=True, hate=True),
-                               result(True, self_harm=True, violence=True)]}
+    fake.answer = {
+        "results": [
+            result(False),
+            result(True, violence=True, hate=True),
+            result(True, self_harm=True, violence=True),
+        ]
+    }
     got = await moderator(session, fake.url).check(["a", "b", "c"])
     assert got == ModerationResult(flagged=True, categories=["hate", "self-harm", "violence"])
 
@@ -135,10 +149,19 @@ def free_port() -> int:
 
 
 # Failure mode -> what the log says about it.
-FAILURES = {"500": "answered HTTP 500", "list-categories": "'categories' is not an object", "429": "answered HTTP 429", "not-json": "not JSON",
-            "no-results": "one result per input", "too-few": "one result per input",
-            "no-flagged": "boolean 'flagged'", "bad-categories": "'categories' is not an object",
-            "timeout": "timed out", "refused": "unreachable", "redirect": "answered HTTP 307"}
+FAILURES = {
+    "500": "answered HTTP 500",
+    "list-categories": "'categories' is not an object",
+    "429": "answered HTTP 429",
+    "not-json": "not JSON",
+    "no-results": "one result per input",
+    "too-few": "one result per input",
+    "no-flagged": "boolean 'flagged'",
+    "bad-categories": "'categories' is not an object",
+    "timeout": "timed out",
+    "refused": "unreachable",
+    "redirect": "answered HTTP 307",
+}
 
 
 def arrange(fake, mode: str) -> str:
@@ -186,25 +209,42 @@ async def test_failures_fail_open(fake, session, mode):
 
 
 def test_config_accepts_the_documented_shape():
-    cfg = ModerationConfig.model_validate({"openAIModeration": {
-        "authToken": {"secretRef": {"env": "TEST_MODERATION_KEY"}}}})
+    cfg = ModerationConfig.model_validate(
+        {"openAIModeration": {"authToken": {"secretRef": {"env": "TEST_MODERATION_KEY"}}}}
+    )
     p = cfg.open_ai_moderation
-    assert (p.model, p.url, p.timeout_seconds, p.fail_open) == \
-        ("omni-moderation-latest", "https://api.openai.com/v1/moderations", 3.0, False)
+    assert (p.model, p.url, p.timeout_seconds, p.fail_open) == (
+        "omni-moderation-latest",
+        "https://api.openai.com/v1/moderations",
+        3.0,
+        False,
+    )
     assert isinstance(build_moderator(cfg), OpenAIModerator)
 
 
-@pytest.mark.parametrize("doc, field, text", [
-    ({}, "", "exactly one moderation service: 'openAIModeration'"),
-    ({"azureContentSafety": {}}, "azureContentSafety", "Extra inputs"),
-    ({"openAIModeration": {}}, "openAIModeration.authToken", "Field required"),
-    ({"openAIModeration": {"authToken": {"secretRef": {"env": "K"}}, "url": "ftp://x/y"}},
-     "openAIModeration.url", "http or https"),
-    ({"openAIModeration": {"authToken": {"secretRef": {"env": "K"}}, "timeoutSeconds": -3}},
-     "openAIModeration.timeoutSeconds", "greater than 0"),
-    ({"openAIModeration": {"authToken": {"secretRef": {"env": "K", "inline": "v"}}}},
-     "openAIModeration.authToken.secretRef", "exactly one"),
-])
+@pytest.mark.parametrize(
+    "doc, field, text",
+    [
+        ({}, "", "exactly one moderation service: 'openAIModeration'"),
+        ({"azureContentSafety": {}}, "azureContentSafety", "Extra inputs"),
+        ({"openAIModeration": {}}, "openAIModeration.authToken", "Field required"),
+        (
+            {"openAIModeration": {"authToken": {"secretRef": {"env": "K"}}, "url": "ftp://x/y"}},
+            "openAIModeration.url",
+            "http or https",
+        ),
+        (
+            {"openAIModeration": {"authToken": {"secretRef": {"env": "K"}}, "timeoutSeconds": -3}},
+            "openAIModeration.timeoutSeconds",
+            "greater than 0",
+        ),
+        (
+            {"openAIModeration": {"authToken": {"secretRef": {"env": "K", "inline": "v"}}}},
+            "openAIModeration.authToken.secretRef",
+            "exactly one",
+        ),
+    ],
+)
 def test_config_errors_name_the_field(doc, field, text):
     with pytest.raises(ValidationError) as info:
         ModerationConfig.model_validate(doc)
@@ -215,8 +255,9 @@ def test_config_errors_name_the_field(doc, field, text):
 
 def test_missing_secret_stops_start_up(monkeypatch):
     monkeypatch.delenv("TEST_MODERATION_KEY")
-    cfg = ModerationConfig.model_validate({"openAIModeration": {
-        "authToken": {"secretRef": {"env": "TEST_MODERATION_KEY"}}}})
+    cfg = ModerationConfig.model_validate(
+        {"openAIModeration": {"authToken": {"secretRef": {"env": "TEST_MODERATION_KEY"}}}}
+    )
     with pytest.raises(SecretError, match="TEST_MODERATION_KEY"):
         build_moderator(cfg)
 
@@ -241,5 +282,6 @@ async def test_a_new_service_is_a_class_and_a_config_field(monkeypatch):
     m = build_moderator(Extended.model_validate({"echo": {"word": "bad"}}))
     assert await m.check(["a bad day"]) == ModerationResult(flagged=True, categories=["echo"])
     with pytest.raises(ValidationError, match="exactly one moderation service"):
-        Extended.model_validate({"echo": {"word": "x"}, "openAIModeration": {
-            "authToken": {"secretRef": {"env": "K"}}}})
+        Extended.model_validate(
+            {"echo": {"word": "x"}, "openAIModeration": {"authToken": {"secretRef": {"env": "K"}}}}
+        )

@@ -141,8 +141,12 @@ def recall_table(scanner: TextScanner) -> dict[str, tuple[int, int, int, int]]:
     table = {}
     for builtin, forms in CORPUS.items():
         hits = [(issue, caught(scanner, builtin, value)) for _, value, issue in forms]
-        table[builtin] = (sum(h for i, h in hits if i), sum(1 for i, _ in hits if i),
-                          sum(h for _, h in hits), len(hits))
+        table[builtin] = (
+            sum(h for i, h in hits if i),
+            sum(1 for i, _ in hits if i),
+            sum(h for _, h in hits),
+            len(hits),
+        )
     return table
 
 
@@ -210,8 +214,12 @@ def test_benign_text_is_left_alone(four, text):
 
 # ---- streams: the hold-back waits through every written form --------------------------------
 
-STREAM = ResponseGuards(ResponseGuardConfig.model_validate(
-    {"regex": {"action": "MASK", "builtins": BUILTINS}, "streamWindow": 256}), "r")
+STREAM = ResponseGuards(
+    ResponseGuardConfig.model_validate(
+        {"regex": {"action": "MASK", "builtins": BUILTINS}, "streamWindow": 256}
+    ),
+    "r",
+)
 ALL_FORMS = [(b, name, value) for b, forms in CORPUS.items() for name, value, _ in forms]
 
 
@@ -220,7 +228,7 @@ ALL_FORMS = [(b, name, value) for b, forms in CORPUS.items() for name, value, _ 
 def test_streamed_forms_equal_the_whole_text_mask(builtin, name, value, step):
     text = _text(value)
     guard = StreamTextGuard(STREAM.scanner, STREAM.holdback, 256, False)
-    out = [guard.feed(text[i:i + step])[0] for i in range(0, len(text), step)]
+    out = [guard.feed(text[i : i + step])[0] for i in range(0, len(text), step)]
     out.append(guard.finish()[0])
     # A piece of the value released before the rest arrived would show here, unmasked.
     assert "".join(out) == STREAM.scanner.mask(text)[0]
@@ -236,13 +244,16 @@ def test_invisible_padding_does_not_release_the_start_of_a_value():
     assert out == "pay <CREDIT_CARD> now"
 
 
-@pytest.mark.parametrize("text, masked", [
-    ("+1 212 055 0198 +1 212 055 0198", "<PHONE_NUMBER> <PHONE_NUMBER>"),
-    ("(100) 555-0198 (100) 555-0198", "<PHONE_NUMBER> <PHONE_NUMBER>"),
-    ("100-555-0198 100-555-0198", "<PHONE_NUMBER> <PHONE_NUMBER>"),
-    ("ref 12 100-555-0198", "ref 12 <PHONE_NUMBER>"),
-    ("Order 4111 111 111 1112", "Order 4111 111 111 1112"),  # no phone inside a longer number
-    ("2024-03-15 4111.1111.1111.1111", "2024-03-15 <CREDIT_CARD>"),  # a card after a date
-])
+@pytest.mark.parametrize(
+    "text, masked",
+    [
+        ("+1 212 055 0198 +1 212 055 0198", "<PHONE_NUMBER> <PHONE_NUMBER>"),
+        ("(100) 555-0198 (100) 555-0198", "<PHONE_NUMBER> <PHONE_NUMBER>"),
+        ("100-555-0198 100-555-0198", "<PHONE_NUMBER> <PHONE_NUMBER>"),
+        ("ref 12 100-555-0198", "ref 12 <PHONE_NUMBER>"),
+        ("Order 4111 111 111 1112", "Order 4111 111 111 1112"),  # no phone inside a longer number
+        ("2024-03-15 4111.1111.1111.1111", "2024-03-15 <CREDIT_CARD>"),  # a card after a date
+    ],
+)
 def test_shapes_next_to_other_numbers(four, text, masked):
     assert four.mask(text)[0] == masked

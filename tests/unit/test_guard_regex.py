@@ -25,6 +25,7 @@ def only_error(raw: dict) -> dict:
 
 # --- config -------------------------------------------------------------------------------
 
+
 def test_config_from_kgateway_style_yaml():
     raw = yaml.safe_load("""
         action: reject
@@ -38,7 +39,10 @@ def test_config_from_kgateway_style_yaml():
     config = RegexGuardConfig.model_validate(raw)
     assert config.action == "REJECT"
     assert [(m.pattern, m.name) for m in config.matches] == [
-        ("credit card", "CC"), ("5[1-5][0-9]{14}", "MASTERCARD"), ("secret", "CUSTOM")]
+        ("credit card", "CC"),
+        ("5[1-5][0-9]{14}", "MASTERCARD"),
+        ("secret", "CUSTOM"),
+    ]
     assert config.score_threshold == 0.6
     assert config.case_sensitive is False
 
@@ -46,13 +50,18 @@ def test_config_from_kgateway_style_yaml():
 def test_config_defaults():
     config = RegexGuardConfig.model_validate({"matches": [{"pattern": "x"}]})
     assert (config.action, config.builtins, config.score_threshold, config.case_sensitive) == (
-        "MASK", (), 0.3, True)
+        "MASK",
+        (),
+        0.3,
+        True,
+    )
 
 
 @pytest.mark.parametrize("spelling", ["MASK", "mask", "Mask", " mask "])
 def test_action_accepts_any_case(spelling):
-    assert RegexGuardConfig.model_validate(
-        {"action": spelling, "matches": [{"pattern": "x"}]}).action == "MASK"
+    assert (
+        RegexGuardConfig.model_validate({"action": spelling, "matches": [{"pattern": "x"}]}).action == "MASK"
+    )
 
 
 def test_unknown_action_names_the_field():
@@ -68,8 +77,7 @@ def test_bad_regex_names_the_field_and_shows_the_re_error():
     assert "missing ), unterminated subpattern at position 5" in error["msg"]
 
 
-@pytest.mark.parametrize("pattern", ["", "a*", "x?", "(foo)?", "foo|", "^", "$", "\\b", "(?=a)",
-                                     "\\d{0,4}"])
+@pytest.mark.parametrize("pattern", ["", "a*", "x?", "(foo)?", "foo|", "^", "$", "\\b", "(?=a)", "\\d{0,4}"])
 def test_pattern_matching_the_empty_string_is_rejected(pattern):
     error = only_error({"matches": [{"pattern": pattern, "name": "E"}]})
     assert error["loc"] == ("matches", 0, "pattern")
@@ -107,8 +115,11 @@ def test_config_is_frozen():
 
 # --- scanning -----------------------------------------------------------------------------
 
+
 def test_custom_patterns_are_named_findings():
-    s = scanner({"pattern": "credit card", "name": "CC"}, {"pattern": "5[1-5][0-9]{14}", "name": "MASTERCARD"})
+    s = scanner(
+        {"pattern": "credit card", "name": "CC"}, {"pattern": "5[1-5][0-9]{14}", "name": "MASTERCARD"}
+    )
     text = "My credit card is 5555555555554444, thanks"
     assert s.scan(text) == [Finding("CC", 3, 14, 1.0), Finding("MASTERCARD", 18, 34, 1.0)]
     assert s.mask(text) == ("My <CC> is <MASTERCARD>, thanks", s.scan(text))
@@ -132,7 +143,9 @@ def test_case_insensitive_when_configured():
 
 
 def test_inline_flag_works_with_the_case_sensitive_default():
-    assert scanner({"pattern": "(?i)project titan", "name": "P"}).mask("About PROJECT Titan")[0] == "About <P>"
+    assert (
+        scanner({"pattern": "(?i)project titan", "name": "P"}).mask("About PROJECT Titan")[0] == "About <P>"
+    )
 
 
 def test_unicode_around_and_inside_matches():
@@ -140,7 +153,7 @@ def test_unicode_around_and_inside_matches():
     text = "Ünïcødé 🚀 geheim → 这是机密文件 ✓"
     masked, findings = s.mask(text)
     assert masked == "Ünïcødé 🚀 <S> → 这是<ZH>文件 ✓"
-    assert [text[f.start:f.end] for f in findings] == ["geheim", "机密"]
+    assert [text[f.start : f.end] for f in findings] == ["geheim", "机密"]
 
 
 def test_no_findings_returns_the_same_text():
@@ -162,8 +175,11 @@ def test_reject_and_mask_configs_scan_alike():
 
 # --- overlap resolution ----------------------------------------------------------------------
 
+
 def test_overlapping_matches_merge_under_the_longest():
-    s = scanner({"pattern": "card \\d{4}", "name": "SHORT"}, {"pattern": "\\d{4}( \\d{4}){3}", "name": "CARD"})
+    s = scanner(
+        {"pattern": "card \\d{4}", "name": "SHORT"}, {"pattern": "\\d{4}( \\d{4}){3}", "name": "CARD"}
+    )
     text = "card 4111 1111 1111 1111 end"
     # SHORT starts first but CARD is longer: the merged span covers both, named CARD.
     assert s.scan(text) == [Finding("CARD", 0, 24, 1.0)]
@@ -171,7 +187,9 @@ def test_overlapping_matches_merge_under_the_longest():
 
 
 def test_chained_overlaps_merge_into_one():
-    s = scanner({"pattern": "abc", "name": "A"}, {"pattern": "cde", "name": "B"}, {"pattern": "efgh", "name": "C"})
+    s = scanner(
+        {"pattern": "abc", "name": "A"}, {"pattern": "cde", "name": "B"}, {"pattern": "efgh", "name": "C"}
+    )
     assert s.scan("xabcdefghx") == [Finding("C", 1, 9, 1.0)]
 
 

@@ -16,25 +16,33 @@ from extproc.guards.regex_guard import RegexGuardConfig, TextScanner
 
 @pytest.fixture(scope="module")
 def four() -> TextScanner:
-    return TextScanner(RegexGuardConfig.model_validate(
-        {"builtins": ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"],
-         "matches": [{"pattern": "credit card", "name": "CC_WORDS"}]}))
+    return TextScanner(
+        RegexGuardConfig.model_validate(
+            {
+                "builtins": ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"],
+                "matches": [{"pattern": "credit card", "name": "CC_WORDS"}],
+            }
+        )
+    )
 
 
-@pytest.mark.parametrize("text, view", [
-    ("４１１１ １１１１", "4111 1111"),  # fullwidth digits
-    ("٤١١١-١١١١", "4111-1111"),  # Arabic-Indic digits
-    ("𝟒𝟏𝟏𝟏", "4111"),  # mathematical bold digits (NFKC)
-    ("①②", "12"),  # circled digits (NFKC)
-    ("4111\u200b1111\u2060", "41111111"),  # zero-width space, word joiner
-    ("536\u201090\u2013 4399\u2212", "536-90- 4399-"),  # hyphen, en dash, minus
-    ("a\u00a0b\u202fc\u3000d", "a b c d"),  # NBSP, narrow NBSP, ideographic space
-    ("bob\uff20example\uff0ecom", "bob@example.com"),  # fullwidth @ and full stop
-    ("\ufb01x", "fix"),  # ligature expands
-    ("e\u0301", "é"),  # base + combining mark contracts
-    ("1\ufe0f\u20e3", "1"),  # keycap: marks on a digit are dropped
-    ("\ufeffx\u00ady", "xy"),  # BOM, soft hyphen
-])
+@pytest.mark.parametrize(
+    "text, view",
+    [
+        ("４１１１ １１１１", "4111 1111"),  # fullwidth digits
+        ("٤١١١-١١١١", "4111-1111"),  # Arabic-Indic digits
+        ("𝟒𝟏𝟏𝟏", "4111"),  # mathematical bold digits (NFKC)
+        ("①②", "12"),  # circled digits (NFKC)
+        ("4111\u200b1111\u2060", "41111111"),  # zero-width space, word joiner
+        ("536\u201090\u2013 4399\u2212", "536-90- 4399-"),  # hyphen, en dash, minus
+        ("a\u00a0b\u202fc\u3000d", "a b c d"),  # NBSP, narrow NBSP, ideographic space
+        ("bob\uff20example\uff0ecom", "bob@example.com"),  # fullwidth @ and full stop
+        ("\ufb01x", "fix"),  # ligature expands
+        ("e\u0301", "é"),  # base + combining mark contracts
+        ("1\ufe0f\u20e3", "1"),  # keycap: marks on a digit are dropped
+        ("\ufeffx\u00ady", "xy"),  # BOM, soft hyphen
+    ],
+)
 def test_joined_view(text, view):
     assert normalize(text).text == view
 
@@ -69,9 +77,33 @@ def test_split_view_only_where_an_invisible_run_joins_two_words():
 
 
 _ALPHABET = st.sampled_from(
-    list("ab1 -.@") + ["\u200b", "\u200d", "\u00ad", "\ufeff", "\u2060", "\u00a0", "\u202f", "\u2010",
-                       "\u2212", "\uff11", "\u0661", "\ufb01", "\u0301", "\u20e3", "\ufe0f", "\u2460",
-                       "\uff20", "\x00", "\u3164", "é", "中", "😀", "\n"])
+    [
+        *list("ab1 -.@"),
+        "\u200b",
+        "\u200d",
+        "\xad",
+        "\ufeff",
+        "\u2060",
+        "\xa0",
+        "\u202f",
+        "‐",
+        "−",
+        "１",
+        "١",
+        "ﬁ",
+        "́",
+        "⃣",
+        "️",
+        "①",
+        "＠",
+        "\x00",
+        "ㅤ",
+        "é",
+        "中",
+        "😀",
+        "\n",
+    ]
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -88,7 +120,10 @@ def test_offset_map_is_monotonic_and_accounts_for_every_character(text):
         for a, b in spans:
             covered.update(range(a, b))
         for i, ch in enumerate(text):  # what no view character covers was dropped as invisible
-            assert i in covered or unicodedata.category(ch) in ("Cf", "Cc", "Mn", "Me") or ch == "\u3164", (i, ch)
+            assert i in covered or unicodedata.category(ch) in ("Cf", "Cc", "Mn", "Me") or ch == "\u3164", (
+                i,
+                ch,
+            )
         for i, (a, _) in enumerate(spans):  # index() finds the first view character at or after a position
             assert v.index(a) <= i and v.start_of(i) == a
     joined = normalize(text)
@@ -105,11 +140,17 @@ def test_offset_map_is_monotonic_and_accounts_for_every_character(text):
 # ---- masking through the views ---------------------------------------------------------------
 
 VALUES = [  # (value, label) in plain ASCII; the strategies below rewrite them
-    ("4111 1111 1111 1111", "CREDIT_CARD"), ("5555-5555-5555-4444", "CREDIT_CARD"),
-    ("378282246310005", "CREDIT_CARD"), ("536-90-4399", "SSN"), ("219 09 9999", "SSN"),
-    ("bob@example.com", "EMAIL"), ("jane.doe+x@mail.example.org", "EMAIL"),
-    ("(212) 555-0198", "PHONE_NUMBER"), ("+1 212 555 0198", "PHONE_NUMBER"),
-    ("212.555.0198", "PHONE_NUMBER"), ("credit card", "CC_WORDS"),
+    ("4111 1111 1111 1111", "CREDIT_CARD"),
+    ("5555-5555-5555-4444", "CREDIT_CARD"),
+    ("378282246310005", "CREDIT_CARD"),
+    ("536-90-4399", "SSN"),
+    ("219 09 9999", "SSN"),
+    ("bob@example.com", "EMAIL"),
+    ("jane.doe+x@mail.example.org", "EMAIL"),
+    ("(212) 555-0198", "PHONE_NUMBER"),
+    ("+1 212 555 0198", "PHONE_NUMBER"),
+    ("212.555.0198", "PHONE_NUMBER"),
+    ("credit card", "CC_WORDS"),
 ]
 DIGIT_ZEROS = [0x30, 0xFF10, 0x660, 0x6F0, 0x966, 0x9E6, 0xE50, 0x1D7CE, 0x1D7EC]
 INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u180e", "\u2063"]
@@ -138,7 +179,9 @@ def written(draw, value: str) -> str:
     return "".join(out)
 
 
-_WORDS = st.lists(st.sampled_from(["see", "the", "note", "ok", "für", "日本", "now"]), max_size=3).map(" ".join)
+_WORDS = st.lists(st.sampled_from(["see", "the", "note", "ok", "für", "日本", "now"]), max_size=3).map(
+    " ".join
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -157,12 +200,15 @@ def test_mask_covers_exactly_the_written_value(four, data):
 def test_findings_keep_invisible_characters_inside_and_leave_those_around(four):
     text = "card \u200b4\u200b111 1111 1111 1111\u200b ok"
     (f,) = four.scan(text)
-    assert text[f.start:f.end] == "4\u200b111 1111 1111 1111"
+    assert text[f.start : f.end] == "4\u200b111 1111 1111 1111"
     assert four.mask(text)[0] == "card \u200b<CREDIT_CARD>\u200b ok"
 
 
 def test_custom_patterns_read_the_original_text_and_the_views():
-    s = TextScanner(RegexGuardConfig.model_validate({"matches": [
-        {"pattern": "credit card", "name": "CC"}, {"pattern": "[０-９]{3}", "name": "WIDE"}]}))
+    s = TextScanner(
+        RegexGuardConfig.model_validate(
+            {"matches": [{"pattern": "credit card", "name": "CC"}, {"pattern": "[０-９]{3}", "name": "WIDE"}]}
+        )
+    )
     assert s.mask("credit\u200bcard, credit\u00a0card, ｃｒｅｄｉｔ card")[0] == "<CC>, <CC>, <CC>"
     assert s.mask("id ４５６ and 456")[0] == "id <WIDE> and 456"  # the original's own characters

@@ -2,7 +2,8 @@
 
 import orjson
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from extproc.errors import GatewayError
 from extproc.paths import CHAT_SUFFIX, check_chat_path, is_chat_path
@@ -11,8 +12,8 @@ ACCEPTED = [
     "/v1/chat/completions",
     "/v1/chat/completions?api-version=2024-10-21",
     "/v1/chat/completions?",
-    "/openai/v1/chat/completions",          # envoy/examples/path-routing.yaml
-    "/pii/v1/chat/completions",             # envoy/policies.yaml
+    "/openai/v1/chat/completions",  # envoy/examples/path-routing.yaml
+    "/pii/v1/chat/completions",  # envoy/policies.yaml
     "/chat/completions",
     "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
     "/v1/chat/completions?next=/v1/embeddings;x=%2F",  # the query string is not the path
@@ -20,17 +21,17 @@ ACCEPTED = [
 
 REFUSED = [
     "",
-    "chat/completions",                     # not absolute
-    "/v1/chat/completions/",                # trailing slash
+    "chat/completions",  # not absolute
+    "/v1/chat/completions/",  # trailing slash
     "/v1/chat/completions/.",
-    "/v1//chat/completions",                # left if Envoy did not merge slashes
+    "/v1//chat/completions",  # left if Envoy did not merge slashes
     "/v1/./chat/completions",
     "/v1/x/../chat/completions",
-    "/v1/chat/completions;x=1",             # Envoy keeps ;params
+    "/v1/chat/completions;x=1",  # Envoy keeps ;params
     "/v1/chat;x/completions",
     "/v1/chat/completions%00",
     "/v1/chat%2Fcompletions",
-    "/v1/chat/%63ompletions",               # left if Envoy did not normalise
+    "/v1/chat/%63ompletions",  # left if Envoy did not normalise
     "/v1/chat/completions%20",
     "/v1\\chat\\completions",
     "/V1/CHAT/COMPLETIONS",
@@ -42,7 +43,7 @@ REFUSED = [
     "/v1/xchat/completions",
     "/v1/chat/completions#x",
     "/v1/chat/completions\x00",
-    "/v1/ch\u0430t/completions",            # Cyrillic a
+    "/v1/ch\u0430t/completions",  # Cyrillic a
     "/v1 /chat/completions",
 ]
 
@@ -84,9 +85,15 @@ def test_only_paths_ending_in_the_chat_endpoint_pass(segments, query):
         assert "//" not in raw and "/./" not in raw and "/../" not in raw
 
 
-@given(st.lists(st.text("abcdefghijklmnopqrstuvwxyz0123456789-._~", min_size=1, max_size=8)
-                .filter(lambda s: s not in (".", "..")), max_size=4),
-       st.text(max_size=20))
+@given(
+    st.lists(
+        st.text("abcdefghijklmnopqrstuvwxyz0123456789-._~", min_size=1, max_size=8).filter(
+            lambda s: s not in (".", "..")
+        ),
+        max_size=4,
+    ),
+    st.text(max_size=20),
+)
 def test_plain_prefixes_before_the_chat_endpoint_pass(prefix, query):
     path = "".join("/" + s for s in prefix) + CHAT_SUFFIX + ("?" + query if query else "")
     assert is_chat_path(path)

@@ -20,10 +20,27 @@ from extproc.guards import presidio_engine as pe
 PHONE = pr.PhoneNumbers(supported_language="en")
 EMAIL = pe._OfflineEmailRecognizer(supported_language="en")
 
-NUMBERS = ["212-555-0198", "(212) 555-0198", "+44 20 7946 0958", "020 7946 0958", "030 1234567",
-           "+49 30 1234567", "01 23 45 67 89", "+33 1 23 45 67 89", "98765 43210", "+91 98765 43210",
-           "(11) 91234-5678", "011 44 20 7946 0958", "00 49 30 123456", "1-800-FLOWERS",
-           "212.555.0198 x123", "ext. 45", "2024-03-15", "4111 1111 1111 1111", "+1 212 555 0198"]
+NUMBERS = [
+    "212-555-0198",
+    "(212) 555-0198",
+    "+44 20 7946 0958",
+    "020 7946 0958",
+    "030 1234567",
+    "+49 30 1234567",
+    "01 23 45 67 89",
+    "+33 1 23 45 67 89",
+    "98765 43210",
+    "+91 98765 43210",
+    "(11) 91234-5678",
+    "011 44 20 7946 0958",
+    "00 49 30 123456",
+    "1-800-FLOWERS",
+    "212.555.0198 x123",
+    "ext. 45",
+    "2024-03-15",
+    "4111 1111 1111 1111",
+    "+1 212 555 0198",
+]
 BITS = [" ", " - ", "/", "(", ")", "+", ".", "7", "12", "345", "word", "x", ", ", ":30"]
 
 
@@ -45,12 +62,13 @@ phone_text = st.lists(st.sampled_from(NUMBERS + BITS), min_size=1, max_size=14).
 
 # ---- windows -----------------------------------------------------------------------------------
 
+
 @given(st.text(alphabet="0123456789 -.()\n!x", max_size=9000), st.integers(64, 1024), st.integers(4, 30))
 @settings(max_examples=300)
 def test_windows_tile_the_text_and_stay_bounded(text, size, margin):
     ws = pr.windows(text, size, margin)
     assert ws[0][2] == 0 and ws[-1][3] == len(text)
-    for (start, end, keep_from, keep_to), nxt in zip(ws, ws[1:] + [None]):
+    for (start, end, keep_from, keep_to), nxt in zip(ws, [*ws[1:], None], strict=False):
         assert start <= keep_from <= keep_to <= end and end - start <= size
         if nxt is not None:
             assert nxt[2] == keep_to  # keep ranges tile: nothing is dropped, nothing twice
@@ -68,8 +86,11 @@ def test_windowed_phone_analysis_finds_what_the_whole_text_finds(lines):
     whole = spans(PHONE._matches(text, None))
     windowed = []
     for start, end, keep_from, keep_to in pr.windows(text, 512, 32):
-        windowed += [(r.start + start, r.end + start) for r in PHONE._matches(text[start:end], None)
-                     if keep_from <= r.start + start < keep_to]
+        windowed += [
+            (r.start + start, r.end + start)
+            for r in PHONE._matches(text[start:end], None)
+            if keep_from <= r.start + start < keep_to
+        ]
     assert sorted(windowed) == whole
 
 
@@ -82,6 +103,7 @@ def test_a_number_after_65535_failed_candidates_is_still_found():
 
 # ---- phone shortcuts ---------------------------------------------------------------------------
 
+
 @given(st.one_of(phone_text, st.integers(1, 300).map(lambda n: hostile(n, n))))
 @settings(max_examples=300, deadline=None)
 def test_matcher_that_skips_short_pieces_finds_the_same(text):
@@ -91,8 +113,9 @@ def test_matcher_that_skips_short_pieces_finds_the_same(text):
 @given(phone_text.map(lambda t: t.strip()[:20]).filter(lambda t: 10 <= len(t)))
 @settings(max_examples=300, deadline=None)
 def test_whole_span_check_agrees_with_running_the_matcher(span):
-    slow = any(h.start == 0 and h.end == len(span)
-               for h in PhoneRecognizer.analyze(PHONE, span, ["PHONE_NUMBER"]))
+    slow = any(
+        h.start == 0 and h.end == len(span) for h in PhoneRecognizer.analyze(PHONE, span, ["PHONE_NUMBER"])
+    )
     assert (PHONE._whole_span_region(span) is not None) == slow
 
 
@@ -105,6 +128,7 @@ def test_phone_guard_parses_less_than_plain_presidio(monkeypatch):
     def counting(*args, **kwargs):
         calls[0] += 1
         return real(*args, **kwargs)
+
     monkeypatch.setattr(pn_matcher, "parse", counting)
     text = hostile(6000)
     PhoneRecognizer(supported_language="en").analyze(text, ["PHONE_NUMBER"])
@@ -115,16 +139,40 @@ def test_phone_guard_parses_less_than_plain_presidio(monkeypatch):
 
 # ---- email -------------------------------------------------------------------------------------
 
-email_text = st.lists(st.sampled_from(["a", "b", ".", "-", "_", "@", " ", "!", "x", "example.com", "jane.doe",
-                                       "co.uk", "--", "..", "é", "\n", "1"]), max_size=30).map("".join)
+email_text = st.lists(
+    st.sampled_from(
+        [
+            "a",
+            "b",
+            ".",
+            "-",
+            "_",
+            "@",
+            " ",
+            "!",
+            "x",
+            "example.com",
+            "jane.doe",
+            "co.uk",
+            "--",
+            "..",
+            "é",
+            "\n",
+            "1",
+        ]
+    ),
+    max_size=30,
+).map("".join)
 
 
 @given(email_text)
 @settings(max_examples=500, deadline=None)
 def test_email_search_around_each_at_finds_what_presidio_finds(text):
     presidio = EntityRecognizer.remove_duplicates(EmailRecognizer.analyze(EMAIL, text, ["EMAIL_ADDRESS"]))
-    assert [(r.start, r.end, r.score) for r in sorted(EMAIL.analyze(text, ["EMAIL_ADDRESS"]), key=lambda r: r.start)] \
-        == [(r.start, r.end, r.score) for r in sorted(presidio, key=lambda r: r.start)]
+    assert [
+        (r.start, r.end, r.score)
+        for r in sorted(EMAIL.analyze(text, ["EMAIL_ADDRESS"]), key=lambda r: r.start)
+    ] == [(r.start, r.end, r.score) for r in sorted(presidio, key=lambda r: r.start)]
 
 
 @pytest.mark.parametrize("text", ["a." * 25_000 + "@", ("a-" * 50 + "a.") * 500 + "@x", "x@" + "a." * 25_000])

@@ -21,8 +21,14 @@ from extproc.mock.server import MockState, build_app
 from extproc.providers.azure_openai import DEFAULT_API_VERSION, AzureOpenAI
 from extproc.providers.base import ProviderError
 from extproc.sse import SSEEvent
-from tests.provider_helpers import (assert_valid_openai_stream, chunks_of, golden, make_provider,
-                                    normalise, transcode)
+from tests.provider_helpers import (
+    assert_valid_openai_stream,
+    chunks_of,
+    golden,
+    make_provider,
+    normalise,
+    transcode,
+)
 
 P = "azure-openai"
 AUTH = {"secretRef": {"inline": "k"}}
@@ -45,6 +51,7 @@ def stream_chunks(stream: bytes, cuts: list[int] | None = None) -> list[Any]:
 
 # ---- settings, path, auth -----------------------------------------------------------------
 
+
 def test_settings_defaults_and_auth_placement() -> None:
     p = provider()
     assert p.settings.api_version == DEFAULT_API_VERSION == "2024-10-21"
@@ -54,17 +61,25 @@ def test_settings_defaults_and_auth_placement() -> None:
 
 
 def test_path_uses_deployment_and_api_version() -> None:
-    assert provider().request_path("gpt-4o", True) == \
-        "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21"
-    assert provider(apiVersion="2025-04-01-preview").request_path("gpt-4o", False) == \
-        "/openai/deployments/my-gpt4o/chat/completions?api-version=2025-04-01-preview"
+    assert (
+        provider().request_path("gpt-4o", True)
+        == "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21"
+    )
+    assert (
+        provider(apiVersion="2025-04-01-preview").request_path("gpt-4o", False)
+        == "/openai/deployments/my-gpt4o/chat/completions?api-version=2025-04-01-preview"
+    )
 
 
 def test_deployment_defaults_to_the_model_and_is_url_quoted() -> None:
-    assert provider(deployment=None).request_path("gpt-4o-mini", False) == \
-        "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"
-    assert provider(deployment="team a/b?c").request_path("x", False) == \
-        "/openai/deployments/team%20a%2Fb%3Fc/chat/completions?api-version=2024-10-21"
+    assert (
+        provider(deployment=None).request_path("gpt-4o-mini", False)
+        == "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"
+    )
+    assert (
+        provider(deployment="team a/b?c").request_path("x", False)
+        == "/openai/deployments/team%20a%2Fb%3Fc/chat/completions?api-version=2024-10-21"
+    )
 
 
 def test_v1_api_has_no_version_and_names_the_deployment_in_model() -> None:
@@ -74,14 +89,16 @@ def test_v1_api_has_no_version_and_names_the_deployment_in_model() -> None:
     assert provider(apiVersion="v1", deployment=None).translate_request(req(), "gpt-4o")["model"] == "gpt-4o"
 
 
-@pytest.mark.parametrize("bad", [{"apiVersion": "latest"}, {"apiVersion": "2024-10"},
-                                 {"deployment": " "}, {"resource": "x"}])
+@pytest.mark.parametrize(
+    "bad", [{"apiVersion": "latest"}, {"apiVersion": "2024-10"}, {"deployment": " "}, {"resource": "x"}]
+)
 def test_settings_are_validated(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         provider(**bad)
 
 
 # ---- request --------------------------------------------------------------------------------
+
 
 def test_request_golden_current_version() -> None:
     canonical = golden(P, "request_chat.in.json")
@@ -100,7 +117,8 @@ def test_request_golden_legacy_version_renames_and_drops() -> None:
 
 def test_legacy_version_keeps_an_explicit_max_tokens() -> None:
     out = provider(apiVersion="2024-08-01-preview").translate_request(
-        req(max_tokens=10, max_completion_tokens=99), "gpt-4o")
+        req(max_tokens=10, max_completion_tokens=99), "gpt-4o"
+    )
     assert out["max_tokens"] == 10 and "max_completion_tokens" not in out
 
 
@@ -110,6 +128,7 @@ def test_current_request_with_matching_model_is_passed_as_is() -> None:
 
 
 # ---- responses ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["response_text", "response_tool_calls", "response_content_filter"])
 def test_response_golden(name: str) -> None:
@@ -155,27 +174,33 @@ def test_blank_envelope_is_filled_from_the_stream() -> None:
         b'"created":1730000000,"id":"chatcmpl-real","model":"gpt-4o-2024-08-06","object":"chat.completion.chunk"}\n\n',
         b'data: {"choices":[{"delta":{"content":"x"},"index":0,"finish_reason":"stop"}],'
         b'"created":0,"id":"","model":"","object":""}\n\n',
-        b"data: [DONE]\n\n"]
+        b"data: [DONE]\n\n",
+    ]
     chunks = chunks_of(transcode(provider(), "gpt-4o", b"".join(events)))
     assert [(c["id"], c["created"], c["model"], c["object"]) for c in chunks[:-1]] == [
-        ("chatcmpl-real", 1730000000, "gpt-4o-2024-08-06", "chat.completion.chunk")] * 2
+        ("chatcmpl-real", 1730000000, "gpt-4o-2024-08-06", "chat.completion.chunk")
+    ] * 2
     assert chunks[-1] == "[DONE]"
 
 
 def test_blank_envelope_before_any_real_one_gets_a_generated_id() -> None:
-    stream = (b'data: {"choices":[{"delta":{"content":"x"},"index":0,"finish_reason":"stop"}],'
-              b'"created":0,"id":"","model":"","object":""}\n\n')
+    stream = (
+        b'data: {"choices":[{"delta":{"content":"x"},"index":0,"finish_reason":"stop"}],'
+        b'"created":0,"id":"","model":"","object":""}\n\n'
+    )
     [chunk, done] = chunks_of(transcode(provider(), "gpt-4o", stream))
     assert chunk["id"].startswith("chatcmpl-") and chunk["created"] > 0 and chunk["model"] == "gpt-4o"
     assert done == "[DONE]"
 
 
 def test_error_event_in_stream_ends_it() -> None:
-    stream = (b'data: {"choices":[{"delta":{"content":"a"},"index":0,"finish_reason":null}],'
-              b'"created":1,"id":"chatcmpl-1","model":"m","object":"chat.completion.chunk"}\n\n'
-              b'data: {"error":{"code":"content_filter","message":"filtered"}}\n\n'
-              b'data: {"choices":[{"delta":{"content":"never"},"index":0,"finish_reason":null}],'
-              b'"created":1,"id":"chatcmpl-1","model":"m","object":"chat.completion.chunk"}\n\n')
+    stream = (
+        b'data: {"choices":[{"delta":{"content":"a"},"index":0,"finish_reason":null}],'
+        b'"created":1,"id":"chatcmpl-1","model":"m","object":"chat.completion.chunk"}\n\n'
+        b'data: {"error":{"code":"content_filter","message":"filtered"}}\n\n'
+        b'data: {"choices":[{"delta":{"content":"never"},"index":0,"finish_reason":null}],'
+        b'"created":1,"id":"chatcmpl-1","model":"m","object":"chat.completion.chunk"}\n\n'
+    )
     chunks = chunks_of(transcode(provider(), "gpt-4o", stream))
     assert chunks[1]["error"]["message"] == "filtered" and chunks[1]["error"]["code"] == "content_filter"
     assert chunks[2:] == ["[DONE]"]
@@ -186,29 +211,65 @@ def test_malformed_event_becomes_an_error() -> None:
     translator = provider().stream_translator("gpt-4o")
     with pytest.raises(ProviderError):
         translator.on_event(SSEEvent(data='{"id":"x"}', _data_seen=True))
-    chunks = chunks_of(transcode(provider(), "gpt-4o", b'data: [1, 2]\n\n'))
+    chunks = chunks_of(transcode(provider(), "gpt-4o", b"data: [1, 2]\n\n"))
     assert chunks[0]["error"]["code"] == "upstream_invalid_stream" and chunks[-1] == "[DONE]"
 
 
 # ---- errors -----------------------------------------------------------------------------------
+
 
 def test_content_filter_error_stays_400_with_its_code() -> None:
     body = orjson.dumps(golden(P, "error_content_filter.in.json"))
     assert provider().translate_error(400, body) == (400, golden(P, "error_content_filter.out.json"))
 
 
-@pytest.mark.parametrize(("status", "body", "code", "kind"), [
-    (429, {"error": {"code": "429", "message": "Requests to the ChatCompletions_Create Operation "
-                     "have exceeded token rate limit. Please retry after 6 seconds."}},
-     "rate_limit_exceeded", "rate_limit_error"),
-    (401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key."}},
-     "invalid_api_key", "authentication_error"),
-    (404, {"error": {"code": "DeploymentNotFound", "message": "The API deployment for this "
-                     "resource does not exist."}}, "DeploymentNotFound", "not_found_error"),
-    (400, {"error": {"message": "Unrecognized request argument supplied: foo",
-                     "type": "invalid_request_error", "param": None, "code": None}},
-     None, "invalid_request_error"),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "code", "kind"),
+    [
+        (
+            429,
+            {
+                "error": {
+                    "code": "429",
+                    "message": "Requests to the ChatCompletions_Create Operation "
+                    "have exceeded token rate limit. Please retry after 6 seconds.",
+                }
+            },
+            "rate_limit_exceeded",
+            "rate_limit_error",
+        ),
+        (
+            401,
+            {"error": {"code": "401", "message": "Access denied due to invalid subscription key."}},
+            "invalid_api_key",
+            "authentication_error",
+        ),
+        (
+            404,
+            {
+                "error": {
+                    "code": "DeploymentNotFound",
+                    "message": "The API deployment for this resource does not exist.",
+                }
+            },
+            "DeploymentNotFound",
+            "not_found_error",
+        ),
+        (
+            400,
+            {
+                "error": {
+                    "message": "Unrecognized request argument supplied: foo",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+            None,
+            "invalid_request_error",
+        ),
+    ],
+)
 def test_error_translation(status: int, body: dict, code: str | None, kind: str) -> None:
     got_status, doc = provider().translate_error(status, orjson.dumps(body))
     assert got_status == status
@@ -224,6 +285,7 @@ def test_non_json_error_is_not_echoed() -> None:
 
 # ---- the mock ---------------------------------------------------------------------------------
 
+
 def test_mock_dialect_is_matched_before_the_generic_openai_one() -> None:
     dialects = discover()
     path = "/openai/deployments/my-gpt4o/chat/completions"
@@ -236,12 +298,19 @@ def test_mock_dialect_is_matched_before_the_generic_openai_one() -> None:
     assert DIALECT.credential({"authorization": "Bearer k"}, {}) is None
 
 
-@pytest.mark.parametrize(("query", "body", "match"), [
-    ({}, req(), "api-version"),
-    ({"api-version": "latest"}, req(), "api-version"),
-    ({"api-version": "2024-06-01"}, req(max_completion_tokens=5), "max_completion_tokens"),
-    ({"api-version": "2024-08-01-preview"}, req(stream_options={"include_usage": True}), "stream_options"),
-])
+@pytest.mark.parametrize(
+    ("query", "body", "match"),
+    [
+        ({}, req(), "api-version"),
+        ({"api-version": "latest"}, req(), "api-version"),
+        ({"api-version": "2024-06-01"}, req(max_completion_tokens=5), "max_completion_tokens"),
+        (
+            {"api-version": "2024-08-01-preview"},
+            req(stream_options={"include_usage": True}),
+            "stream_options",
+        ),
+    ],
+)
 def test_mock_rejects_what_azure_rejects(query: dict, body: dict, match: str) -> None:
     with pytest.raises(BadRequest, match=match):
         DIALECT.parse(body, {"deployment": "d"}, query)
@@ -261,12 +330,25 @@ def mock_round(canonical: dict[str, Any], stream: bool, **settings_: Any) -> tup
     return plan, DIALECT.render_json(plan, mreq)
 
 
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
 ROUND_TRIPS = {
     "text": (req(stream_options={"include_usage": True}), {}),
-    "legacy": (req(max_completion_tokens=50, stream_options={"include_usage": True}),
-               {"apiVersion": "2024-06-01"}),
+    "legacy": (
+        req(max_completion_tokens=50, stream_options={"include_usage": True}),
+        {"apiVersion": "2024-06-01"},
+    ),
     "v1_tools": (req(tools=TOOLS, tool_choice="required"), {"apiVersion": "v1"}),
 }
 
@@ -282,15 +364,26 @@ def test_mock_stream_round_trip(case: str) -> None:
         ChatCompletionChunk.model_validate(c)
     body = [c for c in chunks[:-1] if c["choices"]]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in body) == plan.text
-    args = "".join(tc["function"].get("arguments") or "" for c in body
-                   for tc in c["choices"][0]["delta"].get("tool_calls") or ())
+    args = "".join(
+        tc["function"].get("arguments") or ""
+        for c in body
+        for tc in c["choices"][0]["delta"].get("tool_calls") or ()
+    )
     assert ([orjson.loads(args)] if args else []) == [orjson.loads(t.arguments) for t in plan.tool_calls]
     assert body[-1]["choices"][0]["finish_reason"] == plan.finish_reason
     usage = [c["usage"] for c in chunks[:-1] if c.get("usage")]
     # Usage in a stream needs stream_options, which versions before 2024-09-01 do not know.
-    assert usage == ([] if case != "text" else [{"prompt_tokens": plan.prompt_tokens,
-                                                  "completion_tokens": plan.completion_tokens,
-                                                  "total_tokens": plan.prompt_tokens + plan.completion_tokens}])
+    assert usage == (
+        []
+        if case != "text"
+        else [
+            {
+                "prompt_tokens": plan.prompt_tokens,
+                "completion_tokens": plan.completion_tokens,
+                "total_tokens": plan.prompt_tokens + plan.completion_tokens,
+            }
+        ]
+    )
 
 
 @pytest.mark.parametrize("case", ROUND_TRIPS)
@@ -302,7 +395,8 @@ def test_mock_json_round_trip(case: str) -> None:
     message = out["choices"][0]["message"]
     assert message["content"] == (plan.text or None)
     assert [c["function"]["name"] for c in message.get("tool_calls") or ()] == [
-        t.name for t in plan.tool_calls]
+        t.name for t in plan.tool_calls
+    ]
     assert out["choices"][0]["finish_reason"] == plan.finish_reason
     assert "prompt_filter_results" in out  # Azure's extras are kept for clients that read them
 
@@ -321,8 +415,13 @@ async def test_mock_server_speaks_azure() -> None:
         resp = await client.post(path, json=body, headers={"api-key": "k", "x-mock-status": "429"})
         status, doc = provider().translate_error(resp.status, await resp.read())
     assert (status, doc["error"]["code"], doc["error"]["type"]) == (
-        429, "rate_limit_exceeded", "rate_limit_error")
+        429,
+        "rate_limit_exceeded",
+        "rate_limit_error",
+    )
     chunks = chunks_of(transcode(provider(), "gpt-4o", raw, list(range(5, len(raw), 7))))
     assert_valid_openai_stream(chunks)
-    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1] if c["choices"]) \
+    assert (
+        "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1] if c["choices"])
         == "Mock reply from my-gpt4o: hi"
+    )

@@ -17,8 +17,14 @@ from extproc.mock.dialects.base import BadRequest
 from extproc.mock.dialects.vertex_ai import VertexAIDialect
 from extproc.providers import PROVIDERS
 from extproc.providers.base import UnsupportedRequest
-from tests.provider_helpers import (assert_valid_openai_stream, chunks_of, golden, make_provider,
-                                    normalise, transcode)
+from tests.provider_helpers import (
+    assert_valid_openai_stream,
+    chunks_of,
+    golden,
+    make_provider,
+    normalise,
+    transcode,
+)
 from tests.unit.test_provider_gemini import check_golden, mock_round_trip, stream_out
 
 MODEL = "gemini-2.0-flash-001"
@@ -37,6 +43,7 @@ def provider():
 
 # ---- settings ------------------------------------------------------------------------------
 
+
 def test_registered_with_bearer_auth_and_defaults(provider):
     assert PROVIDERS["vertex-ai"] is type(provider)
     s = provider.settings
@@ -44,12 +51,15 @@ def test_registered_with_bearer_auth_and_defaults(provider):
     assert (provider.auth_header, provider.auth_prefix) == ("authorization", "Bearer ")
 
 
-@pytest.mark.parametrize("extra, host", [
-    ({}, "us-central1-aiplatform.googleapis.com"),
-    ({"location": "europe-west4"}, "europe-west4-aiplatform.googleapis.com"),
-    ({"location": "global"}, "aiplatform.googleapis.com"),
-    ({"location": "europe-west4", "authority": "vertex.internal"}, "vertex.internal"),
-])
+@pytest.mark.parametrize(
+    "extra, host",
+    [
+        ({}, "us-central1-aiplatform.googleapis.com"),
+        ({"location": "europe-west4"}, "europe-west4-aiplatform.googleapis.com"),
+        ({"location": "global"}, "aiplatform.googleapis.com"),
+        ({"location": "europe-west4", "authority": "vertex.internal"}, "vertex.internal"),
+    ],
+)
 def test_the_host_follows_the_location_unless_set(extra, host):
     p = vertex(**extra)
     backend = Backend("b", "c", p.settings, p, None)
@@ -67,9 +77,16 @@ def test_only_the_google_publisher_is_accepted(publisher):
         vertex(publisher=publisher)
 
 
-@pytest.mark.parametrize("field, value", [("project", "my/proj"), ("project", "My Proj"),
-                                          ("location", "us-central1/../x"), ("location", ""),
-                                          ("apiVersion", "v1?x")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("project", "my/proj"),
+        ("project", "My Proj"),
+        ("location", "us-central1/../x"),
+        ("location", ""),
+        ("apiVersion", "v1?x"),
+    ],
+)
 def test_values_that_would_change_the_path_are_refused(field, value):
     with pytest.raises(ValidationError):
         vertex(**{field: value})
@@ -77,13 +94,15 @@ def test_values_that_would_change_the_path_are_refused(field, value):
 
 # ---- paths ---------------------------------------------------------------------------------
 
+
 def test_paths_for_stream_and_non_stream(provider):
     assert provider.request_path(MODEL, False) == BASE + ":generateContent"
     assert provider.request_path(MODEL, True) == BASE + ":streamGenerateContent?alt=sse"
     beta = vertex(location="global", apiVersion="v1beta1")
     assert beta.request_path("gemini-2.5-pro", True) == (
         "/v1beta1/projects/my-proj/locations/global/publishers/google/models/gemini-2.5-pro"
-        ":streamGenerateContent?alt=sse")
+        ":streamGenerateContent?alt=sse"
+    )
 
 
 @pytest.mark.parametrize("model", ["../../x", "models/gemini", "a?b", "x:y"])
@@ -94,6 +113,7 @@ def test_bad_models_are_refused(provider, model):
 
 # ---- translation ---------------------------------------------------------------------------
 
+
 def test_request_golden_and_same_body_as_gemini(provider):
     req = golden("vertex-ai", "request_chat.in.json")
     before = copy.deepcopy(req)
@@ -102,11 +122,16 @@ def test_request_golden_and_same_body_as_gemini(provider):
     check_golden("vertex-ai", "request_chat.out.json", out)
     gemini = make_provider({"provider": "gemini", "auth": AUTH})
     assert out == gemini.translate_request(req, MODEL)
-    assert out["generationConfig"] == {"maxOutputTokens": 256, "stopSequences": ["\n\n", "END"],
-                                       "responseMimeType": "application/json"}
+    assert out["generationConfig"] == {
+        "maxOutputTokens": 256,
+        "stopSequences": ["\n\n", "END"],
+        "responseMimeType": "application/json",
+    }
     assert out["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
-    assert out["contents"][-1] == {"role": "user", "parts": [{"functionResponse": {
-        "name": "lookup_order", "response": {"content": "shipped"}}}]}
+    assert out["contents"][-1] == {
+        "role": "user",
+        "parts": [{"functionResponse": {"name": "lookup_order", "response": {"content": "shipped"}}}],
+    }
 
 
 def test_response_golden_without_candidate_index(provider):
@@ -131,10 +156,13 @@ def test_stream_golden(provider, name):
 
 def test_stream_with_usage_only_at_the_end(provider):
     out = stream_out(provider, STREAM_BYTES["stream_text"])
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in out[:-1] if c["choices"]) == \
-        "The capital of France is Paris."
+    assert (
+        "".join(c["choices"][0]["delta"].get("content", "") for c in out[:-1] if c["choices"])
+        == "The capital of France is Paris."
+    )
     assert [c["usage"] for c in out[:-1] if "usage" in c] == [
-        {"prompt_tokens": 7, "completion_tokens": 7, "total_tokens": 14}]
+        {"prompt_tokens": 7, "completion_tokens": 7, "total_tokens": 14}
+    ]
 
 
 def test_stream_tool_call_in_one_event(provider):
@@ -158,17 +186,20 @@ def test_stream_output_does_not_depend_on_chunking(data, name):
 @pytest.mark.parametrize("case", golden("vertex-ai", "errors.json"), ids=lambda c: str(c["status"]))
 def test_error_translation(provider, case):
     assert provider.translate_error(case["status"], orjson.dumps(case["body"])) == (
-        case["expected_status"], case["expected"])
+        case["expected_status"],
+        case["expected"],
+    )
 
 
 # ---- the mock's Vertex dialect -------------------------------------------------------------
+
 
 def test_mock_stream_round_trip(provider):
     dialect = VertexAIDialect()
     req = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "tell me a story"}]}
     mreq, plan = mock_round_trip(provider, dialect, BASE + ":streamGenerateContent", req, {"alt": "sse"})
     events = dialect.render_stream(plan, mreq)
-    docs = [orjson.loads(e[len(b"data: "):]) for e in events]
+    docs = [orjson.loads(e[len(b"data: ") :]) for e in events]
     assert all("index" not in d["candidates"][0] for d in docs)  # Vertex omits index 0
     assert ["usageMetadata" in d for d in docs] == [False] * (len(docs) - 1) + [True]
     out = chunks_of(transcode(provider, MODEL, b"".join(events)))
@@ -179,14 +210,20 @@ def test_mock_stream_round_trip(provider):
 
 def test_mock_json_round_trip_with_tool_call(provider):
     dialect = VertexAIDialect()
-    req = {"model": MODEL, "tool_choice": "required", "messages": [{"role": "user", "content": "find A-17"}],
-           "tools": golden("vertex-ai", "request_chat.in.json")["tools"]}
+    req = {
+        "model": MODEL,
+        "tool_choice": "required",
+        "messages": [{"role": "user", "content": "find A-17"}],
+        "tools": golden("vertex-ai", "request_chat.in.json")["tools"],
+    }
     mreq, plan = mock_round_trip(provider, dialect, BASE + ":generateContent", req, {})
     assert mreq.tool_choice == "required"
     out = provider.translate_response(dialect.render_json(plan, mreq), MODEL)
     call = out["choices"][0]["message"]["tool_calls"][0]
     assert (call["function"]["name"], json.loads(call["function"]["arguments"])) == (
-        "lookup_order", {"order_id": "mock-order_id"})
+        "lookup_order",
+        {"order_id": "mock-order_id"},
+    )
     assert out["choices"][0]["finish_reason"] == "tool_calls"
 
 
@@ -198,6 +235,9 @@ def test_mock_path_credential_and_validation():
     assert d.credential({"authorization": "Bearer ya29.token"}, {}) == "ya29.token"
     assert d.credential({"x-goog-api-key": "k"}, {"key": "k"}) is None
     with pytest.raises(BadRequest, match="valid role"):
-        d.parse({"contents": [{"role": "tool", "parts": [{"text": "x"}]}]},
-                d.match("POST", BASE + ":generateContent"), {})
+        d.parse(
+            {"contents": [{"role": "tool", "parts": [{"text": "x"}]}]},
+            d.match("POST", BASE + ":generateContent"),
+            {},
+        )
     assert d.render_error(403, "denied")["error"]["status"] == "PERMISSION_DENIED"

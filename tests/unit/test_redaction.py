@@ -46,8 +46,11 @@ def leaks(secret: str, text: str) -> list[str]:
     """Every run of FRAGMENT characters of `secret` (past its public prefix) in `text`, and
     a mask followed by its last four characters."""
     public = PUBLIC.get(secret, 0)
-    found = [secret[i:i + FRAGMENT] for i in range(max(0, public - FRAGMENT + 4), len(secret) - FRAGMENT + 1)
-             if secret[i:i + FRAGMENT] in text]
+    found = [
+        secret[i : i + FRAGMENT]
+        for i in range(max(0, public - FRAGMENT + 4), len(secret) - FRAGMENT + 1)
+        if secret[i : i + FRAGMENT] in text
+    ]
     for mask in ("**", "...", "…"):
         if mask + secret[-4:] in text:
             found.append(mask + secret[-4:])
@@ -69,6 +72,7 @@ def held():
 
 # ---- the forms providers echo ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("secret", KEYS)
 def test_whole_key(r, secret):
     text = f"Incorrect API key provided: {secret}. You can find your API key at https://x."
@@ -88,13 +92,13 @@ def test_openai_style_masked_echo(r, secret, mask):
 
 @pytest.mark.parametrize("secret", KEYS)
 def test_head_then_mask(r, secret):
-    out = r.redact(f"key {secret[:PUBLIC[secret] + 6]}**** rejected")
-    assert not leaks(secret, out) and secret[PUBLIC[secret]:PUBLIC[secret] + 6] not in out
+    out = r.redact(f"key {secret[: PUBLIC[secret] + 6]}**** rejected")
+    assert not leaks(secret, out) and secret[PUBLIC[secret] : PUBLIC[secret] + 6] not in out
 
 
 @pytest.mark.parametrize("start", [4, 9, 40, 90, len(OPENAI) - FRAGMENT])
 def test_any_interior_run_of_fragment_length(r, start):
-    part = OPENAI[start:start + FRAGMENT]
+    part = OPENAI[start : start + FRAGMENT]
     out = r.redact(f"the key ends in ({part}) apparently")
     assert out == f"the key ends in ({MARK}) apparently"
 
@@ -102,15 +106,26 @@ def test_any_interior_run_of_fragment_length(r, start):
 def test_shorter_runs_and_the_public_prefix_alone_are_not_secrets(r):
     """Seven characters, or `sk-proj-` / `sk-ant-api03-` alone, tell nothing: a model
     explaining key formats is not mangled."""
-    text = (f"OpenAI keys start with sk-proj- and Anthropic's with sk-ant-api03-; "
-            f"yours has {OPENAI[40:47]} in it; sk-proj-ab is not a key")
+    text = (
+        f"OpenAI keys start with sk-proj- and Anthropic's with sk-ant-api03-; "
+        f"yours has {OPENAI[40:47]} in it; sk-proj-ab is not a key"
+    )
     assert r.redact(text) is text
 
 
 def test_ordinary_text_is_untouched_and_not_copied(r):
-    text = orjson.dumps({"choices": [{"message": {"content": "The quick brown fox jumps over the "
-                                                  "lazy dog... **bold** xxx 1234567890"}}],
-                         "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT"}).decode()
+    text = orjson.dumps(
+        {
+            "choices": [
+                {
+                    "message": {
+                        "content": "The quick brown fox jumps over the lazy dog... **bold** xxx 1234567890"
+                    }
+                }
+            ],
+            "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
+        }
+    ).decode()
     assert r.redact(text) is text
     raw = text.encode()
     assert r.redact_body(raw) is raw
@@ -147,10 +162,19 @@ def test_short_secrets_are_not_redacted():
 
 # ---- JSON, headers, events ---------------------------------------------------------------
 
+
 def test_json_body_stays_valid_json(r):
-    body = orjson.dumps({"error": {"message": f"bad key {OPENAI}", "type": "invalid_request_error",
-                                   "param": None, "code": "invalid_api_key"},
-                         OPENAI: [ANTHROPIC, 1, None]})
+    body = orjson.dumps(
+        {
+            "error": {
+                "message": f"bad key {OPENAI}",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_api_key",
+            },
+            OPENAI: [ANTHROPIC, 1, None],
+        }
+    )
     out = r.redact_body(body)
     doc = orjson.loads(out)
     assert doc["error"]["message"] == f"bad key {MARK}"
@@ -164,20 +188,33 @@ def test_non_json_body_redacted_as_text(r):
 
 
 def test_headers_every_value_of_a_repeated_header(r):
-    pairs = [("content-type", "application/json"),
-             ("www-authenticate", 'Basic realm="x"'),
-             ("www-authenticate", f'Bearer error="invalid_token", error_description="key {OPENAI[:8]}****{OPENAI[-4:]}"'),
-             ("x-echo", f"{ANTHROPIC}"), ("x-request-id", "req_8f3a9c0d1e2b4a5f6789")]
+    pairs = [
+        ("content-type", "application/json"),
+        ("www-authenticate", 'Basic realm="x"'),
+        (
+            "www-authenticate",
+            f'Bearer error="invalid_token", error_description="key {OPENAI[:8]}****{OPENAI[-4:]}"',
+        ),
+        ("x-echo", f"{ANTHROPIC}"),
+        ("x-request-id", "req_8f3a9c0d1e2b4a5f6789"),
+    ]
     fixed = r.redact_headers(pairs)
     assert set(fixed) == {"www-authenticate", "x-echo"}
-    assert fixed["www-authenticate"] == ['Basic realm="x"', f'Bearer error="invalid_token", error_description="key {MARK}"']
+    assert fixed["www-authenticate"] == [
+        'Basic realm="x"',
+        f'Bearer error="invalid_token", error_description="key {MARK}"',
+    ]
     assert fixed["x-echo"] == [MARK]
     assert r.redact_headers(pairs[:1] + pairs[-1:]) == {}
 
 
 def test_event_fields(r):
-    ev = SSEEvent(data=orjson.dumps({"error": {"message": f"key {OPENAI}"}}).decode(),
-                  event="error", id=ANTHROPIC, comments=[f"debug {GEMINI}"])
+    ev = SSEEvent(
+        data=orjson.dumps({"error": {"message": f"key {OPENAI}"}}).decode(),
+        event="error",
+        id=ANTHROPIC,
+        comments=[f"debug {GEMINI}"],
+    )
     out = r.redact_event(ev)
     assert orjson.loads(out.data) == {"error": {"message": f"key {MARK}"}}
     assert out.id == MARK and out.comments == [f"debug {MARK}"] and out.event == "error"
@@ -216,8 +253,13 @@ def _stream(events: list[bytes]) -> bytes:
 
 
 def _sse(content: str) -> bytes:
-    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-             "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
+    }
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
@@ -227,10 +269,14 @@ def test_stream_cut_anywhere(held, cuts):
     """The route filter's stream view redacts per whole event: wherever Envoy cuts the
     bytes, no part of the key reaches the client."""
     if True:
-        body = (_sse("Here is the key: ") + _sse(f"{OPENAI} and again {OPENAI[10:30]}")
-                + _sse(" done") + b"data: [DONE]\n\n")
+        body = (
+            _sse("Here is the key: ")
+            + _sse(f"{OPENAI} and again {OPENAI[10:30]}")
+            + _sse(" done")
+            + b"data: [DONE]\n\n"
+        )
         bounds = sorted({c for c in cuts if c < len(body)})
-        pieces = [body[a:b] for a, b in zip([0, *bounds], [*bounds, len(body)])]
+        pieces = [body[a:b] for a, b in zip([0, *bounds], [*bounds, len(body)], strict=False)]
         rs = ResponseStream("r", None, False, {})
 
         async def run() -> bytes:
@@ -238,12 +284,14 @@ def test_stream_cut_anywhere(held, cuts):
             for i, piece in enumerate(pieces):
                 out += await rs.feed(piece, i == len(pieces) - 1)
             return out
+
         out = asyncio.run(run()).decode()
         assert not leaks(OPENAI, out)
         assert out.count(MARK) == 2 and out.endswith("data: [DONE]\n\n")
 
 
 # ---- the registry: every secret the processor holds, rotation included -------------------------
+
 
 def test_current_follows_rotation(tmp_path, monkeypatch):
     monkeypatch.setattr("extproc.config.secrets._FILE_RECHECK_SECONDS", 0.0)
@@ -289,6 +337,7 @@ async def test_large_body_scanned_off_the_loop(held, monkeypatch):
     async def spy(fn, *args):
         calls.append(fn)
         return await real(fn, *args)
+
     monkeypatch.setattr(redaction.asyncio, "to_thread", spy)
     body = orjson.dumps({"data": "A" * 200_000, "echo": OPENAI})
     out = await redaction.redact_body(body)
@@ -297,8 +346,9 @@ async def test_large_body_scanned_off_the_loop(held, monkeypatch):
     assert orjson.loads(await redaction.redact_body(small))["echo"] == MARK and len(calls) == 1
 
 
-@pytest.mark.parametrize("text", ["x" * 300_000, "*" * 300_000, "X" * 150_000 + "#" * 150_000,
-                                  "..." * 100_000, "…" * 300_000])
+@pytest.mark.parametrize(
+    "text", ["x" * 300_000, "*" * 300_000, "X" * 150_000 + "#" * 150_000, "..." * 100_000, "…" * 300_000]
+)
 def test_long_mask_runs_cost_one_pass(text):
     """Masks followed by a key's tail are looked for once per mask run: a 300 KB run of
     `x` used to be tried at every third position, each try scanning the rest of the run

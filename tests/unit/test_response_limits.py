@@ -6,12 +6,19 @@ from tests.harness import load_bootstrap
 
 
 def test_the_limit_is_the_smallest_buffer_a_response_passes_through():
-    doc = {"static_resources": {
-        "listeners": [{"name": "a", "per_connection_buffer_limit_bytes": 8 << 20},
-                      {"name": "b", "per_connection_buffer_limit_bytes": {"value": 6 << 20}}],
-        "clusters": [{"name": "llm", "per_connection_buffer_limit_bytes": 5 << 20},
-                     {"name": "extproc"},  # not an AI cluster: its buffer does not matter
-                     {"name": "other-ai"}]}}
+    doc = {
+        "static_resources": {
+            "listeners": [
+                {"name": "a", "per_connection_buffer_limit_bytes": 8 << 20},
+                {"name": "b", "per_connection_buffer_limit_bytes": {"value": 6 << 20}},
+            ],
+            "clusters": [
+                {"name": "llm", "per_connection_buffer_limit_bytes": 5 << 20},
+                {"name": "extproc"},  # not an AI cluster: its buffer does not matter
+                {"name": "other-ai"},
+            ],
+        }
+    }
     assert buffer_limit(doc, {"llm"}) == 5 << 20
     # Unset means Envoy's default, 1 MiB.
     assert buffer_limit(doc, {"llm", "other-ai"}) == ENVOY_DEFAULT_BUFFER

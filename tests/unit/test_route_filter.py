@@ -26,12 +26,18 @@ def direct_gw():
     return F.gateway(direct=True)
 
 
-async def start(gw, headers: dict[str, str] | None = None, end_of_stream: bool = False,
-                settings: ProcessorSettings = SETTINGS, **attrs: str):
+async def start(
+    gw,
+    headers: dict[str, str] | None = None,
+    end_of_stream: bool = False,
+    settings: ProcessorSettings = SETTINGS,
+    **attrs: str,
+):
     stream = RouteStream(gw, settings)
     attrs.setdefault("route_name", "chat")
-    reply = await stream.request_headers(F.request_headers(
-        headers or F.client_headers(), end_of_stream=end_of_stream, **attrs))
+    reply = await stream.request_headers(
+        F.request_headers(headers or F.client_headers(), end_of_stream=end_of_stream, **attrs)
+    )
     return stream, reply
 
 
@@ -43,12 +49,15 @@ async def test_client_x_aigw_headers_are_removed(gw):
     assert stream.route.name == "chat" and stream.attempt is None
 
 
-@pytest.mark.parametrize("change, status, code", [
-    ({":method": "GET"}, 405, "method_not_allowed"),
-    ({":path": "/v1/embeddings"}, 404, "unknown_url"),
-    ({"content-length": str(4 * 1024 * 1024 + 1)}, 413, "request_too_large"),
-    ({"content-type": "text/plain"}, 415, "unsupported_media_type"),
-])
+@pytest.mark.parametrize(
+    "change, status, code",
+    [
+        ({":method": "GET"}, 405, "method_not_allowed"),
+        ({":path": "/v1/embeddings"}, 404, "unknown_url"),
+        ({"content-length": str(4 * 1024 * 1024 + 1)}, 413, "request_too_large"),
+        ({"content-type": "text/plain"}, 415, "unsupported_media_type"),
+    ],
+)
 async def test_bad_request_headers_get_an_immediate_openai_error(gw, change, status, code):
     stream, reply = await start(gw, {**F.client_headers(), **change})
     got, body, headers = F.immediate(reply)
@@ -70,11 +79,16 @@ async def test_empty_body_is_a_400(gw):
 
 async def test_body_over_the_limit_is_a_413(gw):
     # Route `anthropic` sets no maxRequestBytes: the processor's setting applies.
-    stream, _ = await start(gw, F.client_headers(F.ANTHROPIC_PATH), route_name="anthropic",
-                            settings=ProcessorSettings(max_request_bytes=100))
+    stream, _ = await start(
+        gw,
+        F.client_headers(F.ANTHROPIC_PATH),
+        route_name="anthropic",
+        settings=ProcessorSettings(max_request_bytes=100),
+    )
     assert stream.route.name == "anthropic" and stream.limit == 100
-    status, body, _ = F.immediate(await stream.request_body(F.request_body(
-        {**F.CANONICAL, "user": "x" * 200})))
+    status, body, _ = F.immediate(
+        await stream.request_body(F.request_body({**F.CANONICAL, "user": "x" * 200}))
+    )
     assert status == 413 and body["error"]["code"] == "request_too_large"
     assert stream.done
 
@@ -119,16 +133,19 @@ UPSTREAM_REPORT = {"x-aigw-backend": "mock-openai", "x-aigw-provider": "openai",
 
 
 async def test_sse_answer_is_streamed_and_internal_headers_removed(gw):
-    stream, reply = await answered(gw, {":status": "200", "content-type": "text/event-stream",
-                                        "content-length": "99", **UPSTREAM_REPORT},
-                                   {**F.CANONICAL, "stream": True})
+    stream, reply = await answered(
+        gw,
+        {":status": "200", "content-type": "text/event-stream", "content-length": "99", **UPSTREAM_REPORT},
+        {**F.CANONICAL, "stream": True},
+    )
     assert reply.mode_override.response_body_mode == msg.STREAMED
     assert set(F.removed(reply)) == {*UPSTREAM_REPORT, "content-length"}
     assert (stream.acct.backend, stream.acct.provider, stream.attempts) == ("mock-openai", "openai", 2)
 
 
-@pytest.mark.parametrize("length, mode", [
-    ("120", ProcessingMode.BUFFERED), (None, ProcessingMode.BUFFERED_PARTIAL)])
+@pytest.mark.parametrize(
+    "length, mode", [("120", ProcessingMode.BUFFERED), (None, ProcessingMode.BUFFERED_PARTIAL)]
+)
 async def test_json_answer_is_read_whole(gw, length, mode):
     headers = {":status": "200", "content-type": "application/json", **UPSTREAM_REPORT}
     if length:
@@ -140,19 +157,28 @@ async def test_json_answer_is_read_whole(gw, length, mode):
 
 
 async def test_error_answer_is_not_read_at_route_level(gw):
-    stream, reply = await answered(gw, {":status": "503", "content-type": "application/json",
-                                        **UPSTREAM_REPORT})
+    stream, reply = await answered(
+        gw, {":status": "503", "content-type": "application/json", **UPSTREAM_REPORT}
+    )
     assert not reply.HasField("mode_override")
     assert stream.done and stream.acct.status == 503
 
 
 async def test_json_answer_usage_becomes_dynamic_metadata(gw):
     stream, _ = await answered(gw, {":status": "200", "content-type": "application/json"})
-    reply = await stream.response_body(F.response_body({
-        "id": "c1", "object": "chat.completion", "model": "gpt-4o-mini-2024",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}}))
+    reply = await stream.response_body(
+        F.response_body(
+            {
+                "id": "c1",
+                "object": "chat.completion",
+                "model": "gpt-4o-mini-2024",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
+            }
+        )
+    )
     assert not F.common(reply).HasField("body_mutation")  # nothing to change
     meta = reply.dynamic_metadata.fields["aigw"].struct_value.fields
     assert meta["input_tokens"].number_value == 7 and meta["output_tokens"].number_value == 2
@@ -160,17 +186,19 @@ async def test_json_answer_usage_becomes_dynamic_metadata(gw):
 
 
 async def test_streamed_usage_chunk_the_client_did_not_ask_for_is_dropped(gw):
-    stream, _ = await answered(gw, {":status": "200", "content-type": "text/event-stream"},
-                               {**F.CANONICAL, "stream": True})
+    stream, _ = await answered(
+        gw, {":status": "200", "content-type": "text/event-stream"}, {**F.CANONICAL, "stream": True}
+    )
     chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m", "created": 1}
-    events = [{**chunk, "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
-              {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-              {**chunk, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1,
-                                                  "total_tokens": 6}}]
+    events = [
+        {**chunk, "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {**chunk, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}},
+    ]
     raw = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
     out = b""
     for i in range(0, len(raw), 40):
-        r = await stream.response_body(F.response_body(raw[i:i + 40], end_of_stream=i + 40 >= len(raw)))
+        r = await stream.response_body(F.response_body(raw[i : i + 40], end_of_stream=i + 40 >= len(raw)))
         out += F.common(r).body_mutation.body
     assert b'"usage"' not in out and b"data: [DONE]" in out and b'"Hi"' in out
     assert (stream.acct.input_tokens, stream.acct.output_tokens) == (5, 1)
@@ -178,8 +206,12 @@ async def test_streamed_usage_chunk_the_client_did_not_ask_for_is_dropped(gw):
 
 # ---- direct mode: the route filter runs the attempt itself ----------------------------
 async def direct_start(direct_gw, headers: dict[str, str] | None = None):
-    return await start(direct_gw, headers or F.client_headers(F.ANTHROPIC_PATH),
-                       route_name="anthropic", cluster_name="anthropic")
+    return await start(
+        direct_gw,
+        headers or F.client_headers(F.ANTHROPIC_PATH),
+        route_name="anthropic",
+        cluster_name="anthropic",
+    )
 
 
 async def test_direct_request_translated_with_credential_swapped(direct_gw):
@@ -201,14 +233,24 @@ async def test_direct_request_translated_with_credential_swapped(direct_gw):
 async def test_direct_json_answer_translated_back(direct_gw):
     stream, _ = await direct_start(direct_gw)
     await stream.request_body(F.request_body(F.CANONICAL))
-    reply = await stream.response_headers(F.response_headers(
-        {":status": "200", "content-type": "application/json", "content-length": "200"}))
+    reply = await stream.response_headers(
+        F.response_headers({":status": "200", "content-type": "application/json", "content-length": "200"})
+    )
     assert reply.mode_override.response_body_mode == ProcessingMode.BUFFERED
     assert not any(k.startswith("x-aigw-") for k in F.set_headers(reply))
-    reply = await stream.response_body(F.response_body({
-        "id": "msg_d", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
-        "content": [{"type": "text", "text": "Bonjour"}], "stop_reason": "max_tokens",
-        "usage": {"input_tokens": 4, "output_tokens": 2}}))
+    reply = await stream.response_body(
+        F.response_body(
+            {
+                "id": "msg_d",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-3-5-haiku-latest",
+                "content": [{"type": "text", "text": "Bonjour"}],
+                "stop_reason": "max_tokens",
+                "usage": {"input_tokens": 4, "output_tokens": 2},
+            }
+        )
+    )
     out = F.new_body(reply)
     assert out["object"] == "chat.completion"
     assert out["choices"][0]["message"]["content"] == "Bonjour"
@@ -221,12 +263,19 @@ async def test_direct_json_answer_translated_back(direct_gw):
 async def test_direct_provider_401_becomes_an_openai_error(direct_gw):
     stream, _ = await direct_start(direct_gw)
     await stream.request_body(F.request_body(F.CANONICAL))
-    reply = await stream.response_headers(F.response_headers(
-        {":status": "401", "content-type": "application/json", "content-length": "120"}))
+    reply = await stream.response_headers(
+        F.response_headers({":status": "401", "content-type": "application/json", "content-length": "120"})
+    )
     assert reply.HasField("mode_override")  # read, to translate the error
     assert not stream.done
-    reply = await stream.response_body(F.response_body({"type": "error", "error": {
-        "type": "authentication_error", "message": f"invalid x-api-key: {F.ANTHROPIC_KEY}"}}))
+    reply = await stream.response_body(
+        F.response_body(
+            {
+                "type": "error",
+                "error": {"type": "authentication_error", "message": f"invalid x-api-key: {F.ANTHROPIC_KEY}"},
+            }
+        )
+    )
     err = F.new_body(reply)["error"]
     assert err["type"] == "authentication_error" and err["code"] == "invalid_api_key"
     assert F.ANTHROPIC_KEY not in err["message"]
@@ -245,13 +294,14 @@ async def test_direct_untranslatable_request_is_a_400(direct_gw):
 async def test_direct_anthropic_stream_comes_out_canonical(direct_gw):
     stream, _ = await direct_start(direct_gw)
     await stream.request_body(F.request_body({**F.CANONICAL, "stream": True}))
-    reply = await stream.response_headers(F.response_headers(
-        {":status": "200", "content-type": "text/event-stream"}))
+    reply = await stream.response_headers(
+        F.response_headers({":status": "200", "content-type": "text/event-stream"})
+    )
     assert reply.mode_override.response_body_mode == msg.STREAMED
     out = b""
     for i in range(0, len(F.ANTHROPIC_SSE), 61):
         last = i + 61 >= len(F.ANTHROPIC_SSE)
-        r = await stream.response_body(F.response_body(F.ANTHROPIC_SSE[i:i + 61], end_of_stream=last))
+        r = await stream.response_body(F.response_body(F.ANTHROPIC_SSE[i : i + 61], end_of_stream=last))
         out += F.common(r).body_mutation.body
     chunks = F.sse_chunks(out)
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
@@ -266,8 +316,11 @@ async def test_direct_bodiless_provider_error_keeps_internal_headers_from_the_cl
     one-stream mode either (the attempt answers such an error with a replacement body)."""
     stream, _ = await direct_start(direct_gw)
     await stream.request_body(F.request_body(F.CANONICAL))
-    reply = await stream.response_headers(F.response_headers(
-        {":status": "500", "content-length": "0", "x-aigw-backend": "evil"}, end_of_stream=True))
+    reply = await stream.response_headers(
+        F.response_headers(
+            {":status": "500", "content-length": "0", "x-aigw-backend": "evil"}, end_of_stream=True
+        )
+    )
     assert F.common(reply).status == F.pb.CommonResponse.CONTINUE_AND_REPLACE
     assert "x-aigw-backend" in F.removed(reply)
     assert F.new_body(reply)["error"]["type"] == "server_error"

@@ -63,15 +63,26 @@ def runner(monkeypatch):
 
 # ---- config ------------------------------------------------------------------------------------
 
+
 def test_budget_defaults_and_camel_case_fields():
     assert RequestGuardConfig.model_validate({"regex": BUILTINS}).scan_budget == ScanBudget(
-        max_chars=1024 * 1024, max_seconds=5.0)
-    cfg = ResponseGuardConfig.model_validate({"regex": BUILTINS, "scanBudget": {"maxChars": 10, "maxSeconds": 0.5}})
+        max_chars=1024 * 1024, max_seconds=5.0
+    )
+    cfg = ResponseGuardConfig.model_validate(
+        {"regex": BUILTINS, "scanBudget": {"maxChars": 10, "maxSeconds": 0.5}}
+    )
     assert cfg.scan_budget == ScanBudget(max_chars=10, max_seconds=0.5)
 
 
-@pytest.mark.parametrize("budget, field", [({"maxChars": 0}, "maxChars"), ({"maxSeconds": 0}, "maxSeconds"),
-                                           ({"maxSeconds": -1}, "maxSeconds"), ({"chars": 5}, "chars")])
+@pytest.mark.parametrize(
+    "budget, field",
+    [
+        ({"maxChars": 0}, "maxChars"),
+        ({"maxSeconds": 0}, "maxSeconds"),
+        ({"maxSeconds": -1}, "maxSeconds"),
+        ({"chars": 5}, "chars"),
+    ],
+)
 def test_bad_budget_is_a_config_error_naming_the_field(budget, field):
     with pytest.raises(ValidationError) as err:
         RequestGuardConfig.model_validate({"regex": BUILTINS, "scanBudget": budget})
@@ -79,6 +90,7 @@ def test_bad_budget_is_a_config_error_naming_the_field(budget, field):
 
 
 # ---- the character budget ----------------------------------------------------------------------
+
 
 async def test_mask_route_over_the_character_budget_fails_closed_with_413(runner):
     guards = request_guards(budget={"maxChars": 100})
@@ -92,17 +104,23 @@ async def test_mask_route_over_the_character_budget_fails_closed_with_413(runner
 
 
 async def test_reject_route_over_the_budget_rejects_with_its_custom_response(runner):
-    guards = request_guards(regex={**BUILTINS, "action": "REJECT"}, budget={"maxChars": 10},
-                            customResponse={"message": "no", "statusCode": 451})
+    guards = request_guards(
+        regex={**BUILTINS, "action": "REJECT"},
+        budget={"maxChars": 10},
+        customResponse={"message": "no", "statusCode": 451},
+    )
     with pytest.raises(GatewayError) as err:
         await guards.apply(chat("hello there, long text"), {})
     assert (err.value.status, err.value.message, err.value.code) == (451, "no", "guard_budget_exceeded")
 
 
 async def test_response_over_the_budget_is_withheld_with_502(runner):
-    guards = ResponseGuards(ResponseGuardConfig.model_validate(
-        {"regex": BUILTINS, "scanBudget": {"maxChars": 10}}), "r")
-    completion = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "call 212-555-0198 now"}}]}
+    guards = ResponseGuards(
+        ResponseGuardConfig.model_validate({"regex": BUILTINS, "scanBudget": {"maxChars": 10}}), "r"
+    )
+    completion = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "call 212-555-0198 now"}}]
+    }
     with pytest.raises(GatewayError) as err:
         await guards.apply(completion, {})
     assert (err.value.status, err.value.code) == (502, "guard_budget_exceeded")
@@ -113,10 +131,15 @@ async def test_text_within_the_budget_is_masked_as_before(runner):
     req = chat("no digits here", "call 212-555-0198", "mail jane@example.com", "card 4111 1111 1111 1111")
     assert await guards.apply(req, {})
     assert [m["content"] for m in req["messages"]] == [
-        "no digits here", "call <PHONE_NUMBER>", "mail <EMAIL>", "card <CREDIT_CARD>"]
+        "no digits here",
+        "call <PHONE_NUMBER>",
+        "mail <EMAIL>",
+        "card <CREDIT_CARD>",
+    ]
 
 
 # ---- the time budget ---------------------------------------------------------------------------
+
 
 async def test_time_budget_stops_the_scan_and_fails_closed(runner):
     """Unbudgeted, this text takes tens of seconds to scan; the job stops at its deadline."""
@@ -147,14 +170,22 @@ def test_run_job_reports_timeout_and_cancellation():
     assert scan_pool.run_job(key, cfg, [hostile(50_000)], 0.1, threading.Event()).status == "timeout"
     gone = threading.Event()
     gone.set()
-    assert scan_pool.run_job(key, cfg, [hostile(50_000)], 60, gone) == scan_pool.JobResult("cancelled", [], pytest.approx(0, abs=1))
+    assert scan_pool.run_job(key, cfg, [hostile(50_000)], 60, gone) == scan_pool.JobResult(
+        "cancelled", [], pytest.approx(0, abs=1)
+    )
 
 
 # ---- nothing heavy on the event loop -----------------------------------------------------------
 
+
 async def test_only_cheap_texts_are_scanned_on_the_loop(runner):
     guards = request_guards()
-    req = chat("plain prose without any digit", "call 212-555-0198", "x" * 5000, "ｍａｉｌ ｊ＠ｅｘａｍｐｌｅ．ｃｏｍ")
+    req = chat(
+        "plain prose without any digit",
+        "call 212-555-0198",
+        "x" * 5000,
+        "ｍａｉｌ ｊ＠ｅｘａｍｐｌｅ．ｃｏｍ",
+    )
     await guards.apply(req, {})
     sent = [t for job in runner.jobs for t in job]
     # Digits, a long text, and an '@' that only normalisation reveals go to the workers.
@@ -170,6 +201,7 @@ async def test_small_texts_share_jobs(runner):
 
 
 # ---- cancellation, in the process pool -------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def cfg():
@@ -191,6 +223,7 @@ async def test_process_pool_scans_cancels_and_never_runs_queued_jobs(cfg):
         def counting_submit(fn, *args):
             submitted.append(args[2])
             return real_submit(fn, *args)
+
         pool._executor.submit = counting_submit
 
         running = asyncio.create_task(pool.scan(key, cfg, [hostile(200_000)], 120))
@@ -220,6 +253,7 @@ async def test_a_pool_that_failed_to_start_fails_closed(cfg, monkeypatch):
 
     def broken():
         raise OSError("no processes for you")
+
     monkeypatch.setattr(pool, "_new_executor", broken)
     pool.start()
     with pytest.raises(scan_pool.ScanUnavailable):

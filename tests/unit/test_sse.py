@@ -120,18 +120,21 @@ def test_unicode_line_separators_are_not_sse_line_endings():
 # fields
 
 
-@pytest.mark.parametrize("line, expected", [
-    (b"data: x", "x"),            # the single space after the colon is dropped
-    (b"data:x", "x"),             # no space at all
-    (b"data:  x", " x"),          # only ONE space is dropped
-    (b"data:\tx", "\tx"),         # a tab is not the space that is dropped
-    (b"data: ", ""),
-    (b"data:", ""),
-    (b"data", ""),                # a line with no colon is a field with an empty value
-    (b"data: a:b: c", "a:b: c"),  # only the first colon separates name and value
-    (b'data: {"k": "v"}', '{"k": "v"}'),
-    (b"data: x ", "x "),          # trailing whitespace is kept
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        (b"data: x", "x"),  # the single space after the colon is dropped
+        (b"data:x", "x"),  # no space at all
+        (b"data:  x", " x"),  # only ONE space is dropped
+        (b"data:\tx", "\tx"),  # a tab is not the space that is dropped
+        (b"data: ", ""),
+        (b"data:", ""),
+        (b"data", ""),  # a line with no colon is a field with an empty value
+        (b"data: a:b: c", "a:b: c"),  # only the first colon separates name and value
+        (b'data: {"k": "v"}', '{"k": "v"}'),
+        (b"data: x ", "x "),  # trailing whitespace is kept
+    ],
+)
 def test_data_field_value(line, expected):
     assert summaries(parse(line + b"\n\n")) == [ev(expected)]
 
@@ -186,20 +189,24 @@ def test_id_containing_nul_is_ignored():
     assert summaries(parse(b"id: good\nid: a\x00b\ndata: x\n\n")) == [ev("x", id="good")]
 
 
-@pytest.mark.parametrize("value, expected", [
-    (b"3000", 3000),
-    (b"0", 0),
-    (b"007", 7),
-    (b"123456789012", 123456789012),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (b"3000", 3000),
+        (b"0", 0),
+        (b"007", 7),
+        (b"123456789012", 123456789012),
+    ],
+)
 def test_retry_with_ascii_digits(value, expected):
     [e] = parse(b"retry: " + value + b"\ndata: x\n\n")
     assert e.retry == expected
     assert e.data == "x"
 
 
-@pytest.mark.parametrize("value", [b"", b"abc", b"1.5", b"-1", b"+1", b" 10", b"10 ", b"1e3",
-                                   b"0x10", b"10ms"])
+@pytest.mark.parametrize(
+    "value", [b"", b"abc", b"1.5", b"-1", b"+1", b" 10", b"10 ", b"1e3", b"0x10", b"10ms"]
+)
 def test_retry_that_is_not_only_ascii_digits_is_ignored(value):
     [e] = parse(b"retry: " + value + b"\ndata: x\n\n")
     assert e.retry is None
@@ -222,8 +229,20 @@ def test_retry_with_non_ascii_decimal_digits_is_ignored():
     assert e.retry is None
 
 
-@pytest.mark.parametrize("line", [b"foo: bar", b"Data: x", b"DATA: x", b" data: x", b"data : x",
-                                  b"datum: x", b"x-custom: y", b"Event: e", b"ID: 1"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"foo: bar",
+        b"Data: x",
+        b"DATA: x",
+        b" data: x",
+        b"data : x",
+        b"datum: x",
+        b"x-custom: y",
+        b"Event: e",
+        b"ID: 1",
+    ],
+)
 def test_unknown_fields_are_ignored(line):
     # Field names are case-sensitive and must match exactly.
     assert summaries(parse(line + b"\ndata: real\n\n")) == [ev("real")]
@@ -340,8 +359,7 @@ def test_close_with_nothing_pending():
 
 
 def test_close_dispatches_trailing_comment():
-    assert summaries(parse(b"data: a\n\n: bye")) == [ev("a"), ev("", has_data=False,
-                                                               comments=[" bye"])]
+    assert summaries(parse(b"data: a\n\n: bye")) == [ev("a"), ev("", has_data=False, comments=[" bye"])]
 
 
 def test_close_with_truncated_utf8_yields_replacement_character():
@@ -356,13 +374,13 @@ def test_close_with_truncated_utf8_yields_replacement_character():
 def test_multibyte_character_split_across_chunks():
     raw = "data: é中😀\n\n".encode()
     start = raw.index(b"\xf0")  # first byte of the emoji
-    events = parse_chunks([raw[:start + 1], raw[start + 1:start + 2], raw[start + 2:]])
+    events = parse_chunks([raw[: start + 1], raw[start + 1 : start + 2], raw[start + 2 :]])
     assert summaries(events) == [ev("é中😀")]
 
 
 def test_one_byte_at_a_time():
     raw = "event: é\r\ndata: 中😀\r\nid: ü\r\n\r\n".encode()
-    events = parse_chunks([raw[i:i + 1] for i in range(len(raw))])
+    events = parse_chunks([raw[i : i + 1] for i in range(len(raw))])
     assert summaries(events) == [ev("中😀", event="é", id="ü")]
 
 
@@ -395,9 +413,11 @@ def test_bom_not_at_stream_start_is_not_stripped():
 
 
 def test_openai_style_stream():
-    raw = (b'data: {"id":"c1","choices":[{"delta":{"content":"Hel"}}]}\n\n'
-           b'data: {"id":"c1","choices":[{"delta":{"content":"lo"}}]}\n\n'
-           b"data: [DONE]\n\n")
+    raw = (
+        b'data: {"id":"c1","choices":[{"delta":{"content":"Hel"}}]}\n\n'
+        b'data: {"id":"c1","choices":[{"delta":{"content":"lo"}}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
     events = parse(raw)
     assert [e.data for e in events] == [
         '{"id":"c1","choices":[{"delta":{"content":"Hel"}}]}',
@@ -408,11 +428,13 @@ def test_openai_style_stream():
 
 
 def test_anthropic_style_stream():
-    raw = (b"event: message_start\r\n"
-           b'data: {"type":"message_start"}\r\n\r\n'
-           b": ping\r\n\r\n"
-           b"event: content_block_delta\r\n"
-           b'data: {"type":"content_block_delta","delta":{"text":"caf\xc3\xa9"}}\r\n\r\n')
+    raw = (
+        b"event: message_start\r\n"
+        b'data: {"type":"message_start"}\r\n\r\n'
+        b": ping\r\n\r\n"
+        b"event: content_block_delta\r\n"
+        b'data: {"type":"content_block_delta","delta":{"text":"caf\xc3\xa9"}}\r\n\r\n'
+    )
     assert summaries(parse(raw)) == [
         ev('{"type":"message_start"}', event="message_start"),
         ev("", has_data=False, comments=[" ping"]),
@@ -460,7 +482,7 @@ def test_encode_event_leading_space_survives():
 
 
 def test_encode_event_is_utf8():
-    assert encode_event("é😀") == "data: é😀\n\n".encode("utf-8")
+    assert encode_event("é😀") == "data: é😀\n\n".encode()
 
 
 def test_encode_of_parsed_event_without_data():
@@ -505,13 +527,15 @@ _value = st.text(_text_char, max_size=12)
 @st.composite
 def _line(draw):
     """One non-blank line as (field, wire_value, separator). separator is ': ', ':' or ''."""
-    kind = draw(st.sampled_from(["data", "data", "data", "event", "id", "retry", "comment",
-                                 "unknown"]))
+    kind = draw(st.sampled_from(["data", "data", "data", "event", "id", "retry", "comment", "unknown"]))
     if kind == "comment":
         return ("comment", draw(_value), ":")
     if kind == "retry":
-        value = draw(st.one_of(st.integers(0, 10**9).map(str),
-                               st.sampled_from(["", "abc", "1.5", "-1", " 5", "5 ", "1e3"])))
+        value = draw(
+            st.one_of(
+                st.integers(0, 10**9).map(str), st.sampled_from(["", "abc", "1.5", "-1", " 5", "5 ", "1e3"])
+            )
+        )
     elif kind == "unknown":
         kind = draw(st.sampled_from(["foo", "Data", "DATA", "ids", "x-custom", "evnt"]))
         value = draw(_value)
@@ -577,8 +601,7 @@ def reference_parse(blocks) -> list[tuple]:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(blocks=_events, eols=st.lists(_eol, min_size=1, max_size=4), final_blank=st.booleans(),
-       data=st.data())
+@given(blocks=_events, eols=st.lists(_eol, min_size=1, max_size=4), final_blank=st.booleans(), data=st.data())
 def test_property_any_split_gives_same_events(blocks, eols, final_blank, data):
     raw = serialise(blocks, eols, final_blank)
     expected = reference_parse(blocks)
@@ -591,7 +614,7 @@ def test_property_any_split_gives_same_events(blocks, eols, final_blank, data):
     assert b"".join(pieces) == raw
     assert summaries(parse_chunks(pieces)) == expected
     # and byte by byte, the harshest split of all
-    assert summaries(parse_chunks([raw[i:i + 1] for i in range(len(raw))])) == expected
+    assert summaries(parse_chunks([raw[i : i + 1] for i in range(len(raw))])) == expected
 
 
 _REALISTIC = (
@@ -665,8 +688,10 @@ def test_property_encode_parse_round_trip(events, data):
     assert summaries(parsed) == expected
     # Re-encoding parsed events reproduces the original bytes exactly.
     assert b"".join(encode(p) for p in parsed) == b"".join(
-        encode_event(d, event=e, id=i, comments=c) for d, e, i, c in events
-        if _expected_from_fields(d, e, i, c))
+        encode_event(d, event=e, id=i, comments=c)
+        for d, e, i, c in events
+        if _expected_from_fields(d, e, i, c)
+    )
     # And the round trip holds under any chunking too.
     if data is not None and raw:
         cuts = data.draw(st.lists(st.integers(1, len(raw)), max_size=6), label="cuts")

@@ -7,6 +7,7 @@ output, and no matched value appears in the bytes sent to the client.
 """
 
 import asyncio
+import itertools
 
 import orjson
 import pytest
@@ -18,10 +19,15 @@ from extproc.guards.pipeline import ResponseGuards
 from tests.provider_helpers import chunks_of
 
 POLICY = {
-    "regex": {"action": "MASK", "builtins": ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"],
-              "matches": [{"pattern": "credit card", "name": "CC_WORDS"},
-                          {"pattern": r"ORD-\d{3}(-\d{2})?", "name": "ORDER"},
-                          {"pattern": r"\bproject [A-Z][a-z]+\b", "name": "CODENAME"}]},
+    "regex": {
+        "action": "MASK",
+        "builtins": ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"],
+        "matches": [
+            {"pattern": "credit card", "name": "CC_WORDS"},
+            {"pattern": r"ORD-\d{3}(-\d{2})?", "name": "ORDER"},
+            {"pattern": r"\bproject [A-Z][a-z]+\b", "name": "CODENAME"},
+        ],
+    },
 }
 PII = {
     "phone": ["(212) 555-0198", "212-555-0198", "+1 212 555 0198", "212.555.0198", "+44 20 7946 0958"],
@@ -30,16 +36,60 @@ PII = {
     "card": ["4111 1111 1111 1111", "5555-5555-5555-4444", "3782 822463 10005", "4012888888881881"],
     "custom": ["credit card", "ORD-123-45", "ORD-987", "project Falcon"],
     # Written forms only normalisation and the shape recognizers catch (issue 9).
-    "written": ["４１１１ １１１１ １１１１ １１１１", "4111\u200b1111\u200b1111\u200b1111",
-                "4111\u00a01111\u202f1111\u00a01111", "4111.1111.1111.1111", "41-1111-1111-1111-11",
-                "٥٥٥٥-٥٥٥٥-٥٥٥٥-٤٤٤٤", "536\u201090\u20114399", "536\u00ad90\u00ad4399",
-                "bob\uff20example.com", "bo\u200bb@exa\u2060mple.com", '"john doe"@example.com',
-                "jane@[192.168.0.1]", "admin@intranet", "ops@db.internal", "(123) 456-7890",
-                "+1 212 055 0198", "credit\u200bcard", "ORD\u2010１２３"],
+    "written": [
+        "４１１１ １１１１ １１１１ １１１１",
+        "4111\u200b1111\u200b1111\u200b1111",
+        "4111\u00a01111\u202f1111\u00a01111",
+        "4111.1111.1111.1111",
+        "41-1111-1111-1111-11",
+        "٥٥٥٥-٥٥٥٥-٥٥٥٥-٤٤٤٤",
+        "536\u201090\u20114399",
+        "536\u00ad90\u00ad4399",
+        "bob\uff20example.com",
+        "bo\u200bb@exa\u2060mple.com",
+        '"john doe"@example.com',
+        "jane@[192.168.0.1]",
+        "admin@intranet",
+        "ops@db.internal",
+        "(123) 456-7890",
+        "+1 212 055 0198",
+        "credit\u200bcard",
+        "ORD\u2010１２３",
+    ],
 }
-FILLER = ["the", "answer", "is", "here:", "call", "me", "at", "or", "write", "to", "thanks!",
-          "Use", "number", "for", "billing.", "ok,", "and", "ünïcödé", "😀", "—", "\n", "42", "v2.1",
-          "\u200b", "\u00a0", "ｆｕｌｌ", "①", "e\u0301", "👩\u200d💻", '"quoted words"', "[1]"]
+FILLER = [
+    "the",
+    "answer",
+    "is",
+    "here:",
+    "call",
+    "me",
+    "at",
+    "or",
+    "write",
+    "to",
+    "thanks!",
+    "Use",
+    "number",
+    "for",
+    "billing.",
+    "ok,",
+    "and",
+    "ünïcödé",
+    "😀",
+    "—",
+    "\n",
+    "42",
+    "v2.1",
+    "\u200b",
+    "\u00a0",
+    "ｆｕｌｌ",
+    "①",
+    "e\u0301",
+    "👩\u200d💻",
+    '"quoted words"',
+    "[1]",
+]
 
 
 def guards(action="MASK", window=256) -> ResponseGuards:
@@ -54,38 +104,70 @@ REJECT = guards("REJECT")
 
 def sse(text_deltas: list[str], tool_call: bool = False) -> bytes:
     env = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1, "model": "m-1"}
-    events = [dict(env, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
-    events += [dict(env, choices=[{"index": 0, "delta": {"content": d}, "finish_reason": None}]) for d in text_deltas]
+    events = [
+        dict(
+            env, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+        )
+    ]
+    events += [
+        dict(env, choices=[{"index": 0, "delta": {"content": d}, "finish_reason": None}]) for d in text_deltas
+    ]
     if tool_call:
-        events.append(dict(env, choices=[{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                      "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": None}]))
+        events.append(
+            dict(
+                env,
+                choices=[
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": "call_1",
+                                    "type": "function",
+                                    "function": {"name": "f", "arguments": "{}"},
+                                }
+                            ]
+                        },
+                        "finish_reason": None,
+                    }
+                ],
+            )
+        )
     events.append(dict(env, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]))
-    events.append(dict(env, choices=[], usage={"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}))
+    events.append(
+        dict(env, choices=[], usage={"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12})
+    )
     return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
 
 
 def run(stream: bytes, cuts: list[int], g: ResponseGuards = MASK, strip_usage: bool = False) -> bytes:
     from extproc.response_stream import ResponseStream
+
     rs = ResponseStream("r", g, strip_usage, {})
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(stream)}), len(stream)]
-    pieces = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
 
     async def go() -> bytes:
         out = []
         for i, piece in enumerate(pieces):
             out.append(await rs.feed(piece, i == len(pieces) - 1))
         return b"".join(out)
+
     return asyncio.run(go())
 
 
 def content_of(out: bytes) -> str:
-    return "".join(c["choices"][0]["delta"].get("content") or ""
-                   for c in chunks_of(out) if isinstance(c, dict) and c.get("choices"))
+    return "".join(
+        c["choices"][0]["delta"].get("content") or ""
+        for c in chunks_of(out)
+        if isinstance(c, dict) and c.get("choices")
+    )
 
 
 def expected(text: str) -> tuple[str, list[str]]:
     masked, findings = MASK.scanner.mask(text)
-    return masked, [text[f.start:f.end] for f in findings]
+    return masked, [text[f.start : f.end] for f in findings]
 
 
 @st.composite
@@ -106,10 +188,12 @@ def deltas_of(draw, text):
     """The provider's own content deltas: the text cut into random pieces."""
     cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=12))))
     bounds = [0, *[c for c in cuts if c < len(text)], len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [text[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
-@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(data=st.data())
 def test_streamed_output_equals_whole_text_guard(data):
     text = data.draw(assistant_text())
@@ -127,7 +211,7 @@ EXHAUSTIVE = "Call (212) 555-0198, mail bob@example.com; card 4111 1111 1111 111
 
 
 def test_every_byte_boundary_of_a_short_stream():
-    stream = sse([EXHAUSTIVE[i:i + 7] for i in range(0, len(EXHAUSTIVE), 7)])
+    stream = sse([EXHAUSTIVE[i : i + 7] for i in range(0, len(EXHAUSTIVE), 7)])
     want, matched = expected(EXHAUSTIVE)
     assert want == "Call <PHONE_NUMBER>, mail <EMAIL>; card <CREDIT_CARD> and <CC_WORDS> <ORDER>."
     for cut in range(1, len(stream)):
@@ -139,7 +223,7 @@ def test_every_byte_boundary_of_a_short_stream():
 def test_every_byte_alone():
     """The harshest chunking: one byte at a time (splits UTF-8 characters too)."""
     text = "Über 😀 mail bob@example.com or call 212-555-0198 — credit card."
-    stream = sse([text[i:i + 3] for i in range(0, len(text), 3)])
+    stream = sse([text[i : i + 3] for i in range(0, len(text), 3)])
     out = run(stream, list(range(1, len(stream))))
     assert content_of(out) == expected(text)[0]
 
@@ -166,7 +250,7 @@ def test_reject_never_sends_the_match_and_ends_with_error_then_done(data):
         assert chunks[-2] is errors[0]
         for value in matched:
             assert value.encode() not in out
-        assert content_of(out) == text[:len(content_of(out))]  # a clean prefix, never a masked one
+        assert content_of(out) == text[: len(content_of(out))]  # a clean prefix, never a masked one
     else:
         assert not errors and content_of(out) == text
 
@@ -175,16 +259,29 @@ def test_holdback_is_only_the_possible_match():
     """Text that cannot become a match is released at once; a possible match waits."""
     from extproc.response_stream import ResponseStream
 
-    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-             "choices": [{"index": 0, "delta": {"content": "Hello there, my number is 212-55"},
-                          "finish_reason": None}]}
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "delta": {"content": "Hello there, my number is 212-55"}, "finish_reason": None}
+        ],
+    }
 
     async def go():
         rs = ResponseStream("r", MASK, False, {})
         first = await rs.feed(b"data: " + orjson.dumps(chunk) + b"\n\n", False)
-        rest = await rs.feed(b"data: " + orjson.dumps({**chunk, "choices": [
-            {"index": 0, "delta": {"content": "5-0198."}, "finish_reason": "stop"}]}) + b"\n\n", True)
+        rest = await rs.feed(
+            b"data: "
+            + orjson.dumps(
+                {**chunk, "choices": [{"index": 0, "delta": {"content": "5-0198."}, "finish_reason": "stop"}]}
+            )
+            + b"\n\n",
+            True,
+        )
         return first, rest
+
     first, rest = asyncio.run(go())
     assert content_of(first) == "Hello there, my number is "  # released at once
     assert content_of(rest) == "<PHONE_NUMBER>."
@@ -193,7 +290,7 @@ def test_holdback_is_only_the_possible_match():
 def test_window_bounds_the_holdback():
     g = guards(window=32)
     digits = "9" * 200  # could be the start of something for a long time
-    out = run(sse([digits[i:i + 10] for i in range(0, 200, 10)]), [], g)
+    out = run(sse([digits[i : i + 10] for i in range(0, 200, 10)]), [], g)
     assert content_of(out) == digits
 
 
@@ -216,8 +313,10 @@ def test_envelope_ids_finish_and_usage_are_preserved():
     out = run(sse(["My mail: bob@", "example.com thanks"]), [5, 50, 200])
     chunks = chunks_of(out)
     dicts = [c for c in chunks if isinstance(c, dict)]
-    assert all(c["id"] == "chatcmpl-7" and c["model"] == "m-1" and c["object"] == "chat.completion.chunk"
-               for c in dicts)
+    assert all(
+        c["id"] == "chatcmpl-7" and c["model"] == "m-1" and c["object"] == "chat.completion.chunk"
+        for c in dicts
+    )
     assert [c["choices"][0]["finish_reason"] for c in dicts if c["choices"]][-1] == "stop"
     assert dicts[-1]["usage"]["total_tokens"] == 12 and dicts[-1]["choices"] == []
     assert chunks[-1] == "[DONE]"
@@ -236,6 +335,7 @@ def test_comments_and_other_events_pass_through():
 
 def test_stream_without_guards_is_untouched():
     from extproc.response_stream import ResponseStream
+
     stream = sse(["My card 4111 1111 1111 1111"])
     rs = ResponseStream("r", None, False, {})
     out = asyncio.run(rs.feed(stream, True))

@@ -7,7 +7,6 @@ import copy
 
 import orjson
 import pytest
-
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 
 from extproc import messages as msg
@@ -29,15 +28,17 @@ def gw():
 async def attempt(gw, host: str, headers: dict[str, str] | None = None):
     """A new attempt: its stream, and its reply to the request headers."""
     stream = UpstreamStream(gw, SETTINGS)
-    reply = await stream.request_headers(F.request_headers(
-        headers or F.client_headers(), upstream_host_metadata=host, route_name="chat"))
+    reply = await stream.request_headers(
+        F.request_headers(headers or F.client_headers(), upstream_host_metadata=host, route_name="chat")
+    )
     return stream, reply
 
 
 # ---- request headers ------------------------------------------------------------------
 async def test_request_headers_drop_client_headers_the_backend_does_not_allow(gw):
-    hdrs = F.client_headers(anthropic_beta="prompt-caching-2024-07-31", x_forwarded_for="6.6.6.6",
-                            user_agent="OpenAI/Python 1.99")
+    hdrs = F.client_headers(
+        anthropic_beta="prompt-caching-2024-07-31", x_forwarded_for="6.6.6.6", user_agent="OpenAI/Python 1.99"
+    )
     _, reply = await attempt(gw, ANTHROPIC_HOST, hdrs)
     assert reply.WhichOneof("response") == "request_headers"
     dropped = set(F.removed(reply))
@@ -55,8 +56,9 @@ async def test_unknown_host_metadata_is_refused_not_forwarded(gw):
 
 async def test_empty_request_body_is_a_400(gw):
     stream = UpstreamStream(gw, SETTINGS)
-    reply = await stream.request_headers(F.request_headers(
-        F.client_headers(), end_of_stream=True, upstream_host_metadata=ANTHROPIC_HOST))
+    reply = await stream.request_headers(
+        F.request_headers(F.client_headers(), end_of_stream=True, upstream_host_metadata=ANTHROPIC_HOST)
+    )
     status, body, _ = F.immediate(reply)
     assert status == 400 and body["error"]["code"] == "invalid_json"
 
@@ -64,8 +66,9 @@ async def test_empty_request_body_is_a_400(gw):
 # ---- request body ---------------------------------------------------------------------
 async def test_request_body_translated_for_anthropic_with_path_and_credential(gw):
     stream, _ = await attempt(gw, ANTHROPIC_HOST)
-    reply = await stream.request_body(F.request_body({**F.CANONICAL, "max_tokens": 50,
-                                                      "temperature": 0.5, "stop": "END"}))
+    reply = await stream.request_body(
+        F.request_body({**F.CANONICAL, "max_tokens": 50, "temperature": 0.5, "stop": "END"})
+    )
     assert reply.WhichOneof("response") == "request_body"
     sent = F.set_headers(reply)
     assert sent[":path"] == "/v1/messages"
@@ -76,10 +79,14 @@ async def test_request_body_translated_for_anthropic_with_path_and_credential(gw
     body = F.new_body(reply)
     assert sent["content-length"] == str(len(F.common(reply).body_mutation.body))
     # The backend's configured model wins over the client's.
-    assert body == {"model": "claude-3-5-haiku-latest", "system": "Be brief.",
-                    "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
-                    "max_tokens": 50,
-                    "temperature": 0.5, "stop_sequences": ["END"]}
+    assert body == {
+        "model": "claude-3-5-haiku-latest",
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+        "max_tokens": 50,
+        "temperature": 0.5,
+        "stop_sequences": ["END"],
+    }
     removed = F.removed(reply)
     assert "authorization" in removed and "cookie" in removed
     assert "x-api-key" not in removed  # it is set, not removed
@@ -95,10 +102,13 @@ async def test_request_body_for_openai_keeps_the_canonical_body_and_swaps_the_be
     assert F.new_body(reply)["messages"] == F.CANONICAL["messages"]
 
 
-@pytest.mark.parametrize("raw, code", [
-    (b"{not json", "invalid_json"),
-    (b'{"model": "m", "messages": "hi"}', "invalid_type"),
-])
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        (b"{not json", "invalid_json"),
+        (b'{"model": "m", "messages": "hi"}', "invalid_type"),
+    ],
+)
 async def test_bad_request_body_is_a_400_in_openai_shape(gw, raw, code):
     stream, _ = await attempt(gw, ANTHROPIC_HOST)
     status, body, headers = F.immediate(await stream.request_body(F.request_body(raw)))
@@ -153,17 +163,21 @@ async def test_translation_does_not_change_the_canonical_request(gw):
 async def test_openai_json_answer_passes_untouched(gw):
     stream, _ = await attempt(gw, OPENAI_HOST)
     await stream.request_body(F.request_body(F.CANONICAL))
-    reply = await stream.response_headers(F.response_headers(
-        {":status": "200", "content-type": "application/json", "content-length": "10"}))
+    reply = await stream.response_headers(
+        F.response_headers({":status": "200", "content-type": "application/json", "content-length": "10"})
+    )
     assert not reply.HasField("mode_override")  # canonical already: the body is not read
     assert F.set_headers(reply)["x-aigw-provider"] == "openai"
 
 
-@pytest.mark.parametrize("headers, mode", [
-    ({"content-type": "application/json", "content-length": "300"}, msg.BUFFERED),
-    ({"content-type": "application/json"}, BUFFERED_PARTIAL),  # no declared length
-    ({"content-type": "text/event-stream", "content-length": "300"}, msg.STREAMED),
-])
+@pytest.mark.parametrize(
+    "headers, mode",
+    [
+        ({"content-type": "application/json", "content-length": "300"}, msg.BUFFERED),
+        ({"content-type": "application/json"}, BUFFERED_PARTIAL),  # no declared length
+        ({"content-type": "text/event-stream", "content-length": "300"}, msg.STREAMED),
+    ],
+)
 async def test_anthropic_answer_body_mode(gw, headers, mode):
     stream, _ = await attempt(gw, ANTHROPIC_HOST)
     await stream.request_body(F.request_body(F.CANONICAL))
@@ -177,20 +191,33 @@ async def test_oversize_declared_answer_is_refused_unread(gw):
     stream, _ = await attempt(gw, ANTHROPIC_HOST)
     await stream.request_body(F.request_body(F.CANONICAL))
     too_big = str(gw.max_response_bytes + 1)
-    status, body, _ = F.immediate(await stream.response_headers(F.response_headers(
-        {":status": "200", "content-type": "application/json", "content-length": too_big})))
+    status, body, _ = F.immediate(
+        await stream.response_headers(
+            F.response_headers(
+                {":status": "200", "content-type": "application/json", "content-length": too_big}
+            )
+        )
+    )
     assert status == 502 and body["error"]["code"] == "response_too_large"
 
 
 async def test_anthropic_json_answer_translated_to_a_chat_completion(gw):
     stream, _ = await attempt(gw, ANTHROPIC_HOST)
     await stream.request_body(F.request_body(F.CANONICAL))
-    await stream.response_headers(F.response_headers(
-        {":status": "200", "content-type": "application/json"}))
-    reply = await stream.response_body(F.response_body({
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
-        "content": [{"type": "text", "text": "Hello!"}], "stop_reason": "end_turn",
-        "usage": {"input_tokens": 12, "output_tokens": 3}}))
+    await stream.response_headers(F.response_headers({":status": "200", "content-type": "application/json"}))
+    reply = await stream.response_body(
+        F.response_body(
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-3-5-haiku-latest",
+                "content": [{"type": "text", "text": "Hello!"}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 12, "output_tokens": 3},
+            }
+        )
+    )
     out = F.new_body(reply)
     assert out["object"] == "chat.completion" and out["id"] == "msg_1"
     assert out["choices"][0]["message"]["content"] == "Hello!"
@@ -202,11 +229,18 @@ async def test_anthropic_json_answer_translated_to_a_chat_completion(gw):
 async def test_anthropic_error_translated_and_secret_redacted(gw):
     stream, _ = await attempt(gw, ANTHROPIC_HOST)
     await stream.request_body(F.request_body(F.CANONICAL))
-    reply = await stream.response_headers(F.response_headers(
-        {":status": "401", "content-type": "application/json"}))
+    reply = await stream.response_headers(
+        F.response_headers({":status": "401", "content-type": "application/json"})
+    )
     assert reply.HasField("mode_override")  # an error body is read to translate it
-    reply = await stream.response_body(F.response_body({"type": "error", "error": {
-        "type": "authentication_error", "message": f"invalid x-api-key {F.ANTHROPIC_KEY}"}}))
+    reply = await stream.response_body(
+        F.response_body(
+            {
+                "type": "error",
+                "error": {"type": "authentication_error", "message": f"invalid x-api-key {F.ANTHROPIC_KEY}"},
+            }
+        )
+    )
     err = F.new_body(reply)["error"]
     assert err["type"] == "authentication_error" and err["code"] == "invalid_api_key"
     assert F.ANTHROPIC_KEY not in err["message"] and "[REDACTED]" in err["message"]
@@ -216,8 +250,9 @@ async def test_anthropic_error_translated_and_secret_redacted(gw):
 async def test_bodiless_provider_error_gets_an_openai_error_body(gw):
     stream, _ = await attempt(gw, ANTHROPIC_HOST)
     await stream.request_body(F.request_body(F.CANONICAL))
-    reply = await stream.response_headers(F.response_headers(
-        {":status": "500", "content-length": "0"}, end_of_stream=True))
+    reply = await stream.response_headers(
+        F.response_headers({":status": "500", "content-length": "0"}, end_of_stream=True)
+    )
     assert F.common(reply).status == F.pb.CommonResponse.CONTINUE_AND_REPLACE
     err = F.new_body(reply)["error"]
     assert err["type"] == "server_error" and "anthropic" in err["message"]
@@ -231,10 +266,11 @@ async def test_bodiless_provider_error_gets_an_openai_error_body(gw):
 async def test_anthropic_stream_split_mid_event_comes_out_as_chat_completion_chunks(gw, cut):
     stream, _ = await attempt(gw, ANTHROPIC_HOST)
     await stream.request_body(F.request_body({**F.CANONICAL, "stream": True}))
-    reply = await stream.response_headers(F.response_headers(
-        {":status": "200", "content-type": "text/event-stream"}))
+    reply = await stream.response_headers(
+        F.response_headers({":status": "200", "content-type": "text/event-stream"})
+    )
     assert reply.mode_override.response_body_mode == msg.STREAMED
-    pieces = [F.ANTHROPIC_SSE[:cut], F.ANTHROPIC_SSE[cut:cut + 33], F.ANTHROPIC_SSE[cut + 33:]]
+    pieces = [F.ANTHROPIC_SSE[:cut], F.ANTHROPIC_SSE[cut : cut + 33], F.ANTHROPIC_SSE[cut + 33 :]]
     out = b""
     for i, piece in enumerate(pieces):
         r = await stream.response_body(F.response_body(piece, end_of_stream=i == len(pieces) - 1))
@@ -244,8 +280,11 @@ async def test_anthropic_stream_split_mid_event_comes_out_as_chat_completion_chu
     assert {c["id"] for c in chunks} == {"msg_s"}
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
     assert text == "Hello world"
-    finishes = [c["choices"][0]["finish_reason"] for c in chunks
-                if c.get("choices") and c["choices"][0].get("finish_reason")]
+    finishes = [
+        c["choices"][0]["finish_reason"]
+        for c in chunks
+        if c.get("choices") and c["choices"][0].get("finish_reason")
+    ]
     assert finishes == ["stop"]
     assert stream.done
 
@@ -254,7 +293,8 @@ async def test_bodiless_provider_error_gets_the_translated_status(gw):
     """Anthropic's 529 (overloaded) is an OpenAI-style 503, with or without a body."""
     stream, _ = await attempt(gw, ANTHROPIC_HOST)
     await stream.request_body(F.request_body(F.CANONICAL))
-    reply = await stream.response_headers(F.response_headers(
-        {":status": "529", "content-length": "0"}, end_of_stream=True))
+    reply = await stream.response_headers(
+        F.response_headers({":status": "529", "content-length": "0"}, end_of_stream=True)
+    )
     assert F.set_headers(reply)[":status"] == "503"
     assert stream.status == 503

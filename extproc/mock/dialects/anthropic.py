@@ -13,7 +13,8 @@ gateway sends alternating turns. Not checked: the `anthropic-version` header, si
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -21,13 +22,29 @@ from ..engine import MockRequest, MockTool, Plan, split_text
 from .base import BadRequest, Dialect
 
 _IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
-_BLOCK_TYPES = {"text", "image", "document", "tool_use", "tool_result", "thinking",
-                "redacted_thinking", "search_result"}
+_BLOCK_TYPES = {
+    "text",
+    "image",
+    "document",
+    "tool_use",
+    "tool_result",
+    "thinking",
+    "redacted_thinking",
+    "search_result",
+}
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-                429: "rate_limit_error", 500: "api_error", 504: "timeout_error",
-                529: "overloaded_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
 _MSG_ID = "msg_01MockMessage000000000001"
 
 
@@ -42,35 +59,42 @@ def _content(i: int, content: Any) -> list[dict[str, Any]]:
             raise BadRequest("messages: text content blocks must be non-empty")
         return [{"type": "text", "text": content}]
     if not isinstance(content, list) or not content:
-        raise BadRequest(f"messages.{i}: all messages must have non-empty content except for "
-                         "the optional final assistant message")
+        raise BadRequest(
+            f"messages.{i}: all messages must have non-empty content except for "
+            "the optional final assistant message"
+        )
     for j, b in enumerate(content):
         where = f"messages.{i}.content.{j}"
         kind = b.get("type") if isinstance(b, dict) else None
         if kind not in _BLOCK_TYPES:
-            raise BadRequest(f"{where}.type: Input tag '{kind}' found using 'type' does not match "
-                             "any of the expected tags")
+            raise BadRequest(
+                f"{where}.type: Input tag '{kind}' found using 'type' does not match any of the expected tags"
+            )
         if kind == "text" and (not isinstance(b.get("text"), str) or not b["text"]):
             raise BadRequest("messages: text content blocks must be non-empty")
         if kind == "image":
             src = b.get("source") or {}
             if src.get("type") == "base64":
                 if src.get("media_type") not in _IMAGE_TYPES or not src.get("data"):
-                    raise BadRequest(f"{where}.source.base64.media_type: Input should be "
-                                     "'image/jpeg', 'image/png', 'image/gif' or 'image/webp'")
+                    raise BadRequest(
+                        f"{where}.source.base64.media_type: Input should be "
+                        "'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"
+                    )
             elif src.get("type") != "url" or not src.get("url"):
-                raise BadRequest(f"{where}.source: Input tag '{src.get('type')}' found using "
-                                 "'type' does not match any of the expected tags")
-        if kind == "tool_use" and not (b.get("id") and b.get("name")
-                                       and isinstance(b.get("input"), dict)):
+                raise BadRequest(
+                    f"{where}.source: Input tag '{src.get('type')}' found using "
+                    "'type' does not match any of the expected tags"
+                )
+        if kind == "tool_use" and not (b.get("id") and b.get("name") and isinstance(b.get("input"), dict)):
             raise BadRequest(f"{where}.tool_use: 'id', 'name' and object 'input' are required")
         if kind == "tool_result" and not isinstance(b.get("tool_use_id"), str):
             raise BadRequest(f"{where}.tool_result.tool_use_id: Field required")
     return content
 
 
-def _check_tools(i: int, blocks: list[dict], prev: list[dict] | None, nxt: list[dict] | None,
-                 role: str) -> None:
+def _check_tools(
+    i: int, blocks: list[dict], prev: list[dict] | None, nxt: list[dict] | None, role: str
+) -> None:
     """Every tool_result answers a tool_use of the previous turn, and every tool_use is
     answered in the next one."""
     if role == "user":
@@ -80,16 +104,17 @@ def _check_tools(i: int, blocks: list[dict], prev: list[dict] | None, nxt: list[
                 raise BadRequest(
                     f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` "
                     f"blocks: {b['tool_use_id']}. Each `tool_result` block must have a "
-                    "corresponding `tool_use` block in the previous message.")
+                    "corresponding `tool_use` block in the previous message."
+                )
     elif nxt is not None:
         answered = {b.get("tool_use_id") for b in nxt if b.get("type") == "tool_result"}
-        missing = [b["id"] for b in blocks
-                   if b.get("type") == "tool_use" and b["id"] not in answered]
+        missing = [b["id"] for b in blocks if b.get("type") == "tool_use" and b["id"] not in answered]
         if missing:
             raise BadRequest(
                 f"messages.{i}: `tool_use` ids were found without `tool_result` blocks "
                 f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
-                "corresponding `tool_result` block in the next message.")
+                "corresponding `tool_result` block in the next message."
+            )
 
 
 class AnthropicDialect(Dialect):
@@ -103,8 +128,7 @@ class AnthropicDialect(Dialect):
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return headers.get("x-api-key") or None
 
-    def parse(self, body: dict[str, Any], params: dict[str, str],
-              query: Mapping[str, str]) -> MockRequest:
+    def parse(self, body: dict[str, Any], params: dict[str, str], query: Mapping[str, str]) -> MockRequest:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("model: Field required")
@@ -132,21 +156,30 @@ class AnthropicDialect(Dialect):
         for i, m in enumerate(messages):
             role = m.get("role") if isinstance(m, dict) else None
             if role == "system":
-                raise BadRequest(f'messages.{i}.role: Unexpected role "system". The Messages API '
-                                 'accepts a top-level `system` parameter, not "system" as an '
-                                 'input message role.')
+                raise BadRequest(
+                    f'messages.{i}.role: Unexpected role "system". The Messages API '
+                    'accepts a top-level `system` parameter, not "system" as an '
+                    "input message role."
+                )
             if role not in ("user", "assistant"):
                 raise BadRequest(f"messages.{i}.role: Input should be 'user' or 'assistant'")
             if i == 0 and role != "user":
                 raise BadRequest('messages: first message must use the "user" role')
             if i and messages[i - 1]["role"] == role:
-                raise BadRequest('messages: roles must alternate between "user" and "assistant", '
-                                 f'but found multiple "{role}" roles in a row')
+                raise BadRequest(
+                    'messages: roles must alternate between "user" and "assistant", '
+                    f'but found multiple "{role}" roles in a row'
+                )
             contents.append(_content(i, m.get("content")))
         for i, blocks in enumerate(contents):
             role = messages[i]["role"]
-            _check_tools(i, blocks, contents[i - 1] if i else None,
-                         contents[i + 1] if i + 1 < len(contents) else None, role)
+            _check_tools(
+                i,
+                blocks,
+                contents[i - 1] if i else None,
+                contents[i + 1] if i + 1 < len(contents) else None,
+                role,
+            )
             for b in blocks:
                 if b["type"] == "tool_result":
                     result = b.get("content")
@@ -169,14 +202,21 @@ class AnthropicDialect(Dialect):
         if choice is not None:
             kind = choice.get("type") if isinstance(choice, dict) else None
             if kind not in ("auto", "any", "tool", "none"):
-                raise BadRequest("tool_choice: Input tag found using 'type' does not match any of "
-                                 "the expected tags: 'auto', 'any', 'tool', 'none'")
+                raise BadRequest(
+                    "tool_choice: Input tag found using 'type' does not match any of "
+                    "the expected tags: 'auto', 'any', 'tool', 'none'"
+                )
             if kind == "tool" and not choice.get("name"):
                 raise BadRequest("tool_choice.tool.name: Field required")
-            tool_choice = {"auto": None, "any": "required", "none": "none"}.get(
-                kind, choice.get("name"))
-        return MockRequest(model=model, stream=body.get("stream") is True, turns=turns,
-                           tools=tools, tool_choice=tool_choice, max_tokens=max_tokens)
+            tool_choice = {"auto": None, "any": "required", "none": "none"}.get(kind, choice.get("name"))
+        return MockRequest(
+            model=model,
+            stream=body.get("stream") is True,
+            turns=turns,
+            tools=tools,
+            tool_choice=tool_choice,
+            max_tokens=max_tokens,
+        )
 
     # ---- rendering ----
     @staticmethod
@@ -184,65 +224,137 @@ class AnthropicDialect(Dialect):
         return "toolu_" + call_id.removeprefix("call_")
 
     def _usage(self, plan: Plan, output_tokens: int) -> dict[str, int]:
-        return {"input_tokens": plan.prompt_tokens, "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0, "output_tokens": output_tokens}
+        return {
+            "input_tokens": plan.prompt_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": output_tokens,
+        }
 
     def render_json(self, plan: Plan, req: MockRequest) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
         if plan.text:
             content.append({"type": "text", "text": plan.text})
         for call in plan.tool_calls:
-            content.append({"type": "tool_use", "id": self._tool_id(call.id), "name": call.name,
-                            "input": orjson.loads(call.arguments)})
-        return {"id": _MSG_ID, "type": "message", "role": "assistant", "model": req.model,
-                "content": content, "stop_reason": _STOP_REASONS[plan.finish_reason],
-                "stop_sequence": None, "usage": self._usage(plan, plan.completion_tokens)}
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": self._tool_id(call.id),
+                    "name": call.name,
+                    "input": orjson.loads(call.arguments),
+                }
+            )
+        return {
+            "id": _MSG_ID,
+            "type": "message",
+            "role": "assistant",
+            "model": req.model,
+            "content": content,
+            "stop_reason": _STOP_REASONS[plan.finish_reason],
+            "stop_sequence": None,
+            "usage": self._usage(plan, plan.completion_tokens),
+        }
 
     def render_stream(self, plan: Plan, req: MockRequest) -> list[bytes]:
         ev = self.sse
-        events = [ev({"type": "message_start", "message": {
-            "id": _MSG_ID, "type": "message", "role": "assistant", "model": req.model,
-            "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": self._usage(plan, 1)}}, "message_start")]
+        events = [
+            ev(
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": _MSG_ID,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": req.model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": self._usage(plan, 1),
+                    },
+                },
+                "message_start",
+            )
+        ]
         index = 0
         if plan.text:
-            events.append(ev({"type": "content_block_start", "index": 0,
-                              "content_block": {"type": "text", "text": ""}},
-                             "content_block_start"))
+            events.append(
+                ev(
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                    "content_block_start",
+                )
+            )
             events.append(ev({"type": "ping"}, "ping"))
             for piece in split_text(plan.text):
-                events.append(ev({"type": "content_block_delta", "index": 0,
-                                  "delta": {"type": "text_delta", "text": piece}},
-                                 "content_block_delta"))
+                events.append(
+                    ev(
+                        {
+                            "type": "content_block_delta",
+                            "index": 0,
+                            "delta": {"type": "text_delta", "text": piece},
+                        },
+                        "content_block_delta",
+                    )
+                )
             events.append(ev({"type": "content_block_stop", "index": 0}, "content_block_stop"))
             index = 1
         else:
             events.append(ev({"type": "ping"}, "ping"))
         for call in plan.tool_calls:
-            events.append(ev({"type": "content_block_start", "index": index, "content_block": {
-                "type": "tool_use", "id": self._tool_id(call.id), "name": call.name, "input": {}}},
-                "content_block_start"))
+            events.append(
+                ev(
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {
+                            "type": "tool_use",
+                            "id": self._tool_id(call.id),
+                            "name": call.name,
+                            "input": {},
+                        },
+                    },
+                    "content_block_start",
+                )
+            )
             # The API's first input_json_delta is often empty; the rest are arbitrary cuts.
-            pieces = [""] + [call.arguments[i:i + 7] for i in range(0, len(call.arguments), 7)]
+            pieces = [""] + [call.arguments[i : i + 7] for i in range(0, len(call.arguments), 7)]
             for piece in pieces:
-                events.append(ev({"type": "content_block_delta", "index": index,
-                                  "delta": {"type": "input_json_delta", "partial_json": piece}},
-                                 "content_block_delta"))
+                events.append(
+                    ev(
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": piece},
+                        },
+                        "content_block_delta",
+                    )
+                )
             events.append(ev({"type": "content_block_stop", "index": index}, "content_block_stop"))
             index += 1
         # Usage in message_delta is cumulative (newer API versions repeat the input counts).
-        events.append(ev({"type": "message_delta",
-                          "delta": {"stop_reason": _STOP_REASONS[plan.finish_reason],
-                                    "stop_sequence": None},
-                          "usage": self._usage(plan, plan.completion_tokens)}, "message_delta"))
+        events.append(
+            ev(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": _STOP_REASONS[plan.finish_reason], "stop_sequence": None},
+                    "usage": self._usage(plan, plan.completion_tokens),
+                },
+                "message_delta",
+            )
+        )
         events.append(ev({"type": "message_stop"}, "message_stop"))
         return events
 
     def render_error(self, status: int, message: str) -> dict[str, Any]:
-        kind = _ERROR_TYPES.get(status) or (
-            "api_error" if status >= 500 else "invalid_request_error")
-        return {"type": "error", "error": {"type": kind, "message": message},
-                "request_id": "req_01MockRequest0000000000001"}
+        kind = _ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+        return {
+            "type": "error",
+            "error": {"type": kind, "message": message},
+            "request_id": "req_01MockRequest0000000000001",
+        }
 
 
 DIALECT = AnthropicDialect

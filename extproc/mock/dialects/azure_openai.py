@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import unquote
 
 from ..engine import MockRequest, Plan, split_text
@@ -31,8 +32,12 @@ _V1_PATH = "/openai/v1/chat/completions"
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _SAFE = {"filtered": False, "severity": "safe"}
 _FILTERS = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
-_PROMPT_FILTERS = [{"prompt_index": 0, "content_filter_results": {
-    **_FILTERS, "jailbreak": {"filtered": False, "detected": False}}}]
+_PROMPT_FILTERS = [
+    {
+        "prompt_index": 0,
+        "content_filter_results": {**_FILTERS, "jailbreak": {"filtered": False, "detected": False}},
+    }
+]
 _ID = "chatcmpl-AzMock000000000000000001"
 
 
@@ -52,8 +57,7 @@ class AzureOpenAIDialect(OpenAIDialect):
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return headers.get("api-key") or None
 
-    def parse(self, body: dict[str, Any], params: dict[str, str],
-              query: Mapping[str, str]) -> MockRequest:
+    def parse(self, body: dict[str, Any], params: dict[str, str], query: Mapping[str, str]) -> MockRequest:
         deployment = params.get("deployment")
         if deployment is not None:
             version = query.get("api-version")
@@ -80,42 +84,100 @@ class AzureOpenAIDialect(OpenAIDialect):
     def render_stream(self, plan: Plan, req: MockRequest) -> list[bytes]:
         created = int(time.time())
 
-        def chunk(delta: dict[str, Any], finish: str | None = None,
-                  filters: dict[str, Any] | None = None) -> bytes:
-            choice: dict[str, Any] = {"content_filter_results": filters or {}, "delta": delta,
-                                      "finish_reason": finish, "index": 0, "logprobs": None}
-            return self.sse({"choices": [choice], "created": created, "id": _ID,
-                             "model": req.model, "object": "chat.completion.chunk",
-                             "system_fingerprint": "fp_mock"})
+        def chunk(
+            delta: dict[str, Any], finish: str | None = None, filters: dict[str, Any] | None = None
+        ) -> bytes:
+            choice: dict[str, Any] = {
+                "content_filter_results": filters or {},
+                "delta": delta,
+                "finish_reason": finish,
+                "index": 0,
+                "logprobs": None,
+            }
+            return self.sse(
+                {
+                    "choices": [choice],
+                    "created": created,
+                    "id": _ID,
+                    "model": req.model,
+                    "object": "chat.completion.chunk",
+                    "system_fingerprint": "fp_mock",
+                }
+            )
 
-        events = [self.sse({"choices": [], "created": 0, "id": "", "model": "", "object": "",
-                            "prompt_filter_results": _PROMPT_FILTERS})]
+        events = [
+            self.sse(
+                {
+                    "choices": [],
+                    "created": 0,
+                    "id": "",
+                    "model": "",
+                    "object": "",
+                    "prompt_filter_results": _PROMPT_FILTERS,
+                }
+            )
+        ]
         events.append(chunk({"content": "", "refusal": None, "role": "assistant"}))
         for piece in split_text(plan.text):
             events.append(chunk({"content": piece}, filters=_FILTERS))
         for i, call in enumerate(plan.tool_calls):
-            events.append(chunk({"tool_calls": [{"index": i, "id": call.id, "type": "function",
-                                                 "function": {"name": call.name, "arguments": ""}}]}))
+            events.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": i,
+                                "id": call.id,
+                                "type": "function",
+                                "function": {"name": call.name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
             for start in range(0, len(call.arguments), 8):
-                events.append(chunk({"tool_calls": [{"index": i, "function": {
-                    "arguments": call.arguments[start:start + 8]}}]}))
+                events.append(
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {"index": i, "function": {"arguments": call.arguments[start : start + 8]}}
+                            ]
+                        }
+                    )
+                )
         events.append(chunk({}, plan.finish_reason))
         if req.include_usage:
-            events.append(self.sse({"choices": [], "created": created, "id": _ID,
-                                    "model": req.model, "object": "chat.completion.chunk",
-                                    "system_fingerprint": "fp_mock", "usage": self._usage(plan)}))
+            events.append(
+                self.sse(
+                    {
+                        "choices": [],
+                        "created": created,
+                        "id": _ID,
+                        "model": req.model,
+                        "object": "chat.completion.chunk",
+                        "system_fingerprint": "fp_mock",
+                        "usage": self._usage(plan),
+                    }
+                )
+            )
         events.append(b"data: [DONE]\n\n")
         return events
 
     def render_error(self, status: int, message: str) -> dict[str, Any]:
         if status == 400:
-            return {"error": {"message": message, "type": "invalid_request_error",
-                              "param": None, "code": None}}
+            return {
+                "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+            }
         if status == 401:
-            return {"error": {"code": "401", "message": "Access denied due to invalid "
-                              "subscription key or wrong API endpoint. Make sure to provide a "
-                              "valid key for an active subscription and use a correct regional "
-                              "API endpoint for your resource."}}
+            return {
+                "error": {
+                    "code": "401",
+                    "message": "Access denied due to invalid "
+                    "subscription key or wrong API endpoint. Make sure to provide a "
+                    "valid key for an active subscription and use a correct regional "
+                    "API endpoint for your resource.",
+                }
+            }
         if status == 404:
             return {"error": {"code": "DeploymentNotFound", "message": message}}
         if status == 429:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import orjson
 
@@ -30,8 +31,7 @@ class Dialect(ABC):
         """The API key the request carries where this provider expects it, or None."""
 
     @abstractmethod
-    def parse(self, body: dict[str, Any], params: dict[str, str],
-              query: Mapping[str, str]) -> MockRequest:
+    def parse(self, body: dict[str, Any], params: dict[str, str], query: Mapping[str, str]) -> MockRequest:
         """Raise BadRequest for what the real provider would reject."""
 
     @abstractmethod

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
@@ -22,29 +23,105 @@ from ..engine import MockRequest, MockTool, Plan, split_text
 from .base import BadRequest, Dialect
 
 # Field names from the GenerateContentRequest reference (Vertex adds `labels`).
-REQUEST_FIELDS = {"contents", "tools", "toolConfig", "safetySettings", "systemInstruction",
-                  "generationConfig", "cachedContent", "model", "labels"}
+REQUEST_FIELDS = {
+    "contents",
+    "tools",
+    "toolConfig",
+    "safetySettings",
+    "systemInstruction",
+    "generationConfig",
+    "cachedContent",
+    "model",
+    "labels",
+}
 CONTENT_FIELDS = {"role", "parts"}
-PART_DATA = {"text", "inlineData", "fileData", "functionCall", "functionResponse",
-             "executableCode", "codeExecutionResult"}
+PART_DATA = {
+    "text",
+    "inlineData",
+    "fileData",
+    "functionCall",
+    "functionResponse",
+    "executableCode",
+    "codeExecutionResult",
+}
 PART_FIELDS = PART_DATA | {"thought", "thoughtSignature", "videoMetadata", "partMetadata"}
-TOOL_FIELDS = {"functionDeclarations", "googleSearch", "googleSearchRetrieval", "codeExecution",
-               "urlContext", "retrieval"}
-DECLARATION_FIELDS = {"name", "description", "parameters", "parametersJsonSchema", "response",
-                      "responseJsonSchema", "behavior"}
-GENERATION_FIELDS = {"stopSequences", "responseMimeType", "responseSchema", "responseJsonSchema",
-                     "responseModalities", "candidateCount", "maxOutputTokens", "temperature",
-                     "topP", "topK", "seed", "presencePenalty", "frequencyPenalty",
-                     "responseLogprobs", "logprobs", "enableEnhancedCivicAnswers", "speechConfig",
-                     "thinkingConfig", "mediaResolution", "routingConfig", "audioTimestamp"}
+TOOL_FIELDS = {
+    "functionDeclarations",
+    "googleSearch",
+    "googleSearchRetrieval",
+    "codeExecution",
+    "urlContext",
+    "retrieval",
+}
+DECLARATION_FIELDS = {
+    "name",
+    "description",
+    "parameters",
+    "parametersJsonSchema",
+    "response",
+    "responseJsonSchema",
+    "behavior",
+}
+GENERATION_FIELDS = {
+    "stopSequences",
+    "responseMimeType",
+    "responseSchema",
+    "responseJsonSchema",
+    "responseModalities",
+    "candidateCount",
+    "maxOutputTokens",
+    "temperature",
+    "topP",
+    "topK",
+    "seed",
+    "presencePenalty",
+    "frequencyPenalty",
+    "responseLogprobs",
+    "logprobs",
+    "enableEnhancedCivicAnswers",
+    "speechConfig",
+    "thinkingConfig",
+    "mediaResolution",
+    "routingConfig",
+    "audioTimestamp",
+}
 # The `Schema` object: a subset of OpenAPI 3.0.
-SCHEMA_FIELDS = {"type", "format", "title", "description", "nullable", "enum", "maxItems",
-                 "minItems", "properties", "required", "minProperties", "maxProperties",
-                 "minLength", "maxLength", "pattern", "example", "anyOf", "propertyOrdering",
-                 "default", "items", "minimum", "maximum"}
-GRPC_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-               404: "NOT_FOUND", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
-               500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+SCHEMA_FIELDS = {
+    "type",
+    "format",
+    "title",
+    "description",
+    "nullable",
+    "enum",
+    "maxItems",
+    "minItems",
+    "properties",
+    "required",
+    "minProperties",
+    "maxProperties",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "example",
+    "anyOf",
+    "propertyOrdering",
+    "default",
+    "items",
+    "minimum",
+    "maximum",
+}
+GRPC_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 def camel(name: str) -> str:
@@ -59,8 +136,9 @@ def check_fields(obj: Any, allowed: set[str], where: str) -> dict[str, Any]:
     out = {}
     for key, value in obj.items():
         if camel(key) not in allowed:
-            raise BadRequest(f'Invalid JSON payload received. Unknown name "{key}" at '
-                             f"'{where}': Cannot find field.")
+            raise BadRequest(
+                f"Invalid JSON payload received. Unknown name \"{key}\" at '{where}': Cannot find field."
+            )
         out[camel(key)] = value
     return out
 
@@ -85,8 +163,10 @@ class GeminiDialect(Dialect):
     name = "gemini"
     serves = ("gemini",)
     priority = 50
-    _path = re.compile(r"/v1(?:alpha|beta)?/models/(?P<model>[^/:]+)"
-                       r":(?P<action>generateContent|streamGenerateContent)")
+    _path = re.compile(
+        r"/v1(?:alpha|beta)?/models/(?P<model>[^/:]+)"
+        r":(?P<action>generateContent|streamGenerateContent)"
+    )
     # Proto3 JSON leaves out zero values; the Gemini API still writes candidate index 0.
     _write_index_zero = True
 
@@ -100,8 +180,7 @@ class GeminiDialect(Dialect):
         return headers.get("x-goog-api-key") or query.get("key") or None
 
     # ---- request ---------------------------------------------------------------------
-    def parse(self, body: dict[str, Any], params: dict[str, str],
-              query: Mapping[str, str]) -> MockRequest:
+    def parse(self, body: dict[str, Any], params: dict[str, str], query: Mapping[str, str]) -> MockRequest:
         stream = params["action"] == "streamGenerateContent"
         if stream and query.get("alt") != "sse":
             raise BadRequest("mock: streamGenerateContent is only served with alt=sse")
@@ -112,8 +191,9 @@ class GeminiDialect(Dialect):
         turns: list[tuple[str, str]] = []
         system = body.get("systemInstruction")
         if system is not None:
-            parts = self._parts(check_fields(system, CONTENT_FIELDS, "system_instruction"),
-                                "system_instruction")
+            parts = self._parts(
+                check_fields(system, CONTENT_FIELDS, "system_instruction"), "system_instruction"
+            )
             turns.append(("system", "\n".join(p.get("text", "") for p in parts)))
         for i, content in enumerate(contents):
             content = check_fields(content, CONTENT_FIELDS, f"contents[{i}]")
@@ -122,18 +202,24 @@ class GeminiDialect(Dialect):
                 raise BadRequest("Please use a valid role: user, model.")
             turns.extend(self._turns(role, self._parts(content, f"contents[{i}]")))
         tools = self._tools(body.get("tools") or [])
-        config = check_fields(body.get("generationConfig") or {}, GENERATION_FIELDS,
-                              "generation_config")
+        config = check_fields(body.get("generationConfig") or {}, GENERATION_FIELDS, "generation_config")
         if "responseSchema" in config:
             check_schema(config["responseSchema"], "generation_config.response_schema")
-        mode = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {})
+        mode = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
         allowed = mode.get("allowedFunctionNames") or []
         choice = {"NONE": "none", "ANY": allowed[0] if len(allowed) == 1 else "required"}.get(
-            mode.get("mode", "AUTO"))
+            mode.get("mode", "AUTO")
+        )
         return GeminiMockRequest(
-            model=params["model"], stream=stream, turns=turns, tools=tools, tool_choice=choice,
-            max_tokens=config.get("maxOutputTokens"), include_usage=True,
-            candidate_count=int(config.get("candidateCount") or 1))
+            model=params["model"],
+            stream=stream,
+            turns=turns,
+            tools=tools,
+            tool_choice=choice,
+            max_tokens=config.get("maxOutputTokens"),
+            include_usage=True,
+            candidate_count=int(config.get("candidateCount") or 1),
+        )
 
     @staticmethod
     def _parts(content: dict[str, Any], where: str) -> list[dict[str, Any]]:
@@ -144,8 +230,10 @@ class GeminiDialect(Dialect):
         for j, part in enumerate(parts):
             part = check_fields(part, PART_FIELDS, f"{where}.parts[{j}]")
             if not PART_DATA & set(part):
-                raise BadRequest(f"* GenerateContentRequest.{where}.parts[{j}].data: required oneof "
-                                 "field 'data' must have one initialized field")
+                raise BadRequest(
+                    f"* GenerateContentRequest.{where}.parts[{j}].data: required oneof "
+                    "field 'data' must have one initialized field"
+                )
             out.append(part)
         return out
 
@@ -177,14 +265,15 @@ class GeminiDialect(Dialect):
                 if params is not None:
                     params = check_schema(params, f"{where}.parameters")
                     if str(params.get("type", "")).upper() == "OBJECT" and not params.get("properties"):
-                        raise BadRequest(f"* GenerateContentRequest.{where}.parameters.properties: "
-                                         "should be non-empty for OBJECT type")
+                        raise BadRequest(
+                            f"* GenerateContentRequest.{where}.parameters.properties: "
+                            "should be non-empty for OBJECT type"
+                        )
                 out.append(MockTool(decl["name"], params or {}))
         return out
 
     # ---- response --------------------------------------------------------------------
-    def _candidate(self, index: int, parts: list[dict[str, Any]],
-                   finish: str | None) -> dict[str, Any]:
+    def _candidate(self, index: int, parts: list[dict[str, Any]], finish: str | None) -> dict[str, Any]:
         cand: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
         if finish:
             cand["finishReason"] = finish
@@ -200,8 +289,9 @@ class GeminiDialect(Dialect):
         usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
         return usage
 
-    def _envelope(self, candidates: list[dict[str, Any]], usage: dict[str, Any] | None,
-                  req: MockRequest, plan: Plan) -> dict[str, Any]:
+    def _envelope(
+        self, candidates: list[dict[str, Any]], usage: dict[str, Any] | None, req: MockRequest, plan: Plan
+    ) -> dict[str, Any]:
         doc: dict[str, Any] = {"candidates": candidates}
         if usage is not None:
             doc["usageMetadata"] = usage
@@ -215,15 +305,15 @@ class GeminiDialect(Dialect):
 
     @staticmethod
     def _call_parts(plan: Plan) -> list[dict[str, Any]]:
-        return [{"functionCall": {"name": c.name, "args": orjson.loads(c.arguments)}}
-                for c in plan.tool_calls]
+        return [
+            {"functionCall": {"name": c.name, "args": orjson.loads(c.arguments)}} for c in plan.tool_calls
+        ]
 
     def render_json(self, plan: Plan, req: MockRequest) -> dict[str, Any]:
         n = getattr(req, "candidate_count", 1)
         parts = ([{"text": plan.text}] if plan.text or not plan.tool_calls else []) + self._call_parts(plan)
         cands = [self._candidate(i, parts, self._finish(plan)) for i in range(n)]
-        return self._envelope(cands, self._usage(plan.prompt_tokens, plan.completion_tokens * n),
-                              req, plan)
+        return self._envelope(cands, self._usage(plan.prompt_tokens, plan.completion_tokens * n), req, plan)
 
     def render_stream(self, plan: Plan, req: MockRequest) -> list[bytes]:
         n = getattr(req, "candidate_count", 1)
@@ -251,8 +341,7 @@ class GeminiDialect(Dialect):
         return b"data: " + orjson.dumps(doc) + b"\r\n\r\n"
 
     def render_error(self, status: int, message: str) -> dict[str, Any]:
-        return {"error": {"code": status, "message": message,
-                          "status": GRPC_STATUS.get(status, "UNKNOWN")}}
+        return {"error": {"code": status, "message": message, "status": GRPC_STATUS.get(status, "UNKNOWN")}}
 
 
 DIALECT = GeminiDialect

@@ -19,20 +19,40 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..engine import MockRequest, MockTool, Plan, split_text
 from .base import BadRequest, Dialect
 
-_TOP_LEVEL = {"model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop",
-              "random_seed", "metadata", "response_format", "tools", "tool_choice",
-              "presence_penalty", "frequency_penalty", "n", "prediction", "parallel_tool_calls",
-              "prompt_mode", "safe_prompt"}
-_MESSAGE_FIELDS = {"system": {"role", "content"}, "user": {"role", "content"},
-                   "assistant": {"role", "content", "tool_calls", "prefix"},
-                   "tool": {"role", "content", "tool_call_id", "name"}}
-_CHUNK_TYPES = {"text", "image_url", "document_url", "input_audio", "file", "reference",
-                "thinking"}
+_TOP_LEVEL = {
+    "model",
+    "messages",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stream",
+    "stop",
+    "random_seed",
+    "metadata",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+    "prediction",
+    "parallel_tool_calls",
+    "prompt_mode",
+    "safe_prompt",
+}
+_MESSAGE_FIELDS = {
+    "system": {"role", "content"},
+    "user": {"role", "content"},
+    "assistant": {"role", "content", "tool_calls", "prefix"},
+    "tool": {"role", "content", "tool_call_id", "name"},
+}
+_CHUNK_TYPES = {"text", "image_url", "document_url", "input_audio", "file", "reference", "thinking"}
 _TOOL_CHOICES = {"auto", "none", "any", "required"}
 _TOOL_ID = re.compile(r"^[a-zA-Z0-9]{9}$")
 _ID = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
@@ -40,6 +60,7 @@ _ID = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 
 class Unprocessable(BadRequest):
     """A schema violation: the real API answers 422 for these."""
+
     status = 422
 
 
@@ -83,8 +104,7 @@ class MistralDialect(Dialect):
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return self.bearer(headers)
 
-    def parse(self, body: dict[str, Any], params: dict[str, str],
-              query: Mapping[str, str]) -> MockRequest:
+    def parse(self, body: dict[str, Any], params: dict[str, str], query: Mapping[str, str]) -> MockRequest:
         for field in body:
             if field not in _TOP_LEVEL:
                 raise _extra([], field)
@@ -98,8 +118,10 @@ class MistralDialect(Dialect):
         for i, m in enumerate(messages):
             role = m.get("role") if isinstance(m, dict) else None
             if role not in _MESSAGE_FIELDS:
-                raise Unprocessable(f"body.messages.{i}: Input tag '{role}' found using 'role' "
-                                    "does not match any of the expected tags")
+                raise Unprocessable(
+                    f"body.messages.{i}: Input tag '{role}' found using 'role' "
+                    "does not match any of the expected tags"
+                )
             for field in m:
                 if field not in _MESSAGE_FIELDS[role]:
                     raise _extra(["messages", i, role], field)
@@ -113,9 +135,12 @@ class MistralDialect(Dialect):
             previous = role
         last = messages[-1]
         if last["role"] not in ("user", "tool") and not (
-                last["role"] == "assistant" and last.get("prefix") is True):
-            raise BadRequest("Expected last role User or Tool (or Assistant with prefix True) "
-                             f"for serving but got {last['role']}")
+            last["role"] == "assistant" and last.get("prefix") is True
+        ):
+            raise BadRequest(
+                "Expected last role User or Tool (or Assistant with prefix True) "
+                f"for serving but got {last['role']}"
+            )
         tools = []
         for t in body.get("tools") or ():
             fn = t.get("function") or {}
@@ -126,41 +151,61 @@ class MistralDialect(Dialect):
         if isinstance(choice, dict):
             choice = (choice.get("function") or {}).get("name")
         elif choice is not None and choice not in _TOOL_CHOICES:
-            raise Unprocessable("body.tool_choice: Input should be 'auto', 'none', 'any' or "
-                                "'required'")
-        return MockRequest(model=body["model"], stream=body.get("stream") is True, turns=turns,
-                           tools=tools, tool_choice=choice, max_tokens=body.get("max_tokens"),
-                           include_usage=True)
+            raise Unprocessable("body.tool_choice: Input should be 'auto', 'none', 'any' or 'required'")
+        return MockRequest(
+            model=body["model"],
+            stream=body.get("stream") is True,
+            turns=turns,
+            tools=tools,
+            tool_choice=choice,
+            max_tokens=body.get("max_tokens"),
+            include_usage=True,
+        )
 
     @staticmethod
     def _usage(plan: Plan) -> dict[str, int]:
-        return {"prompt_tokens": plan.prompt_tokens, "total_tokens":
-                plan.prompt_tokens + plan.completion_tokens,
-                "completion_tokens": plan.completion_tokens}
+        return {
+            "prompt_tokens": plan.prompt_tokens,
+            "total_tokens": plan.prompt_tokens + plan.completion_tokens,
+            "completion_tokens": plan.completion_tokens,
+        }
 
     @staticmethod
     def _calls(plan: Plan) -> list[dict[str, Any]] | None:
         if not plan.tool_calls:
             return None
-        return [{"id": mistral_call_id(c.id), "function": {"name": c.name,
-                                                           "arguments": c.arguments}}
-                for c in plan.tool_calls]
+        return [
+            {"id": mistral_call_id(c.id), "function": {"name": c.name, "arguments": c.arguments}}
+            for c in plan.tool_calls
+        ]
 
     def render_json(self, plan: Plan, req: MockRequest) -> dict[str, Any]:
-        return {"id": _ID, "object": "chat.completion", "created": int(time.time()),
-                "model": req.model, "usage": self._usage(plan),
-                "choices": [{"index": 0, "finish_reason": plan.finish_reason,
-                             "message": {"role": "assistant", "tool_calls": self._calls(plan),
-                                         "content": plan.text}}]}
+        return {
+            "id": _ID,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": req.model,
+            "usage": self._usage(plan),
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": plan.finish_reason,
+                    "message": {"role": "assistant", "tool_calls": self._calls(plan), "content": plan.text},
+                }
+            ],
+        }
 
     def render_stream(self, plan: Plan, req: MockRequest) -> list[bytes]:
         created = int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None, usage: bool = False) -> bytes:
-            doc: dict[str, Any] = {"id": _ID, "object": "chat.completion.chunk",
-                                   "created": created, "model": req.model,
-                                   "choices": [{"index": 0, "delta": delta,
-                                                "finish_reason": finish}]}
+            doc: dict[str, Any] = {
+                "id": _ID,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": req.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             if usage:
                 doc["usage"] = self._usage(plan)
             return self.sse(doc)
@@ -170,8 +215,9 @@ class MistralDialect(Dialect):
             events.append(chunk({"content": piece}))
         if plan.tool_calls:
             # Mistral sends the calls whole, in the chunk that finishes the choice.
-            events.append(chunk({"content": None, "tool_calls": self._calls(plan)},
-                                plan.finish_reason, usage=True))
+            events.append(
+                chunk({"content": None, "tool_calls": self._calls(plan)}, plan.finish_reason, usage=True)
+            )
         else:
             events.append(chunk({"content": ""}, plan.finish_reason, usage=True))
         events.append(b"data: [DONE]\n\n")
@@ -180,8 +226,12 @@ class MistralDialect(Dialect):
     def render_error(self, status: int, message: str) -> dict[str, Any]:
         if status == 401:
             return {"message": "Unauthorized", "request_id": "mock"}
-        kind = {400: "invalid_request_error", 404: "invalid_request_error",
-                422: "invalid_request_error", 429: "rate_limited"}.get(status, "internal_error")
+        kind = {
+            400: "invalid_request_error",
+            404: "invalid_request_error",
+            422: "invalid_request_error",
+            429: "rate_limited",
+        }.get(status, "internal_error")
         return {"object": "error", "message": message, "type": kind, "param": None, "code": None}
 
 

@@ -5,16 +5,29 @@ The mock flags any input containing one of a few trigger words, so tests can cho
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..engine import MockRequest, Plan
 from .base import BadRequest, Dialect
 
 # trigger word -> category it flags
 TRIGGERS = {"violence": "violence", "kill": "violence", "hate": "hate", "bomb": "illicit/violent"}
-CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
-              "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions",
-              "sexual", "sexual/minors", "violence", "violence/graphic")
+CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
 
 
 class ModerationRequest(MockRequest):
@@ -38,27 +51,31 @@ class OpenAIModerationDialect(Dialect):
             inputs = [inputs]
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
             raise BadRequest("'input' must be a string or an array of strings")
-        return ModerationRequest(model=str(body.get("model") or "omni-moderation-latest"),
-                                 stream=False, turns=[("user", t) for t in inputs])
+        return ModerationRequest(
+            model=str(body.get("model") or "omni-moderation-latest"),
+            stream=False,
+            turns=[("user", t) for t in inputs],
+        )
 
     def render_json(self, plan: Plan, req: MockRequest) -> dict[str, Any]:
         results = []
         for _, text in req.turns:
             hit = {TRIGGERS[w] for w in TRIGGERS if w in text.lower()}
-            results.append({
-                "flagged": bool(hit),
-                "categories": {c: c in hit for c in CATEGORIES},
-                "category_scores": {c: (0.97 if c in hit else 0.0001) for c in CATEGORIES},
-                "category_applied_input_types": {c: ["text"] for c in CATEGORIES},
-            })
+            results.append(
+                {
+                    "flagged": bool(hit),
+                    "categories": {c: c in hit for c in CATEGORIES},
+                    "category_scores": {c: (0.97 if c in hit else 0.0001) for c in CATEGORIES},
+                    "category_applied_input_types": {c: ["text"] for c in CATEGORIES},
+                }
+            )
         return {"id": "modr-mock", "model": req.model, "results": results}
 
     def render_stream(self, plan: Plan, req: MockRequest) -> list[bytes]:
         raise BadRequest("moderations do not stream")
 
     def render_error(self, status: int, message: str) -> dict[str, Any]:
-        return {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                          "code": None}}
+        return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
 
 
 DIALECT = OpenAIModerationDialect

@@ -10,7 +10,8 @@ token instead of an API key, candidate index 0 left out (proto3 JSON omits zero 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..engine import MockRequest, Plan
 from .gemini import GeminiDialect
@@ -20,8 +21,10 @@ class VertexAIDialect(GeminiDialect):
     name = "vertex-ai"
     serves = ("vertex-ai",)
     priority = 50
-    _path = re.compile(r"/v1(?:beta1)?/projects/[^/]+/locations/[^/]+/publishers/google"
-                       r"/models/(?P<model>[^/:]+):(?P<action>generateContent|streamGenerateContent)")
+    _path = re.compile(
+        r"/v1(?:beta1)?/projects/[^/]+/locations/[^/]+/publishers/google"
+        r"/models/(?P<model>[^/:]+):(?P<action>generateContent|streamGenerateContent)"
+    )
     _write_index_zero = False
 
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -35,8 +38,9 @@ class VertexAIDialect(GeminiDialect):
     def _stream_usage(self, prompt: int, completion: int, last: bool) -> dict[str, Any] | None:
         return self._usage(prompt, completion) if last else None
 
-    def _envelope(self, candidates: list[dict[str, Any]], usage: dict[str, Any] | None,
-                  req: MockRequest, plan: Plan) -> dict[str, Any]:
+    def _envelope(
+        self, candidates: list[dict[str, Any]], usage: dict[str, Any] | None, req: MockRequest, plan: Plan
+    ) -> dict[str, Any]:
         doc = super()._envelope(candidates, usage, req, plan)
         doc["createTime"] = "2025-01-01T00:00:00.000000Z"
         return doc
