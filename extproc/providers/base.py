@@ -301,11 +301,34 @@ def stop_list(req: dict[str, Any]) -> list[str] | None:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
+# Media types clients commonly misspell, and the registered name providers expect
+# (`image/jpg` is not registered; Anthropic and Gemini reject it).
+_MEDIA_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
+
+
+def normalise_media_type(media_type: str) -> str:
+    """Lower-cased, parameters dropped, common misspellings mapped (`image/jpg` -> `image/jpeg`)."""
+    media = media_type.split(";", 1)[0].strip().lower()
+    return _MEDIA_TYPE_ALIASES.get(media, media)
+
+
 def parse_data_url(url: str) -> tuple[str, str] | None:
-    """`data:image/png;base64,AAAA` -> ("image/png", "AAAA"); None for other URLs."""
+    """`data:image/png;base64,AAAA` -> ("image/png", "AAAA"); None for other URLs.
+
+    The media type comes back normalised (`image/jpg` -> `image/jpeg`)."""
     if not url.startswith("data:"):
         return None
     header, sep, data = url[5:].partition(",")
     if not sep or not header.endswith(";base64"):
         return None
-    return header[: -len(";base64")] or "application/octet-stream", data
+    return normalise_media_type(header[: -len(";base64")]) or "application/octet-stream", data
+
+
+def check_media_type(media_type: str, accepted: frozenset[str], provider: str, where: str) -> str:
+    """Refuse, with a 400 naming the field, a media type the provider cannot take."""
+    if media_type not in accepted:
+        raise UnsupportedRequest(
+            f"'{where}': {provider} does not accept {media_type}; send one of {', '.join(sorted(accepted))}",
+            param=where,
+        )
+    return media_type
