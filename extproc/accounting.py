@@ -39,6 +39,7 @@ class Accounting:
         "last_token_at",
         "output_tokens",
         "provider",
+        "reasoning_tokens",
         "recorded",
         "request_model",
         "response_model",
@@ -59,6 +60,8 @@ class Accounting:
         self.status = 0
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
+        # Part of output_tokens, when the provider reports it (Anthropic does not).
+        self.reasoning_tokens: int | None = None
         self.estimated = False
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
@@ -77,6 +80,10 @@ class Accounting:
             and c >= 0
         ):
             self.input_tokens, self.output_tokens, self.estimated = p, c, False
+            details = usage.get("completion_tokens_details")
+            r = details.get("reasoning_tokens") if isinstance(details, dict) else None
+            if isinstance(r, int) and not isinstance(r, bool) and 0 <= r <= c:
+                self.reasoning_tokens = r
 
     @property
     def total_tokens(self) -> int | None:
@@ -98,6 +105,8 @@ class Accounting:
                 total_tokens=self.total_tokens,
                 tokens_estimated=self.estimated,
             )
+            if self.reasoning_tokens is not None:
+                fields["reasoning_tokens"] = self.reasoning_tokens
         md = struct_pb2.Struct()
         md.update({NAMESPACE: fields})
         return md
@@ -124,6 +133,10 @@ class Accounting:
                 metrics.child(metrics.TOKENS, *labels, kind).inc(value)
                 metrics.child(metrics.TOKEN_USAGE, *labels, kind).observe(value)
             metrics.child(metrics.TOKENS, *labels, "total").inc(self.total_tokens)
+            if self.reasoning_tokens is not None:
+                # A share of "output", not added to "total" again.
+                metrics.child(metrics.TOKENS, *labels, "reasoning").inc(self.reasoning_tokens)
+                metrics.child(metrics.TOKEN_USAGE, *labels, "reasoning").observe(self.reasoning_tokens)
         if self.stream and self.first_token_at is not None:
             metrics.child(metrics.TIME_TO_FIRST_TOKEN, route, provider, backend).observe(
                 self.first_token_at - self.started

@@ -16,6 +16,9 @@ import orjson
 from .errors import GatewayError, bad_request
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# OpenAI's values ("none" and "xhigh" are taken by its newest models); translators map
+# each onto their provider's thinking controls.
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 JSON_CONTENT_TYPES = ("application/json",)
 
 
@@ -130,7 +133,14 @@ def validate_request(req: dict[str, Any]) -> None:
     _check_type(req, "stream_options", dict)
     for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         _check_number(req, key)
-    for key in ("max_tokens", "max_completion_tokens", "n"):
+    effort = req.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise bad_request(
+            f"'reasoning_effort' must be one of {', '.join(REASONING_EFFORTS)}",
+            code="invalid_value",
+            param="reasoning_effort",
+        )
+    for key in ("max_tokens", "max_completion_tokens", "n", "top_k"):
         value = req.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise bad_request(f"'{key}' must be a positive integer", code="invalid_type", param=key)
@@ -208,6 +218,23 @@ def _check_message(i: int, msg: Any) -> None:
                     code="invalid_type",
                     param=f"{param}.tool_calls[{j}]",
                 )
+    blocks = msg.get("thinking_blocks")
+    if blocks is not None and (
+        not isinstance(blocks, list)
+        or not all(isinstance(b, dict) and isinstance(b.get("type"), str) for b in blocks)
+    ):
+        raise bad_request(
+            f"'{param}.thinking_blocks' must be an array of objects with a 'type'",
+            code="invalid_type",
+            param=f"{param}.thinking_blocks",
+        )
+    reasoning = msg.get("reasoning_content")
+    if reasoning is not None and not isinstance(reasoning, str):
+        raise bad_request(
+            f"'{param}.reasoning_content' must be a string",
+            code="invalid_type",
+            param=f"{param}.reasoning_content",
+        )
     if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
         raise bad_request(
             f"'{param}.tool_call_id' is required for role 'tool'",

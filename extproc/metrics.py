@@ -38,7 +38,9 @@ log = logging.getLogger("aigw.metrics")
 _MODEL_LABELS = ("route", "gen_ai_provider_name", "backend", "gen_ai_request_model", "gen_ai_response_model")
 
 TOKENS = Counter(
-    "aigw_tokens", "Tokens used, by type (input, output, total).", (*_MODEL_LABELS, "gen_ai_token_type")
+    "aigw_tokens",
+    "Tokens used, by type (input, output, total; reasoning is the part of output spent thinking).",
+    (*_MODEL_LABELS, "gen_ai_token_type"),
 )
 TOKEN_USAGE = Histogram(
     "gen_ai_client_token_usage",

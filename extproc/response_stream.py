@@ -417,14 +417,17 @@ class ResponseStream:
             if not isinstance(delta, dict):
                 continue
             content = delta.get("content")
-            if content or delta.get("tool_calls"):
+            # Thinking is generated output too: it starts the clock and is counted.
+            reasoning = delta.get("reasoning_content")
+            if content or reasoning or delta.get("tool_calls"):
                 now = time.monotonic()
                 if self.first_token_at is None:
                     self.first_token_at = now
                 self.last_token_at = now
-                if isinstance(content, str) and self.text_kept < _TEXT_KEPT:
-                    self.text_parts.append(content)
-                    self.text_kept += len(content)
+                for text in (reasoning, content):
+                    if isinstance(text, str) and text and self.text_kept < _TEXT_KEPT:
+                        self.text_parts.append(text)
+                        self.text_kept += len(text)
 
     def _reject(self, rej: StreamRejected, out: list[bytes]) -> None:
         entities = sorted({f.entity for f in rej.findings})

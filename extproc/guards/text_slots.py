@@ -45,9 +45,14 @@ _SCHEMA_TEXT_KEYS = frozenset({"description", "title"})
 # - base64 media of 64+ characters (`image_url.url` data URLs, `input_audio.data`,
 #   `file.file_data`, `audio.data`): bytes, not text. Shorter or non-base64 values (an
 #   http URL) are guarded as strings.
+# - `thinking_blocks[].signature` and `.data`: a provider's signature over its own
+#   reasoning, and its encrypted reasoning. The provider verifies both when they come back,
+#   so nothing a client writes there reaches a model; masking one would only break the
+#   conversation. The block's `thinking` text is guarded like `reasoning_content`.
 # - `usage`, `created`, `index`: numbers the gateway itself reads. (`logprobs` are not
 #   walked: routes with response guards drop them.)
 _REQUEST_OPAQUE = frozenset({"model"})
+_SIGNED = {"signature", "data"}
 _RESPONSE_OPAQUE = frozenset({"id", "model", "created", "system_fingerprint", "usage"})
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/=_\-\r\n]+")
@@ -72,7 +77,7 @@ pattern nullable object string number integer boolean array null auto none low h
 medium minimal flex priority scale wav mp3 flac opus pcm16 aac alloy stop length
 content_filter chat.completion chat.completion.chunk choices message delta index
 finish_reason usage created system_fingerprint annotations url_citation transcript
-expires_at custom grammar
+expires_at custom grammar thinking_blocks thinking redacted_thinking signature
 """.split()
 )
 
@@ -205,6 +210,10 @@ class _Walk:
                     self.call(call, role)
             elif k == "function_call" and isinstance(v, dict):
                 self.function(v, role)
+            elif k == "thinking_blocks" and isinstance(v, list):
+                for block in v:
+                    if isinstance(block, dict):
+                        self.media(block, role, _SIGNED, set(), text_keys=frozenset({"thinking"}))
             elif k == "tool_call_id":
                 continue  # an opaque id (not guarded, see above)
             elif k == "audio" and isinstance(v, dict):
@@ -347,6 +356,10 @@ class _Walk:
                                     self.walk(fn, fk, TOKEN, "assistant")
                         elif not (k == "function_call" and ck == "arguments"):
                             self.walk(call, ck, TOKEN, "assistant")
+            elif k == "thinking_blocks" and isinstance(v, list):
+                for block in v:
+                    if isinstance(block, dict):
+                        self.media(block, "assistant", _SIGNED, set())
             elif k == "audio" and isinstance(v, dict):
                 for ak in list(v):
                     if ak not in ("id", "transcript") and not (ak == "data" and binary_payload(v[ak])):

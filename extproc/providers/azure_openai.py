@@ -31,6 +31,7 @@ from .base import (
     ProviderError,
     StreamTranslator,
     error_dict,
+    messages_without_reasoning,
     new_completion_id,
     now,
     openai_style_error,
@@ -157,10 +158,13 @@ class AzureOpenAI(Provider):
         # there it must name the deployment.
         body_model = (s.deployment or model) if s.api_version == "v1" else model
         legacy = s.api_version != "v1" and s.api_version[:10] < _NEWER_PARAMS_SINCE
-        if not legacy and req.get("model") == body_model:
+        messages = messages_without_reasoning(req)  # as OpenAI, Azure refuses unknown fields
+        if not legacy and req.get("model") == body_model and messages is None:
             return req
         out = dict(req)
         out["model"] = body_model
+        if messages is not None:
+            out["messages"] = messages
         if legacy:
             # Older versions know only `max_tokens`, and cannot report usage in a stream.
             out.pop("stream_options", None)

@@ -200,11 +200,41 @@ class Provider(ABC):
 # ---- helpers shared by translators -----------------------------------------------------
 
 
-def openai_style_error(status: int, body: bytes, provider: str) -> dict[str, Any]:
+def parse_error_body(body: bytes) -> Any:
+    """A provider error body as JSON, or None when it is empty or not JSON (an HTML page
+    from a proxy, plain text)."""
     try:
-        doc = orjson.loads(body) if body else None
+        return orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
-        doc = None
+        return None
+
+
+_TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.S | re.I)
+_SPACE = re.compile(r"\s+")
+ERROR_TEXT_MAX = 300
+
+
+def error_text(body: bytes) -> str:
+    """What an unrecognised error body says, for the client's error message: HTML tags and
+    runs of whitespace removed, cut to ERROR_TEXT_MAX characters. (The upstream filter
+    redacts every error before it leaves, so a credential quoted here never gets out.)"""
+    text = body[: ERROR_TEXT_MAX * 20].decode("utf-8", "replace")
+    if "<" in text:
+        text = _TAGS.sub(" ", text)
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
+
+
+def unrecognised_error(status: int, body: bytes, provider: str) -> dict[str, Any]:
+    """An error body in no shape the translator knows: its text is kept, so operators can
+    see what answered (a load balancer's 503 page, a proxy's message)."""
+    text = error_text(body)
+    message = f"{provider} returned HTTP {status}" + (f": {text}" if text else "")
+    return error_dict(status, message, code="upstream_error")
+
+
+def openai_style_error(status: int, body: bytes, provider: str) -> dict[str, Any]:
+    doc = parse_error_body(body)
     err = doc.get("error") if isinstance(doc, dict) else None
     if isinstance(err, dict) and isinstance(err.get("message"), str):
         return {
@@ -219,9 +249,11 @@ def openai_style_error(status: int, body: bytes, provider: str) -> dict[str, Any
         }
     if isinstance(err, str):  # some OpenAI-compatible servers send {"error": "text"}
         return error_dict(status, err, code=None)
-    if isinstance(doc, dict) and isinstance(doc.get("message"), str):  # {"message": ..} style
-        return error_dict(status, doc["message"], code=None)
-    return error_dict(status, f"{provider} returned HTTP {status}", code="upstream_error")
+    if isinstance(doc, dict):
+        for key in ("message", "detail"):  # {"message": ..} style, FastAPI's {"detail": ..}
+            if isinstance(doc.get(key), str):
+                return error_dict(status, doc[key], code=None)
+    return unrecognised_error(status, body, provider)
 
 
 def error_dict(
@@ -292,6 +324,25 @@ def max_tokens_of(req: dict[str, Any]) -> int | None:
     """`max_completion_tokens` is the newer name; it wins when both are given."""
     value = req.get("max_completion_tokens")
     return value if value is not None else req.get("max_tokens")
+
+
+# Reasoning a provider returned for the client to send back (see README "Reasoning"). Only
+# the provider that signed it can take it; every other provider drops it from history.
+REASONING_HISTORY_FIELDS = ("reasoning_content", "thinking_blocks")
+
+
+def messages_without_reasoning(req: dict[str, Any]) -> list[Any] | None:
+    """`req["messages"]` with reasoning fields removed from assistant turns, or None when
+    no message carries any (the usual case: nothing is copied)."""
+    messages = req["messages"]
+    if not any(
+        isinstance(m, dict) and ("reasoning_content" in m or "thinking_blocks" in m) for m in messages
+    ):
+        return None
+    return [
+        {k: v for k, v in m.items() if k not in REASONING_HISTORY_FIELDS} if isinstance(m, dict) else m
+        for m in messages
+    ]
 
 
 def stop_list(req: dict[str, Any]) -> list[str] | None:

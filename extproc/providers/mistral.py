@@ -34,6 +34,8 @@ from .base import (
     make_chunk,
     make_usage,
     now,
+    parse_error_body,
+    unrecognised_error,
 )
 
 # OpenAI fields sent under Mistral's name (the newer OpenAI name wins if both are sent).
@@ -461,15 +463,11 @@ class Mistral(Provider):
         return MistralStream(model)
 
     def translate_error(self, status: int, body: bytes) -> tuple[int, dict[str, Any]]:
-        try:
-            doc = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            doc = None
-        message, code, param = error_parts(doc)
+        message, code, param = error_parts(parse_error_body(body))
         # 422 is Mistral's request validation; OpenAI (and its SDKs) call that a 400.
         out = 400 if status == 422 else status
-        if message is None:  # never echo an unknown body (an HTML page from a proxy, say)
-            return out, error_dict(out, f"mistral returned HTTP {status}", code="upstream_error")
+        if message is None:  # an HTML page from a proxy, say: its text, trimmed
+            return out, unrecognised_error(out, body, self.name)
         return out, error_dict(out, message, code=code, param=param)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from ..sse import SSEEvent
-from .base import BackendSettings, Provider, StreamTranslator
+from .base import BackendSettings, Provider, StreamTranslator, messages_without_reasoning
 
 
 class OpenAISettings(BackendSettings):
@@ -37,10 +37,14 @@ class OpenAI(Provider):
         return "/v1/chat/completions"
 
     def translate_request(self, req: dict[str, Any], model: str) -> dict[str, Any]:
-        if req.get("model") == model:
+        # OpenAI rejects unknown message fields: another provider's reasoning is dropped.
+        messages = messages_without_reasoning(req)
+        if req.get("model") == model and messages is None:
             return req
         out = dict(req)
         out["model"] = model
+        if messages is not None:
+            out["messages"] = messages
         return out
 
     def extra_headers(self) -> dict[str, str]:

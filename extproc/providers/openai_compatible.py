@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
-from .base import BackendSettings, Provider, StreamTranslator
+from .base import BackendSettings, Provider, StreamTranslator, messages_without_reasoning
 from .openai import PassthroughStream
 
 
@@ -41,10 +41,14 @@ class OpenAICompatible(Provider):
 
     def translate_request(self, req: dict[str, Any], model: str) -> dict[str, Any]:
         drop = self.settings.drop_fields  # type: ignore[attr-defined]
-        if req.get("model") == model and not any(f in req for f in drop):
+        # Servers that return `reasoning_content` (DeepSeek, vLLM) refuse it sent back.
+        messages = messages_without_reasoning(req)
+        if req.get("model") == model and messages is None and not any(f in req for f in drop):
             return req
         out = {k: v for k, v in req.items() if k not in drop}
         out["model"] = model
+        if messages is not None:
+            out["messages"] = messages
         return out
 
     def translate_response(self, body: dict[str, Any], model: str) -> dict[str, Any]:

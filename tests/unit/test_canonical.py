@@ -271,6 +271,48 @@ def test_bad_tool_call_entry(call):
     assert "function.name" in err.message
 
 
+@pytest.mark.parametrize("effort", ["none", "minimal", "low", "medium", "high", "xhigh"])
+def test_reasoning_effort_values_accepted(effort):
+    accept({"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": effort})
+
+
+@pytest.mark.parametrize("effort", ["max", "HIGH", "", 3, True, ["low"]])
+def test_reasoning_effort_bad_value(effort):
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": effort}
+    reject(body, code="invalid_value", param="reasoning_effort")
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 2.5, "5", True])
+def test_top_k_must_be_a_positive_integer(top_k):
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "top_k": top_k}
+    reject(body, code="invalid_type", param="top_k")
+
+
+def test_reasoning_history_accepted():
+    msg = {
+        "role": "assistant",
+        "content": "ok",
+        "reasoning_content": "thought",
+        "thinking_blocks": [
+            {"type": "thinking", "thinking": "thought", "signature": "sig"},
+            {"type": "redacted_thinking", "data": "opaque"},
+        ],
+    }
+    accept(with_message(msg))
+
+
+@pytest.mark.parametrize("blocks", ["sig", {"type": "thinking"}, [1], [{"thinking": "t"}], [{"type": 3}]])
+def test_bad_thinking_blocks(blocks):
+    msg = {"role": "assistant", "content": "ok", "thinking_blocks": blocks}
+    reject(with_message(msg), code="invalid_type", param="messages[0].thinking_blocks")
+
+
+@pytest.mark.parametrize("value", [3, ["t"], {"text": "t"}])
+def test_bad_reasoning_content(value):
+    msg = {"role": "assistant", "content": "ok", "reasoning_content": value}
+    reject(with_message(msg), code="invalid_type", param="messages[0].reasoning_content")
+
+
 @pytest.mark.parametrize("extra", [{}, {"tool_call_id": None}, {"tool_call_id": 7}, {"tool_call_id": ["c"]}])
 def test_tool_message_without_tool_call_id(extra):
     msg = {"role": "tool", "content": "42", **extra}

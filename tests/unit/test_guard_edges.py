@@ -319,6 +319,42 @@ def test_negative_or_non_integer_usage_is_ignored():
     acct.record()  # must not raise
 
 
+def test_reasoning_tokens_are_counted_as_a_share_of_output():
+    from prometheus_client import REGISTRY
+
+    acct = Accounting("reasoning-route")
+    acct.provider, acct.backend, acct.request_model, acct.response_model = "gemini", "b", "gm", "gm"
+    acct.take_usage(
+        {"prompt_tokens": 7, "completion_tokens": 30, "completion_tokens_details": {"reasoning_tokens": 20}}
+    )
+    assert (acct.total_tokens, acct.reasoning_tokens) == (37, 20)
+    meta = acct.dynamic_metadata()["aigw"]
+    assert (meta["reasoning_tokens"], meta["output_tokens"], meta["total_tokens"]) == (20, 30, 37)
+    acct.record()
+    labels = {
+        "route": "reasoning-route",
+        "gen_ai_provider_name": "gemini",
+        "backend": "b",
+        "gen_ai_request_model": "gm",
+        "gen_ai_response_model": "gm",
+    }
+    got = {
+        kind: REGISTRY.get_sample_value("aigw_tokens_total", {**labels, "gen_ai_token_type": kind})
+        for kind in ("output", "reasoning", "total")
+    }
+    assert got == {"output": 30.0, "reasoning": 20.0, "total": 37.0}
+
+
+@pytest.mark.parametrize(
+    "details", [None, {}, {"reasoning_tokens": -1}, {"reasoning_tokens": 99}, {"reasoning_tokens": "5"}]
+)
+def test_missing_or_impossible_reasoning_counts_are_not_invented(details):
+    acct = Accounting("r")
+    acct.take_usage({"prompt_tokens": 1, "completion_tokens": 10, "completion_tokens_details": details})
+    assert acct.total_tokens == 11 and acct.reasoning_tokens is None
+    assert "reasoning_tokens" not in acct.dynamic_metadata()["aigw"]
+
+
 def test_model_labels_are_bounded():
     import extproc.accounting as a
 

@@ -162,6 +162,16 @@ REQUEST_CASES = {
     ),
     "unknown message field": base_request(messages=[{"role": "user", "content": "hi", "note": EMAIL}]),
     "unknown request field": base_request(guided_choice=["yes", f"mail {EMAIL}"]),
+    "reasoning_content echoed back": with_messages(
+        {"role": "assistant", "content": "ok", "reasoning_content": f"the user is {EMAIL}"}
+    ),
+    "thinking block text echoed back": with_messages(
+        {
+            "role": "assistant",
+            "content": "ok",
+            "thinking_blocks": [{"type": "thinking", "thinking": f"card {CARD}", "signature": "sig"}],
+        }
+    ),
     "short non-base64 audio data": base_request(
         messages=[
             {
@@ -288,6 +298,25 @@ def test_ids_model_and_binary_media_are_left_alone():
     assert req == before
 
 
+# Provider-signed reasoning: the signature and redacted data are verified by the provider
+# when they come back, so they are never rewritten (it would only break the conversation).
+SIGNED_BLOCKS = [
+    {"type": "thinking", "thinking": "fine", "signature": "sig_bob@example.com_4111111111111111"},
+    {"type": "redacted_thinking", "data": f"{EMAIL}/{CARD}"},
+]
+
+
+def test_thinking_signatures_and_redacted_data_are_left_alone():
+    req = with_messages({"role": "assistant", "content": "ok", "thinking_blocks": SIGNED_BLOCKS})
+    before = copy.deepcopy(req)
+    assert not run(request_guards("REJECT").apply(req, {}))
+    assert req == before
+    completion = completion_with({"thinking_blocks": copy.deepcopy(SIGNED_BLOCKS)})
+    before = copy.deepcopy(completion)
+    assert not run(response_guards("REJECT").apply(completion, {}))
+    assert completion == before
+
+
 def test_response_ids_model_usage_are_left_alone():
     completion = {
         "id": "chatcmpl-bob@example.com",
@@ -354,6 +383,10 @@ RESPONSE_CASES = {
         {"audio": {"id": "a1", "data": AUDIO, "transcript": f"mail {EMAIL}"}}
     ),
     "choice field outside message": completion_with(choice={"stop_reason": EMAIL}),
+    "reasoning_content": completion_with({"reasoning_content": f"they wrote from {EMAIL}"}),
+    "thinking block text": completion_with(
+        {"thinking_blocks": [{"type": "thinking", "thinking": f"card {CARD} seen", "signature": "c2ln"}]}
+    ),
     "top-level unknown field": completion_with(provider_notes=f"card {CARD}"),
 }
 
@@ -634,6 +667,29 @@ def test_streamed_audio_transcript_and_other_text_fields_are_split_proof():
         assert "".join((d.get("audio") or {}).get("transcript", "") for d in deltas) == "mail <EMAIL> now"
         assert "".join(d.get("x_text", "") for d in deltas) == "card <CREDIT_CARD> ok"
         assert {(d.get("audio") or {}).get("id") for d in deltas} >= {"a1"}
+
+
+def test_streamed_reasoning_is_split_proof_and_signatures_pass_untouched():
+    signature = {"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": f"s{EMAIL}"}]}
+    data = (
+        chunk({"role": "assistant", "reasoning_content": "mail bob@exa"})
+        + chunk({"reasoning_content": "mple.com, card 4111 1111"})
+        + chunk({"reasoning_content": " 1111 1111."})
+        + chunk(signature)
+        + chunk({"content": "done"})
+        + chunk({}, "stop")
+        + b"data: [DONE]\n\n"
+    )
+    for cut in range(1, len(data), 5):
+        out = feed(data, MASK_STREAM, [cut])
+        deltas = [
+            c["choices"][0]["delta"] for c in chunks_of(out) if isinstance(c, dict) and c.get("choices")
+        ]
+        reasoning = "".join(d.get("reasoning_content", "") for d in deltas)
+        assert reasoning == "mail <EMAIL>, card <CREDIT_CARD>.", cut
+        assert [d["thinking_blocks"] for d in deltas if "thinking_blocks" in d] == [
+            signature["thinking_blocks"]
+        ]
 
 
 # ---- the JSON-text helpers -----------------------------------------------------------------------

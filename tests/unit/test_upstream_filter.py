@@ -247,6 +247,25 @@ async def test_anthropic_error_translated_and_secret_redacted(gw):
     assert ":status" not in F.set_headers(reply)  # 401 stays 401
 
 
+async def test_html_error_page_keeps_its_text_without_the_credential(gw):
+    stream, _ = await attempt(gw, ANTHROPIC_HOST)
+    await stream.request_body(F.request_body(F.CANONICAL))
+    await stream.response_headers(F.response_headers({":status": "503", "content-type": "text/html"}))
+    page = (
+        b"<html><head><title>503</title><style>p {color: red}</style></head><body>"
+        b"<h1>Service Unavailable</h1>\n<p>upstream overloaded; key "
+        + F.ANTHROPIC_KEY.encode()
+        + b"</p></body></html>"
+    )
+    reply = await stream.response_body(F.response_body(page))
+    err = F.new_body(reply)["error"]
+    assert err["message"].startswith(
+        "anthropic returned HTTP 503: 503 Service Unavailable upstream overloaded"
+    )
+    assert F.ANTHROPIC_KEY not in err["message"] and "[REDACTED]" in err["message"]
+    assert (err["type"], err["code"]) == ("server_error", "upstream_error")
+
+
 async def test_bodiless_provider_error_gets_an_openai_error_body(gw):
     stream, _ = await attempt(gw, ANTHROPIC_HOST)
     await stream.request_body(F.request_body(F.CANONICAL))
