@@ -11,8 +11,8 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from . import metrics
+from .wire import NAMESPACE
 
-NAMESPACE = "aigw"
 # Model names come from clients: label values are capped so a client cannot grow the
 # metrics without bound by inventing models. Past the cap, new names count as "other".
 _MODEL_LABELS_MAX = 200

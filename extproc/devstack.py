@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from . import wire
+
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
@@ -244,7 +246,7 @@ def loopback_backends(doc: dict[str, Any]) -> dict[int, list[str]]:
     for cluster in (doc.get("static_resources") or {}).get("clusters") or []:
         for locality in (cluster.get("load_assignment") or {}).get("endpoints") or []:
             for lb in locality.get("lb_endpoints") or []:
-                aigw = ((lb.get("metadata") or {}).get("filter_metadata") or {}).get("aigw")
+                aigw = ((lb.get("metadata") or {}).get("filter_metadata") or {}).get(wire.NAMESPACE)
                 sa = ((lb.get("endpoint") or {}).get("address") or {}).get("socket_address") or {}
                 if aigw and sa.get("address") in ("127.0.0.1", "localhost"):
                     ports.setdefault(int(sa["port_value"]), []).append(aigw.get("provider", "openai"))

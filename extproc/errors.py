@@ -6,6 +6,8 @@ every rejection the gateway makes, and every provider error it translates, ends 
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 # The error `type` OpenAI uses for each status family; clients branch on it.
@@ -30,19 +32,19 @@ def error_type_for(status: int) -> str:
     return "invalid_request_error" if 400 <= status < 500 else "server_error"
 
 
+def error_dict(
+    status: int, message: str, *, code: str | None, type_: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    """The error object every client-visible failure is built with (and nothing else builds one)."""
+    return {
+        "error": {"message": message, "type": type_ or error_type_for(status), "param": param, "code": code}
+    }
+
+
 def error_body(
     message: str, *, status: int, code: str | None = None, type_: str | None = None, param: str | None = None
 ) -> bytes:
-    return orjson.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": type_ or error_type_for(status),
-                "param": param,
-                "code": code,
-            }
-        }
-    )
+    return orjson.dumps(error_dict(status, message, code=code, type_=type_, param=param))
 
 
 class GatewayError(Exception):

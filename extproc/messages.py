@@ -9,6 +9,7 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 
+from . import wire
 from .errors import GatewayError
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -82,7 +83,7 @@ def streamed_body(body: bytes) -> pb.ProcessingResponse:
 
 
 def immediate(
-    status: int, body: bytes, headers: dict[str, str] | None = None, details: str = "aigw"
+    status: int, body: bytes, headers: dict[str, str] | None = None, details: str = wire.REPLY_DETAILS
 ) -> pb.ProcessingResponse:
     """A local reply. `details` starting with `aigw` lets the bootstrap's local_reply_config
     tell the gateway's own replies (already JSON) from Envoy's."""
@@ -100,7 +101,9 @@ def immediate(
 
 
 def error_reply(err: GatewayError) -> pb.ProcessingResponse:
-    return immediate(err.status, err.body(), err.headers or None, details=f"aigw_{err.code or 'error'}")
+    return immediate(
+        err.status, err.body(), err.headers or None, details=f"{wire.REPLY_DETAILS}_{err.code or 'error'}"
+    )
 
 
 def with_metadata(resp: pb.ProcessingResponse, metadata) -> pb.ProcessingResponse:

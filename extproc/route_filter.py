@@ -14,10 +14,10 @@ import time
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from . import headers as H
 from . import messages as msg
 from . import redaction
-from .accounting import NAMESPACE, Accounting
+from . import wire as H
+from .accounting import Accounting
 from .canonical import check_content_type, parse_request, wants_stream
 from .config.gateway import GatewayConfig, RouteConfig
 from .errors import GatewayError, bad_request
@@ -85,10 +85,10 @@ class RouteStream:
         attrs = req.attributes.get("envoy.filters.http.ext_proc")
         direct = None
         if attrs is not None:
-            name = attrs.fields.get("xds.route_name")
+            name = attrs.fields.get(H.ROUTE_NAME)
             if name is not None:
                 self.route = self.gw.route(name.string_value)
-            cluster = attrs.fields.get("xds.cluster_name")
+            cluster = attrs.fields.get(H.CLUSTER_NAME)
             if cluster is not None:
                 direct = self.gw.direct_backend(cluster.string_value)
         self.acct.route = self.route.name
@@ -178,7 +178,7 @@ class RouteStream:
         if policy.prompt_token_estimate:
             from .tokens import estimate_prompt_tokens
 
-            metadata = {NAMESPACE: {"prompt_tokens_estimate": estimate_prompt_tokens(canonical)}}
+            metadata = {H.NAMESPACE: {"prompt_tokens_estimate": estimate_prompt_tokens(canonical)}}
         if self.attempt is not None:
             # No routing headers here: content routing and one-endpoint clusters are never
             # mixed (config/bootstrap.py), so this is the backend the request goes to.

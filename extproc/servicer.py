@@ -16,6 +16,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from . import messages as msg
+from . import wire
 from .config.gateway import GatewayConfig
 from .errors import GatewayError
 from .route_filter import RouteStream
@@ -23,8 +24,6 @@ from .settings import ProcessorSettings
 from .upstream_filter import UpstreamStream
 
 log = logging.getLogger("aigw.servicer")
-
-PHASE_KEY = "x-aigw-phase"
 
 # Answers for messages the gateway never asks for but must still acknowledge.
 _ACK = {
@@ -40,10 +39,10 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
 
     def _handler(self, context) -> RouteStream | UpstreamStream | None:
         for key, value in context.invocation_metadata() or ():
-            if key == PHASE_KEY:
-                if value == "route":
+            if key == wire.PHASE:
+                if value == wire.PHASE_ROUTE:
                     return RouteStream(self.gw, self.settings)
-                if value == "upstream":
+                if value == wire.PHASE_UPSTREAM:
                     return UpstreamStream(self.gw, self.settings)
         return None
 
@@ -56,7 +55,7 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
             log.error(
                 "ext_proc stream without a valid %s metadata; check the bootstrap's "
                 "grpc_service.initial_metadata",
-                PHASE_KEY,
+                wire.PHASE,
             )
             await context.write(
                 msg.error_reply(

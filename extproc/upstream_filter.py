@@ -15,9 +15,9 @@ import orjson
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from . import headers as H
 from . import messages as msg
 from . import metrics, redaction
+from . import wire as H
 from .backend_health import retry_after_seconds
 from .backends import ACCOUNT_HEADERS, CLIENT_ONLY_HEADERS, CREDENTIAL_HEADERS, Backend, client_key
 from .canonical import parse_request, wants_stream
@@ -102,7 +102,7 @@ class UpstreamStream:
         if attrs is not None:
             fields = {k: v.string_value for k, v in attrs.fields.items()}
         address = fields.get("upstream.address", "")
-        self.backend = self.gw.backend_for_host(fields.get("xds.upstream_host_metadata", ""))
+        self.backend = self.gw.backend_for_host(fields.get(H.UPSTREAM_HOST_METADATA, ""))
         if self.backend is None:
             # Envoy picked a host this processor has no settings for: Envoy and the
             # processor run different bootstraps. Never forward such a request as is.

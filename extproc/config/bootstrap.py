@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from .. import wire
 from ..backends import Backend
 from ..providers import PROVIDERS, backend_settings_adapter
 from ..response_limits import buffer_limit
@@ -32,8 +33,8 @@ from .policy import RoutePolicy
 from .secrets import Secret, SecretError
 
 EXT_PROC = wiring.EXT_PROC
-HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-PHASE_HEADER = "x-aigw-phase"
+HTTP_OPTIONS = wire.HTTP_OPTIONS
+PHASE_HEADER = wire.PHASE
 
 
 class ConfigError(Exception):
@@ -197,7 +198,7 @@ def _read_cluster(
             upstream_filter.entry,
             upstream_filter.location,
             "upstream",
-            ("xds.upstream_host_metadata",),
+            (wire.UPSTREAM_HOST_METADATA,),
             problems,
         )
     elif cluster.get("type", "STATIC") not in ("STATIC", "STRICT_DNS", "LOGICAL_DNS"):
@@ -416,7 +417,7 @@ def _read_hcm(
                 route_filter.entry,
                 route_filter.location,
                 "route",
-                ("xds.route_name", "xds.cluster_name") if direct else ("xds.route_name",),
+                (wire.ROUTE_NAME, wire.CLUSTER_NAME) if direct else (wire.ROUTE_NAME,),
                 problems,
             )
             if direct:

@@ -18,9 +18,10 @@ from google.protobuf import json_format, text_format
 from ..backend_health import BackendHealth
 from ..backends import Backend
 from ..response_limits import ENVOY_DEFAULT_BUFFER
+from ..wire import NAMESPACE
 from .policy import RoutePolicy
 
-AIGW = "aigw"
+AIGW = NAMESPACE
 
 
 @dataclass

@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-EXT_PROC = "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
-EXT_PROC_PER_ROUTE = "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+from .. import wire
+
+EXT_PROC = wire.EXT_PROC
+EXT_PROC_PER_ROUTE = wire.EXT_PROC_PER_ROUTE
 FILTER_CONFIG = "envoy.config.route.v3.FilterConfig"
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 

@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..config.base import ConfigModel
 from ..config.secrets import SecretRef
-from ..errors import error_type_for
+from ..errors import error_dict, error_type_for
 from ..sse import SSEEvent
 
 # Header names (RFC 9110 tokens, lower case), optionally a prefix ending in `*`.
@@ -254,14 +254,6 @@ def openai_style_error(status: int, body: bytes, provider: str) -> dict[str, Any
             if isinstance(doc.get(key), str):
                 return error_dict(status, doc[key], code=None)
     return unrecognised_error(status, body, provider)
-
-
-def error_dict(
-    status: int, message: str, *, code: str | None, type_: str | None = None, param: str | None = None
-) -> dict[str, Any]:
-    return {
-        "error": {"message": message, "type": type_ or error_type_for(status), "param": param, "code": code}
-    }
 
 
 def new_completion_id() -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import wire
 from ..config.wiring import PATH_HANDLING, REQUIRED_RUNTIME
-from ..headers import IMMEDIATE_HC_FAIL
+from ..errors import error_body
 from ..providers import PROVIDERS
 from ..providers.base import NEVER_FORWARDED
+from ..wire import IMMEDIATE_HC_FAIL
 from .envoy_parts import (
     AIGW,
     APPEND,
@@ -29,9 +31,9 @@ from .envoy_parts import (
 )
 from .model import Backend, Endpoint, GatewayConfig, PriorityGroups, RateLimit, Route, RouteMatch
 
-EXT_PROC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
-HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-LOCAL_RATELIMIT = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+EXT_PROC_PER_ROUTE = wire.EXT_PROC_PER_ROUTE_TYPE
+HTTP_OPTIONS = wire.HTTP_OPTIONS
+LOCAL_RATELIMIT = wire.LOCAL_RATELIMIT_TYPE
 HEALTH_PATH = "/aigw/backend-health"
 
 
@@ -135,7 +137,7 @@ def render_cluster(
         localities.setdefault(priority, []).append(lb)
 
     options: dict[str, Any] = {
-        "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+        "@type": wire.HTTP_OPTIONS_TYPE,
         "explicit_http_config": {"http_protocol_options": {}},
     }
     if not (direct_ok and is_direct(backend)):
@@ -143,16 +145,14 @@ def render_cluster(
             ext_proc_filter(
                 "upstream",
                 g.processor.timeout,
-                ["xds.upstream_host_metadata", "upstream.address"],
+                [wire.UPSTREAM_HOST_METADATA, wire.UPSTREAM_ADDRESS],
                 # allow_envoy: the header allow-list removes a client's x-envoy-*
                 # headers, and a 429 marks the host failed at once.
                 mutation_rules={"allow_all_routing": True, "allow_envoy": True},
             ),
             {
                 "name": "envoy.filters.http.upstream_codec",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
-                },
+                "typed_config": {"@type": wire.UPSTREAM_CODEC_TYPE},
             },
         ]
     cluster: dict[str, Any] = {
@@ -263,9 +263,7 @@ def _retry_policy(backends: list[Backend]) -> dict | None:
         "retry_host_predicate": [
             {
                 "name": "envoy.retry_host_predicates.previous_hosts",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-                },
+                "typed_config": {"@type": wire.PREVIOUS_HOSTS_TYPE},
             }
         ],
         "host_selection_retry_max_attempts": max(3, hosts + 1),
@@ -273,7 +271,7 @@ def _retry_policy(backends: list[Backend]) -> dict | None:
         "retry_priority": {
             "name": "envoy.retry_priorities.previous_priorities",
             "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "@type": wire.PREVIOUS_PRIORITIES_TYPE,
                 "update_frequency": largest,
             },
         },
@@ -428,7 +426,12 @@ def render(cfg: GatewayConfig) -> dict:
                 "direct_response": {
                     "status": 404,
                     "body": {
-                        "inline_string": '{"error":{"message":"no route for this path","type":"invalid_request_error","param":null,"code":"unknown_url"}}'
+                        "inline_string": error_body(
+                            "no route for this path",
+                            status=404,
+                            code="unknown_url",
+                            type_="invalid_request_error",
+                        ).decode()
                     },
                 },
                 "response_headers_to_add": [
@@ -469,7 +472,7 @@ def render(cfg: GatewayConfig) -> dict:
         ext_proc_filter(
             "route",
             g.processor.timeout,
-            ["xds.route_name", "xds.cluster_name"] if direct else ["xds.route_name"],
+            [wire.ROUTE_NAME, wire.CLUSTER_NAME] if direct else [wire.ROUTE_NAME],
             metadata_options={"receiving_namespaces": {"untyped": [AIGW]}},
             # The route-level filter sets the provider's Host when it translates itself.
             **({"mutation_rules": {"allow_all_routing": True, "allow_envoy": True}} if direct else {}),
@@ -482,7 +485,7 @@ def render(cfg: GatewayConfig) -> dict:
         }
     )
     hcm: dict[str, Any] = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": wire.HCM_TYPE,
         "stat_prefix": "gateway",
         "always_set_request_id_in_response": True,
         # The client address is the connection's, not what X-Forwarded-For claims (per-address
@@ -520,7 +523,7 @@ def render(cfg: GatewayConfig) -> dict:
             "connect_timeout": "1s",
             "typed_extension_protocol_options": {
                 HTTP_OPTIONS: {
-                    "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+                    "@type": wire.HTTP_OPTIONS_TYPE,
                     "explicit_http_config": {"http2_protocol_options": {}},
                 }
             },

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-AIGW = "aigw"
-EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
-CEL = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+from .. import wire
+from ..errors import error_dict
+
+AIGW = wire.NAMESPACE
+EXT_PROC = wire.EXT_PROC_TYPE
+CEL = wire.CEL_FILTER_TYPE
 OVERWRITE = "OVERWRITE_IF_EXISTS_OR_ADD"
 APPEND = "APPEND_IF_EXISTS_OR_ADD"
 
@@ -29,12 +32,14 @@ def _cel(expr: str) -> dict:
 
 def _json_error(message: str, type_: str, code: str) -> dict:
     return {
-        "json_format": {"error": {"message": message, "type": type_, "param": None, "code": code}},
+        "json_format": error_dict(0, message, code=code, type_=type_),
         "content_type": "application/json",
     }
 
 
-NOT_OURS = "!response.code_details.startsWith('aigw') && response.code_details != 'direct_response'"
+NOT_OURS = (
+    f"!response.code_details.startsWith('{wire.REPLY_DETAILS}') && response.code_details != 'direct_response'"
+)
 
 
 def local_reply_config() -> dict:
@@ -152,7 +157,7 @@ def ext_proc_filter(phase: str, timeout: float, attributes: list[str], **extra: 
             "grpc_service": {
                 "envoy_grpc": {"cluster_name": "extproc"},
                 "timeout": duration(timeout),
-                "initial_metadata": [{"key": "x-aigw-phase", "value": phase}],
+                "initial_metadata": [{"key": wire.PHASE, "value": phase}],
             },
             "failure_mode_allow": False,
             "allow_mode_override": True,

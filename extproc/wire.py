@@ -1,0 +1,61 @@
+"""Every name the gateway shares with Envoy or between its two filter positions, in one place.
+
+Headers, metadata namespaces, attribute names and type URLs are a wire contract: the
+renderer writes them into bootstraps, the start-up checks look for them, and the filters
+read them at request time. A name spelled twice drifts; here each is spelled once.
+"""
+
+# ---- headers between the two filter positions -------------------------------------------
+# The upstream filter reports on each attempt through response headers; the route-level
+# filter reads and removes them before the client sees the response. Clients cannot inject
+# them: the route-level filter strips every `x-aigw-` header from incoming requests.
+PREFIX = "x-aigw-"
+BACKEND = "x-aigw-backend"
+PROVIDER = "x-aigw-provider"
+ATTEMPT = "x-aigw-attempt"
+# gRPC initial metadata on each ext_proc filter: which position a stream comes from
+# (`route` or `upstream`), so one processor socket serves both.
+PHASE = "x-aigw-phase"
+PHASE_ROUTE, PHASE_UPSTREAM = "route", "upstream"
+
+# ---- Envoy's headers --------------------------------------------------------------------
+# Envoy's attempt counter, sent upstream when the virtual host sets include_request_attempt_count.
+ENVOY_ATTEMPT = "x-envoy-attempt-count"
+REQUEST_ID = "x-request-id"
+# On an upstream response, tells Envoy's router to mark the host failed at once instead of
+# waiting for its next active health check (the upstream filter sets it on a 429; it needs
+# `allow_envoy` in the filter's mutation_rules, and the renderer strips it before clients).
+IMMEDIATE_HC_FAIL = "x-envoy-immediate-health-check-fail"
+
+# ---- metadata -------------------------------------------------------------------------
+# The namespace of the gateway's metadata everywhere: a route's policy and an endpoint's
+# backend settings (filter_metadata), and the dynamic metadata the route-level filter
+# emits for access logs (`%DYNAMIC_METADATA(aigw:total_tokens)%`).
+NAMESPACE = "aigw"
+
+# Envoy's response code details on the processor's own immediate replies start with this,
+# so the renderer's access-log and local-reply rules can tell them from Envoy's.
+REPLY_DETAILS = "aigw"
+
+# ---- attributes the filters ask Envoy for ---------------------------------------------------
+ROUTE_NAME = "xds.route_name"
+CLUSTER_NAME = "xds.cluster_name"
+UPSTREAM_HOST_METADATA = "xds.upstream_host_metadata"
+UPSTREAM_ADDRESS = "upstream.address"
+
+# ---- type URLs and extension names ------------------------------------------------------
+_TYPE = "type.googleapis.com/"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HTTP_OPTIONS_TYPE = _TYPE + HTTP_OPTIONS
+EXT_PROC = "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+EXT_PROC_TYPE = _TYPE + EXT_PROC
+EXT_PROC_PER_ROUTE = "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+EXT_PROC_PER_ROUTE_TYPE = _TYPE + EXT_PROC_PER_ROUTE
+LOCAL_RATELIMIT_TYPE = _TYPE + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+CEL_FILTER_TYPE = _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+UPSTREAM_CODEC_TYPE = _TYPE + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+PREVIOUS_HOSTS_TYPE = _TYPE + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+PREVIOUS_PRIORITIES_TYPE = (
+    _TYPE + "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
+)
+HCM_TYPE = _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
