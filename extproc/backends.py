@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .config.secrets import Secret
 from .providers.base import BackendSettings, Credential, Provider
+from .secrets import Secret
 
 # Every header a client might use to carry a provider credential. All are removed from
 # every upstream request; the one the backend needs is then set by the gateway.

@@ -25,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.worker_index is None and args.socket is None:
         # Several sockets in the bootstrap: supervise one worker per socket. Decided from
         # the YAML alone, so the supervisor never pays for building guards it won't run.
-        from .config.bootstrap import ConfigError, processor_sockets, read_bootstrap
+        from .runtime.bootstrap import ConfigError, processor_sockets, read_bootstrap
 
         try:
             doc = read_bootstrap(args.bootstrap)
@@ -53,7 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("--socket names one socket: use it with a single worker", file=sys.stderr)
         return 2
     # Imported here so `aigw mock` does not pay for loading every provider and Envoy proto.
-    from .config.bootstrap import ConfigError, load_bootstrap
+    from .runtime.bootstrap import ConfigError, load_bootstrap
     from .server import serve
     from .workers import STATE_ENV
 
@@ -128,7 +128,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .config.bootstrap import ConfigError, load_bootstrap
+    from .runtime.bootstrap import ConfigError, load_bootstrap
 
     try:
         gw = load_bootstrap(args.bootstrap)

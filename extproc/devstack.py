@@ -296,7 +296,7 @@ Ctrl-C stops everything.
 
 def up(bootstrap: Path, run_dir: Path) -> int:
     """Start mocks for loopback backends, the processor and Envoy; stop all on Ctrl-C."""
-    from .config.bootstrap import ConfigError, load_bootstrap
+    from .runtime.bootstrap import ConfigError, load_bootstrap
 
     try:
         gw = load_bootstrap(bootstrap)

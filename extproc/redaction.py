@@ -36,7 +36,7 @@ from urllib.parse import quote
 
 import orjson
 
-from .config import secrets as secret_store
+from . import secrets as secret_store
 from .sse import SSEEvent
 
 MARK = "[REDACTED]"

@@ -19,13 +19,13 @@ from . import redaction
 from . import wire as H
 from .accounting import Accounting
 from .canonical import check_content_type, parse_request, wants_stream
-from .config.gateway import GatewayConfig, RouteConfig
 from .errors import GatewayError, bad_request
 from .logs import access_log
 from .paths import check_chat_path
 from .policies.field_defaults import apply_all
 from .response_limits import declared_too_large, json_body_mode, read_too_large
 from .response_stream import ResponseStream
+from .runtime.gateway import GatewayRuntime, RouteRuntime
 from .settings import ProcessorSettings
 from .upstream_filter import UpstreamStream
 
@@ -54,10 +54,10 @@ class RouteStream:
         "strip_usage",
     )
 
-    def __init__(self, gw: GatewayConfig, settings: ProcessorSettings) -> None:
+    def __init__(self, gw: GatewayRuntime, settings: ProcessorSettings) -> None:
         self.gw = gw
         self.settings = settings
-        self.route: RouteConfig = gw.default_route
+        self.route: RouteRuntime = gw.default_route
         self.request_id = ""
         self.attempts = 0
         self.limit = settings.max_request_bytes

@@ -13,7 +13,7 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from .config.gateway import GatewayConfig
+from .runtime.gateway import GatewayRuntime
 from .servicer import ExtProcServicer
 from .settings import ProcessorSettings
 
@@ -25,7 +25,7 @@ EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
 async def serve(
-    gw: GatewayConfig,
+    gw: GatewayRuntime,
     settings: ProcessorSettings,
     *,
     socket_path: str | None,

@@ -17,9 +17,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from . import messages as msg
 from . import wire
-from .config.gateway import GatewayConfig
 from .errors import GatewayError
 from .route_filter import RouteStream
+from .runtime.gateway import GatewayRuntime
 from .settings import ProcessorSettings
 from .upstream_filter import UpstreamStream
 
@@ -33,7 +33,7 @@ _ACK = {
 
 
 class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, gw: GatewayConfig, settings: ProcessorSettings) -> None:
+    def __init__(self, gw: GatewayRuntime, settings: ProcessorSettings) -> None:
         self.gw = gw
         self.settings = settings
 

@@ -21,11 +21,11 @@ from . import wire as H
 from .backend_health import retry_after_seconds
 from .backends import ACCOUNT_HEADERS, CLIENT_ONLY_HEADERS, CREDENTIAL_HEADERS, Backend, client_key
 from .canonical import parse_request, wants_stream
-from .config.gateway import GatewayConfig
 from .errors import GatewayError, bad_request
 from .logs import access_log
 from .providers.base import ProviderError, error_dict, openai_style_error
 from .response_limits import declared_too_large, json_body_mode, read_too_large
+from .runtime.gateway import GatewayRuntime
 from .settings import ProcessorSettings
 from .stream_transcoder import StreamTranscoder
 
@@ -54,7 +54,7 @@ class UpstreamStream:
         "translate_json",
     )
 
-    def __init__(self, gw: GatewayConfig, settings: ProcessorSettings, direct: Backend | None = None) -> None:
+    def __init__(self, gw: GatewayRuntime, settings: ProcessorSettings, direct: Backend | None = None) -> None:
         """`direct`: the backend of a one-endpoint cluster, when the route-level filter
         runs this attempt itself (route_filter.py) instead of an upstream filter."""
         self.gw = gw

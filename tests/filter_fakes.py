@@ -11,8 +11,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import json_format, struct_pb2, text_format
 
-from extproc.config.bootstrap import build_config
-from extproc.config.gateway import GatewayConfig
+from extproc.runtime.bootstrap import build_config
+from extproc.runtime.gateway import GatewayRuntime
 from tests.bootstraps import add_route, translate_at_route
 from tests.harness import load_bootstrap
 
@@ -32,7 +32,7 @@ CANONICAL = {
 }
 
 
-def gateway(direct: bool = False) -> GatewayConfig:
+def gateway(direct: bool = False) -> GatewayRuntime:
     """mock.yaml (route `chat` -> cluster `llm`: backend `mock-openai`) plus route and
     cluster `anthropic` (backend `ant`). `direct`: one-endpoint clusters lose their
     upstream filter and the route-level filter translates for them."""

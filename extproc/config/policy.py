@@ -9,12 +9,12 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from ..canonical import validate_request
+from ..config_model import ConfigModel
 from ..errors import GatewayError
 from ..guards.config import PromptGuardConfig
 from ..policies.content_routing import ContentRouting
 from ..policies.enrichment import PromptEnrichment
 from ..policies.field_defaults import FieldDefault, apply_all
-from .base import ConfigModel
 
 
 class RoutePolicy(ConfigModel):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from ..config.base import ConfigModel
+from ..config_model import ConfigModel
 from .moderation import ModerationConfig
 from .regex_guard import RegexGuardConfig
 from .webhook import WebhookConfig

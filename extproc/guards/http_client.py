@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..config.base import ConfigModel
-from ..config.secrets import SecretRef
+from ..config_model import ConfigModel
+from ..secrets import SecretRef
 
 USER_AGENT = "aigw-extproc"
 

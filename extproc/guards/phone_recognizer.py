@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
+import unicodedata
 from collections.abc import Iterable
 from functools import cache
 
@@ -37,6 +38,7 @@ _DIGIT_RUN = re.compile(r"\+?\(?\d[\d ().\-]*\d")
 _SHORT_TAIL = re.compile(r"(.*?[\d)])[ .\-]+\d{1,2}")
 _PHONE_SEPARATOR = re.compile(r"[-.()+]")
 _TOKEN = re.compile(r"\S+")
+_FIRST_DIGIT = re.compile(r"\d")
 
 # phonenumbers' matcher is linear but costly on digit-heavy text (its candidates reach
 # hundreds of characters, each parsed for every region), and it gives up after 65535 failed
@@ -258,7 +260,11 @@ class PhoneNumbers(PhoneRecognizer):
         ):
             return None
         regions = self.supported_regions
-        if span[0] in "+\uff0b":  # the country code is in the number: the region is unused
+        # With a leading `+` the country code is in the number and the region is unused,
+        # unless the digits start with 0: no country code does, and phonenumbers then
+        # reads them as the region's international prefix ("+00 49 ..." in Germany).
+        first = _FIRST_DIGIT.search(span)
+        if span[0] in "+\uff0b" and first is not None and unicodedata.digit(first.group(), -1) != 0:
             regions = regions[:1]
         for region in regions:
             if _Matcher(span, region, self.leniency)._parse_and_verify(span, 0) is not None:

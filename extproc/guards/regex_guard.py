@@ -33,7 +33,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config.base import ConfigModel
+from ..config_model import ConfigModel
 from . import normalize
 
 # A pattern that matches the empty string would "mask" between characters and report a

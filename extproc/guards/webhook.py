@@ -25,8 +25,8 @@ import aiohttp
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
-from ..config.base import ConfigModel
-from ..config.secrets import Secret
+from ..config_model import ConfigModel
+from ..secrets import Secret
 from .http_client import (
     HEADER_NAME,
     CallFailed,

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..canonical import message_text
-from ..config.base import ConfigModel
+from ..config_model import ConfigModel
 
 Source = Literal[
     "firstMessageLength",

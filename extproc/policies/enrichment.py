@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import field_validator
 
 from ..canonical import ROLES
-from ..config.base import ConfigModel
+from ..config_model import ConfigModel
 
 
 class EnrichmentMessage(ConfigModel):

@@ -8,13 +8,13 @@ list and dict in the result is new, so a retry can translate the same request ag
 from __future__ import annotations
 
 import copy
-import mimetypes
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
-from .base import UnsupportedRequest, max_tokens_of, parse_data_url, stop_list, text_of
+from ._gemini_media import INPUT_AUDIO_TYPES, media_part
+from ._gemini_thinking import GeminiThinking, thinking_config
+from .base import UnsupportedRequest, max_tokens_of, stop_list, text_of
 
 # OpenAI request fields with no Gemini counterpart. They are ignored on purpose, not by
 # accident: listed here so the README's translation table stays honest.
@@ -29,9 +29,6 @@ DROPPED_FIELDS: tuple[str, ...] = (
     "metadata",
     "service_tier",
     "prediction",
-    # Gemini's thinking controls differ by model generation (a token budget on 2.5, a
-    # level on 3); a guess would make non-thinking models fail, so it is not translated.
-    "reasoning_effort",
     "modalities",
     "audio",
     "web_search_options",
@@ -40,9 +37,17 @@ DROPPED_FIELDS: tuple[str, ...] = (
     "safety_identifier",
 )
 
+# Assistant-message fields with no Gemini counterpart. `reasoning_content` and
+# `thinking_blocks` are another provider's reasoning echoed back (Gemini takes neither; its
+# own thought signatures travel on tool calls, see _assistant_parts).
+DROPPED_MESSAGE_FIELDS: tuple[str, ...] = ("name", "reasoning_content", "thinking_blocks")
+
 # What is refused with a 400 rather than sent in a form that changes its meaning.
 REJECTED: tuple[str, ...] = (
     "content parts other than text, image_url, input_audio and inline file_data",
+    "media types Gemini cannot read (see _gemini_media.ACCEPTED_TYPES)",
+    "reasoning_effort on a model without known thinking controls, and 'none' where thinking "
+    "cannot be switched off (see _gemini_thinking)",
     "file ids (`file.file_id`)",
     "tools other than functions",
     "tool_choice 'allowed_tools'",
@@ -93,10 +98,13 @@ SCHEMA_KEYS = frozenset(
 )
 _MAX_SCHEMA_DEPTH = 32
 
-_AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
+_NO_THINKING_SETTINGS = GeminiThinking()
 
 
-def translate_request(req: dict[str, Any]) -> dict[str, Any]:
+def translate_request(
+    req: dict[str, Any], model: str = "", thinking: GeminiThinking = _NO_THINKING_SETTINGS
+) -> dict[str, Any]:
+    """`model` is the model the body is sent to: it decides the thinking controls."""
     system, contents = _contents(req["messages"])
     body: dict[str, Any] = {"contents": contents}
     if system:
@@ -108,6 +116,9 @@ def translate_request(req: dict[str, Any]) -> dict[str, Any]:
         if tool_config:
             body["toolConfig"] = tool_config
     config = _generation_config(req)
+    thinking_settings = thinking_config(req, model, thinking)
+    if thinking_settings:
+        config["thinkingConfig"] = thinking_settings
     if config:
         body["generationConfig"] = config
     return body
@@ -174,12 +185,14 @@ def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "image_url":
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
-            parts.append(_media_part(url, f"{where}.content[{j}]"))
+            parts.append(media_part(url, f"{where}.content[{j}]"))
         elif kind == "input_audio":
             audio = part.get("input_audio") or {}
-            mime = _AUDIO_TYPES.get(audio.get("format"))
+            mime = INPUT_AUDIO_TYPES.get(str(audio.get("format")))
             if mime is None or not isinstance(audio.get("data"), str):
-                raise UnsupportedRequest(f"'{where}.content[{j}]': audio must be wav or mp3 data")
+                raise UnsupportedRequest(
+                    f"'{where}.content[{j}]': audio must be wav or mp3 data", param=f"{where}.content[{j}]"
+                )
             parts.append({"inlineData": {"mimeType": mime, "data": audio["data"]}})
         elif kind == "file":
             data = (part.get("file") or {}).get("file_data")
@@ -188,7 +201,7 @@ def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
                     f"'{where}.content[{j}]': only inline files (file_data) "
                     "can be sent to Gemini, not file ids"
                 )
-            parts.append(_media_part(data, f"{where}.content[{j}]"))
+            parts.append(media_part(data, f"{where}.content[{j}]"))
         else:
             raise UnsupportedRequest(
                 f"'{where}.content[{j}]': content of type {kind!r} cannot be sent to Gemini"
@@ -196,23 +209,8 @@ def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _media_part(url: Any, where: str) -> dict[str, Any]:
-    if not isinstance(url, str):
-        raise UnsupportedRequest(f"'{where}': a url is required")
-    if url.startswith("data:"):
-        parsed = parse_data_url(url)
-        if parsed is None:
-            raise UnsupportedRequest(f"'{where}': only base64 data URLs are supported")
-        return {"inlineData": {"mimeType": parsed[0], "data": parsed[1]}}
-    scheme = url.split(":", 1)[0].lower()
-    if scheme not in ("http", "https", "gs"):
-        raise UnsupportedRequest(f"'{where}': unsupported URL scheme {scheme!r}")
-    # Google requires a MIME type next to a file URI; guess it from the extension.
-    mime = mimetypes.guess_type(urlsplit(url).path)[0] or "image/jpeg"
-    return {"fileData": {"mimeType": mime, "fileUri": url}}
-
-
 def _assistant_parts(msg: dict[str, Any], where: str, call_names: dict[str, str]) -> list[dict]:
+    # Only content and tool calls are read: DROPPED_MESSAGE_FIELDS never reach Gemini.
     parts = _text_parts(msg.get("content"))
     calls = list(msg.get("tool_calls") or ())
     if isinstance(msg.get("function_call"), dict):  # deprecated single-call form
@@ -377,6 +375,11 @@ def _generation_config(req: dict[str, Any]) -> dict[str, Any]:
     for ours, theirs in _CONFIG_FIELDS:
         if req.get(ours) is not None:
             config[theirs] = req[ours]
+    top_k = req.get("top_k")
+    if top_k is not None:
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise UnsupportedRequest("'top_k' must be a positive integer", param="top_k")
+        config["topK"] = top_k
     max_tokens = max_tokens_of(req)
     if max_tokens is not None:
         config["maxOutputTokens"] = max_tokens

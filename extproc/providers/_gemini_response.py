@@ -14,7 +14,10 @@ Shared by the Gemini API and Vertex AI providers. Decisions worth knowing:
   candidate, position, name and arguments, so the JSON and the streamed form of one
   response name their calls alike. Thought signatures ride along on the tool call as
   `extra_content.google.thought_signature`, as Google's own OpenAI endpoint does.
-- Thought-summary parts (`thought: true`) are not answer text and are left out.
+- Thought-summary parts (`thought: true`, sent when thinkingConfig.includeThoughts is
+  set) become `message.reasoning_content` (joined in order; one per candidate), and in
+  streams `delta.reasoning_content` chunks, in the order Google sent them. They are never
+  answer text.
 - A stream that ends before every candidate has a finishReason ends with an
   `upstream_stream_truncated` error instead of the usage chunk.
 """
@@ -82,21 +85,33 @@ def _completion_id(doc: dict[str, Any]) -> str:
     return "chatcmpl-" + rid if isinstance(rid, str) and rid else new_completion_id()
 
 
-def _parts(candidate: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """The answer text and the function-call parts of one candidate (or stream delta)."""
+def _runs(candidate: dict[str, Any]) -> list[tuple[str, Any]]:
+    """One candidate's parts (or stream delta's), in order, as `("reasoning_content", text)`
+    for thought summaries, `("content", text)` for answer text (adjacent parts of one kind
+    joined) and `("call", part)` for each function call."""
     content = candidate.get("content")
     parts = content.get("parts") if isinstance(content, dict) else None
-    texts: list[str] = []
-    calls: list[dict[str, Any]] = []
+    runs: list[tuple[str, Any]] = []
     for part in parts or ():
-        if not isinstance(part, dict) or part.get("thought") is True:
+        if not isinstance(part, dict):
             continue
-        if isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        elif isinstance(part.get("functionCall"), dict):
-            calls.append(part)
+        text = part.get("text")
+        if isinstance(text, str):
+            kind = "reasoning_content" if part.get("thought") is True else "content"
+            if not text:
+                continue
+            if runs and runs[-1][0] == kind:
+                runs[-1] = (kind, runs[-1][1] + text)
+            else:
+                runs.append((kind, text))
+        elif isinstance(part.get("functionCall"), dict) and part.get("thought") is not True:
+            runs.append(("call", part))
         # Other parts (executableCode, inlineData output, ...) have no canonical form.
-    return "".join(texts), calls
+    return runs
+
+
+def _joined(runs: list[tuple[str, Any]], kind: str) -> str:
+    return "".join(value for k, value in runs if k == kind)
 
 
 def _tool_call(part: dict[str, Any], salt: str, index: int, ordinal: int) -> dict[str, Any]:
@@ -131,9 +146,13 @@ def translate_response(body: Any, model: str) -> dict[str, Any]:
     choices = []
     for pos, cand in enumerate(body.get("candidates") or ()):
         index = cand.get("index", pos)
-        text, call_parts = _parts(cand)
-        calls = [_tool_call(p, salt, index, k) for k, p in enumerate(call_parts)]
-        message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+        runs = _runs(cand)
+        text, thoughts = _joined(runs, "content"), _joined(runs, "reasoning_content")
+        calls = [_tool_call(p, salt, index, k) for k, p in enumerate(v for kind, v in runs if kind == "call")]
+        message: dict[str, Any] = {"role": "assistant"}
+        if thoughts:
+            message["reasoning_content"] = thoughts
+        message["content"] = text if text or not calls else None
         if calls:
             message["tool_calls"] = calls
         choices.append(
@@ -217,11 +236,11 @@ class GeminiStream(StreamTranslator):
         if not state[0]:
             state[0] = True
             out.append(self._chunk(index, {"role": "assistant", "content": ""}))
-        text, call_parts = _parts(cand)
-        if text:
-            out.append(self._chunk(index, {"content": text}))
-        for part in call_parts:
-            call = _tool_call(part, self.salt, index, state[1])
+        for kind, value in _runs(cand):  # in the order Google sent them: thoughts come first
+            if kind != "call":
+                out.append(self._chunk(index, {kind: value}))
+                continue
+            call = _tool_call(value, self.salt, index, state[1])
             out.append(self._chunk(index, {"tool_calls": [{"index": state[1], **call}]}))
             state[1] += 1
         if cand.get("finishReason"):

@@ -2,8 +2,10 @@
 
 Request: system/developer messages move to the top-level `system`; tool calls and tool
 results become `tool_use` / `tool_result` blocks; consecutive same-role turns are merged
-so turns alternate. Response: content blocks fold back into one OpenAI message. Stream:
-Anthropic's typed events become `chat.completion.chunk`s. See docs/providers/anthropic.md.
+so turns alternate (_anthropic_request.py); `reasoning_effort` turns on extended thinking
+(_anthropic_reasoning.py). Response: content blocks fold back into one OpenAI message,
+thinking into `reasoning_content` / `thinking_blocks`. Stream: Anthropic's typed events
+become `chat.completion.chunk`s. See docs/providers/anthropic.md.
 """
 
 from __future__ import annotations
@@ -11,8 +13,22 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
+from pydantic import Field, field_validator, model_validator
 
 from ..sse import SSEEvent
+from ._anthropic_reasoning import (
+    INTERLEAVED_THINKING_BETA,
+    MIN_BUDGET,
+    ThinkingBudgets,
+    block_delta,
+    block_start_deltas,
+    check_thinking_conflicts,
+    resolve_thinking,
+    response_thinking,
+    sampling,
+    thinking_max_tokens,
+)
+from ._anthropic_request import request_messages, tool_choice, tools
 from .base import (
     BackendSettings,
     Provider,
@@ -26,9 +42,7 @@ from .base import (
     new_completion_id,
     now,
     openai_style_error,
-    parse_data_url,
     stop_list,
-    text_of,
 )
 
 
@@ -39,6 +53,30 @@ class AnthropicSettings(BackendSettings):
     # Anthropic requires `max_tokens`; used when the client sends neither
     # `max_tokens` nor `max_completion_tokens`.
     default_max_tokens: int = 4096
+    # Extended thinking: `budget_tokens` per reasoning_effort; the effort a request without
+    # one gets ("off": none); whether to send the interleaved-thinking beta header (a
+    # static header, so on every request of this backend); and a cap on `max_tokens`
+    # once the budget is added to it (the model's output limit).
+    thinking_budgets: ThinkingBudgets = Field(default_factory=ThinkingBudgets)
+    default_reasoning_effort: Literal["off", "minimal", "low", "medium", "high"] = "off"
+    interleaved_thinking: bool = False
+    max_output_tokens: int | None = Field(default=None, gt=MIN_BUDGET)
+
+    @field_validator("default_reasoning_effort", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false.
+        return "off" if value is False else value
+
+    @model_validator(mode="after")
+    def _cap_above_budgets(self) -> AnthropicSettings:
+        largest = self.thinking_budgets.largest()
+        if self.max_output_tokens is not None and self.max_output_tokens <= largest:
+            raise ValueError(
+                f"'maxOutputTokens' ({self.max_output_tokens}) must be above every thinking budget "
+                f"(the largest is {largest}): Anthropic wants max_tokens > budget_tokens"
+            )
+        return self
 
 
 # OpenAI request fields Anthropic has no equivalent for. They are dropped, not rejected:
@@ -58,7 +96,6 @@ DROPPED_FIELDS = (
     "modalities",
     "audio",
     "prediction",
-    "reasoning_effort",
     "web_search_options",
     "prompt_cache_key",
 )
@@ -113,128 +150,6 @@ def usage_of(u: dict[str, Any]) -> dict[str, Any]:
     cached = u.get("cache_read_input_tokens")
     prompt = (u.get("input_tokens") or 0) + (u.get("cache_creation_input_tokens") or 0) + (cached or 0)
     return make_usage(prompt, u.get("output_tokens") or 0, cached=cached)
-
-
-# ---- request ---------------------------------------------------------------------------
-
-
-def _image_block(url: str) -> dict[str, Any]:
-    data = parse_data_url(url)
-    if data is not None:
-        media_type, b64 = data
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": b64}}
-    if url.startswith(("https://", "http://")):
-        return {"type": "image", "source": {"type": "url", "url": url}}
-    raise UnsupportedRequest("image_url must be an http(s) URL or a base64 data: URL")
-
-
-def _blocks(content: Any) -> list[dict[str, Any]]:
-    """Canonical content -> Anthropic blocks. Empty text is skipped: Anthropic rejects
-    empty text blocks, and OpenAI clients do send `content: ""` next to tool calls."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    out = []
-    for part in content:
-        kind = part.get("type")
-        if kind in ("text", "refusal"):  # refusal: an earlier assistant refusal, replayed
-            text = part.get(kind)
-            if not text:
-                continue
-            block: dict[str, Any] = {"type": "text", "text": text}
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise UnsupportedRequest("image_url parts need a 'url'")
-            block = _image_block(url)
-        else:
-            raise UnsupportedRequest(f"content parts of type '{kind}' are not supported")
-        if "cache_control" in part:  # prompt-caching breakpoints, as several SDKs send them
-            block["cache_control"] = part["cache_control"]
-        out.append(block)
-    return out
-
-
-def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
-    fn = call["function"]
-    raw = fn.get("arguments") or "{}"
-    try:
-        args = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UnsupportedRequest(
-            f"tool call '{call.get('id')}' has arguments that are not valid JSON"
-        ) from None
-    if not isinstance(args, dict):
-        raise UnsupportedRequest(f"tool call '{call.get('id')}' arguments must be a JSON object")
-    return {"type": "tool_use", "id": call.get("id"), "name": fn["name"], "input": args}
-
-
-def _messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    system: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
-    for m in messages:
-        role = m["role"]
-        if role in ("system", "developer"):
-            system.extend(b for b in _blocks(m.get("content")) if b["type"] == "text")
-            continue
-        if role == "user":
-            blocks = _blocks(m.get("content"))
-        elif role == "assistant":
-            blocks = _blocks(m.get("content")) + [_tool_use(c) for c in m.get("tool_calls") or ()]
-        elif role == "tool":
-            role = "user"  # tool results travel in the user turn that follows the call
-            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m["tool_call_id"]}
-            text = text_of(m.get("content"))
-            if text:
-                block["content"] = text
-            blocks = [block]
-        else:
-            raise UnsupportedRequest(f"messages with role '{role}' are not supported: use tools")
-        if not blocks:
-            continue  # Anthropic rejects empty turns; an empty OpenAI turn says nothing
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)  # Anthropic wants alternating turns
-        else:
-            turns.append({"role": role, "content": blocks})
-    return system, turns
-
-
-def _tool_choice(req: dict[str, Any]) -> dict[str, Any] | None:
-    choice = req.get("tool_choice")
-    if choice is None or choice == "auto":
-        out = {"type": "auto"}
-    elif choice == "required":
-        out = {"type": "any"}
-    elif choice == "none":
-        return {"type": "none"}  # takes no disable_parallel_tool_use
-    elif isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
-        if not isinstance(name, str):
-            raise UnsupportedRequest("tool_choice.function.name is required")
-        out = {"type": "tool", "name": name}
-    else:
-        raise UnsupportedRequest(f"tool_choice {orjson.dumps(choice).decode()} is not supported")
-    if req.get("parallel_tool_calls") is False:
-        out["disable_parallel_tool_use"] = True
-    elif choice is None:
-        return None  # Anthropic's default is auto already
-    return out
-
-
-def _tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for tool in tools:
-        if tool.get("type", "function") != "function":
-            raise UnsupportedRequest(f"tools of type '{tool.get('type')}' are not supported")
-        fn = tool["function"]
-        t: dict[str, Any] = {"name": fn["name"]}
-        if fn.get("description"):
-            t["description"] = fn["description"]
-        t["input_schema"] = fn.get("parameters") or {"type": "object", "properties": {}}
-        out.append(t)
-    return out
 
 
 # ---- streaming -------------------------------------------------------------------------
@@ -311,6 +226,8 @@ class AnthropicStream(StreamTranslator):
                 )
             elif block.get("type") == "text" and block.get("text"):
                 out.append(self._chunk(delta={"content": block["text"]}))
+            else:  # thinking / redacted_thinking; other block types have no OpenAI field
+                out.extend(self._chunk(delta=d) for d in block_start_deltas(block))
         elif kind == "content_block_delta":
             self._start(out)
             delta = data.get("delta") or {}
@@ -319,19 +236,20 @@ class AnthropicStream(StreamTranslator):
             elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
                 # Server tools (web search, run by Anthropic) stream their input too; only
                 # client tool_use blocks are the caller's tool calls.
-                index = self.tools.get(data.get("index"))
-                if index is not None:
+                call = self.tools.get(data.get("index"))
+                if call is not None:
                     out.append(
                         self._chunk(
                             delta={
                                 "tool_calls": [
-                                    {"index": index, "function": {"arguments": delta["partial_json"]}}
+                                    {"index": call, "function": {"arguments": delta["partial_json"]}}
                                 ]
                             }
                         )
                     )
-            # thinking_delta / signature_delta / citations_delta: OpenAI's chat schema has
-            # no place for them, so they are dropped on purpose.
+            elif (thinking := block_delta(delta)) is not None:  # thinking_delta, signature_delta
+                out.append(self._chunk(delta=thinking))
+            # citations_delta: OpenAI's chat schema has no place for it, so it is dropped.
         elif kind == "message_delta":
             self._start(out)
             self._usage(data.get("usage"))
@@ -390,7 +308,13 @@ class Anthropic(Provider):
         return "/v1/messages"
 
     def extra_headers(self) -> dict[str, str]:
-        return {"anthropic-version": self.settings.anthropic_version}  # type: ignore[attr-defined]
+        settings: AnthropicSettings = self.settings  # type: ignore[assignment]
+        headers = {"anthropic-version": settings.anthropic_version}
+        if settings.interleaved_thinking:
+            # Static per backend (backends.py computes headers once), so it goes with every
+            # request; Anthropic ignores it when thinking is off.
+            headers["anthropic-beta"] = INTERLEAVED_THINKING_BETA
+        return headers
 
     def translate_request(self, req: dict[str, Any], model: str) -> dict[str, Any]:
         # Builds a new dict throughout; `req` is only read (retries reuse it).
@@ -399,23 +323,21 @@ class Anthropic(Provider):
         for legacy in ("functions", "function_call"):
             if req.get(legacy) is not None:
                 raise UnsupportedRequest(f"'{legacy}' is not supported: use 'tools'")
-        system, messages = _messages(req["messages"])
         settings: AnthropicSettings = self.settings  # type: ignore[assignment]
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "max_tokens": max_tokens_of(req) or settings.default_max_tokens,
-        }
+        thinking = resolve_thinking(req, settings.default_reasoning_effort, settings.thinking_budgets)
+        system, messages = request_messages(req["messages"])
+        answer_tokens = max_tokens_of(req) or settings.default_max_tokens
+        body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": answer_tokens}
+        if thinking is not None:
+            check_thinking_conflicts(req, thinking, messages)
+            body["thinking"] = {"type": "enabled", "budget_tokens": thinking.budget}
+            body["max_tokens"] = thinking_max_tokens(thinking, answer_tokens, settings.max_output_tokens)
         if system:
             # One plain string in the common case; blocks keep several parts apart (and
             # any cache_control on them).
             simple = len(system) == 1 and "cache_control" not in system[0]
             body["system"] = system[0]["text"] if simple else system
-        temperature = req.get("temperature")
-        if temperature is not None:
-            body["temperature"] = temperature if temperature <= MAX_TEMPERATURE else MAX_TEMPERATURE
-        if req.get("top_p") is not None:
-            body["top_p"] = req["top_p"]
+        body.update(sampling(req, thinking, MAX_TEMPERATURE))
         stops = stop_list(req)
         if stops:
             body["stop_sequences"] = stops
@@ -425,8 +347,8 @@ class Anthropic(Provider):
         if isinstance(user, str) and user:
             body["metadata"] = {"user_id": user}
         if req.get("tools"):
-            body["tools"] = _tools(req["tools"])
-            choice = _tool_choice(req)
+            body["tools"] = tools(req["tools"])
+            choice = tool_choice(req)
             if choice is not None:
                 body["tool_choice"] = choice
         return body
@@ -449,11 +371,12 @@ class Anthropic(Provider):
                         },
                     }
                 )
-            # thinking, redacted_thinking and server-tool blocks have no OpenAI field.
+            # thinking blocks: below; server-tool blocks have no OpenAI field.
         message: dict[str, Any] = {
             "role": "assistant",
             "refusal": None,
             "content": "".join(texts) if texts else None,
+            **response_thinking(body["content"]),
         }
         if calls:
             message["tool_calls"] = calls

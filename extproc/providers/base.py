@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import Field, field_validator, model_validator
 
-from ..config.base import ConfigModel
-from ..config.secrets import SecretRef
+from ..config_model import ConfigModel
 from ..errors import error_dict, error_type_for
+from ..secrets import SecretRef
 from ..sse import SSEEvent
 
 # Header names (RFC 9110 tokens, lower case), optionally a prefix ending in `*`.

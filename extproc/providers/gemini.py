@@ -7,12 +7,13 @@ AI, which speaks the same GenerateContent format on a different path with OAuth 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from pydantic import field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ._gemini_request import translate_request
 from ._gemini_response import GeminiStream, translate_error, translate_response
+from ._gemini_thinking import GeminiThinking
 from .base import BackendSettings, Provider, StreamTranslator, UnsupportedRequest
 
 # Model ids go into the URL path, and a client may choose the model: anything that could
@@ -37,11 +38,19 @@ class GeminiSettings(BackendSettings):
     provider: Literal["gemini"]
     # `v1beta` carries every current feature (system instructions, tools, JSON schema).
     api_version: str = "v1beta"
+    # `reasoning_effort` -> thinkingConfig: a default effort and per-family overrides
+    # (see _gemini_thinking and docs/providers/gemini.md "Reasoning").
+    thinking: GeminiThinking = Field(default_factory=GeminiThinking)
 
     @field_validator("api_version")
     @classmethod
     def _version(cls, v: str) -> str:
         return check_api_version(v)
+
+    @model_validator(mode="after")
+    def _thinking_fits_the_model(self) -> GeminiSettings:
+        self.thinking.check_model(self.model)
+        return self
 
 
 class Gemini(Provider):
@@ -58,7 +67,7 @@ class Gemini(Provider):
         return f"/{self.settings.api_version}/models/{name}:{action}"  # type: ignore[attr-defined]
 
     def translate_request(self, req: dict[str, Any], model: str) -> dict[str, Any]:
-        return translate_request(req)
+        return translate_request(req, model, cast(GeminiSettings, self.settings).thinking)
 
     def translate_response(self, body: dict[str, Any], model: str) -> dict[str, Any]:
         return translate_response(body, model)

@@ -9,8 +9,8 @@ import yaml
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2, text_format
 
-from extproc.config.bootstrap import ConfigError, build_config
-from extproc.config.secrets import Secret, SecretRef
+from extproc.runtime.bootstrap import ConfigError, build_config
+from extproc.secrets import Secret, SecretRef
 from tests.bootstraps import add_route, cluster, routes
 from tests.harness import ROOT, load_bootstrap
 
@@ -232,7 +232,7 @@ def test_inline_secret_never_appears_in_repr():
 
 
 def test_file_secret_follows_rotation(tmp_path, monkeypatch):
-    import extproc.config.secrets as secrets
+    import extproc.secrets as secrets
 
     monkeypatch.setattr(secrets, "_FILE_RECHECK_SECONDS", 0.0)
     f = tmp_path / "key"

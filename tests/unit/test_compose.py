@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from extproc.cli import build_parser
-from extproc.config.bootstrap import build_config, processor_socket
 from extproc.devstack import envoy_binary
+from extproc.runtime.bootstrap import build_config, processor_socket
 from tests.harness import ROOT
 
 

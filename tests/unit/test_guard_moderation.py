@@ -12,8 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import ValidationError
 
-from extproc.config.base import ConfigModel
-from extproc.config.secrets import SecretError
+from extproc.config_model import ConfigModel
 from extproc.guards import moderation
 from extproc.guards.http_client import SharedSession
 from extproc.guards.moderation import (
@@ -22,6 +21,7 @@ from extproc.guards.moderation import (
     OpenAIModerator,
     build_moderator,
 )
+from extproc.secrets import SecretError
 
 TOKEN = "sk-test-not-a-real-key"
 

@@ -13,7 +13,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import ValidationError
 
-from extproc.config.secrets import SecretError
 from extproc.guards.http_client import SharedSession
 from extproc.guards.webhook import (
     FAILURE_MESSAGE,
@@ -22,6 +21,7 @@ from extproc.guards.webhook import (
     WebhookConfig,
     WebhookGuard,
 )
+from extproc.secrets import SecretError
 
 MESSAGES = [
     {"role": "system", "content": "be brief"},

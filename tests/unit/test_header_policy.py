@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from extproc.backends import Backend, HeaderPolicy
-from extproc.config.bootstrap import ConfigError, build_config
 from extproc.providers import PROVIDERS, backend_settings_adapter
+from extproc.runtime.bootstrap import ConfigError, build_config
 from tests.bootstraps import add_route
 from tests.harness import load_bootstrap
 

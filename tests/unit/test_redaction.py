@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from extproc import redaction
-from extproc.config import secrets as secret_store
-from extproc.config.secrets import Secret, SecretRef
+from extproc import secrets as secret_store
 from extproc.redaction import FRAGMENT, MARK, Redactor
 from extproc.response_stream import ResponseStream
+from extproc.secrets import Secret, SecretRef
 from extproc.sse import SSEEvent
 
 _ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -294,7 +294,7 @@ def test_stream_cut_anywhere(held, cuts):
 
 
 def test_current_follows_rotation(tmp_path, monkeypatch):
-    monkeypatch.setattr("extproc.config.secrets._FILE_RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr("extproc.secrets._FILE_RECHECK_SECONDS", 0.0)
     path = tmp_path / "key"
     old, new = key("sk-", 40), key("sk-", 40)
     path.write_text(old + "\n")

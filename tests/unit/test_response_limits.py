@@ -1,7 +1,7 @@
 """How large a JSON answer the gateway reads whole (extproc/response_limits.py)."""
 
-from extproc.config.bootstrap import build_config
 from extproc.response_limits import ENVOY_DEFAULT_BUFFER, buffer_limit, declared_too_large, read_too_large
+from extproc.runtime.bootstrap import build_config
 from tests.harness import load_bootstrap
 
 

@@ -3,11 +3,11 @@
 import pytest
 from pydantic import ValidationError
 
-from extproc.config.bootstrap import ConfigError, build_config
 from extproc.config.policy import RoutePolicy
 from extproc.policies.content_routing import ContentRouting
 from extproc.policies.enrichment import PromptEnrichment
 from extproc.policies.field_defaults import FieldDefault, apply_all
+from extproc.runtime.bootstrap import ConfigError, build_config
 from tests.bootstraps import routes
 from tests.harness import load_bootstrap
 

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from extproc.config.bootstrap import ConfigError, build_config
+from extproc.runtime.bootstrap import ConfigError, build_config
 from tests.bootstraps import cluster, routes
 from tests.harness import ROOT, load_bootstrap
 

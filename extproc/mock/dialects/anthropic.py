@@ -5,10 +5,13 @@ against it check the real wire shapes: the request rules the API enforces (with 
 wording), the `message` JSON, the typed SSE events in their real order, and the
 `{"type": "error", "error": {...}}` error body.
 
+Extended thinking (signed thinking blocks, the rules the API enforces with it) is in
+_anthropic_thinking.py.
+
 Deliberately stricter than the live API in one place: the live API combines consecutive
 same-role turns, this mock rejects them (as the API did before), so a test proves the
-gateway sends alternating turns. Not checked: the `anthropic-version` header, since
-`parse()` does not see headers.
+gateway sends alternating turns. Not checked: the `anthropic-version` and
+`anthropic-beta` headers, since `parse()` does not see headers.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from ..engine import MockRequest, MockTool, Plan, split_text
+from ..engine import MockRequest, MockTool, Plan, count_tokens, split_text
+from . import _anthropic_thinking as thinking
 from .base import BadRequest, Dialect
 
 _IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
@@ -46,6 +50,9 @@ _ERROR_TYPES = {
     529: "overloaded_error",
 }
 _MSG_ID = "msg_01MockMessage000000000001"
+# A content block of an answer: (as the JSON response has it, as content_block_start
+# carries it, the stream's deltas for it).
+Block = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
 
 
 def _texts(blocks: list[dict[str, Any]], kind: str = "text") -> str:
@@ -140,6 +147,7 @@ class AnthropicDialect(Dialect):
         temperature = body.get("temperature")
         if temperature is not None and not 0 <= temperature <= 1:
             raise BadRequest("temperature: Input should be less than or equal to 1")
+        thinking_on = thinking.check_request(body, max_tokens)
         messages = body.get("messages")
         if not isinstance(messages, list):
             raise BadRequest("messages: Field required")
@@ -180,6 +188,7 @@ class AnthropicDialect(Dialect):
                 contents[i + 1] if i + 1 < len(contents) else None,
                 role,
             )
+            thinking.check_blocks(i, blocks, role)
             for b in blocks:
                 if b["type"] == "tool_result":
                     result = b.get("content")
@@ -188,6 +197,8 @@ class AnthropicDialect(Dialect):
             text = _texts(blocks)
             if text:
                 turns.append((role, text))
+        if thinking_on:
+            thinking.check_history(messages, contents)
 
         tools = []
         for i, t in enumerate(body.get("tools") or []):
@@ -209,13 +220,16 @@ class AnthropicDialect(Dialect):
             if kind == "tool" and not choice.get("name"):
                 raise BadRequest("tool_choice.tool.name: Field required")
             tool_choice = {"auto": None, "any": "required", "none": "none"}.get(kind, choice.get("name"))
-        return MockRequest(
+        user_texts = [t for r, t in turns if r == "user"]
+        return thinking.ThinkingMockRequest(
             model=model,
             stream=body.get("stream") is True,
             turns=turns,
             tools=tools,
             tool_choice=tool_choice,
             max_tokens=max_tokens,
+            thinking=thinking.thinking_text(turns) if thinking_on else None,
+            redacted=bool(user_texts) and thinking.REDACT_TRIGGER in user_texts[-1],
         )
 
     # ---- rendering ----
@@ -231,116 +245,76 @@ class AnthropicDialect(Dialect):
             "output_tokens": output_tokens,
         }
 
-    def render_json(self, plan: Plan, req: MockRequest) -> dict[str, Any]:
-        content: list[dict[str, Any]] = []
+    @staticmethod
+    def _output_tokens(plan: Plan, req: MockRequest) -> int:
+        # Thinking is billed as output, like the answer.
+        return plan.completion_tokens + count_tokens(getattr(req, "thinking", None) or "")
+
+    def _blocks(self, plan: Plan, req: MockRequest) -> list[Block]:
+        """Each content block of the answer, in order."""
+        out = []
+        if isinstance(req, thinking.ThinkingMockRequest) and req.thinking is not None:
+            out.append(thinking.block(req.thinking, req.redacted, split_text(req.thinking)))
         if plan.text:
-            content.append({"type": "text", "text": plan.text})
+            deltas = [{"type": "text_delta", "text": p} for p in split_text(plan.text)]
+            out.append(({"type": "text", "text": plan.text}, {"type": "text", "text": ""}, deltas))
         for call in plan.tool_calls:
-            content.append(
-                {
-                    "type": "tool_use",
-                    "id": self._tool_id(call.id),
-                    "name": call.name,
-                    "input": orjson.loads(call.arguments),
-                }
-            )
+            # The API's first input_json_delta is often empty; the rest are arbitrary cuts.
+            pieces = [""] + [call.arguments[i : i + 7] for i in range(0, len(call.arguments), 7)]
+            start = {"type": "tool_use", "id": self._tool_id(call.id), "name": call.name, "input": {}}
+            whole = {**start, "input": orjson.loads(call.arguments)}
+            out.append((whole, start, [{"type": "input_json_delta", "partial_json": p} for p in pieces]))
+        return out
+
+    def render_json(self, plan: Plan, req: MockRequest) -> dict[str, Any]:
         return {
             "id": _MSG_ID,
             "type": "message",
             "role": "assistant",
             "model": req.model,
-            "content": content,
+            "content": [whole for whole, _, _ in self._blocks(plan, req)],
             "stop_reason": _STOP_REASONS[plan.finish_reason],
             "stop_sequence": None,
-            "usage": self._usage(plan, plan.completion_tokens),
+            "usage": self._usage(plan, self._output_tokens(plan, req)),
         }
 
     def render_stream(self, plan: Plan, req: MockRequest) -> list[bytes]:
         ev = self.sse
-        events = [
-            ev(
-                {
-                    "type": "message_start",
-                    "message": {
-                        "id": _MSG_ID,
-                        "type": "message",
-                        "role": "assistant",
-                        "model": req.model,
-                        "content": [],
-                        "stop_reason": None,
-                        "stop_sequence": None,
-                        "usage": self._usage(plan, 1),
-                    },
-                },
-                "message_start",
-            )
-        ]
-        index = 0
-        if plan.text:
+        start: dict[str, Any] = {
+            "id": _MSG_ID,
+            "type": "message",
+            "role": "assistant",
+            "model": req.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": self._usage(plan, 1),
+        }
+        events = [ev({"type": "message_start", "message": start}, "message_start")]
+        blocks = self._blocks(plan, req)
+        if not blocks:
+            events.append(ev({"type": "ping"}, "ping"))
+        for index, (_, block, deltas) in enumerate(blocks):
             events.append(
                 ev(
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {"type": "text", "text": ""},
-                    },
+                    {"type": "content_block_start", "index": index, "content_block": block},
                     "content_block_start",
                 )
             )
-            events.append(ev({"type": "ping"}, "ping"))
-            for piece in split_text(plan.text):
+            if index == 0:
+                events.append(ev({"type": "ping"}, "ping"))  # the API pings after the first start
+            for delta in deltas:
                 events.append(
-                    ev(
-                        {
-                            "type": "content_block_delta",
-                            "index": 0,
-                            "delta": {"type": "text_delta", "text": piece},
-                        },
-                        "content_block_delta",
-                    )
-                )
-            events.append(ev({"type": "content_block_stop", "index": 0}, "content_block_stop"))
-            index = 1
-        else:
-            events.append(ev({"type": "ping"}, "ping"))
-        for call in plan.tool_calls:
-            events.append(
-                ev(
-                    {
-                        "type": "content_block_start",
-                        "index": index,
-                        "content_block": {
-                            "type": "tool_use",
-                            "id": self._tool_id(call.id),
-                            "name": call.name,
-                            "input": {},
-                        },
-                    },
-                    "content_block_start",
-                )
-            )
-            # The API's first input_json_delta is often empty; the rest are arbitrary cuts.
-            pieces = [""] + [call.arguments[i : i + 7] for i in range(0, len(call.arguments), 7)]
-            for piece in pieces:
-                events.append(
-                    ev(
-                        {
-                            "type": "content_block_delta",
-                            "index": index,
-                            "delta": {"type": "input_json_delta", "partial_json": piece},
-                        },
-                        "content_block_delta",
-                    )
+                    ev({"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta")
                 )
             events.append(ev({"type": "content_block_stop", "index": index}, "content_block_stop"))
-            index += 1
         # Usage in message_delta is cumulative (newer API versions repeat the input counts).
         events.append(
             ev(
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": _STOP_REASONS[plan.finish_reason], "stop_sequence": None},
-                    "usage": self._usage(plan, plan.completion_tokens),
+                    "usage": self._usage(plan, self._output_tokens(plan, req)),
                 },
                 "message_delta",
             )

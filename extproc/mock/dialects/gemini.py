@@ -7,10 +7,18 @@ other than `user` / `model`, empty `contents` or `parts`, and function declarati
 OBJECT parameters have no properties. Streaming answers only with `alt=sse`: without it
 the real API returns one JSON array at the end, which this mock does not imitate (400).
 SSE events end with CRLF, as Google's servers send them.
+
+Thinking: `generationConfig.thinkingConfig` is checked against each model family's limits
+as Google documents them (a budget out of range, `thinkingBudget: 0` on a model that cannot
+stop thinking, `thinkingLevel` on a 2.5 model or a level the model lacks, budget and level
+together: 400). When it asks for thoughts (`includeThoughts` and thinking not off), the
+answer starts with a deterministic thought part, reports `thoughtsTokenCount`, and signs
+its first function call (`thoughtSignature`).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Mapping
@@ -19,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from ..engine import MockRequest, MockTool, Plan, split_text
+from ..engine import MockRequest, MockTool, Plan, count_tokens, split_text
 from .base import BadRequest, Dialect
 
 # Field names from the GenerateContentRequest reference (Vertex adds `labels`).
@@ -85,6 +93,21 @@ GENERATION_FIELDS = {
     "routingConfig",
     "audioTimestamp",
 }
+THINKING_FIELDS = {"thinkingBudget", "includeThoughts", "thinkingLevel"}
+# Google's documented thinking limits, written out independently of the gateway's own
+# table (the mock checks the translator, so it must not share its data). Budgets: model
+# prefix -> (min, max, can switch thinking off); -1 (dynamic) is accepted everywhere.
+THINKING_BUDGETS = (
+    ("gemini-2.5-pro", (128, 32768, False)),
+    ("gemini-2.5-flash-lite", (512, 24576, True)),
+    ("gemini-2.5-flash", (1, 24576, True)),
+)
+# Levels: model pattern -> the levels it takes (Gemini 3 Pro has neither minimal nor medium).
+THINKING_LEVELS = (
+    (re.compile(r"gemini-3-pro(?:-|$)"), {"low", "high"}),
+    (re.compile(r"gemini-3\.\d+-pro(?:-|$)"), {"low", "medium", "high"}),
+    (re.compile(r"gemini-3(?:\.\d+)?-flash(?:-|$)"), {"minimal", "low", "medium", "high"}),
+)
 # The `Schema` object: a subset of OpenAPI 3.0.
 SCHEMA_FIELDS = {
     "type",
@@ -157,6 +180,54 @@ def check_schema(schema: Any, where: str) -> dict[str, Any]:
 @dataclass
 class GeminiMockRequest(MockRequest):
     candidate_count: int = 1
+    # The thought summary to answer with first (thinkingConfig asked for thoughts), or None.
+    thoughts: str | None = None
+
+
+def thoughts_for(model: str, config: Any) -> str | None:
+    """Check a thinkingConfig like Google does; the thought text it asks for, if any."""
+    if config is None:
+        return None
+    config = check_fields(config, THINKING_FIELDS, "generation_config.thinking_config")
+    budget, level = config.get("thinkingBudget"), config.get("thinkingLevel")
+    name = model.lower()
+    if budget is not None and level is not None:
+        raise BadRequest("You can only set only one of thinking budget and thinking level.")
+    if level is not None:
+        levels = next((ls for pattern, ls in THINKING_LEVELS if pattern.match(name)), None)
+        if levels is None:
+            raise BadRequest("Thinking level is not supported for this model.")
+        if not isinstance(level, str) or level.lower() not in levels:
+            raise BadRequest(f"Thinking level {level} is not supported for this model.")
+    if budget is not None:
+        _check_budget(name, budget)
+    if budget == 0 or not config.get("includeThoughts"):
+        return None
+    # Flash-Lite and pre-2.5 models do not think unless told to (a budget or a level).
+    thinks_by_default = name.startswith(("gemini-2.5-pro", "gemini-2.5-flash", "gemini-3")) and not (
+        name.startswith("gemini-2.5-flash-lite")
+    )
+    if budget is None and level is None and not thinks_by_default:
+        return None
+    how = f"level {level.lower()}" if level else f"budget {budget}" if budget not in (None, -1) else "dynamic"
+    return f"Mock thoughts ({how}): work out the answer, then give it."
+
+
+def _check_budget(name: str, budget: Any) -> None:
+    if not isinstance(budget, int) or isinstance(budget, bool):
+        raise BadRequest("Invalid value at 'generation_config.thinking_config.thinking_budget' (TYPE_INT32)")
+    limits = next((lim for prefix, lim in THINKING_BUDGETS if name.startswith(prefix)), None)
+    if limits is None and re.match(r"gemini-3(?:\.\d+)?-pro(?:-|$)", name):
+        limits = (128, 32768, False)  # Gemini 3 takes a budget too, for compatibility
+    if limits is None or budget == -1:
+        return
+    low, high, can_disable = limits
+    if budget == 0 and not can_disable:
+        raise BadRequest("Budget 0 is invalid. This model only works in thinking mode.")
+    if budget != 0 and not low <= budget <= high:
+        raise BadRequest(
+            f"The thinking budget {budget} is invalid. Please choose a value between {low} and {high}."
+        )
 
 
 class GeminiDialect(Dialect):
@@ -219,6 +290,7 @@ class GeminiDialect(Dialect):
             max_tokens=config.get("maxOutputTokens"),
             include_usage=True,
             candidate_count=int(config.get("candidateCount") or 1),
+            thoughts=thoughts_for(params["model"], config.get("thinkingConfig")),
         )
 
     @staticmethod
@@ -281,11 +353,13 @@ class GeminiDialect(Dialect):
             cand["index"] = index
         return cand
 
-    def _usage(self, prompt: int, completion: int | None) -> dict[str, Any]:
+    def _usage(self, prompt: int, completion: int | None, thoughts: int = 0) -> dict[str, Any]:
         usage: dict[str, Any] = {"promptTokenCount": prompt}
         if completion is not None:
             usage["candidatesTokenCount"] = completion
-        usage["totalTokenCount"] = prompt + (completion or 0)
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        usage["totalTokenCount"] = prompt + (completion or 0) + thoughts
         usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
         return usage
 
@@ -304,37 +378,58 @@ class GeminiDialect(Dialect):
         return "MAX_TOKENS" if plan.finish_reason == "length" else "STOP"  # calls end in STOP
 
     @staticmethod
-    def _call_parts(plan: Plan) -> list[dict[str, Any]]:
-        return [
+    def _call_parts(plan: Plan, req: MockRequest) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = [
             {"functionCall": {"name": c.name, "args": orjson.loads(c.arguments)}} for c in plan.tool_calls
         ]
+        if parts and getattr(req, "thoughts", None):
+            # A thinking model signs its first call; the client must send the signature back.
+            signature = base64.b64encode(f"mock-signature:{plan.tool_calls[0].name}".encode()).decode()
+            parts[0]["thoughtSignature"] = signature
+        return parts
 
     def render_json(self, plan: Plan, req: MockRequest) -> dict[str, Any]:
         n = getattr(req, "candidate_count", 1)
-        parts = ([{"text": plan.text}] if plan.text or not plan.tool_calls else []) + self._call_parts(plan)
+        thoughts = getattr(req, "thoughts", None)
+        parts = [{"text": thoughts, "thought": True}] if thoughts else []
+        parts += [{"text": plan.text}] if plan.text or not plan.tool_calls else []
+        parts += self._call_parts(plan, req)
         cands = [self._candidate(i, parts, self._finish(plan)) for i in range(n)]
-        return self._envelope(cands, self._usage(plan.prompt_tokens, plan.completion_tokens * n), req, plan)
+        thought_tokens = count_tokens(thoughts or "") * n
+        usage = self._usage(plan.prompt_tokens, plan.completion_tokens * n, thought_tokens)
+        return self._envelope(cands, usage, req, plan)
 
     def render_stream(self, plan: Plan, req: MockRequest) -> list[bytes]:
         n = getattr(req, "candidate_count", 1)
+        thoughts = getattr(req, "thoughts", None)
         pieces = split_text(plan.text) or ([""] if not plan.tool_calls else [])
-        # One event per word, then (for tool calls) one event carrying every whole call.
-        steps: list[list[dict[str, Any]]] = [[{"text": p}] for p in pieces]
+        # One event per word of thought, then per word of answer, then (for tool calls) one
+        # event carrying every whole call.
+        steps: list[list[dict[str, Any]]] = [
+            [{"text": p, "thought": True}] for p in split_text(thoughts or "")
+        ]
+        steps += [[{"text": p}] for p in pieces]
         if plan.tool_calls:
-            steps.append(self._call_parts(plan))
-        events, said = [], 0
+            steps.append(self._call_parts(plan, req))
+        events, said, thought = [], 0, 0
         for k, parts in enumerate(steps):
             last = k == len(steps) - 1
-            said += sum(len(p["text"].split()) for p in parts if "text" in p)
+            words = sum(len(p["text"].split()) for p in parts if "text" in p)
+            if parts[0].get("thought"):
+                thought += words
+            else:
+                said += words
             completion = plan.completion_tokens if last else said
             cands = [self._candidate(i, parts, self._finish(plan) if last else None) for i in range(n)]
-            usage = self._stream_usage(plan.prompt_tokens, completion * n, last)
+            usage = self._stream_usage(plan.prompt_tokens, completion * n, last, thought * n)
             events.append(self._event(self._envelope(cands, usage, req, plan)))
         return events
 
-    def _stream_usage(self, prompt: int, completion: int, last: bool) -> dict[str, Any] | None:
+    def _stream_usage(
+        self, prompt: int, completion: int, last: bool, thoughts: int = 0
+    ) -> dict[str, Any] | None:
         # The Gemini API repeats cumulative usage on every event.
-        return self._usage(prompt, completion)
+        return self._usage(prompt, completion, thoughts)
 
     @staticmethod
     def _event(doc: dict[str, Any]) -> bytes:

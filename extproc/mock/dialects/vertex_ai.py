@@ -4,7 +4,7 @@
 Same bodies as the Gemini API, with Vertex's differences in the answers: an OAuth bearer
 token instead of an API key, candidate index 0 left out (proto3 JSON omits zero values),
 `createTime` on every response, and when streaming, usage only on the final event, with
-`trafficType`.
+`trafficType`. Thinking is checked and answered as by the Gemini API mock.
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ class VertexAIDialect(GeminiDialect):
     def credential(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return self.bearer(headers)
 
-    def _usage(self, prompt: int, completion: int | None) -> dict[str, Any]:
-        usage = super()._usage(prompt, completion)
+    def _usage(self, prompt: int, completion: int | None, thoughts: int = 0) -> dict[str, Any]:
+        usage = super()._usage(prompt, completion, thoughts)
         usage["trafficType"] = "ON_DEMAND"
         return usage
 
-    def _stream_usage(self, prompt: int, completion: int, last: bool) -> dict[str, Any] | None:
-        return self._usage(prompt, completion) if last else None
+    def _stream_usage(
+        self, prompt: int, completion: int, last: bool, thoughts: int = 0
+    ) -> dict[str, Any] | None:
+        return self._usage(prompt, completion, thoughts) if last else None
 
     def _envelope(
         self, candidates: list[dict[str, Any]], usage: dict[str, Any] | None, req: MockRequest, plan: Plan

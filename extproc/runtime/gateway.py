@@ -1,4 +1,5 @@
-"""The validated gateway configuration and the lookups the hot path makes on it.
+"""The compiled gateway (routes, backends, host cache, health) and the lookups the hot
+path makes on it.
 
 Built once at start-up from the Envoy bootstrap. At request time the processor only does
 dictionary lookups here: by route name for route policy, and by the upstream host's
@@ -17,15 +18,16 @@ from google.protobuf import json_format, text_format
 
 from ..backend_health import BackendHealth
 from ..backends import Backend
+from ..config.policy import RoutePolicy
+from ..guards.pipeline import RouteGuards
 from ..response_limits import ENVOY_DEFAULT_BUFFER
 from ..wire import NAMESPACE
-from .policy import RoutePolicy
 
 AIGW = NAMESPACE
 
 
 @dataclass
-class RouteConfig:
+class RouteRuntime:
     name: str
     policy: RoutePolicy
     location: str
@@ -35,12 +37,12 @@ class RouteConfig:
     model_always_set: bool = False
     # Names of the backends the route can reach.
     backends: tuple[str, ...] = ()
-    # The route's compiled guards (guards.pipeline.RouteGuards), if it has any.
-    guards: Any = None
+    # The route's compiled guards, if it has any.
+    guards: RouteGuards | None = None
 
 
 @dataclass
-class ClusterConfig:
+class ClusterRuntime:
     name: str
     backends: list[Backend] = field(default_factory=list)
     # One endpoint and no upstream filter: the route-level filter translates for it.
@@ -56,11 +58,11 @@ def aigw_from_text_metadata(text: str) -> dict[str, Any] | None:
     return json_format.MessageToDict(md.filter_metadata[AIGW])
 
 
-class GatewayConfig:
+class GatewayRuntime:
     def __init__(
         self,
-        routes: dict[str, RouteConfig],
-        clusters: dict[str, ClusterConfig],
+        routes: dict[str, RouteRuntime],
+        clusters: dict[str, ClusterRuntime],
         by_name: dict[str, Backend],
         default_policy: RoutePolicy | None = None,
     ) -> None:
@@ -69,7 +71,7 @@ class GatewayConfig:
         self.default_policy = default_policy or RoutePolicy()
         self._by_name = by_name
         self._host_cache: dict[str, Backend | None] = {}
-        self.default_route = RouteConfig(name="", policy=self.default_policy, location="(default)")
+        self.default_route = RouteRuntime(name="", policy=self.default_policy, location="(default)")
         # Every processor socket the bootstrap lists (where Envoy expects the processor):
         # one worker process serves each.
         self.processor_sockets: list[str] = []
@@ -83,7 +85,7 @@ class GatewayConfig:
     def backends(self) -> list[Backend]:
         return [b for c in self.clusters.values() for b in c.backends]
 
-    def route(self, name: str) -> RouteConfig:
+    def route(self, name: str) -> RouteRuntime:
         return self.routes.get(name) or self.default_route
 
     def direct_backend(self, cluster: str) -> Backend | None:

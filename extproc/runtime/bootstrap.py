@@ -1,4 +1,4 @@
-"""Reads an Envoy bootstrap and builds the validated gateway configuration from it.
+"""Reads an Envoy bootstrap, validates the gateway settings in it and compiles the runtime.
 
 Envoy and the processor read the same file. Envoy uses all of it; the processor reads the
 gateway settings in it (route and endpoint metadata under `aigw`) and checks that the
@@ -25,12 +25,13 @@ from pydantic import ValidationError
 
 from .. import wire
 from ..backends import Backend
+from ..config import wiring
+from ..config.policy import RoutePolicy
+from ..guards.pipeline import RequestGuards, ResponseGuards, RouteGuards
 from ..providers import PROVIDERS, backend_settings_adapter
 from ..response_limits import buffer_limit
-from . import wiring
-from .gateway import AIGW, ClusterConfig, GatewayConfig, RouteConfig
-from .policy import RoutePolicy
-from .secrets import Secret, SecretError
+from ..secrets import Secret, SecretError
+from .gateway import AIGW, ClusterRuntime, GatewayRuntime, RouteRuntime
 
 EXT_PROC = wiring.EXT_PROC
 HTTP_OPTIONS = wire.HTTP_OPTIONS
@@ -57,7 +58,7 @@ class _Filter:
         return self.entry.get("typed_config") or {}
 
 
-def load_bootstrap(path: str | Path, *, resolve_secrets: bool = True) -> GatewayConfig:
+def load_bootstrap(path: str | Path, *, resolve_secrets: bool = True) -> GatewayRuntime:
     return build_config(read_bootstrap(path), source=str(path), resolve_secrets=resolve_secrets)
 
 
@@ -79,13 +80,13 @@ def read_bootstrap(path: str | Path) -> Any:
         ) from None
 
 
-def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) -> GatewayConfig:
+def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) -> GatewayRuntime:
     problems: list[str] = []
     if not isinstance(doc, dict):
         raise ConfigError(["the bootstrap must be a YAML mapping"], source)
     static = doc.get("static_resources") or {}
 
-    clusters: dict[str, ClusterConfig] = {}
+    clusters: dict[str, ClusterRuntime] = {}
     health_addresses: set[tuple[str, int]] = set()
     for ci, cluster in enumerate(static.get("clusters") or []):
         _read_cluster(ci, cluster, clusters, problems, resolve_secrets, health_addresses)
@@ -104,7 +105,7 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
             )
         by_name[backend.name] = backend
 
-    routes: dict[str, RouteConfig] = {}
+    routes: dict[str, RouteRuntime] = {}
     for li, listener in enumerate(static.get("listeners") or []):
         lname = listener.get("name") or f"listeners[{li}]"
         for loc, hcm in wiring.connection_managers(listener, lname, problems, bool(clusters)):
@@ -113,7 +114,7 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
 
     if problems:
         raise ConfigError(problems, source)
-    gw = GatewayConfig(routes, clusters, by_name)
+    gw = GatewayRuntime(routes, clusters, by_name)
     gw.processor_sockets = processor_sockets(doc)
     gw.health_address = next(iter(health_addresses), None)
     gw.max_response_bytes = buffer_limit(doc, set(clusters))
@@ -169,7 +170,7 @@ def _all_ext_proc_filters(doc: dict[str, Any]) -> Iterator[dict]:
 def _read_cluster(
     ci: int,
     cluster: dict,
-    clusters: dict[str, ClusterConfig],
+    clusters: dict[str, ClusterRuntime],
     problems: list[str],
     resolve_secrets: bool,
     health_addresses: set[tuple[str, int]],
@@ -208,7 +209,7 @@ def _read_cluster(
         )
         return
 
-    cfg = clusters.setdefault(name, ClusterConfig(name, direct=direct))
+    cfg = clusters.setdefault(name, ClusterRuntime(name, direct=direct))
     health_checked = bool(cluster.get("health_checks"))
     if health_checked:
         panic = ((cluster.get("common_lb_config") or {}).get("healthy_panic_threshold") or {}).get("value")
@@ -332,8 +333,8 @@ def _upstream_ext_proc(cluster: dict, name: str, problems: list[str]) -> _Filter
 def _read_hcm(
     loc: str,
     hcm: dict,
-    routes: dict[str, RouteConfig],
-    clusters: dict[str, ClusterConfig],
+    routes: dict[str, RouteRuntime],
+    clusters: dict[str, ClusterRuntime],
     problems: list[str],
 ) -> None:
     route_filter = None
@@ -393,7 +394,7 @@ def _read_hcm(
             # Clusters a route never sends to (weight 0) do not count for its cooldown check.
             live = [c.get("name") for c in weighted if c.get("weight", 1)] if weighted else cluster_names
             backends = [b for c in live for b in (clusters[c].backends if c in clusters else [])]
-            routes[rname] = RouteConfig(
+            routes[rname] = RouteRuntime(
                 name=rname,
                 policy=policy,
                 location=where,
@@ -431,7 +432,7 @@ def _read_hcm(
 
 
 def _check_direct_routes(
-    loc: str, routes: dict[str, RouteConfig], clusters: dict[str, ClusterConfig], problems: list[str]
+    loc: str, routes: dict[str, RouteRuntime], clusters: dict[str, ClusterRuntime], problems: list[str]
 ) -> None:
     """Content-based routing re-matches routes after the body was read, so the cluster the
     route-level filter translated for may not be the one Envoy then sends to. A route
@@ -466,8 +467,6 @@ def _route_guards(where: str, name: str, policy: RoutePolicy, problems: list[str
     cfg = policy.prompt_guard
     if cfg is None:
         return None
-    from ..guards.pipeline import RequestGuards, ResponseGuards, RouteGuards
-
     try:
         return RouteGuards(
             RequestGuards(cfg.request, name) if cfg.request else None,

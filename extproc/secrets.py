@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import model_validator
 
-from .base import ConfigModel
+from .config_model import ConfigModel
 
 log = logging.getLogger("aigw.config")
 
