@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from extproc.devstack import Envoy, MockProcess, Processor, free_port  # noqa: E402
 from extproc.render.envoy import render  # noqa: E402
-from extproc.render.model import GatewayConfig  # noqa: E402
+from extproc.render.model import GatewaySpec  # noqa: E402
 
 BODY = {
     "model": "gpt-4o-mini",
@@ -212,7 +212,7 @@ class Gateway:
         self.port, self.admin, health = free_port(), free_port(), free_port()
         sock = tmp / f"{name}.sock"
         doc = render(
-            GatewayConfig.model_validate(
+            GatewaySpec.model_validate(
                 gateway_config(mock_port, self.port, self.admin, health, sock, workers)
             )
         )

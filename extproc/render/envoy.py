@@ -9,6 +9,7 @@ answered by the processor and outlier detection described in the README.
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Any
 
 from .. import wire
@@ -29,7 +30,19 @@ from .envoy_parts import (
     socket_address,
     upstream_tls,
 )
-from .model import Backend, Endpoint, GatewayConfig, PriorityGroups, RateLimit, Route, RouteMatch
+from .model import (
+    BackendSpec,
+    Endpoint,
+    Failover,
+    GatewaySpec,
+    HeaderModifier,
+    PriorityGroups,
+    ProviderEntry,
+    RateLimit,
+    Route,
+    RouteFilter,
+    RouteMatch,
+)
 
 EXT_PROC_PER_ROUTE = wire.EXT_PROC_PER_ROUTE_TYPE
 HTTP_OPTIONS = wire.HTTP_OPTIONS
@@ -37,7 +50,7 @@ LOCAL_RATELIMIT = wire.LOCAL_RATELIMIT_TYPE
 HEALTH_PATH = "/aigw/backend-health"
 
 
-def _endpoint_of(entry: Any) -> Endpoint:
+def _endpoint_of(entry: ProviderEntry) -> Endpoint:
     if entry.endpoint is not None:
         return entry.endpoint
     provider = PROVIDERS[entry.provider](entry)
@@ -48,8 +61,8 @@ def _endpoint_of(entry: Any) -> Endpoint:
 
 
 def _metadata(
-    entry: Any, backend: Backend, endpoint: Endpoint, route_headers: set[str] = frozenset()
-) -> dict:
+    entry: ProviderEntry, backend: BackendSpec, endpoint: Endpoint, route_headers: Set[str] = frozenset()
+) -> dict[str, Any]:
     # What the user wrote (normalised), so the processor reads back the same settings.
     md = entry.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"endpoint"})
     if route_headers:
@@ -68,7 +81,14 @@ def _metadata(
     return md
 
 
-def route_added_headers(cfg: GatewayConfig) -> dict[str, set[str]]:
+def _header_modifier(f: RouteFilter) -> HeaderModifier:
+    """A Request/ResponseHeaderModifier filter's settings (its validator ensures they are set)."""
+    modifier = f.request_header_modifier if f.type == "RequestHeaderModifier" else f.response_header_modifier
+    assert modifier is not None
+    return modifier
+
+
+def route_added_headers(cfg: GatewaySpec) -> dict[str, set[str]]:
     """Backend name -> the request headers routes to it add (RequestHeaderModifier), less
     those no backend may receive from anyone but the gateway."""
     out: dict[str, set[str]] = {}
@@ -77,17 +97,35 @@ def route_added_headers(cfg: GatewayConfig) -> dict[str, set[str]]:
             h.name.lower()
             for f in route.filters
             if f.type == "RequestHeaderModifier"
-            for h in (*f.request_header_modifier.set, *f.request_header_modifier.add)
-        }  # type: ignore[union-attr]
+            for h in (*_header_modifier(f).set, *_header_modifier(f).add)
+        }
         names -= NEVER_FORWARDED.keys()
         for ref in route.backend_refs:
             out.setdefault(ref.name, set()).update(names)
     return out
 
 
+def _static_cluster(name: str, ep: Endpoint) -> dict[str, Any]:
+    """A plain HTTP service: no processor on the way."""
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC" if ep.is_ip else "STRICT_DNS",
+        "connect_timeout": "5s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(ep.host, ep.port)}}]}],
+        },
+    }
+    if not ep.is_ip:
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if ep.uses_tls:
+        cluster["transport_socket"] = upstream_tls(ep.sni or ep.host)
+    return cluster
+
+
 def render_cluster(
-    backend: Backend, cfg: GatewayConfig, direct_ok: bool = False, route_headers: set[str] = frozenset()
-) -> dict:
+    backend: BackendSpec, cfg: GatewaySpec, direct_ok: bool = False, route_headers: Set[str] = frozenset()
+) -> dict[str, Any]:
     """`direct_ok`: a backend of one host may leave out the upstream filter (the
     route-level filter then translates for it, one gRPC stream per request instead of
     two); not when content routing could re-route a request after its body was read, nor
@@ -95,32 +133,16 @@ def render_cluster(
     g = cfg.gateway
     buffer = 2 * g.max_request_bytes
     if backend.static is not None:
-        ep = backend.static
-        cluster = {
-            "name": backend.name,
-            "type": "STATIC" if ep.is_ip else "STRICT_DNS",
-            "connect_timeout": "5s",
-            "load_assignment": {
-                "cluster_name": backend.name,
-                "endpoints": [
-                    {"lb_endpoints": [{"endpoint": {"address": socket_address(ep.host, ep.port)}}]}
-                ],
-            },
-        }
-        if not ep.is_ip:
-            cluster["dns_lookup_family"] = "V4_PREFERRED"
-        if ep.uses_tls:
-            cluster["transport_socket"] = upstream_tls(ep.sni or ep.host)
-        return cluster
+        return _static_cluster(backend.name, backend.static)
 
     groups = isinstance(backend.ai, PriorityGroups)
-    localities: dict[int, list] = {}
+    localities: dict[int, list[dict[str, Any]]] = {}
     tls_names: set[str] = set()
     dns = False
     for priority, entry in backend.providers():
         ep = _endpoint_of(entry)
         dns |= not ep.is_ip
-        md = {AIGW: _metadata(entry, backend, ep, route_headers)}
+        md: dict[str, Any] = {AIGW: _metadata(entry, backend, ep, route_headers)}
         lb: dict[str, Any] = {
             "endpoint": {"address": socket_address(ep.host, ep.port)},
             "metadata": {"filter_metadata": md},
@@ -179,35 +201,40 @@ def render_cluster(
                 0, {"name": "health-checks", "match": {"aigw_hc": "plain"}, "transport_socket": RAW_BUFFER}
             )
         cluster["transport_socket_matches"] = matches
-    if groups:
-        fo = backend.ai.failover  # type: ignore[union-attr]
-        cluster["load_assignment"]["policy"] = {"overprovisioning_factor": 10000}
-        # update_merge_window 0: Envoy's default (1 s) holds back every health change after
-        # the first for up to a second, so the last rate-limited host of a group would keep
-        # taking first attempts that long.
-        cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}, "update_merge_window": "0s"}
-        cluster["outlier_detection"] = {
-            "consecutive_5xx": fo.outlier_detection.consecutive_5xx,
-            "interval": "1s",
-            "base_ejection_time": duration(fo.outlier_detection.base_ejection_time),
-            "max_ejection_time": duration(fo.outlier_detection.max_ejection_time),
-            "max_ejection_percent": 100,
-        }
-        check = {
-            "timeout": "1s",
-            "interval": duration(fo.health_check_interval),
-            "no_traffic_interval": duration(fo.health_check_interval),
-            "unhealthy_threshold": 1,
-            "healthy_threshold": 1,
-            "http_health_check": {"path": HEALTH_PATH},
-        }
-        if tls_names:
-            check["transport_socket_match_criteria"] = {"aigw_hc": "plain"}
-        cluster["health_checks"] = [check]
+    if isinstance(backend.ai, PriorityGroups):
+        _add_failover(cluster, backend.ai.failover, plain_health_checks=bool(tls_names))
     return cluster
 
 
-def is_direct(backend: Backend) -> bool:
+def _add_failover(cluster: dict[str, Any], fo: Failover, plain_health_checks: bool) -> None:
+    """Priority groups: health checks answered by the processor and outlier detection.
+    `plain_health_checks`: the cluster's endpoints use TLS, the checks must not."""
+    cluster["load_assignment"]["policy"] = {"overprovisioning_factor": 10000}
+    # update_merge_window 0: Envoy's default (1 s) holds back every health change after
+    # the first for up to a second, so the last rate-limited host of a group would keep
+    # taking first attempts that long.
+    cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}, "update_merge_window": "0s"}
+    cluster["outlier_detection"] = {
+        "consecutive_5xx": fo.outlier_detection.consecutive_5xx,
+        "interval": "1s",
+        "base_ejection_time": duration(fo.outlier_detection.base_ejection_time),
+        "max_ejection_time": duration(fo.outlier_detection.max_ejection_time),
+        "max_ejection_percent": 100,
+    }
+    check: dict[str, Any] = {
+        "timeout": "1s",
+        "interval": duration(fo.health_check_interval),
+        "no_traffic_interval": duration(fo.health_check_interval),
+        "unhealthy_threshold": 1,
+        "healthy_threshold": 1,
+        "http_health_check": {"path": HEALTH_PATH},
+    }
+    if plain_health_checks:
+        check["transport_socket_match_criteria"] = {"aigw_hc": "plain"}
+    cluster["health_checks"] = [check]
+
+
+def is_direct(backend: BackendSpec) -> bool:
     """One AI host, so every attempt goes to it: translated at the route level."""
     return (
         backend.static is None
@@ -216,7 +243,7 @@ def is_direct(backend: Backend) -> bool:
     )
 
 
-def _match(m: RouteMatch) -> dict:
+def _match(m: RouteMatch) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if m.path.type == "PathPrefix":
         out["prefix"] = m.path.value
@@ -247,7 +274,7 @@ def _match(m: RouteMatch) -> dict:
     return out
 
 
-def _retry_policy(backends: list[Backend]) -> dict | None:
+def _retry_policy(backends: list[BackendSpec]) -> dict[str, Any] | None:
     groups = [b.ai for b in backends if isinstance(b.ai, PriorityGroups)]
     if not groups:
         return None
@@ -278,13 +305,13 @@ def _retry_policy(backends: list[Backend]) -> dict | None:
     }
 
 
-def _headers_to_add(modifier) -> list[dict]:
+def _headers_to_add(modifier: HeaderModifier) -> list[dict[str, Any]]:
     return [
         {"header": {"key": h.name, "value": h.value}, "append_action": OVERWRITE} for h in modifier.set
     ] + [{"header": {"key": h.name, "value": h.value}, "append_action": APPEND} for h in modifier.add]
 
 
-def _rate_limit(route_name: str, rl: RateLimit) -> dict:
+def _rate_limit(route_name: str, rl: RateLimit) -> dict[str, Any]:
     fill = {"second": "1s", "minute": "60s", "hour": "3600s"}[rl.per]
     bucket = {"max_tokens": rl.requests, "tokens_per_fill": rl.requests, "fill_interval": fill}
     if rl.key.header:
@@ -314,7 +341,7 @@ def _rate_limit(route_name: str, rl: RateLimit) -> dict:
     }
 
 
-def render_routes(cfg: GatewayConfig, route: Route) -> list[dict]:
+def render_routes(cfg: GatewaySpec, route: Route) -> list[dict[str, Any]]:
     backends = {b.name: b for b in cfg.backends}
     targets = [backends[r.name] for r in route.backend_refs]
     is_ai = bool(targets) and targets[0].ai is not None
@@ -348,6 +375,7 @@ def render_routes(cfg: GatewayConfig, route: Route) -> list[dict]:
         for f in route.filters:
             if f.type == "URLRewrite":
                 rw = f.url_rewrite
+                assert rw is not None  # RouteFilter's validator requires it for this type
                 if rw.path is not None and rw.path.type == "ReplacePrefixMatch":
                     action["prefix_rewrite"] = rw.path.replace_prefix_match
                 elif rw.path is not None:
@@ -360,11 +388,11 @@ def render_routes(cfg: GatewayConfig, route: Route) -> list[dict]:
         base["route"] = action
     for f in route.filters:
         if f.type == "RequestHeaderModifier":
-            base.setdefault("request_headers_to_add", []).extend(_headers_to_add(f.request_header_modifier))
-            base.setdefault("request_headers_to_remove", []).extend(f.request_header_modifier.remove)
+            base.setdefault("request_headers_to_add", []).extend(_headers_to_add(_header_modifier(f)))
+            base.setdefault("request_headers_to_remove", []).extend(_header_modifier(f).remove)
         elif f.type == "ResponseHeaderModifier":
-            base.setdefault("response_headers_to_add", []).extend(_headers_to_add(f.response_header_modifier))
-            base.setdefault("response_headers_to_remove", []).extend(f.response_header_modifier.remove)
+            base.setdefault("response_headers_to_add", []).extend(_headers_to_add(_header_modifier(f)))
+            base.setdefault("response_headers_to_remove", []).extend(_header_modifier(f).remove)
     if is_ai:
         policy = (
             route.policies.model_dump(mode="json", by_alias=True, exclude_unset=True)
@@ -386,7 +414,7 @@ def render_routes(cfg: GatewayConfig, route: Route) -> list[dict]:
     return out
 
 
-def _merge_policies(cfg: GatewayConfig) -> list[Route]:
+def _merge_policies(cfg: GatewaySpec) -> list[Route]:
     """Apply top-level `policies` to the routes they target."""
     routes = {r.name: r for r in cfg.routes}
     for policy in cfg.policies:
@@ -410,7 +438,7 @@ def _merge_policies(cfg: GatewayConfig) -> list[Route]:
     return [routes[r.name] for r in cfg.routes]
 
 
-def render(cfg: GatewayConfig) -> dict:
+def render(cfg: GatewaySpec) -> dict[str, Any]:
     g = cfg.gateway
     routes = _merge_policies(cfg)
     vhost_routes = [er for r in routes for er in render_routes(cfg, r)]
@@ -445,7 +473,7 @@ def render(cfg: GatewayConfig) -> dict:
                 },
             }
         )
-    http_filters = []
+    http_filters: list[dict[str, Any]] = []
     if any(r.rate_limit for r in routes):
         http_filters.append(
             {
@@ -516,7 +544,7 @@ def render(cfg: GatewayConfig) -> dict:
     }
     if g.access_log:
         hcm = {"@type": hcm.pop("@type"), "access_log": access_log(), **hcm}
-    clusters = [
+    clusters: list[dict[str, Any]] = [
         {
             "name": "extproc",
             "type": "STATIC",

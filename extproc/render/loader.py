@@ -9,11 +9,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..config.bootstrap import ConfigError, build_config
 from ..providers import PROVIDERS
+from ..runtime.bootstrap import ConfigError, build_config
 from . import yaml_lines
 from .envoy import render
-from .model import GatewayConfig
+from .model import GatewaySpec
 
 
 class GatewayConfigError(Exception):
@@ -46,7 +46,7 @@ def _field(path: tuple) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
-def load(path: str | Path) -> tuple[GatewayConfig, dict]:
+def load(path: str | Path) -> tuple[GatewaySpec, dict[tuple, int]]:
     path = Path(path)
     try:
         text = path.read_text()
@@ -61,7 +61,7 @@ def load(path: str | Path) -> tuple[GatewayConfig, dict]:
     if not isinstance(data, dict):
         raise GatewayConfigError([f"{path}:1: the file must be a YAML mapping"])
     try:
-        cfg = GatewayConfig.model_validate(data)
+        cfg = GatewaySpec.model_validate(data)
     except ValidationError as exc:
         unknown_tag = "does not match any of the expected tags"
         problems = []
@@ -101,10 +101,19 @@ def _provider_of(data: Any, loc: tuple) -> Any:
     return node.get("provider") if isinstance(node, dict) else None
 
 
-def cross_references(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
+Problem = tuple[tuple, str]
+
+
+def cross_references(cfg: GatewaySpec) -> list[Problem]:
     """What one part of the config says about another, located where it is written."""
-    out: list[tuple[tuple, str]] = []
-    backends = {b.name: b for b in cfg.backends}
+    return (
+        _backend_problems(cfg) + _route_problems(cfg) + _policy_problems(cfg) + _content_routing_groups(cfg)
+    )
+
+
+def _backend_problems(cfg: GatewaySpec) -> list[Problem]:
+    """Names used twice, and providers that lack auth or a host."""
+    out: list[Problem] = []
     seen: dict[str, tuple] = {}
     for bi, b in enumerate(cfg.backends):
         if b.name in seen:
@@ -138,11 +147,18 @@ def cross_references(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
                 out.append(
                     (where, f"provider '{name}' ({entry.provider}) has no public host: set 'endpoint'")
                 )
-    route_names: dict[str, int] = {}
+    return out
+
+
+def _route_problems(cfg: GatewaySpec) -> list[Problem]:
+    """Names used twice, and backendRefs that name no backend or mix kinds."""
+    out: list[Problem] = []
+    backends = {b.name: b for b in cfg.backends}
+    route_names: set[str] = set()
     for ri, route in enumerate(cfg.routes):
         if route.name in route_names:
             out.append((("routes", ri, "name"), f"route name '{route.name}' is used twice"))
-        route_names[route.name] = ri
+        route_names.add(route.name)
         kinds = set()
         for fi, ref in enumerate(route.backend_refs):
             if ref.name not in backends:
@@ -160,14 +176,22 @@ def cross_references(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
                     "a route to a static backend has no AI traffic for 'policies' to apply to",
                 )
             )
+    return out
+
+
+def _policy_problems(cfg: GatewaySpec) -> list[Problem]:
+    """targetRefs that name no route, or a route that already has what the policy sets."""
+    out: list[Problem] = []
+    backends = {b.name: b for b in cfg.backends}
+    # A name used twice is reported above; the last route of that name is the one checked.
+    routes = {r.name: r for r in cfg.routes}
     for pi, policy in enumerate(cfg.policies):
         for ti, ref in enumerate(policy.target_refs):
             where = ("policies", pi, "targetRefs", ti, "name")
-            ri = route_names.get(ref.name)
-            if ri is None:
+            route = routes.get(ref.name)
+            if route is None:
                 out.append((where, f"targetRef '{ref.name}' names no route"))
                 continue
-            route = cfg.routes[ri]
             if policy.ai is not None and route.policies is not None:
                 out.append((where, f"route '{ref.name}' has its own policies; keep one"))
             if policy.rate_limit is not None and route.rate_limit is not None:
@@ -178,11 +202,10 @@ def cross_references(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
             )
             if policy.ai is not None and static:
                 out.append((where, f"route '{ref.name}' carries no AI traffic for policy '{policy.name}'"))
-    out += _content_routing_groups(cfg)
     return out
 
 
-def _content_routing_groups(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
+def _content_routing_groups(cfg: GatewaySpec) -> list[Problem]:
     """A route matching a header that contentRouting sets must compute it too: otherwise a
     client sending that header itself picks the route."""
     policies = {r.name: r.policies for r in cfg.routes}
@@ -196,7 +219,7 @@ def _content_routing_groups(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
         if p and p.content_routing
         for h in p.content_routing.headers
     }
-    out = []
+    out: list[Problem] = []
     for ri, route in enumerate(cfg.routes):
         own = policies.get(route.name)
         own_headers = {h.name for h in own.content_routing.headers} if own and own.content_routing else set()
@@ -215,10 +238,10 @@ def _content_routing_groups(cfg: GatewayConfig) -> list[tuple[tuple, str]]:
     return out
 
 
-def render_file(path: str | Path) -> dict:
+def render_file(path: str | Path) -> dict[str, Any]:
     """Validate the config and render it; the rendered bootstrap is then checked by the
     processor's own validation, so what `render` writes is what `serve` accepts."""
-    cfg, lines = load(path)
+    cfg, _ = load(path)
     try:
         doc = render(cfg)
     except ValueError as exc:
@@ -249,7 +272,7 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _Dumper.add_representer(str, _str)
 
 
-def dump(doc: dict, source: str) -> str:
+def dump(doc: dict[str, Any], source: str) -> str:
     return HEADER.format(source=source) + yaml.dump(
         doc, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True
     )

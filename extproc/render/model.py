@@ -15,13 +15,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
-from ..config.base import ConfigModel
 from ..config.policy import RoutePolicy
+from ..config_model import ConfigModel
 from ..providers import PROVIDERS
+from ..providers.base import BackendSettings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]")
@@ -74,7 +76,7 @@ class Endpoint(ConfigModel):
             return False
 
 
-def _entry_model(settings_cls):
+def _entry_model(settings_cls: type[BackendSettings]) -> type[BackendSettings]:
     """A provider's endpoint-metadata settings plus where it listens."""
     return type(
         f"{settings_cls.__name__}Entry",
@@ -88,11 +90,20 @@ def _entry_model(settings_cls):
 
 
 _ENTRIES = {name: _entry_model(cls.settings_model) for name, cls in PROVIDERS.items()}
-ProviderEntry = Annotated[
-    # A Union built at import time from the registry: no `X | Y` spelling exists for that.
-    Union[tuple(Annotated[m, Tag(n)] for n, m in _ENTRIES.items())],  # type: ignore[misc]  # noqa: UP007
-    Discriminator(lambda v: v.get("provider") if isinstance(v, dict) else getattr(v, "provider", None)),
-]
+
+if TYPE_CHECKING:
+    # The real type (below) is a Union built at import time from the provider registry,
+    # which mypy cannot evaluate. Statically an entry is what every member shares: the
+    # common backend settings plus `endpoint`; the renderer reads nothing else.
+    class ProviderEntry(BackendSettings):
+        endpoint: Endpoint | None = None
+
+else:
+    ProviderEntry = Annotated[
+        # No `X | Y` spelling exists for a Union of a computed number of members.
+        Union[tuple(Annotated[m, Tag(n)] for n, m in _ENTRIES.items())],  # noqa: UP007
+        Discriminator(lambda v: v.get("provider") if isinstance(v, dict) else getattr(v, "provider", None)),
+    ]
 
 
 class PriorityGroup(ConfigModel):
@@ -142,7 +153,7 @@ AIBackend = Annotated[
 ]
 
 
-class Backend(ConfigModel):
+class BackendSpec(ConfigModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
     @field_validator("name")
@@ -157,12 +168,12 @@ class Backend(ConfigModel):
     static: Endpoint | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> Backend:
+    def _one_kind(self) -> BackendSpec:
         if (self.ai is None) == (self.static is None):
             raise ValueError("set exactly one of 'ai' or 'static'")
         return self
 
-    def providers(self) -> list[tuple[int, Any]]:
+    def providers(self) -> list[tuple[int, ProviderEntry]]:
         """(priority, provider entry) for every provider, single backends at priority 0."""
         if isinstance(self.ai, PriorityGroups):
             return [(i, p) for i, g in enumerate(self.ai.priority_groups) for p in g.providers]
@@ -190,7 +201,8 @@ class RouteMatch(ConfigModel):
 
     @model_validator(mode="after")
     def _regexes_compile(self) -> RouteMatch:
-        for m in [self.path, *self.headers, *self.query_params]:
+        matches: list[PathMatch | ValueMatch] = [self.path, *self.headers, *self.query_params]
+        for m in matches:
             if m.type == "RegularExpression":
                 try:
                     re.compile(m.value)
@@ -255,9 +267,7 @@ class PathRewrite(ConfigModel):
     def _value(self) -> PathRewrite:
         want = "replace_prefix_match" if self.type == "ReplacePrefixMatch" else "replace_full_path"
         if getattr(self, want) is None:
-            raise ValueError(
-                f"type {self.type} needs '{want.split('_')[0]}{''.join(w.title() for w in want.split('_')[1:])}'"
-            )
+            raise ValueError(f"type {self.type} needs '{to_camel(want)}'")
         return self
 
 
@@ -401,8 +411,8 @@ class Policy(ConfigModel):
     rate_limit: RateLimit | None = None
 
 
-class GatewayConfig(ConfigModel):
+class GatewaySpec(ConfigModel):
     gateway: GatewaySettings = GatewaySettings()
-    backends: tuple[Backend, ...] = ()
+    backends: tuple[BackendSpec, ...] = ()
     routes: tuple[Route, ...] = Field(min_length=1)
     policies: tuple[Policy, ...] = ()

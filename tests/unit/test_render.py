@@ -7,9 +7,9 @@ import textwrap
 import pytest
 import yaml
 
-from extproc.config.bootstrap import build_config
 from extproc.devstack import envoy_binary
 from extproc.render.loader import GatewayConfigError, render_file
+from extproc.runtime.bootstrap import build_config
 from tests.harness import ROOT
 
 EXAMPLES = sorted((ROOT / "envoy" / "examples").glob("*.yaml"))
@@ -193,12 +193,15 @@ def test_routes_render_gateway_api_matches_and_filters(tmp_path):
         routes:
         - name: split
           matches:
-          - {path: {type: RegularExpression, value: "^/v[12]/chat/completions$"}, headers: [{name: x-env, value: "pr.*", type: RegularExpression}], queryParams: [{name: q, value: "1"}]}
+          - path: {type: RegularExpression, value: "^/v[12]/chat/completions$"}
+            headers: [{name: x-env, value: "pr.*", type: RegularExpression}]
+            queryParams: [{name: q, value: "1"}]
           - {path: {value: /alt}}
           backendRefs: [{name: a, weight: 80}, {name: b, weight: 20}]
           timeouts: {request: 90s, idle: 30s}
           filters:
-          - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-team, value: ml}], remove: [x-debug]}}
+          - type: RequestHeaderModifier
+            requestHeaderModifier: {set: [{name: x-team, value: ml}], remove: [x-debug]}
         - name: docs
           matches: [{path: {value: /docs}}]
           backendRefs: [{name: docs}]
@@ -291,7 +294,9 @@ def test_retries_cover_groups_of_unequal_size(tmp_path):
           ai:
             priorityGroups:
             - providers: [{name: a, provider: openai, auth: {passthrough: true}}]
-            - providers: [{name: b, provider: openai, auth: {passthrough: true}}, {name: c, provider: anthropic, auth: {passthrough: true}}]
+            - providers:
+              - {name: b, provider: openai, auth: {passthrough: true}}
+              - {name: c, provider: anthropic, auth: {passthrough: true}}
         routes: [{name: chat, backendRefs: [{name: g}]}]
         """,
         )
@@ -334,21 +339,26 @@ def test_durations_are_plain_seconds(tmp_path):
         (
             (
                 "backendRefs: [{name: y}]",
-                "backendRefs: [{name: y}]\n  filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: [host]}}]",
+                "backendRefs: [{name: y}]\n"
+                "  filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: [host]}}]",
             ),
             "cannot be modified",
         ),
         (
             (
                 "backendRefs: [{name: y}]",
-                "backendRefs: [{name: y}]\n  filters:\n  - {type: URLRewrite, urlRewrite: {hostname: a}}\n  - {type: URLRewrite, urlRewrite: {hostname: b}}",
+                "backendRefs: [{name: y}]\n"
+                "  filters:\n"
+                "  - {type: URLRewrite, urlRewrite: {hostname: a}}\n"
+                "  - {type: URLRewrite, urlRewrite: {hostname: b}}",
             ),
             "at most one filter of each type",
         ),
         (
             (
                 '{name: y, ai: {provider: openai, model: "n", auth: {secretRef: {inline: k}}}}',
-                '{name: y, ai: {provider: openai, model: "n", auth: {secretRef: {inline: k}}, endpoint: {host: 10.0.0.1, port: 443}}}',
+                '{name: y, ai: {provider: openai, model: "n", auth: {secretRef: {inline: k}}, '
+                "endpoint: {host: 10.0.0.1, port: 443}}}",
             ),
             "needs 'sni'",
         ),
@@ -401,7 +411,12 @@ def test_content_routing_header_routes_must_recompute_the_header(tmp_path):
         - name: classify
           matches: [{path: {value: /v1}}]
           backendRefs: [{name: a}]
-          policies: {contentRouting: {headers: [{name: x-content-type, source: firstMessageLength, buckets: [{upTo: 10, value: short}, {value: long}]}]}}
+          policies:
+            contentRouting:
+              headers:
+              - name: x-content-type
+                source: firstMessageLength
+                buckets: [{upTo: 10, value: short}, {value: long}]
         """,
     )
     assert ":6: routes[0].matches[0].headers[0].name:" in p and "could choose it" in p
@@ -423,9 +438,16 @@ def test_unquoted_dates_stay_text_and_null_defaults_render(tmp_path):
             tmp_path,
             """\
         backends:
-        - {name: az, ai: {provider: azure-openai, apiVersion: 2024-10-21, auth: {passthrough: true}, endpoint: {host: x.openai.azure.com, port: 443}}}
+        - name: az
+          ai:
+            provider: azure-openai
+            apiVersion: 2024-10-21
+            auth: {passthrough: true}
+            endpoint: {host: x.openai.azure.com, port: 443}
         routes:
-        - {name: r, backendRefs: [{name: az}], policies: {fieldDefaults: [{path: stop, value: null, override: true}]}}
+        - name: r
+          backendRefs: [{name: az}]
+          policies: {fieldDefaults: [{path: stop, value: null, override: true}]}
         """,
         )
     )
@@ -442,7 +464,12 @@ def test_custom_vertex_endpoint_gets_its_own_host(tmp_path):
             tmp_path,
             """\
         backends:
-        - {name: v, ai: {provider: vertex-ai, project: p, auth: {passthrough: true}, endpoint: {host: vertex.corp.example, port: 443}}}
+        - name: v
+          ai:
+            provider: vertex-ai
+            project: p
+            auth: {passthrough: true}
+            endpoint: {host: vertex.corp.example, port: 443}
         routes: [{name: r, backendRefs: [{name: v}]}]
         """,
         )
