@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .providers.base import BackendSettings, Credential, Provider
 from .secrets import Secret
 
@@ -83,7 +85,12 @@ class Backend:
     )
 
     def __init__(
-        self, name: str, cluster: str, settings: BackendSettings, provider: Provider, secret: Secret | None
+        self,
+        name: str,
+        cluster: str,
+        settings: BackendSettings,
+        provider: Provider[Any],
+        secret: Secret | None,
     ) -> None:
         self.name = name
         self.cluster = cluster

@@ -81,9 +81,10 @@ class ResponseStream:
         if self.terminated:
             self._usage_after_end(events)
             return b""
-        i = 0
+        done = 0  # events taken (the one a rejection happened in included)
         try:
-            for i, ev in enumerate(events):
+            for ev in events:
+                done += 1
                 await self._event(ev, out)
                 if self.terminated:
                     break
@@ -110,7 +111,7 @@ class ResponseStream:
                 out,
             )
         if self.terminated:
-            self._usage_after_end(events[i + 1 :])
+            self._usage_after_end(events[done:])
         return b"".join(out)
 
     def _usage_after_end(self, events: list[SSEEvent]) -> None:
@@ -387,11 +388,11 @@ class ResponseStream:
 
     def _new_guard(self) -> StreamTextGuard | None:
         g = self.guards
-        if g is None or g.scanner is None:
+        if g is None or g.scanner is None or g.holdback is None or g.config.regex is None:
             return None
         return StreamTextGuard(
             g.scanner, g.holdback, g.config.stream_window, reject=g.config.regex.action == "REJECT"
-        )  # type: ignore[union-attr]
+        )
 
     def _guarded_error(self, chunk: dict, ev: SSEEvent) -> bytes:
         """A provider's error message is text too: mask it (or drop it on a match)."""
@@ -433,7 +434,7 @@ class ResponseStream:
         entities = sorted({f.entity for f in rej.findings})
         for entity in entities:
             metrics.guard_action(self.route, "response", "regex", "rejected", entity)
-        custom = self.guards.custom if self.guards else None  # type: ignore[union-attr]
+        custom = self.guards.custom if self.guards else None
         err = GatewayError(
             custom.status_code if custom else 403,
             custom.message if custom else "rejected",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -72,7 +73,7 @@ class RouteStream:
         self.response: ResponseStream | None = None
         self.read_json = False
         # Kept only when a cut-short stream may need a prompt-token estimate.
-        self.canonical: dict | None = None
+        self.canonical: dict[str, Any] | None = None
         # The attempt, when the route sends to a one-endpoint cluster without an upstream
         # filter: this stream then translates for that backend too (one gRPC stream per
         # request instead of two), reusing the upstream filter's code for it.
@@ -199,7 +200,7 @@ class RouteStream:
             metadata,
         )
 
-    def _ask_for_stream_usage(self, canonical: dict) -> bool:
+    def _ask_for_stream_usage(self, canonical: dict[str, Any]) -> bool:
         """Streams are counted too: ask for the usage chunk, and remember to drop it again
         if the client did not ask for it."""
         options = canonical.get("stream_options")

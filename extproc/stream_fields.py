@@ -42,9 +42,9 @@ class ChoiceState:
         self.finished = False
 
 
-def text_paths(delta: dict, state: ChoiceState) -> list[tuple]:
+def text_paths(delta: dict[str, Any], state: ChoiceState) -> list[tuple[str, ...]]:
     """The delta's streamed text fields, and those of the choice still holding text."""
-    paths = [
+    paths: list[tuple[str, ...]] = [
         (k,)
         for k, v in delta.items()
         if k not in ("role", *ARG_FIELDS) and (isinstance(v, str) or (k in GUARDED_FIELDS and v is not None))

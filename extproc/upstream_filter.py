@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import orjson
 from envoy.config.core.v3 import base_pb2
@@ -54,7 +55,9 @@ class UpstreamStream:
         "translate_json",
     )
 
-    def __init__(self, gw: GatewayRuntime, settings: ProcessorSettings, direct: Backend | None = None) -> None:
+    def __init__(
+        self, gw: GatewayRuntime, settings: ProcessorSettings, direct: Backend | None = None
+    ) -> None:
         """`direct`: the backend of a one-endpoint cluster, when the route-level filter
         runs this attempt itself (route_filter.py) instead of an upstream filter."""
         self.gw = gw
@@ -86,8 +89,9 @@ class UpstreamStream:
             return self._reject(
                 bad_request("the request body is empty: expected a JSON object", code="invalid_json")
             )
+        assert self.backend is not None  # _identify found it, or answered
         # Only what this backend may receive travels on (backends.HeaderPolicy).
-        return msg.request_headers(remove=self.backend.header_policy.dropped(hdrs))  # type: ignore[union-attr]
+        return msg.request_headers(remove=self.backend.header_policy.dropped(hdrs))
 
     def _identify(self, req: pb.ProcessingRequest, hdrs: dict[str, str]) -> pb.ProcessingResponse | None:
         """Find the backend Envoy picked for this attempt (headers phase: it must be SEND,
@@ -126,7 +130,7 @@ class UpstreamStream:
             return self._reject(err)
         return self.translate(canonical)
 
-    def translate(self, canonical: dict) -> pb.ProcessingResponse:
+    def translate(self, canonical: dict[str, Any]) -> pb.ProcessingResponse:
         """The request for this attempt's backend: body, path and credential."""
         backend = self.backend
         assert backend is not None
@@ -251,16 +255,18 @@ class UpstreamStream:
             self.status = status
         return msg.response_body(set_headers=set_headers, body=out)
 
-    def _translate_whole(self, body: bytes) -> tuple[int, dict]:
-        provider = self.backend.provider  # type: ignore[union-attr]
+    def _translate_whole(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        backend = self.backend
+        assert backend is not None  # a response is only read after the request found its backend
+        provider = backend.provider
         if self.status >= 400:
             try:
                 return provider.translate_error(self.status, body)
             except Exception:  # an odd error body must not hide the provider's status
                 log.warning(
                     "untranslatable provider error",
-                    extra={"fields": {"request_id": self.request_id, "backend": self.backend.name}},
-                )  # type: ignore[union-attr]
+                    extra={"fields": {"request_id": self.request_id, "backend": backend.name}},
+                )
                 return self.status, openai_style_error(self.status, body, provider.name)
         try:
             return self.status, provider.translate_response(orjson.loads(body), self.model)
@@ -277,7 +283,7 @@ class UpstreamStream:
                 extra={
                     "fields": {
                         "request_id": self.request_id,
-                        "backend": self.backend.name,  # type: ignore[union-attr]
+                        "backend": backend.name,
                         "error": redaction.current().redact(str(exc)),
                     }
                 },
@@ -353,7 +359,7 @@ class UpstreamStream:
         )
 
 
-def _redact_headers(header_map, mutation: pb.HeaderMutation) -> None:
+def _redact_headers(header_map: Any, mutation: pb.HeaderMutation) -> None:
     """Add to `mutation` the response headers that quote a secret, redacted. Every value
     is read (a header may repeat); a header with a secret in any value is rewritten whole."""
     pairs = [

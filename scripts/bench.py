@@ -392,16 +392,18 @@ def main() -> int:
                 stop = threading.Event()
                 hostile_status: list[int] = []
 
-                def hostile() -> None:
+                def hostile(stop: threading.Event, url: str, hostile_status: list[int]) -> None:
                     with httpx.Client(timeout=60, headers={"authorization": "Bearer bench"}) as client:
                         while not stop.is_set():
                             try:
-                                r = client.post(gw.url + PII_IN, json=hostile_body())
+                                r = client.post(url, json=hostile_body())
                                 hostile_status.append(r.status_code)
                             except httpx.HTTPError:
                                 hostile_status.append(0)
 
-                t = threading.Thread(target=hostile, daemon=True)
+                t = threading.Thread(
+                    target=hostile, args=(stop, gw.url + PII_IN, hostile_status), daemon=True
+                )
                 t.start()
                 busy = small_latencies(gw.url + PLAIN, 8, failures)
                 stop.set()

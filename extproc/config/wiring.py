@@ -295,7 +295,7 @@ def check_runtime(layered: Any, problems: list[str]) -> None:
             continue
         later = [
             layer.get("name") or f"layers[{i}]"
-            for i, layer in enumerate(layers)
+            for i, layer in enumerate(layers or ())
             if i > at and isinstance(layer, dict) and not isinstance(layer.get("static_layer"), dict)
         ]
         if later:

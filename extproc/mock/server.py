@@ -31,7 +31,7 @@ import base64
 import itertools
 import logging
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
@@ -57,7 +57,7 @@ class Behavior:
     auth: str = "any"
     echo_key: str | None = None
 
-    _NAMES = {
+    _NAMES: ClassVar[dict[str, str]] = {
         "status": "status",
         "retryAfter": "retry_after",
         "times": "times",

@@ -127,7 +127,7 @@ def translate_request(
 # ---- messages ------------------------------------------------------------------------
 
 
-def _contents(messages: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+def _contents(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}  # tool_call_id -> function name, for tool results
@@ -209,7 +209,7 @@ def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _assistant_parts(msg: dict[str, Any], where: str, call_names: dict[str, str]) -> list[dict]:
+def _assistant_parts(msg: dict[str, Any], where: str, call_names: dict[str, str]) -> list[dict[str, Any]]:
     # Only content and tool calls are read: DROPPED_MESSAGE_FIELDS never reach Gemini.
     parts = _text_parts(msg.get("content"))
     calls = list(msg.get("tool_calls") or ())

@@ -289,7 +289,8 @@ def google_error(status: int, err: dict[str, Any]) -> tuple[int, dict[str, Any]]
     """
     grpc = err.get("status") if isinstance(err.get("status"), str) else None
     reasons = {d.get("reason") for d in err.get("details") or () if isinstance(d, dict)}
-    message = err.get("message") if isinstance(err.get("message"), str) else f"HTTP {status}"
+    raw_message = err.get("message")
+    message = raw_message if isinstance(raw_message, str) else f"HTTP {status}"
     if "API_KEY_INVALID" in reasons:
         return 401, error_dict(401, message, code="invalid_api_key")
     code = _CODES.get(grpc or "", grpc.lower() if grpc else None)

@@ -297,7 +297,7 @@ def _openai_error(kind: Any, message: Any, status: int) -> dict[str, Any]:
     return error_dict(status, message, code=code, type_=type_)
 
 
-class Anthropic(Provider):
+class Anthropic(Provider[AnthropicSettings]):
     name = "anthropic"
     settings_model = AnthropicSettings
     auth_header = "x-api-key"
@@ -308,7 +308,7 @@ class Anthropic(Provider):
         return "/v1/messages"
 
     def extra_headers(self) -> dict[str, str]:
-        settings: AnthropicSettings = self.settings  # type: ignore[assignment]
+        settings = self.settings
         headers = {"anthropic-version": settings.anthropic_version}
         if settings.interleaved_thinking:
             # Static per backend (backends.py computes headers once), so it goes with every
@@ -323,7 +323,7 @@ class Anthropic(Provider):
         for legacy in ("functions", "function_call"):
             if req.get(legacy) is not None:
                 raise UnsupportedRequest(f"'{legacy}' is not supported: use 'tools'")
-        settings: AnthropicSettings = self.settings  # type: ignore[assignment]
+        settings = self.settings
         thinking = resolve_thinking(req, settings.default_reasoning_effort, settings.thinking_budgets)
         system, messages = request_messages(req["messages"])
         answer_tokens = max_tokens_of(req) or settings.default_max_tokens

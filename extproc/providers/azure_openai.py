@@ -131,7 +131,7 @@ def _stream_error(chunk: dict[str, Any]) -> dict[str, Any]:
     return error_dict(502, "azure-openai reported an error in the stream", code="upstream_stream_error")
 
 
-class AzureOpenAI(Provider):
+class AzureOpenAI(Provider[AzureOpenAISettings]):
     name = "azure-openai"
     settings_model = AzureOpenAISettings
     auth_header = "api-key"
@@ -141,7 +141,7 @@ class AzureOpenAI(Provider):
     canonical_responses = False  # see the module docstring
 
     def _s(self) -> AzureOpenAISettings:
-        return self.settings  # type: ignore[return-value]
+        return self.settings
 
     def request_path(self, model: str, stream: bool) -> str:
         s = self._s()

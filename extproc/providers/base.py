@@ -15,13 +15,14 @@ import re
 import time
 import uuid
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
 from pydantic import Field, field_validator, model_validator
 
 from ..config_model import ConfigModel
-from ..errors import error_dict, error_type_for
+from ..errors import error_dict as error_dict  # re-exported for the translators
+from ..errors import error_type_for
 from ..secrets import SecretRef
 from ..sse import SSEEvent
 
@@ -147,8 +148,12 @@ class StreamTranslator(ABC):
         return []
 
 
-class Provider(ABC):
-    """One provider's translator. Instances hold validated, immutable settings only."""
+SettingsT = TypeVar("SettingsT", bound=BackendSettings)
+
+
+class Provider(ABC, Generic[SettingsT]):
+    """One provider's translator. Instances hold validated, immutable settings only
+    (`settings` is typed as the provider's own settings model)."""
 
     name: ClassVar[str]
     settings_model: ClassVar[type[BackendSettings]]
@@ -162,8 +167,8 @@ class Provider(ABC):
     # filter then skips the response body entirely, which is cheaper.
     canonical_responses: ClassVar[bool] = False
 
-    def __init__(self, settings: BackendSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: SettingsT) -> None:
+        self.settings: SettingsT = settings
 
     # ---- request side -------------------------------------------------------------
     @abstractmethod

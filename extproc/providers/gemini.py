@@ -7,7 +7,7 @@ AI, which speaks the same GenerateContent format on a different path with OAuth 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -34,8 +34,9 @@ def check_api_version(value: str) -> str:
     return value
 
 
-class GeminiSettings(BackendSettings):
-    provider: Literal["gemini"]
+class GeminiFamilySettings(BackendSettings):
+    """What the Gemini API and Vertex AI share: the API version and thinking controls."""
+
     # `v1beta` carries every current feature (system instructions, tools, JSON schema).
     api_version: str = "v1beta"
     # `reasoning_effort` -> thinkingConfig: a default effort and per-family overrides
@@ -48,12 +49,36 @@ class GeminiSettings(BackendSettings):
         return check_api_version(v)
 
     @model_validator(mode="after")
-    def _thinking_fits_the_model(self) -> GeminiSettings:
+    def _thinking_fits_the_model(self) -> GeminiFamilySettings:
         self.thinking.check_model(self.model)
         return self
 
 
-class Gemini(Provider):
+class GeminiSettings(GeminiFamilySettings):
+    provider: Literal["gemini"]
+
+
+FamilySettingsT = TypeVar("FamilySettingsT", bound=GeminiFamilySettings)
+
+
+class GeminiFormat(Provider[FamilySettingsT]):
+    """GenerateContent bodies, translation and errors; the path, host and auth are each
+    API's own (Gemini below, VertexAI in vertex_ai.py)."""
+
+    def translate_request(self, req: dict[str, Any], model: str) -> dict[str, Any]:
+        return translate_request(req, model, self.settings.thinking)
+
+    def translate_response(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        return translate_response(body, model)
+
+    def stream_translator(self, model: str) -> StreamTranslator:
+        return GeminiStream(model)
+
+    def translate_error(self, status: int, body: bytes) -> tuple[int, dict[str, Any]]:
+        return translate_error(status, body, self.name)
+
+
+class Gemini(GeminiFormat[GeminiSettings]):
     name = "gemini"
     settings_model = GeminiSettings
     auth_header = "x-goog-api-key"
@@ -64,19 +89,7 @@ class Gemini(Provider):
         # Clients often copy Google's resource name ("models/gemini-2.0-flash").
         name = check_model(model.removeprefix("models/"))
         action = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        return f"/{self.settings.api_version}/models/{name}:{action}"  # type: ignore[attr-defined]
-
-    def translate_request(self, req: dict[str, Any], model: str) -> dict[str, Any]:
-        return translate_request(req, model, cast(GeminiSettings, self.settings).thinking)
-
-    def translate_response(self, body: dict[str, Any], model: str) -> dict[str, Any]:
-        return translate_response(body, model)
-
-    def stream_translator(self, model: str) -> StreamTranslator:
-        return GeminiStream(model)
-
-    def translate_error(self, status: int, body: bytes) -> tuple[int, dict[str, Any]]:
-        return translate_error(status, body, self.name)
+        return f"/{self.settings.api_version}/models/{name}:{action}"
 
 
 PROVIDER = Gemini

@@ -161,7 +161,7 @@ def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 msg["tool_calls"] = [
                     {
                         "id": ids.get(c.get("id")),
-                        "type": "function",  # type: ignore[arg-type]
+                        "type": "function",
                         "function": {
                             "name": c["function"]["name"],
                             "arguments": c["function"].get("arguments") or "{}",
@@ -379,7 +379,7 @@ def error_parts(doc: Any) -> tuple[str | None, str | None, str | None]:
     return None, None, None
 
 
-class Mistral(Provider):
+class Mistral(Provider[MistralSettings]):
     name = "mistral"
     settings_model = MistralSettings
     default_authority = "api.mistral.ai"

@@ -27,7 +27,7 @@ class PassthroughStream(StreamTranslator):
         return [orjson.loads(event.data)]
 
 
-class OpenAI(Provider):
+class OpenAI(Provider[OpenAISettings]):
     name = "openai"
     settings_model = OpenAISettings
     default_authority = "api.openai.com"
@@ -49,7 +49,7 @@ class OpenAI(Provider):
 
     def extra_headers(self) -> dict[str, str]:
         headers = {}
-        s: OpenAISettings = self.settings  # type: ignore[assignment]
+        s = self.settings
         if s.organization:
             headers["openai-organization"] = s.organization
         if s.project:

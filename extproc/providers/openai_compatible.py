@@ -30,17 +30,17 @@ class OpenAICompatibleSettings(BackendSettings):
         return v
 
 
-class OpenAICompatible(Provider):
+class OpenAICompatible(Provider[OpenAICompatibleSettings]):
     name = "openai-compatible"
     settings_model = OpenAICompatibleSettings
     requires_auth = False
     canonical_responses = True
 
     def request_path(self, model: str, stream: bool) -> str:
-        return self.settings.path  # type: ignore[attr-defined]
+        return self.settings.path
 
     def translate_request(self, req: dict[str, Any], model: str) -> dict[str, Any]:
-        drop = self.settings.drop_fields  # type: ignore[attr-defined]
+        drop = self.settings.drop_fields
         # Servers that return `reasoning_content` (DeepSeek, vLLM) refuse it sent back.
         messages = messages_without_reasoning(req)
         if req.get("model") == model and messages is None and not any(f in req for f in drop):

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Annotated, Union
+from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from .base import Provider
+from .base import BackendSettings, Provider
 
 _NOT_PROVIDERS = {"base", "registry"}
 
 
-def _discover() -> dict[str, type[Provider]]:
-    found: dict[str, type[Provider]] = {}
+def _discover() -> dict[str, type[Provider[Any]]]:
+    found: dict[str, type[Provider[Any]]] = {}
     package = importlib.import_module(__package__)
     for info in pkgutil.iter_modules(package.__path__):
         if info.name in _NOT_PROVIDERS or info.name.startswith("_"):
@@ -29,11 +29,12 @@ def _discover() -> dict[str, type[Provider]]:
     return found
 
 
-PROVIDERS: dict[str, type[Provider]] = _discover()
+PROVIDERS: dict[str, type[Provider[Any]]] = _discover()
 
 # One discriminated union over every provider's settings model: validating endpoint
 # metadata picks the model by `provider` and reports errors against that model's fields.
-_settings_union = Union[tuple(cls.settings_model for cls in PROVIDERS.values())]  # type: ignore[valid-type]  # noqa: UP007
-backend_settings_adapter: TypeAdapter = TypeAdapter(
+# The Union is built at import time from the registry, which no static type can name.
+_settings_union: Any = Union[tuple(cls.settings_model for cls in PROVIDERS.values())]  # noqa: UP007
+backend_settings_adapter: TypeAdapter[BackendSettings] = TypeAdapter(
     Annotated[_settings_union, Field(discriminator="provider")]
 )

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
-from .gemini import Gemini, GeminiSettings, check_model
+from .gemini import GeminiFamilySettings, GeminiFormat, check_model
 
 # Both go into the path: letters, digits and the separators Google's ids use, nothing else.
 _PROJECT = re.compile(r"[a-z0-9][a-z0-9.:-]*")
@@ -28,7 +28,7 @@ def default_host(location: str) -> str:
     return "aiplatform.googleapis.com" if location == "global" else f"{location}-aiplatform.googleapis.com"
 
 
-class VertexAISettings(GeminiSettings):
+class VertexAISettings(GeminiFamilySettings):
     provider: Literal["vertex-ai"]
     project: str
     location: str = "us-central1"
@@ -73,7 +73,7 @@ class VertexAISettings(GeminiSettings):
         return v
 
 
-class VertexAI(Gemini):
+class VertexAI(GeminiFormat[VertexAISettings]):
     """Gemini's bodies, translation and errors; Vertex's path, host and bearer token."""
 
     name = "vertex-ai"
@@ -84,7 +84,7 @@ class VertexAI(Gemini):
     default_authority = None
 
     def request_path(self, model: str, stream: bool) -> str:
-        s: VertexAISettings = self.settings  # type: ignore[assignment]
+        s = self.settings
         action = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return (
             f"/{s.api_version}/projects/{s.project}/locations/{s.location}"

@@ -127,7 +127,8 @@ class GatewayRuntime:
             return None
         if not isinstance(aigw, dict):
             return None
-        backend = self._by_name.get(aigw.get("name"))
+        name = aigw.get("name")
+        backend = self._by_name.get(name) if isinstance(name, str) else None
         # The metadata must be the backend's own, not a look-alike under its name.
         if backend is None or aigw.get("provider") != backend.provider.name:
             return None

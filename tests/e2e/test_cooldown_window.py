@@ -23,11 +23,15 @@ backends:
   ai:
     priorityGroups:
     - providers:
-      - {name: fast-a, provider: openai, model: a, auth: {secretRef: {inline: k}}, endpoint: {host: 127.0.0.1, port: 18401}}
-      - {name: fast-b, provider: anthropic, model: b, auth: {secretRef: {inline: k}}, endpoint: {host: 127.0.0.1, port: 18402}}
+      - {name: fast-a, provider: openai, model: a, auth: {secretRef: {inline: k}},
+         endpoint: {host: 127.0.0.1, port: 18401}}
+      - {name: fast-b, provider: anthropic, model: b, auth: {secretRef: {inline: k}},
+         endpoint: {host: 127.0.0.1, port: 18402}}
     - providers:
-      - {name: slow-c, provider: openai, model: c, auth: {secretRef: {inline: k}}, endpoint: {host: 127.0.0.1, port: 18403}}
-      - {name: slow-d, provider: anthropic, model: d, auth: {secretRef: {inline: k}}, endpoint: {host: 127.0.0.1, port: 18404}}
+      - {name: slow-c, provider: openai, model: c, auth: {secretRef: {inline: k}},
+         endpoint: {host: 127.0.0.1, port: 18403}}
+      - {name: slow-d, provider: anthropic, model: d, auth: {secretRef: {inline: k}},
+         endpoint: {host: 127.0.0.1, port: 18404}}
 routes: [{name: chat, backendRefs: [{name: chain}]}]
 """
 

@@ -143,10 +143,13 @@ backends:
 - name: g
   ai:
     priorityGroups:
-    - providers: [{name: a, provider: openai, model: a, auth: {secretRef: {inline: k}}, endpoint: {host: 127.0.0.1, port: 18301}}]
+    - providers: [{name: a, provider: openai, model: a, auth: {secretRef: {inline: k}},
+                   endpoint: {host: 127.0.0.1, port: 18301}}]
     - providers:
-      - {name: b, provider: openai, model: b, auth: {secretRef: {inline: k}}, endpoint: {host: 127.0.0.1, port: 18302}}
-      - {name: c, provider: anthropic, model: c, auth: {secretRef: {inline: k}}, endpoint: {host: 127.0.0.1, port: 18303}}
+      - {name: b, provider: openai, model: b, auth: {secretRef: {inline: k}},
+         endpoint: {host: 127.0.0.1, port: 18302}}
+      - {name: c, provider: anthropic, model: c, auth: {secretRef: {inline: k}},
+         endpoint: {host: 127.0.0.1, port: 18303}}
 routes: [{name: chat, backendRefs: [{name: g}]}]
 """)
     s = Stack(render_file(cfg)).start()

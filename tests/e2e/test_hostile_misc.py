@@ -83,11 +83,14 @@ class ChunkedJSONProvider:
 GATEWAY = """\
 backends:
 - name: oai
-  ai: {{provider: openai, model: m, auth: {{secretRef: {{inline: k}}}}, endpoint: {{host: 127.0.0.1, port: 18601}}}}
+  ai: {{provider: openai, model: m, auth: {{secretRef: {{inline: k}}}},
+       endpoint: {{host: 127.0.0.1, port: 18601}}}}
 - name: anth
-  ai: {{provider: anthropic, model: m, auth: {{secretRef: {{inline: k}}}}, endpoint: {{host: 127.0.0.1, port: 18602}}}}
+  ai: {{provider: anthropic, model: m, auth: {{secretRef: {{inline: k}}}},
+       endpoint: {{host: 127.0.0.1, port: 18602}}}}
 - name: chunky
-  ai: {{provider: openai, model: m, auth: {{secretRef: {{inline: k}}}}, endpoint: {{host: 127.0.0.2, port: {chunky}}}}}
+  ai: {{provider: openai, model: m, auth: {{secretRef: {{inline: k}}}},
+       endpoint: {{host: 127.0.0.2, port: {chunky}}}}}
 routes:
 - name: guarded
   matches: [{{path: {{type: Exact, value: /guarded/v1/chat/completions}}}}]

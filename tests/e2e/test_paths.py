@@ -17,7 +17,9 @@ pytestmark = pytest.mark.e2e
 
 GATEWAY = """\
 backends:
-- {name: openai, ai: {provider: openai, model: gpt-4o-mini, auth: {secretRef: {inline: sk-mock}}, endpoint: {host: 127.0.0.1, port: 18091}}}
+- name: openai
+  ai: {provider: openai, model: gpt-4o-mini, auth: {secretRef: {inline: sk-mock}},
+       endpoint: {host: 127.0.0.1, port: 18091}}
 routes:
 - name: guarded
   matches: [{path: {type: Exact, value: /v1/chat/completions}}]
@@ -95,7 +97,7 @@ def raw_post(port: int, path: str, method: str = "POST") -> tuple[int, dict]:
 
 @pytest.mark.parametrize("path", list(VARIANTS))
 def test_no_path_variant_reaches_the_provider_unguarded(stack, path):
-    route, status, code = VARIANTS[path]
+    _route, status, code = VARIANTS[path]
     got, body = raw_post(stack.port, path)
     received = stack.mock.requests
     assert PLANTED not in json.dumps(received), f"{path} reached the provider unmasked"

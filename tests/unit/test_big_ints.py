@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from extproc.canonical import INT_MAX, INT_MIN, parse_request
 from extproc.errors import GatewayError
+from tests.hypothesis_profiles import examples
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 MARKER = "__out_of_range_here__"  # longer than any generated string
@@ -119,14 +120,14 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(_json)
 def test_random_documents_pass_unchanged(doc):
     body = body_with(extra=doc)
     assert parse_request(body)["extra"] == orjson.loads(orjson.dumps(doc))
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     _json,
     st.lists(st.one_of(st.text(alphabet="abc.", min_size=1, max_size=3), st.integers(0, 2)), max_size=4),

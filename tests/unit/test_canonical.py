@@ -18,6 +18,7 @@ from extproc.canonical import (
     wants_stream,
 )
 from extproc.errors import GatewayError
+from tests.hypothesis_profiles import examples
 
 # ---------------------------------------------------------------------------------------
 # helpers
@@ -680,7 +681,7 @@ def _outcome(raw: bytes):
     return out
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.binary(max_size=200))
 def test_property_arbitrary_bytes(raw):
     _outcome(raw)
@@ -699,7 +700,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(_json)
 def test_property_arbitrary_json_values(value):
     _outcome(orjson.dumps(value))
@@ -784,7 +785,7 @@ def _request(draw):
     return body
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_request())
 def test_property_structured_requests(body):
     snapshot = copy.deepcopy(body)

@@ -515,7 +515,8 @@ def test_registry_holds_every_metric_the_processor_defines(exported):
             {"backend", "status"},
         ),
         (
-            "histogram_quantile(0.95, sum by (le) (rate(gen_ai_server_time_to_first_token_seconds_bucket[5m])))",
+            "histogram_quantile(0.95, "
+            "sum by (le) (rate(gen_ai_server_time_to_first_token_seconds_bucket[5m])))",
             ["gen_ai_server_time_to_first_token_seconds_bucket"],
             set(),
         ),
@@ -531,7 +532,8 @@ def test_registry_holds_every_metric_the_processor_defines(exported):
             },
         ),
         (
-            "sum(rate(aigw_requests_total{status=~'5..'}[5m])) / sum(rate(aigw_requests_total[5m])) or vector(0)",
+            "sum(rate(aigw_requests_total{status=~'5..'}[5m])) / "
+            "sum(rate(aigw_requests_total[5m])) or vector(0)",
             ["aigw_requests_total", "aigw_requests_total"],
             set(),
         ),
@@ -564,7 +566,8 @@ def test_the_parser_reads_promql(exported, expr, metrics, result):
         ("sum by (model) (rate(aigw_tokens_total[5m]))", "no label model"),
         ('rate(aigw_attempts_total{route="chat"}[5m])', "no label route"),
         (
-            "histogram_quantile(0.9, sum by (backend) (rate(gen_ai_server_request_duration_seconds_bucket[5m])))",
+            "histogram_quantile(0.9, "
+            "sum by (backend) (rate(gen_ai_server_request_duration_seconds_bucket[5m])))",
             "histogram_quantile: no label le",
         ),
         (
@@ -577,7 +580,8 @@ def test_the_parser_reads_promql(exported, expr, metrics, result):
             "no pair would ever match",
         ),
         (
-            "sum by (guard) (rate(aigw_guard_actions_total[5m])) / on (backend) sum(rate(aigw_requests_total[5m]))",
+            "sum by (guard) (rate(aigw_guard_actions_total[5m])) / on (backend) "
+            "sum(rate(aigw_requests_total[5m]))",
             "no label backend",
         ),
         ("predict_linear(aigw_requests_total[5m], 60)", "not known"),

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extproc.errors import GatewayError, bad_request, error_body, error_type_for
+from tests.hypothesis_profiles import examples
 
 
 @pytest.mark.parametrize(
@@ -155,7 +156,7 @@ def test_bad_request_requires_code():
         bad_request("x")  # type: ignore[call-arg]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     status=st.integers(400, 599),
     message=st.text(max_size=50),

@@ -216,7 +216,10 @@ def test_text_after_a_tool_call_is_still_released():
 
 def test_usage_is_still_counted_after_a_guard_ends_the_stream():
     g = response_guards({"regex": {"action": "REJECT", "builtins": ["EMAIL"]}})
-    usage = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":941,"total_tokens":950}}\n\n'
+    usage = (
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
+        b'"usage":{"prompt_tokens":9,"completion_tokens":941,"total_tokens":950}}\n\n'
+    )
     out, rs = stream(
         chunk({"content": "mail bob@example.com ok"}) + chunk({}, "stop") + usage + b"data: [DONE]\n\n", g
     )

@@ -25,6 +25,7 @@ from extproc.errors import GatewayError
 from extproc.guards.config import RequestGuardConfig, ResponseGuardConfig
 from extproc.guards.pipeline import RequestGuards, ResponseGuards
 from extproc.response_stream import ResponseStream
+from tests.hypothesis_profiles import examples
 from tests.provider_helpers import chunks_of
 
 POLICY = {"builtins": ["CREDIT_CARD", "EMAIL"]}
@@ -40,7 +41,9 @@ CARDS = ["4111 1111 1111 1111", "5555-5555-5555-4444", "4012888888881881"]
 WORDS = ["alpha", "bravo", "delta", "note", "ok", "the", "city", "plan", "Über", "naïve", "zeta"]
 B64 = base64.b64encode(b"\x89PNG" + bytes(range(97, 123)) * 8).decode()  # no long digit runs
 SETTINGS = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=examples(300),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 
@@ -279,7 +282,7 @@ def plant(doc, draw, key_ok=lambda path, in_args: True):
         for p in positions(doc)
         if not exempt(p[3], p[2], None if p[2] else p[0][p[1]]) and (not p[2] or key_ok(p[3], p[4]))
     ]
-    holder, key, is_key, path, in_args = draw(st.sampled_from(spots))
+    holder, key, is_key, _path, in_args = draw(st.sampled_from(spots))
     pii = draw(st.sampled_from(EMAILS + CARDS))
     if in_args and not is_key and pii in CARDS and draw(st.booleans()):
         holder[key] = int(pii.replace(" ", "").replace("-", ""))  # a bare JSON number
@@ -381,7 +384,7 @@ def test_no_planted_value_survives_in_a_request(data):
         raise AssertionError(f"REJECT let {pii!r} through")
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(50), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=requests(), responses=completions())
 def test_nothing_planted_nothing_rejected(raw, responses):
     """The generators' own text is clean: a rejection above is caused by the plant."""

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from extproc.guards.normalize import normalize, views
 from extproc.guards.regex_guard import RegexGuardConfig, TextScanner
+from tests.hypothesis_profiles import examples
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ _ALPHABET = st.sampled_from(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(text=st.lists(_ALPHABET, max_size=40).map("".join))
 def test_offset_map_is_monotonic_and_accounts_for_every_character(text):
     for v in views(text, open_end=True):
@@ -184,7 +185,7 @@ _WORDS = st.lists(st.sampled_from(["see", "the", "note", "ok", "für", "日本",
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mask_covers_exactly_the_written_value(four, data):
     value, label = data.draw(st.sampled_from(VALUES))

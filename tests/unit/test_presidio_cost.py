@@ -1,5 +1,5 @@
-"""Presidio's cost on hostile text (guards/presidio_engine.py, guards/phone_recognizer.py): the shortcuts taken to keep
-it linear and small find exactly what the slow way finds.
+"""Presidio's cost on hostile text (guards/presidio_engine.py, guards/phone_recognizer.py): the
+shortcuts taken to keep it linear and small find exactly what the slow way finds.
 
 Timing claims live in scripts/bench_scan_cost.py; these tests count work (phonenumbers parses)
 or use bounds hundreds of times above the expected cost."""
@@ -16,6 +16,7 @@ from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecog
 
 from extproc.guards import phone_recognizer as pr
 from extproc.guards import presidio_engine as pe
+from tests.hypothesis_profiles import examples
 
 PHONE = pr.PhoneNumbers(supported_language="en")
 EMAIL = pe._OfflineEmailRecognizer(supported_language="en")
@@ -64,7 +65,7 @@ phone_text = st.lists(st.sampled_from(NUMBERS + BITS), min_size=1, max_size=14).
 
 
 @given(st.text(alphabet="0123456789 -.()\n!x", max_size=9000), st.integers(64, 1024), st.integers(4, 30))
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_windows_tile_the_text_and_stay_bounded(text, size, margin):
     ws = pr.windows(text, size, margin)
     assert ws[0][2] == 0 and ws[-1][3] == len(text)
@@ -79,7 +80,7 @@ def test_windows_tile_the_text_and_stay_bounded(text, size, margin):
 
 
 @given(st.lists(phone_text, min_size=20, max_size=120))
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_windowed_phone_analysis_finds_what_the_whole_text_finds(lines):
     """Text with line breaks is cut at them: the same numbers as one matcher run."""
     text = "\n".join(lines)
@@ -105,13 +106,13 @@ def test_a_number_after_65535_failed_candidates_is_still_found():
 
 
 @given(st.one_of(phone_text, st.integers(1, 300).map(lambda n: hostile(n, n))))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_matcher_that_skips_short_pieces_finds_the_same(text):
     assert spans(PHONE._matches(text, None)) == spans(PhoneRecognizer.analyze(PHONE, text, ["PHONE_NUMBER"]))
 
 
 @given(phone_text.map(lambda t: t.strip()[:20]).filter(lambda t: 10 <= len(t)))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @example("+00 49 30 123456")  # "+" then an international prefix: the region matters
 def test_whole_span_check_agrees_with_running_the_matcher(span):
     slow = any(
@@ -167,7 +168,7 @@ email_text = st.lists(
 
 
 @given(email_text)
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 def test_email_search_around_each_at_finds_what_presidio_finds(text):
     presidio = EntityRecognizer.remove_duplicates(EmailRecognizer.analyze(EMAIL, text, ["EMAIL_ADDRESS"]))
     assert [

@@ -18,6 +18,7 @@ from extproc.mock.dialects.base import BadRequest
 from extproc.mock.server import MockState, build_app
 from extproc.providers.anthropic import DROPPED_FIELDS, FINISH_REASONS, Anthropic
 from extproc.providers.base import ProviderError, UnsupportedRequest
+from tests.hypothesis_profiles import examples
 from tests.provider_helpers import (
     assert_valid_openai_stream,
     chunks_of,
@@ -328,7 +329,7 @@ def test_stream_golden(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", STREAMS)
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(data=st.data())
 def test_stream_chunking_does_not_matter(name: str, data: st.DataObject) -> None:
     stream = golden(P, f"{name}.sse")

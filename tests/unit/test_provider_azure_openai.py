@@ -21,6 +21,7 @@ from extproc.mock.server import MockState, build_app
 from extproc.providers.azure_openai import DEFAULT_API_VERSION, AzureOpenAI
 from extproc.providers.base import ProviderError
 from extproc.sse import SSEEvent
+from tests.hypothesis_profiles import examples
 from tests.provider_helpers import (
     assert_valid_openai_stream,
     chunks_of,
@@ -152,7 +153,7 @@ def test_stream_golden(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", STREAMS)
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(data=st.data())
 def test_stream_chunking_does_not_matter(name: str, data: st.DataObject) -> None:
     stream = golden(P, f"{name}.sse")

@@ -24,6 +24,7 @@ from extproc.providers import PROVIDERS
 from extproc.providers._gemini_request import DROPPED_FIELDS, SCHEMA_KEYS, clean_schema
 from extproc.providers.base import UnsupportedRequest
 from extproc.sse import SSEParser
+from tests.hypothesis_profiles import examples
 from tests.provider_helpers import (
     GOLDEN,
     assert_valid_openai_stream,
@@ -544,7 +545,7 @@ def test_stream_that_is_not_json_becomes_an_error(gemini):
 STREAM_BYTES = {name: golden("gemini", f"{name}.sse") for name in STREAMS}
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(data=st.data(), name=st.sampled_from(STREAMS))
 def test_stream_output_does_not_depend_on_chunking(data, name):
     provider = make_provider({"provider": "gemini", "auth": AUTH})

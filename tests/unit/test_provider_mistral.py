@@ -26,6 +26,7 @@ from extproc.providers.mistral import (
     Mistral,
     mistral_tool_id,
 )
+from tests.hypothesis_profiles import examples
 from tests.provider_helpers import (
     assert_valid_openai_stream,
     chunks_of,
@@ -348,7 +349,7 @@ def test_stream_golden(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", STREAMS)
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(data=st.data())
 def test_stream_chunking_does_not_matter(name: str, data: st.DataObject) -> None:
     stream = golden(P, f"{name}.sse")
@@ -699,7 +700,7 @@ def test_mock_json_round_trip(case: str) -> None:
 
 def test_mock_tool_call_ids_survive_the_next_turn() -> None:
     """The ids Mistral hands out come back unchanged and stay acceptable to it."""
-    plan, body = mock_round(ROUND_TRIPS["tool_call"], stream=False)
+    _plan, body = mock_round(ROUND_TRIPS["tool_call"], stream=False)
     message = provider().translate_response(body, MODEL)["choices"][0]["message"]
     call = message["tool_calls"][0]
     follow_up = req(

@@ -17,6 +17,7 @@ from extproc.mock.dialects.base import BadRequest
 from extproc.mock.dialects.vertex_ai import VertexAIDialect
 from extproc.providers import PROVIDERS
 from extproc.providers.base import UnsupportedRequest
+from tests.hypothesis_profiles import examples
 from tests.provider_helpers import (
     assert_valid_openai_stream,
     chunks_of,
@@ -174,7 +175,7 @@ def test_stream_tool_call_in_one_event(provider):
     assert deltas[-1]["finish_reason"] == "tool_calls"
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(data=st.data(), name=st.sampled_from(STREAMS))
 def test_stream_output_does_not_depend_on_chunking(data, name):
     provider = vertex()

@@ -23,6 +23,7 @@ from extproc.mock.dialects.base import BadRequest
 from extproc.mock.server import MockState, build_app
 from extproc.providers.anthropic import Anthropic
 from extproc.providers.base import UnsupportedRequest
+from tests.hypothesis_profiles import examples
 from tests.provider_helpers import (
     assert_valid_openai_stream,
     chunks_of,
@@ -500,7 +501,7 @@ def test_stream_golden(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", STREAMS)
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(data=st.data())
 def test_stream_chunking_does_not_matter(name: str, data: st.DataObject) -> None:
     stream = golden(P, f"{name}.sse")

@@ -26,6 +26,7 @@ from extproc.mock.dialects.vertex_ai import VertexAIDialect
 from extproc.providers._gemini_request import DROPPED_FIELDS, DROPPED_MESSAGE_FIELDS
 from extproc.providers._gemini_thinking import EFFORTS, FAMILIES, BudgetFamily, family_of
 from extproc.providers.base import UnsupportedRequest
+from tests.hypothesis_profiles import examples
 from tests.provider_helpers import (
     assert_valid_openai_stream,
     chunks_of,
@@ -507,7 +508,7 @@ def test_stream_candidates_keep_their_own_reasoning():
     assert (joined(out, "reasoning_content", 1), joined(out, "content", 1)) == ("Tea? Lighter.", "Green tea")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(data=st.data(), name=st.sampled_from(STREAMS))
 def test_stream_output_does_not_depend_on_chunking(data, name):
     sse = STREAM_BYTES[name]
@@ -572,7 +573,7 @@ def test_vertex_stream_golden():
     ]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(cuts=st.lists(st.integers(1, len(VERTEX_STREAM) - 1), max_size=40))
 def test_vertex_stream_does_not_depend_on_chunking(cuts):
     assert stream_out(vertex(), VERTEX_STREAM, cuts) == stream_out(vertex(), VERTEX_STREAM)

@@ -26,6 +26,7 @@ from extproc.redaction import FRAGMENT, MARK, Redactor
 from extproc.response_stream import ResponseStream
 from extproc.secrets import Secret, SecretRef
 from extproc.sse import SSEEvent
+from tests.hypothesis_profiles import examples
 
 _ALPHABET = string.ascii_letters + string.digits + "-_"
 _rng = random.Random(7)
@@ -227,7 +228,7 @@ def test_event_fields(r):
 _text = st.text(alphabet=string.ascii_letters + string.digits + " .,:;-_*\"'{}[]()/\n…", max_size=300)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(before=_text, after=_text, which=st.sampled_from(KEYS), data=st.data())
 @example(before="", after="", which=OPENAI, data=None)
 def test_no_planted_fragment_survives(r, before, after, which, data):
@@ -263,7 +264,9 @@ def _sse(content: str) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(cuts=st.lists(st.integers(min_value=1, max_value=2000), max_size=12))
 def test_stream_cut_anywhere(held, cuts):
     """The route filter's stream view redacts per whole event: wherever Envoy cuts the

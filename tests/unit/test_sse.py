@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from extproc.sse import DONE, SSEEvent, SSEParser, encode, encode_event
+from tests.hypothesis_profiles import examples
 
 # ---------------------------------------------------------------------------------------
 # helpers
@@ -600,7 +601,7 @@ def reference_parse(blocks) -> list[tuple]:
     return result
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(blocks=_events, eols=st.lists(_eol, min_size=1, max_size=4), final_blank=st.booleans(), data=st.data())
 def test_property_any_split_gives_same_events(blocks, eols, final_blank, data):
     raw = serialise(blocks, eols, final_blank)
@@ -678,7 +679,7 @@ def _expected_from_fields(data, event, id_, comments):
     return [ev("" if data is None else data, data is not None, event, id_, None, comments)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(events=st.lists(_encodable_event(), max_size=5), data=st.data())
 @example(events=[("", None, None, []), ("a\n\nb", "e", "", [""])], data=None)
 def test_property_encode_parse_round_trip(events, data):

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from extproc.guards.config import ResponseGuardConfig
 from extproc.guards.pipeline import ResponseGuards
+from tests.hypothesis_profiles import examples
 from tests.provider_helpers import chunks_of
 
 POLICY = {
@@ -192,7 +193,9 @@ def deltas_of(draw, text):
 
 
 @settings(
-    max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=examples(2500),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(data=st.data())
 def test_streamed_output_equals_whole_text_guard(data):
@@ -235,7 +238,7 @@ def test_match_split_across_many_chunks_one_character_each():
     assert b"5555" not in out
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_reject_never_sends_the_match_and_ends_with_error_then_done(data):
     text = data.draw(assistant_text())

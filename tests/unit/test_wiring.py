@@ -169,7 +169,10 @@ def test_a_tcp_proxy_to_an_ai_cluster_is_refused():
                             {
                                 "name": "envoy.filters.network.tcp_proxy",
                                 "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                                    "@type": (
+                                        "type.googleapis.com/envoy.extensions.filters.network."
+                                        "tcp_proxy.v3.TcpProxy"
+                                    ),
                                     "stat_prefix": "raw",
                                     "cluster": "llm",
                                 },

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from ..engine import MockRequest, MockTool, Plan, split_text
 from .base import BadRequest, Dialect
@@ -30,7 +30,7 @@ def _text(content: Any) -> str:
 
 class OpenAIDialect(Dialect):
     name = "openai"
-    serves = ("openai", "openai-compatible")
+    serves: ClassVar[tuple[str, ...]] = ("openai", "openai-compatible")
     priority = 100
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
