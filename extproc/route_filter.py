@@ -25,7 +25,7 @@ from .logs import access_log
 from .paths import check_chat_path
 from .policies.field_defaults import apply_all
 from .response_limits import declared_too_large, json_body_mode, read_too_large
-from .response_stream import ResponseStream
+from .response_stream import ResponseStream, response_stream
 from .runtime.gateway import GatewayRuntime, RouteRuntime
 from .settings import ProcessorSettings
 from .upstream_filter import UpstreamStream
@@ -271,7 +271,7 @@ class RouteStream:
         if 200 <= acct.status < 300 and not req.response_headers.end_of_stream:
             guards = self.route.guards.response if self.route.guards is not None else None
             if hdrs.get("content-type", "").startswith("text/event-stream"):
-                self.response = ResponseStream(self.route.name, guards, self.strip_usage, self.headers)
+                self.response = response_stream(self.route.name, guards, self.strip_usage, self.headers)
                 return msg.response_headers(remove=[*internal, "content-length"], body_mode=msg.STREAMED)
             # JSON: read for usage (and the response guards); see response_limits.py.
             too_big = declared_too_large(hdrs, self.gw.max_response_bytes)

@@ -103,12 +103,12 @@ def main() -> None:
     for name, body in (("1 MB English (thread)", big_prose), ("1 MB base64 (thread)", big_b64)):
         print(f"  {name:28} {best(lambda body=body: r.redact_body(body), 3) * 1e3:8.1f} ms")
 
-    from extproc.response_stream import ResponseStream
+    from extproc.response_stream import response_stream
 
     data = b"data: " + event.encode() + b"\n\n"
 
     async def feed(n: int) -> None:
-        rs = ResponseStream("r", None, False, {})
+        rs = response_stream("r", None, False, {})
         for _ in range(n):
             await rs.feed(data, False)
 

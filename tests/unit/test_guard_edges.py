@@ -13,7 +13,7 @@ from extproc.guards.config import RequestGuardConfig, ResponseGuardConfig
 from extproc.guards.holdback import CHAR_RUNS
 from extproc.guards.pipeline import RequestGuards, ResponseGuards
 from extproc.guards.stream_guard import StreamRejected, StreamTextGuard
-from extproc.response_stream import ResponseStream
+from extproc.response_stream import ResponseStream, response_stream
 from tests.provider_helpers import chunks_of
 
 EMAIL = {"regex": {"action": "MASK", "builtins": ["EMAIL"]}}
@@ -124,7 +124,7 @@ def chunk(delta, finish=None, **extra):
 
 
 def stream(data: bytes, guards=None, strip_usage=False) -> tuple[bytes, ResponseStream]:
-    rs = ResponseStream("r", guards if guards is not None else response_guards(), strip_usage, {})
+    rs = response_stream("r", guards if guards is not None else response_guards(), strip_usage, {})
     return run(rs.feed(data, True)), rs
 
 

@@ -16,7 +16,7 @@ from extproc.guards.config import RequestGuardConfig, ResponseGuardConfig
 from extproc.guards.json_text import EscapeDecoder, LabelQuoter, ValueEnd, decode_escapes
 from extproc.guards.pipeline import RequestGuards, ResponseGuards
 from extproc.guards.webhook import Verdict
-from extproc.response_stream import ResponseStream
+from extproc.response_stream import response_stream
 from tests.provider_helpers import chunks_of
 
 EMAIL, CARD = "bob@example.com", "4111 1111 1111 1111"
@@ -542,7 +542,7 @@ def tool_stream(pieces: list[str], name="lookup", second: bool = True) -> bytes:
 
 
 def feed(data: bytes, guards: ResponseGuards, cuts=()) -> bytes:
-    rs = ResponseStream("r", guards, False, {})
+    rs = response_stream("r", guards, False, {})
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
 
     async def go():

@@ -24,7 +24,7 @@ from extproc.canonical import validate_request
 from extproc.errors import GatewayError
 from extproc.guards.config import RequestGuardConfig, ResponseGuardConfig
 from extproc.guards.pipeline import RequestGuards, ResponseGuards
-from extproc.response_stream import ResponseStream
+from extproc.response_stream import response_stream
 from tests.hypothesis_profiles import examples
 from tests.provider_helpers import chunks_of
 
@@ -479,7 +479,7 @@ def render(plan: dict, draw) -> bytes:
 
 
 def feed(data: bytes, guards, cuts) -> bytes:
-    rs = ResponseStream("r", guards, False, {})
+    rs = response_stream("r", guards, False, {})
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
 
     async def go():

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from extproc import redaction
 from extproc import secrets as secret_store
 from extproc.redaction import FRAGMENT, MARK, Redactor
-from extproc.response_stream import ResponseStream
+from extproc.response_stream import response_stream
 from extproc.secrets import Secret, SecretRef
 from extproc.sse import SSEEvent
 from tests.hypothesis_profiles import examples
@@ -280,7 +280,7 @@ def test_stream_cut_anywhere(held, cuts):
         )
         bounds = sorted({c for c in cuts if c < len(body)})
         pieces = [body[a:b] for a, b in zip([0, *bounds], [*bounds, len(body)], strict=False)]
-        rs = ResponseStream("r", None, False, {})
+        rs = response_stream("r", None, False, {})
 
         async def run() -> bytes:
             out = b""
