@@ -3,7 +3,7 @@
 Providers quote the credential they were sent when they reject it, wholly or in part
 (OpenAI: "Incorrect API key provided: sk-proj-****…abcd"), in the error body and
 sometimes in headers. With an injected credential that key is the gateway's, so every
-value the processor holds (config/secrets.py registers them all) is removed from what
+value the processor holds (secrets.py registers them all) is removed from what
 reaches a client, in these forms:
 
 - any run of at least FRAGMENT characters of the secret, the whole value included, that
@@ -41,7 +41,7 @@ from .sse import SSEEvent
 
 MARK = "[REDACTED]"
 # Secrets shorter than this are not redacted: too short to tell from ordinary text
-# (config/secrets.py warns about them when it loads them).
+# (secrets.py warns about them when it loads them).
 MIN_SECRET = secret_store.REDACTABLE_LENGTH
 # The shortest run of a secret's characters that counts as a leak.
 FRAGMENT = 8

@@ -95,7 +95,7 @@ class UpstreamStream:
 
     def _identify(self, req: pb.ProcessingRequest, hdrs: dict[str, str]) -> pb.ProcessingResponse | None:
         """Find the backend Envoy picked for this attempt (headers phase: it must be SEND,
-        see config/bootstrap.py, or header changes made with the body would be lost)."""
+        see config/wiring.py, or header changes made with the body would be lost)."""
         self.request_id = hdrs.get(H.REQUEST_ID, "")
         self.attempt = hdrs.get(H.ENVOY_ATTEMPT, "1")
         self.client_key = client_key(hdrs)

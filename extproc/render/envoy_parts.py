@@ -164,7 +164,7 @@ def ext_proc_filter(phase: str, timeout: float, attributes: list[str], **extra: 
             "request_attributes": attributes,
             "message_timeout": duration(timeout),
             **extra,
-            # SEND for request headers in both positions: see config/bootstrap.py.
+            # SEND for request headers in both positions: see config/wiring.py.
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
