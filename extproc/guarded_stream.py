@@ -88,6 +88,7 @@ class GuardedStream(ResponseStream):
         delta = choice.get("delta") or {}
         if not isinstance(delta, dict):
             raise Unguardable("delta is not an object")
+        await self._end_earlier_fields(index, state, delta, out)
         new_delta = dict(delta)
         finish = bool(choice.get("finish_reason"))
         calls, fcall = delta.get("tool_calls"), delta.get("function_call")
@@ -132,6 +133,30 @@ class GuardedStream(ResponseStream):
         if not new_delta and choice.get("finish_reason") is None:
             return None
         return new
+
+    async def _end_earlier_fields(
+        self, index: int, state: ChoiceState, delta: dict[str, Any], out: list[bytes]
+    ) -> None:
+        """The choice moved on from one streamed field to another (thinking to answer, or
+        a thinking block ended with its signature): the earlier field's held-back text is
+        released first, in an event of its own, so a client sees it in order. This is the
+        same boundary a tool call is (the field's text ends there for now)."""
+        moved_on = "thinking_blocks" in delta or any(
+            k in GUARDED_FIELDS and delta[k] not in (None, "", []) for k in delta
+        )
+        if not moved_on:
+            return
+        released: dict[str, Any] = {}
+        for key in [k for k in state.fields if k[0] in GUARDED_FIELDS and k[0] not in delta]:
+            text = await self._guard_text(state, key, "", final=True)
+            del state.fields[key]  # more text of it starts afresh
+            if text:
+                put_path(released, key, text)
+        if released and state.envelope is not None:
+            event = dict(state.envelope)
+            event["choices"] = [{"index": index, "delta": released, "logprobs": None, "finish_reason": None}]
+            self._note_tokens(event["choices"])
+            out.append(b"data: " + orjson.dumps(event) + b"\n\n")
 
     async def _tool_calls(self, state: ChoiceState, calls: list, final: bool) -> list[dict]:
         """Guard streamed tool-call deltas: each call's arguments through its own stream

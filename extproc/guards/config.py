@@ -5,7 +5,8 @@ promptGuard:
     customResponse: {message: "Rejected due to inappropriate content", statusCode: 403}
     regex: {action: REJECT, matches: [{pattern: "credit card", name: CC}], builtins: [SSN]}
     webhook: {url: "http://guard:8000", timeoutSeconds: 2, forwardHeaders: [x-user-id]}
-    moderation: {openAIModeration: {model: omni-moderation-latest, authToken: {secretRef: {env: OPENAI_API_KEY}}}}
+    moderation:
+      openAIModeration: {model: omni-moderation-latest, authToken: {secretRef: {env: OPENAI_API_KEY}}}
   response:
     customResponse: {...}
     regex: {action: MASK, builtins: [CREDIT_CARD]}

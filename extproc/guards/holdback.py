@@ -91,7 +91,7 @@ class PatternRule(Rule):
 
 
 class RunRule(Rule):
-    def __init__(self, label: str, chars: re.Pattern, ends: re.Pattern) -> None:
+    def __init__(self, label: str, chars: re.Pattern[str], ends: re.Pattern[str]) -> None:
         self.label, self.chars, self.ends = label, chars, ends
 
     def end_of_match(self, text: str) -> int | None:
@@ -120,7 +120,7 @@ class Holdback:
             except regex.error:
                 # A pattern only `re` understands: hold the whole window for it.
                 self._whole_window = RunRule(m.name, re.compile(r"\S"), re.compile(r"\S"))
-        self._runs: list[tuple[RunRule, re.Pattern, int]] = []
+        self._runs: list[tuple[RunRule, re.Pattern[str], int]] = []
         for entity in scanner.entities:
             label = scanner.label_for(entity)
             if entity == "EMAIL_ADDRESS":
@@ -144,7 +144,8 @@ class Holdback:
 
     def start(self, text: str, base: int) -> tuple[int, Rule | None]:
         end = len(text)
-        hold, rule = end, None
+        hold = end
+        rule: Rule | None = None
         if self._whole_window is not None:
             hold, rule = max(base, end - self.window), self._whole_window
         views = _views(text)

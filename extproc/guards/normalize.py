@@ -64,7 +64,7 @@ _MARK, _IGNORABLE, _OTHER = 1, 2, 3
 
 
 @lru_cache(maxsize=256)
-def _char_class(chars: str) -> re.Pattern:
+def _char_class(chars: str) -> re.Pattern[str]:
     """A pattern finding any of `chars`."""
     return re.compile("[" + "".join(f"\\U{ord(c):08x}" for c in chars) + "]")
 
@@ -131,7 +131,7 @@ class Normalized:
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """View characters [start, end) (end > start) -> the original characters they cover."""
-        if self.starts is None:
+        if self.starts is None or self.ends is None:
             return start, end
         return self.starts[start], self.ends[end - 1]
 
@@ -149,7 +149,7 @@ class Normalized:
 
     def end_of(self, i: int) -> int:
         """The original index just after view characters [0, i)."""
-        if self.starts is None or i == 0:
+        if self.ends is None or i == 0:
             return i
         return self.ends[i - 1]
 
@@ -162,7 +162,8 @@ def original(text: str) -> Normalized:
 def normalize(text: str) -> Normalized:
     """The joined detection view of `text` (invisible characters dropped)."""
     n = len(text)
-    if _PLAIN.match(text).end() == n:
+    plain = _PLAIN.match(text)  # never None: the pattern matches the empty string
+    if plain is not None and plain.end() == n:
         return original(text)
     # Characters that read as exactly one other character are translated in bulk (C speed),
     # keeping offsets; the rest (invisible characters, combining marks and their base,
@@ -254,22 +255,24 @@ def split_view(joined: Normalized, open_end: bool = False) -> Normalized | None:
         for i, a, b in joined._dropped
         if 0 < i and (_joins(text[i - 1], text[i]) if i < n else open_end and not text[i - 1].isspace())
     ]
-    if not runs:
+    # A view with dropped runs always has an offset map; the check only narrows the types.
+    if not runs or joined.starts is None or joined.ends is None:
         return None
+    joined_starts, joined_ends = joined.starts, joined.ends
     out: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
     prev = 0
     for i, a, b in runs:
         out += (text[prev:i], " ")
-        starts += joined.starts[prev:i]
-        ends += joined.ends[prev:i]
+        starts += joined_starts[prev:i]
+        ends += joined_ends[prev:i]
         starts.append(a)
         ends.append(b)
         prev = i
     out.append(text[prev:])
-    starts += joined.starts[prev:]
-    ends += joined.ends[prev:]
+    starts += joined_starts[prev:]
+    ends += joined_ends[prev:]
     return Normalized("".join(out), joined.source_length, starts, ends)
 
 

@@ -20,15 +20,17 @@ import bisect
 import os
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import cache
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # before presidio (see presidio_engine)
 
 import phonenumbers
-from phonenumbers import PhoneNumberMatcher
+from phonenumbers import PhoneNumberMatch, PhoneNumberMatcher
 from phonenumbers import phonenumbermatcher as _pn_matcher
-from presidio_analyzer import EntityRecognizer
+from phonenumbers import phonenumberutil as _pn_util
+from presidio_analyzer import EntityRecognizer, RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
 from .scan_pool import checkpoint
@@ -62,7 +64,7 @@ def windows(text: str, size: int = _WINDOW, margin: int = _WINDOW_MARGIN) -> lis
     and its results starting in [keep_from, keep_to) are kept. The keep ranges tile the
     text exactly."""
     length = len(text)
-    out = []
+    out: list[tuple[int, int, int, int]] = []
     start = keep_from = 0
     while length - start > size:
         limit = start + size
@@ -112,6 +114,8 @@ def _min_digits(region: str) -> int:
     `region`: a national number of the region's shortest length, or an international
     dialling prefix, a country code and the shortest number anywhere (at least 2+1+4)."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None:  # not a region phonenumbers knows (its matcher would fail too)
+        raise ValueError(f"phonenumbers has no metadata for region {region!r}")
     lengths = [
         n
         for desc in (
@@ -137,11 +141,14 @@ def _min_digits(region: str) -> int:
 class _Matcher(PhoneNumberMatcher):
     """phonenumbers' matcher, skipping the parse of pieces too short to be valid."""
 
-    def __init__(self, text: str, region: str, leniency: int) -> None:
+    def __init__(self, text: str, region: str, leniency: int | None) -> None:
+        # Presidio types its leniency as optional; phonenumbers refuses None (same error).
+        if leniency is None:
+            raise ValueError("Need a leniency value")
         super().__init__(text, region, leniency=leniency)
         self._fewest = _min_digits(region)
 
-    def _parse_and_verify(self, candidate, offset):
+    def _parse_and_verify(self, candidate: str, offset: int) -> PhoneNumberMatch | None:
         digits = sum(map(str.isdecimal, candidate))  # what `\d` matches
         fewest = _MIN_INTERNATIONAL if _PLUS.search(candidate) else self._fewest
         if digits < fewest and not _HAS_LETTER.search(candidate):
@@ -165,8 +172,10 @@ class PhoneNumbers(PhoneRecognizer):
     matcher run, so the cost stays linear in the text and several times lower.
     """
 
-    def analyze(self, text, entities, nlp_artifacts=None):
-        results = []
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        results: list[RecognizerResult] = []
         for start, end, keep_from, keep_to in windows(text):
             checkpoint()  # a scan job stops here when its deadline passed (scan_pool)
             for r in self._matches(text[start:end], nlp_artifacts):
@@ -176,22 +185,33 @@ class PhoneNumbers(PhoneRecognizer):
         covered = Covered((r.start, r.end) for r in results)
         for run in _DIGIT_RUN.finditer(text):
             checkpoint()
-            tails = []
+            tails: list[RecognizerResult] = []
             if run.end() - run.start() <= _TAIL_RUN_MAX and not covered.overlaps(run.start(), run.end()):
                 tails = self._short_tails(run, entities, nlp_artifacts)
             results += tails
             results += self._adjacent_numbers(text, run, covered, tails, nlp_artifacts)
         return EntityRecognizer.remove_duplicates(results)
 
-    def _matches(self, text: str, nlp_artifacts) -> list:
+    def _matches(self, text: str, nlp_artifacts: NlpArtifacts | None) -> list[RecognizerResult]:
         """Presidio's PhoneRecognizer.analyze, with `_Matcher` (same results)."""
         results = []
         for region in self.supported_regions:
             for match in _Matcher(text, region, self.leniency):
-                results.append(self._get_recognizer_result(match, text, region, nlp_artifacts))
+                results.append(self._result(match, text, region, nlp_artifacts))
         return EntityRecognizer.remove_duplicates(results)
 
-    def _short_tails(self, run: re.Match, entities, nlp_artifacts) -> list:
+    def _result(
+        self, match: PhoneNumberMatch | _Span, text: str, region: str, nlp_artifacts: NlpArtifacts | None
+    ) -> RecognizerResult:
+        """Presidio's result for a match (its `_get_recognizer_result`, which is untyped)."""
+        result: RecognizerResult = self._get_recognizer_result(  # type: ignore[no-untyped-call]
+            match, text, region, nlp_artifacts
+        )
+        return result
+
+    def _short_tails(
+        self, run: re.Match[str], entities: list[str], nlp_artifacts: NlpArtifacts | None
+    ) -> list[RecognizerResult]:
         chunk = run.group()
         for _ in range(2):
             tail = _SHORT_TAIL.fullmatch(chunk)
@@ -205,7 +225,14 @@ class PhoneNumbers(PhoneRecognizer):
                 return found
         return []
 
-    def _adjacent_numbers(self, text, run: re.Match, covered: Covered, tails: list, nlp_artifacts) -> list:
+    def _adjacent_numbers(
+        self,
+        text: str,
+        run: re.Match[str],
+        covered: Covered,
+        tails: list[RecognizerResult],
+        nlp_artifacts: NlpArtifacts | None,
+    ) -> list[RecognizerResult]:
         """Numbers written next to each other ("(212) 555-0198 (212) 555-0198", or a number
         then a card) are one candidate to phonenumbers, which then finds none of them.
         In a run nothing covers, try whitespace-separated token spans (longest first) that
@@ -214,7 +241,7 @@ class PhoneNumbers(PhoneRecognizer):
         tokens = [(m.start() + run.start(), m.end() + run.start()) for m in _TOKEN.finditer(run.group())]
         if len(tokens) < 2:
             return []
-        found = []
+        found: list[RecognizerResult] = []
         i = 0
         steps = 0
         while i < len(tokens):
@@ -238,7 +265,7 @@ class PhoneNumbers(PhoneRecognizer):
                     continue
                 region = self._whole_span_region(span)
                 if region is not None:
-                    found.append(self._get_recognizer_result(_Span(start, end), text, region, nlp_artifacts))
+                    found.append(self._result(_Span(start, end), text, region, nlp_artifacts))
                     i = j + 1
                     matched = True
                     break
@@ -255,11 +282,11 @@ class PhoneNumbers(PhoneRecognizer):
         if (
             m is None
             or m.end() != len(span)
-            or _pn_matcher._SECOND_NUMBER_START_PATTERN.search(span)
+            or _pn_util._SECOND_NUMBER_START_PATTERN.search(span)
             or _pn_matcher._SLASH_SEPARATED_DATES.search(span)
         ):
             return None
-        regions = self.supported_regions
+        regions: Sequence[str] = self.supported_regions  # region codes (untyped in Presidio)
         # With a leading `+` the country code is in the number and the region is unused,
         # unless the digits start with 0: no country code does, and phonenumbers then
         # reads them as the region's international prefix ("+00 49 ..." in Germany).

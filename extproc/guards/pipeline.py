@@ -19,9 +19,10 @@ from ..errors import GatewayError
 from . import normalize, scan_pool, text_slots
 from .config import CustomResponse, RequestGuardConfig, ResponseGuardConfig, ScanBudget
 from .holdback import Holdback
-from .moderation import build_moderator
+from .moderation import Moderator, build_moderator
 from .regex_guard import Finding, TextScanner
-from .webhook import WebhookGuard
+from .text_slots import Slot  # where guarded text sits, and how it is written back
+from .webhook import Verdict, WebhookGuard
 
 log = logging.getLogger("aigw.guards")
 
@@ -38,10 +39,6 @@ _JOB_CHARS = 8192
 
 def _rejected(custom: CustomResponse, code: str) -> GatewayError:
     return GatewayError(custom.status_code, custom.message, code=code)
-
-
-# Where guarded text sits, and how it is written back: see text_slots.
-_TextSlot = text_slots._TextSlot
 
 
 class RegexStage:
@@ -83,7 +80,7 @@ class RegexStage:
         # Presidio reads the normalised text, where e.g. a fullwidth '＠' is an '@'.
         return self._trigger.search(text if text.isascii() else normalize.detection_text(text)) is None
 
-    async def run(self, slots: list[_TextSlot]) -> bool:
+    async def run(self, slots: list[Slot]) -> bool:
         """Scan every slot; mask in place or raise GatewayError (rejection, budget)."""
         slots = [s for s in slots if s.text]
         total = sum(len(s.text) for s in slots)
@@ -177,7 +174,7 @@ class RegexStage:
         return GatewayError(502, f"the provider's response {what}", code="guard_budget_exceeded")
 
 
-def _jobs(indices: list[int], slots: list[_TextSlot]) -> list[list[int]]:
+def _jobs(indices: list[int], slots: list[Slot]) -> list[list[int]]:
     """Group slot indices into worker jobs of about `_JOB_CHARS` characters, in order."""
     jobs: list[list[int]] = []
     size = 0
@@ -218,23 +215,23 @@ class RequestGuards:
             changed |= await self.regex.run(text_slots.request_slots(req))
         # Each later stage walks the request again: it sees what the one before wrote.
         if self.webhook is not None:
-            changed |= await self._webhook(req, headers)
+            changed |= await self._webhook(self.webhook, req, headers)
         if self.moderator is not None:
-            await self._moderate(req)
+            await self._moderate(self.moderator, req)
         return changed
 
-    async def _webhook(self, req: dict[str, Any], headers: dict[str, str]) -> bool:
+    async def _webhook(self, webhook: WebhookGuard, req: dict[str, Any], headers: dict[str, str]) -> bool:
         # One webhook message per text (a plain message is one text, as the contract shows);
         # text outside messages (tool descriptions, prediction) goes as role `user`.
         slots = text_slots.request_texts(req)
         sent = [{"role": slot.role, "content": slot.text} for slot in slots]
-        verdict = await self.webhook.check_request(sent, headers)  # type: ignore[union-attr]
+        verdict = await webhook.check_request(sent, headers)
         returned = [m.get("content", "") for m in verdict.messages or []]
         return _settle(verdict, self.route, "request", self.custom, slots, returned)
 
-    async def _moderate(self, req: dict[str, Any]) -> None:
+    async def _moderate(self, moderator: Moderator, req: dict[str, Any]) -> None:
         texts = [s.text for s in text_slots.request_texts(req) if s.text]
-        result = await self.moderator.check(texts)  # type: ignore[union-attr]
+        result = await moderator.check(texts)
         if result.failed and result.flagged:
             metrics.guard_action(self.route, "request", "moderation", "failed")
             raise GatewayError(
@@ -253,12 +250,13 @@ class ResponseGuards:
         self.route = route
         self.config = config
         self.custom = config.custom_response
-        self.scanner = TextScanner(config.regex) if config.regex else None
-        self.regex = (
-            RegexStage(self.scanner, config.regex.action, route, "response", self.custom, config.scan_budget)
-            if config.regex
-            else None
-        )
+        self.scanner: TextScanner | None = None
+        self.regex: RegexStage | None = None
+        if config.regex:
+            self.scanner = scanner = TextScanner(config.regex)
+            self.regex = RegexStage(
+                scanner, config.regex.action, route, "response", self.custom, config.scan_budget
+            )
         # For streams: how much text may still become part of a match (compiled once).
         self.holdback = Holdback(self.scanner, config.stream_window) if self.scanner else None
         self.webhook = WebhookGuard(config.webhook) if config.webhook else None
@@ -288,12 +286,12 @@ class ResponseGuards:
             changed |= await self._webhook_slots(text_slots.response_texts(completion), headers)
         return changed
 
-    async def webhook_texts(self, messages: list[dict], headers: dict[str, str]) -> bool:
+    async def webhook_texts(self, messages: list[dict[str, Any]], headers: dict[str, str]) -> bool:
         """The webhook on these messages' free text (streams send segments this way)."""
         slots = [s for m in messages for s in text_slots.message_texts(m, "assistant")]
         return await self._webhook_slots(slots, headers)
 
-    async def _webhook_slots(self, slots: list[_TextSlot], headers: dict[str, str]) -> bool:
+    async def _webhook_slots(self, slots: list[Slot], headers: dict[str, str]) -> bool:
         sent = [{"message": {"role": slot.role, "content": slot.text}} for slot in slots]
         verdict = await self.webhook.check_response(sent, headers)  # type: ignore[union-attr]
         returned = [(c.get("message") or {}).get("content", "") for c in verdict.choices or []]
@@ -301,7 +299,12 @@ class ResponseGuards:
 
 
 def _settle(
-    verdict, route: str, direction: str, custom: CustomResponse, slots: list[_TextSlot], returned: list[str]
+    verdict: Verdict,
+    route: str,
+    direction: str,
+    custom: CustomResponse,
+    slots: list[Slot],
+    returned: list[str],
 ) -> bool:
     """Act on a webhook verdict: raise for a rejection, write masked texts back."""
     if verdict.failed:

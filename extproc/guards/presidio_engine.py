@@ -26,20 +26,22 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 import inspect
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
+from typing import Protocol, TypeVar
 
 import regex
 import tldextract
 from presidio_analyzer import (
     AnalyzerEngine,
     EntityRecognizer,
+    Pattern,
     PatternRecognizer,
     RecognizerRegistry,
     RecognizerResult,
     predefined_recognizers,
 )
-from presidio_analyzer.nlp_engine import NoOpNlpEngine
+from presidio_analyzer.nlp_engine import NlpArtifacts, NoOpNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     EmailRecognizer,
@@ -99,19 +101,38 @@ _EMAIL_DOMAIN = regex.compile(
 )
 
 
+class _PatternSource(Protocol):
+    """A Presidio pattern recognizer's patterns. Presidio sets `patterns` (and `name`) in
+    its constructors in a way mypy cannot infer, so they are declared here and on the
+    subclasses below."""
+
+    patterns: list[Pattern]
+
+
 class _OfflineEmailRecognizer(EmailRecognizer):
     """Presidio's EmailRecognizer, validating the domain with the offline extractor, and
     searching only around each '@' (same matches, linear cost: see `_EMAIL_DOMAIN`)."""
 
+    name: str
+    patterns: list[Pattern]
+
     def validate_result(self, pattern_text: str) -> bool:
         return _TLD_EXTRACT(pattern_text).fqdn != ""
 
-    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
+    def analyze(
+        self,
+        text: str,
+        entities: list[str],
+        nlp_artifacts: NlpArtifacts | None = None,
+        regex_flags: int | None = None,
+    ) -> list[RecognizerResult]:
         if "@" not in text:
             return []
         flags = regex_flags or self.global_regex_flags
+        if flags is None:  # Presidio's own loop fails on this too (regex.compile(p, None))
+            raise TypeError("no regex flags: pass regex_flags or set global_regex_flags")
         runs = {m.end(): m.start() for m in _EMAIL_LOCAL_RUN.finditer(text)}
-        results = []
+        results: list[RecognizerResult] = []
         for pattern in self.patterns:
             compiled = regex.compile(pattern.regex, flags)  # the regex module caches it
             pos = 0  # as with finditer, a match starts after the previous one ends
@@ -131,7 +152,7 @@ class _OfflineEmailRecognizer(EmailRecognizer):
                 at = text.find("@", at + 1)
         return EntityRecognizer.remove_duplicates(results)
 
-    def _result(self, pattern, m, flags) -> list[RecognizerResult]:
+    def _result(self, pattern: Pattern, m: regex.Match, flags: int) -> list[RecognizerResult]:
         """What Presidio's own pattern loop makes of a match (kept only if it validates)."""
         valid = self.validate_result(m.group())
         if not valid:
@@ -167,8 +188,16 @@ class _CreditCardRecognizer(CreditCardRecognizer):
     every group start not already covered, and keep the candidates that validate.
     """
 
-    def analyze(self, text, entities, nlp_artifacts=None):
-        results = super().analyze(text, entities, nlp_artifacts)
+    patterns: list[Pattern]
+
+    def analyze(
+        self,
+        text: str,
+        entities: list[str],
+        nlp_artifacts: NlpArtifacts | None = None,
+        regex_flags: int | None = None,
+    ) -> list[RecognizerResult]:
+        results = super().analyze(text, entities, nlp_artifacts, regex_flags)
         pattern = re.compile(self.patterns[0].regex, re.DOTALL | re.MULTILINE | re.IGNORECASE)
         covered = Covered((r.start, r.end) for r in results)
         last_end = -1  # new finds come left to right, never overlapping: only the last can
@@ -194,6 +223,17 @@ class _CreditCardRecognizer(CreditCardRecognizer):
         return results
 
 
+_R = TypeVar("_R", bound=EntityRecognizer)
+
+
+def _instantiate(cls: type[_R]) -> _R:
+    """An instance of a predefined recognizer class, for English. Their constructors give
+    every argument a default but the language (the abstract base's own constructor, which
+    needs `supported_entities`, is not the one called)."""
+    factory: Callable[..., _R] = cls
+    return factory(supported_language=LANGUAGE)
+
+
 @cache
 def _recognizer_classes() -> dict[str, type[EntityRecognizer]]:
     """Presidio entity name -> the rule-based recognizer class that finds it.
@@ -210,7 +250,7 @@ def _recognizer_classes() -> dict[str, type[EntityRecognizer]]:
             continue
         if not cls.__module__.startswith(_RULE_BASED):
             continue
-        for entity in cls(supported_language=LANGUAGE).supported_entities:
+        for entity in _instantiate(cls).supported_entities:
             found.setdefault(entity, cls)
     # Shape-based extensions of the three classes above (recognizers.py imports this module).
     from .recognizers import CardRecognizer, EmailRecognizer, PhoneRecognizer
@@ -250,7 +290,7 @@ def best_offline_score(entity: str) -> float | None:
         return None
     if cls.validate_result is not PatternRecognizer.validate_result:
         return EntityRecognizer.MAX_SCORE
-    recognizer = cls(supported_language=LANGUAGE)
+    recognizer: _PatternSource = _instantiate(cls)
     return max(pattern.score for pattern in recognizer.patterns)
 
 
@@ -271,7 +311,7 @@ _REQUIRED_CHARS = {
 }
 
 
-def trigger_for(entities: Iterable[str]) -> re.Pattern | None:
+def trigger_for(entities: Iterable[str]) -> re.Pattern[str] | None:
     """One regex that finds a required character of any of `entities`, or None when some
     entity has no such character (then Presidio always runs)."""
     parts = []
@@ -307,7 +347,7 @@ def _build(entities: frozenset[str]) -> AnalyzerEngine:
         raise ValueError(f"unknown Presidio entities: {', '.join(sorted(unknown))}")
     # One instance per class, even if a class were to find several requested entities.
     recognizer_classes = dict.fromkeys(classes[entity] for entity in sorted(entities))
-    recognizers = [cls(supported_language=LANGUAGE) for cls in recognizer_classes]
+    recognizers = [_instantiate(cls) for cls in recognizer_classes]
     engine = AnalyzerEngine(
         registry=RecognizerRegistry(recognizers=recognizers, supported_languages=[LANGUAGE]),
         nlp_engine=NoOpNlpEngine(models=[{"lang_code": LANGUAGE, "model_name": "no_op"}]),

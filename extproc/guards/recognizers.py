@@ -31,6 +31,7 @@ import ipaddress
 import re
 
 from presidio_analyzer import EntityRecognizer, RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
 
 from .presidio_engine import _TLD_EXTRACT, _CreditCardRecognizer, _OfflineEmailRecognizer, _PhoneRecognizer
 
@@ -80,8 +81,14 @@ def _windows(groups: list[tuple[int, int]], seps: list[str]) -> list[tuple[int, 
 class CardRecognizer(_CreditCardRecognizer):
     """The project's CREDIT_CARD recognizer, plus Luhn-valid cards in any grouping."""
 
-    def analyze(self, text, entities, nlp_artifacts=None):
-        results = super().analyze(text, entities, nlp_artifacts)
+    def analyze(
+        self,
+        text: str,
+        entities: list[str],
+        nlp_artifacts: NlpArtifacts | None = None,
+        regex_flags: int | None = None,
+    ) -> list[RecognizerResult]:
+        results = super().analyze(text, entities, nlp_artifacts, regex_flags)
         for run in _GROUPED_DIGITS.finditer(text):
             groups = [(m.start() + run.start(), m.end() + run.start()) for m in _GROUP.finditer(run.group())]
             if sum(e - s for s, e in groups) < 13:
@@ -196,7 +203,13 @@ class EmailRecognizer(_OfflineEmailRecognizer):
     """The project's EMAIL_ADDRESS recognizer, plus quoted local parts, IP-literal domains
     and internal domains."""
 
-    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
+    def analyze(
+        self,
+        text: str,
+        entities: list[str],
+        nlp_artifacts: NlpArtifacts | None = None,
+        regex_flags: int | None = None,
+    ) -> list[RecognizerResult]:
         results = super().analyze(text, entities, nlp_artifacts, regex_flags)
         if "@" not in text:
             return results
@@ -231,7 +244,9 @@ _NANP = re.compile(
 class PhoneRecognizer(_PhoneRecognizer):
     """The project's PHONE_NUMBER recognizer, plus North American numbers by shape."""
 
-    def analyze(self, text, entities, nlp_artifacts=None):
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         results = super().analyze(text, entities, nlp_artifacts)
         for m in _NANP.finditer(text):
             results.append(RecognizerResult(self.supported_entities[0], m.start(), m.end(), self.SCORE))

@@ -123,7 +123,7 @@ class TextScanner:
         self.config = config
         self._patterns = tuple((m.name, re.compile(m.pattern, flags)) for m in config.matches)
         self._entities: list[str] = []
-        self._trigger: re.Pattern | None = None
+        self._trigger: re.Pattern[str] | None = None
         self._threshold = config.score_threshold
         # Presidio entity -> (configured name, tie-break rank). Custom patterns rank first.
         self._labels: dict[str, tuple[str, int]] = {}

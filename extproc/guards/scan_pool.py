@@ -191,7 +191,7 @@ class ScanPool:
         self._flags = self._ctx.Array("b", workers, lock=False)
         self._lifeline, self._lifeline_w = self._ctx.Pipe(duplex=False)
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
-        self._ready: asyncio.Future | None = None
+        self._ready: asyncio.Future[None] | None = None
         self._slots = asyncio.Semaphore(workers)
         self._free = list(range(workers))
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -277,14 +277,15 @@ class ScanPool:
     def _rebuild(self, reason: BaseException) -> None:
         """A worker died (killed, out of memory): the executor is unusable. Fail what it
         held and build a new one; scans wait for it."""
-        if self._closed or self._ready is None or not self._ready.done():
-            return  # already rebuilding
+        loop = self._loop  # set by start(), with `_ready`
+        if self._closed or loop is None or self._ready is None or not self._ready.done():
+            return  # not started, or already rebuilding
         log.error("guard scan worker died; restarting the pool: %s", reason)
         old, self._executor = self._executor, None
         if old is not None:
             old.shutdown(wait=False, cancel_futures=True)
-        self._ready = self._loop.create_future()  # type: ignore[union-attr]
-        self._loop.create_task(self._build())  # type: ignore[union-attr]
+        self._ready = loop.create_future()
+        loop.create_task(self._build())
 
     # work
 

@@ -24,7 +24,7 @@ happened to match one must not break the request's structure.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from .json_text import JsonArguments, decode_escapes, is_json, quote_labels
 
@@ -91,6 +91,16 @@ def binary_payload(value: Any) -> bool:
     )
 
 
+class Slot(Protocol):
+    """A guarded string: its text and role, and how to write a new text back in its place."""
+
+    text: str
+    role: str
+    kind: str
+
+    def set(self, text: str) -> None: ...
+
+
 class _TextSlot:
     """One guarded string, `holder[key]`, and how to write it back."""
 
@@ -110,7 +120,7 @@ class _KeySlot:
 
     __slots__ = ("_value", "holder", "kind", "role", "text")
 
-    def __init__(self, holder: dict, key: str, role: str, value: _TextSlot | None) -> None:
+    def __init__(self, holder: dict[str, Any], key: str, role: str, value: _TextSlot | None) -> None:
         self.holder, self.text, self.role, self.kind, self._value = holder, key, role, TOKEN, value
 
     def set(self, text: str) -> None:
@@ -142,7 +152,7 @@ class _RawArgumentsSlot(_TextSlot):
     """Arguments that are not valid JSON: guarded whole, escapes decoded; a label that
     lands outside a JSON string is quoted."""
 
-    def __init__(self, holder: dict, key: str, text: str, role: str) -> None:
+    def __init__(self, holder: dict[str, Any], key: str, text: str, role: str) -> None:
         super().__init__(holder, key, decode_escapes(text), role, TEXT)
 
     def set(self, text: str) -> None:
@@ -157,7 +167,7 @@ class _Walk:
 
     def __init__(self, regex: bool) -> None:
         self.regex = regex
-        self.out: list[Any] = []
+        self.out: list[Slot] = []
 
     # ---- primitives ---------------------------------------------------------------------
     def value(self, holder: Any, key: Any, text: str, kind: str, role: str) -> _TextSlot | None:
@@ -167,7 +177,7 @@ class _Walk:
         self.out.append(slot)
         return slot
 
-    def key(self, holder: dict, key: Any, value: _TextSlot | None, role: str) -> None:
+    def key(self, holder: dict[str, Any], key: Any, value: _TextSlot | None, role: str) -> None:
         if self.regex and isinstance(key, str) and key not in VOCABULARY:
             self.out.append(_KeySlot(holder, key, role, value))
 
@@ -221,7 +231,7 @@ class _Walk:
             else:
                 self.walk(m, k, TOKEN, role)
 
-    def part(self, parts: list, i: int, role: str) -> None:
+    def part(self, parts: list[Any], i: int, role: str) -> None:
         part = parts[i]
         if not isinstance(part, dict):
             self.walk(parts, i, TEXT, role)
@@ -244,7 +254,12 @@ class _Walk:
                 self.walk(part, k, TEXT, role)
 
     def media(
-        self, obj: dict, role: str, ids: set[str], payloads: set[str], text_keys: frozenset[str] = frozenset()
+        self,
+        obj: dict[str, Any],
+        role: str,
+        ids: set[str],
+        payloads: set[str],
+        text_keys: frozenset[str] = frozenset(),
     ) -> None:
         for k in list(obj):
             if k in ids or (k in payloads and binary_payload(obj[k])):
@@ -262,7 +277,7 @@ class _Walk:
             else:
                 self.walk(call, k, TOKEN, role)
 
-    def function(self, fn: dict, role: str) -> None:
+    def function(self, fn: dict[str, Any], role: str) -> None:
         for k in list(fn):
             v = fn[k]
             if k == "arguments" and isinstance(v, str):
@@ -270,7 +285,7 @@ class _Walk:
             else:
                 self.walk(fn, k, TOKEN, role)
 
-    def arguments(self, fn: dict, text: str, role: str) -> None:
+    def arguments(self, fn: dict[str, Any], text: str, role: str) -> None:
         if not self.regex:
             self.out.append(_TextSlot(fn, "arguments", text, role, TEXT))
         elif is_json(text):
@@ -280,7 +295,7 @@ class _Walk:
             self.out.append(_RawArgumentsSlot(fn, "arguments", text, role))
 
     # ---- documents ----------------------------------------------------------------------
-    def request(self, req: dict) -> None:
+    def request(self, req: dict[str, Any]) -> None:
         for k in list(req):
             v = req[k]
             if k == "messages" and isinstance(v, list):
@@ -295,7 +310,7 @@ class _Walk:
             else:  # stop, user, metadata, tool_choice, function_call, extensions...
                 self.walk(req, k, TOKEN, "user")
 
-    def response(self, doc: dict) -> None:
+    def response(self, doc: dict[str, Any]) -> None:
         for k in list(doc):
             if k in _RESPONSE_OPAQUE:
                 continue
@@ -307,7 +322,7 @@ class _Walk:
             else:
                 self.walk(doc, k, TOKEN, "assistant")
 
-    def choice(self, choice: dict) -> None:
+    def choice(self, choice: dict[str, Any]) -> None:
         for k in list(choice):
             if k in ("index", "logprobs"):
                 continue
@@ -316,7 +331,7 @@ class _Walk:
             else:
                 self.walk(choice, k, TOKEN, "assistant")
 
-    def chunk(self, chunk: dict) -> None:
+    def chunk(self, chunk: dict[str, Any]) -> None:
         """A stream event, minus what the stream guards hold back and release
         (see `streamed_paths`): names, finish reasons, unknown fields."""
         for k in list(chunk):
@@ -337,7 +352,7 @@ class _Walk:
                     else:
                         self.walk(choice, ck, TOKEN, "assistant")
 
-    def delta(self, delta: dict) -> None:
+    def delta(self, delta: dict[str, Any]) -> None:
         for k in list(delta):
             v = delta[k]
             if (isinstance(v, str) and k != "role") or (k == "content" and isinstance(v, list)):
@@ -368,39 +383,39 @@ class _Walk:
                 self.walk(delta, k, TOKEN, "assistant")
 
 
-def request_slots(req: dict[str, Any]) -> list[Any]:
+def request_slots(req: dict[str, Any]) -> list[Slot]:
     """Every guarded string of a canonical request, for the regex guard."""
     w = _Walk(regex=True)
     w.request(req)
     return w.out
 
 
-def request_texts(req: dict[str, Any]) -> list[_TextSlot]:
+def request_texts(req: dict[str, Any]) -> list[Slot]:
     """The request's free text (with roles), for the webhook and moderation."""
     w = _Walk(regex=False)
     w.request(req)
     return w.out
 
 
-def response_slots(completion: dict[str, Any]) -> list[Any]:
+def response_slots(completion: dict[str, Any]) -> list[Slot]:
     w = _Walk(regex=True)
     w.response(completion)
     return w.out
 
 
-def response_texts(completion: dict[str, Any]) -> list[_TextSlot]:
+def response_texts(completion: dict[str, Any]) -> list[Slot]:
     w = _Walk(regex=False)
     w.response(completion)
     return w.out
 
 
-def message_texts(message: dict[str, Any], default_role: str = "user") -> list[_TextSlot]:
+def message_texts(message: dict[str, Any], default_role: str = "user") -> list[Slot]:
     w = _Walk(regex=False)
     w.message(message, default_role)
     return w.out
 
 
-def chunk_slots(chunk: dict[str, Any]) -> list[Any]:
+def chunk_slots(chunk: dict[str, Any]) -> list[Slot]:
     """The guarded strings of a stream event that are not streamed text."""
     w = _Walk(regex=True)
     w.chunk(chunk)

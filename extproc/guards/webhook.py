@@ -38,6 +38,9 @@ from .http_client import (
 
 log = logging.getLogger("aigw.guards.webhook")
 
+# Where a mask verdict puts its replacements: request messages or response choices.
+_MaskKey = Literal["messages", "choices"]
+
 TIMEOUT_MESSAGE = "the content guard did not answer in time"
 FAILURE_MESSAGE = "the content guard is unavailable"
 
@@ -65,8 +68,8 @@ _NEVER_SENT = frozenset(
 @dataclass
 class Verdict:
     action: Literal["pass", "mask", "reject"]
-    messages: list[dict] | None = None  # mask on a request: the replacement messages
-    choices: list[dict] | None = None  # mask on a response: the replacement choices
+    messages: list[dict[str, Any]] | None = None  # mask on a request: the replacement messages
+    choices: list[dict[str, Any]] | None = None  # mask on a response: the replacement choices
     status: int | None = None  # reject: the HTTP status to answer with
     message: str | None = None  # reject: the body for the client
     reason: str | None = None  # for logs only: the webhook's or the failure's reason
@@ -160,21 +163,21 @@ class WebhookGuard:
         self._prefixes = tuple(n[:-1] for n in config.forward_headers if n.endswith("*"))
         self._static = {name: Secret(v.secret_ref) for name, v in config.headers.items()}
 
-    async def check_request(self, messages: list[dict], headers: dict[str, str]) -> Verdict:
+    async def check_request(self, messages: list[dict[str, Any]], headers: dict[str, str]) -> Verdict:
         body = {"messages": [_outgoing(m) for m in messages]}
         return await self._check("request", body, "messages", len(messages), _message, headers)
 
-    async def check_response(self, choices: list[dict], headers: dict[str, str]) -> Verdict:
+    async def check_response(self, choices: list[dict[str, Any]], headers: dict[str, str]) -> Verdict:
         body = {"choices": [{"message": _outgoing(c["message"])} for c in choices]}
         return await self._check("response", body, "choices", len(choices), _choice, headers)
 
     async def _check(
         self,
         phase: str,
-        body: dict,
-        key: str,
+        body: dict[str, Any],
+        key: _MaskKey,
         count: int,
-        norm: Callable[[Any], dict],
+        norm: Callable[[Any], dict[str, Any]],
         headers: dict[str, str],
     ) -> Verdict:
         try:
@@ -183,7 +186,7 @@ class WebhookGuard:
         except CallFailed as failure:
             return self._on_failure(phase, failure)
 
-    async def _post(self, url: str, payload: dict, incoming: dict[str, str]) -> dict:
+    async def _post(self, url: str, payload: dict[str, Any], incoming: dict[str, str]) -> dict[str, Any]:
         doc = await post_json(self._session, url, payload, self._headers(incoming), self._timeout)
         action = doc.get("action") if isinstance(doc, dict) else None
         if not isinstance(action, dict):
@@ -215,7 +218,9 @@ class WebhookGuard:
         return Verdict("reject", status=status, message=message, reason=failure.kind, failed=True)
 
 
-def _verdict(action: dict, key: str, count: int, norm: Callable[[Any], dict]) -> Verdict:
+def _verdict(
+    action: dict[str, Any], key: _MaskKey, count: int, norm: Callable[[Any], dict[str, Any]]
+) -> Verdict:
     reason = action.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise CallFailed("'reason' is not a string")
@@ -234,10 +239,13 @@ def _verdict(action: dict, key: str, count: int, norm: Callable[[Any], dict]) ->
         raise CallFailed(f"mask 'body' has no '{key}' list")
     if len(items) != count:
         raise CallFailed(f"mask returned {len(items)} {key} for {count} sent")
-    return Verdict("mask", reason=reason, **{key: [norm(item) for item in items]})
+    masked = [norm(item) for item in items]
+    if key == "messages":
+        return Verdict("mask", messages=masked, reason=reason)
+    return Verdict("mask", choices=masked, reason=reason)
 
 
-def _outgoing(message: dict) -> dict:
+def _outgoing(message: dict[str, Any]) -> dict[str, Any]:
     """The contract's Message: a role and text content; other fields are not sent."""
     content = message.get("content")
     if content is None:  # an assistant turn that only called tools
@@ -247,13 +255,13 @@ def _outgoing(message: dict) -> dict:
     return {"role": message["role"], "content": content}
 
 
-def _message(item: Any) -> dict:
+def _message(item: Any) -> dict[str, Any]:
     if isinstance(item, dict) and isinstance(item.get("role"), str) and isinstance(item.get("content"), str):
         return {"role": item["role"], "content": item["content"]}
     raise CallFailed("a masked message lacks a string 'role' or 'content'")
 
 
-def _choice(item: Any) -> dict:
+def _choice(item: Any) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise CallFailed("a masked choice is not an object")
     return {"message": _message(item.get("message"))}

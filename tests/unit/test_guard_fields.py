@@ -692,6 +692,33 @@ def test_streamed_reasoning_is_split_proof_and_signatures_pass_untouched():
         ]
 
 
+def test_streamed_reasoning_comes_out_before_its_signature_and_the_answer():
+    # The guard holds back the tail of the thinking while it could still become an email;
+    # when the signature or the answer arrives, that tail is released first, on its own.
+    signature = {"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": "sig"}]}
+    for follow in (signature, {"content": "Sure."}):
+        data = (
+            chunk({"role": "assistant", "reasoning_content": "write to bob@exa"})
+            + chunk({"reasoning_content": "mple.com about it"})
+            + chunk(follow)
+            + chunk({"content": " Done, bob"})
+            + chunk({}, "stop")
+            + b"data: [DONE]\n\n"
+        )
+        for cut in range(1, len(data), 11):
+            out = feed(data, MASK_STREAM, [cut])
+            deltas = [
+                c["choices"][0]["delta"] for c in chunks_of(out) if isinstance(c, dict) and c.get("choices")
+            ]
+            kinds = [
+                k for d in deltas for k in ("reasoning_content", "thinking_blocks", "content") if d.get(k)
+            ]
+            last_reasoning = max(i for i, k in enumerate(kinds) if k == "reasoning_content")
+            assert all(k == "reasoning_content" for k in kinds[: last_reasoning + 1]), (cut, kinds)
+            reasoning = "".join(d.get("reasoning_content", "") for d in deltas)
+            assert reasoning == "write to <EMAIL> about it", cut
+
+
 # ---- the JSON-text helpers -----------------------------------------------------------------------
 
 
