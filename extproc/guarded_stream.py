@@ -26,7 +26,7 @@ from .errors import GatewayError
 from .guards.pipeline import ResponseGuards
 from .guards.stream_guard import StreamRejected, StreamTextGuard
 from .guards.text_slots import chunk_slots
-from .response_stream import ResponseStream, Unguardable
+from .response_stream import PassThroughStream, ResponseStream, Unguardable
 from .sse import SSEEvent, encode
 from .stream_fields import (
     ARG_FIELDS,
@@ -334,3 +334,12 @@ class GuardedStream(ResponseStream):
             code="content_policy_violation",
         )
         self._terminate(err, out)
+
+
+def response_stream(
+    route: str, guards: ResponseGuards | None, strip_usage: bool, headers: dict[str, str]
+) -> ResponseStream:
+    """The stream reader for a route: guarded when it has response guards."""
+    if guards is None:
+        return PassThroughStream(route, strip_usage)
+    return GuardedStream(route, guards, strip_usage, headers)

@@ -8,7 +8,7 @@ usage and token timing):
   only the usage chunk the gateway (not the client) asked for is removed;
 - `GuardedStream` (guarded_stream.py), on routes with response guards.
 
-`response_stream()` picks one for a route.
+`guarded_stream.response_stream()` picks one for a route.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import orjson
 
 from . import redaction
 from .errors import GatewayError, error_body
-from .guards.pipeline import ResponseGuards
 from .guards.stream_guard import StreamRejected
 from .sse import DONE, SSEEvent, SSEParser, encode
 
@@ -34,17 +33,6 @@ _TEXT_KEPT = 1 << 20
 
 class Unguardable(Exception):
     """An event the guards cannot read."""
-
-
-def response_stream(
-    route: str, guards: ResponseGuards | None, strip_usage: bool, headers: dict[str, str]
-) -> ResponseStream:
-    """The stream reader for a route: guarded when it has response guards."""
-    if guards is None:
-        return PassThroughStream(route, strip_usage)
-    from .guarded_stream import GuardedStream
-
-    return GuardedStream(route, guards, strip_usage, headers)
 
 
 class ResponseStream(ABC):

@@ -103,7 +103,7 @@ def main() -> None:
     for name, body in (("1 MB English (thread)", big_prose), ("1 MB base64 (thread)", big_b64)):
         print(f"  {name:28} {best(lambda body=body: r.redact_body(body), 3) * 1e3:8.1f} ms")
 
-    from extproc.response_stream import response_stream
+    from extproc.guarded_stream import response_stream
 
     data = b"data: " + event.encode() + b"\n\n"
 

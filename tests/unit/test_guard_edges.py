@@ -9,11 +9,12 @@ import pytest
 from extproc.accounting import Accounting, _model_label
 from extproc.backend_health import retry_after_seconds
 from extproc.errors import GatewayError
+from extproc.guarded_stream import response_stream
 from extproc.guards.config import RequestGuardConfig, ResponseGuardConfig
 from extproc.guards.holdback import CHAR_RUNS
 from extproc.guards.pipeline import RequestGuards, ResponseGuards
 from extproc.guards.stream_guard import StreamRejected, StreamTextGuard
-from extproc.response_stream import ResponseStream, response_stream
+from extproc.response_stream import ResponseStream
 from tests.provider_helpers import chunks_of
 
 EMAIL = {"regex": {"action": "MASK", "builtins": ["EMAIL"]}}

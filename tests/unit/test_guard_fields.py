@@ -12,11 +12,11 @@ import orjson
 import pytest
 
 from extproc.errors import GatewayError
+from extproc.guarded_stream import response_stream
 from extproc.guards.config import RequestGuardConfig, ResponseGuardConfig
 from extproc.guards.json_text import EscapeDecoder, LabelQuoter, ValueEnd, decode_escapes
 from extproc.guards.pipeline import RequestGuards, ResponseGuards
 from extproc.guards.webhook import Verdict
-from extproc.response_stream import response_stream
 from tests.provider_helpers import chunks_of
 
 EMAIL, CARD = "bob@example.com", "4111 1111 1111 1111"

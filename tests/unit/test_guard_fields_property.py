@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from extproc.canonical import validate_request
 from extproc.errors import GatewayError
+from extproc.guarded_stream import response_stream
 from extproc.guards.config import RequestGuardConfig, ResponseGuardConfig
 from extproc.guards.pipeline import RequestGuards, ResponseGuards
-from extproc.response_stream import response_stream
 from tests.hypothesis_profiles import examples
 from tests.provider_helpers import chunks_of
 

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from extproc import redaction
 from extproc import secrets as secret_store
+from extproc.guarded_stream import response_stream
 from extproc.redaction import FRAGMENT, MARK, Redactor
-from extproc.response_stream import response_stream
 from extproc.secrets import Secret, SecretRef
 from extproc.sse import SSEEvent
 from tests.hypothesis_profiles import examples

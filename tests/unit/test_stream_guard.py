@@ -143,7 +143,7 @@ def sse(text_deltas: list[str], tool_call: bool = False) -> bytes:
 
 
 def run(stream: bytes, cuts: list[int], g: ResponseGuards = MASK, strip_usage: bool = False) -> bytes:
-    from extproc.response_stream import response_stream
+    from extproc.guarded_stream import response_stream
 
     rs = response_stream("r", g, strip_usage, {})
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(stream)}), len(stream)]
@@ -260,7 +260,7 @@ def test_reject_never_sends_the_match_and_ends_with_error_then_done(data):
 
 def test_holdback_is_only_the_possible_match():
     """Text that cannot become a match is released at once; a possible match waits."""
-    from extproc.response_stream import response_stream
+    from extproc.guarded_stream import response_stream
 
     chunk = {
         "id": "c",
@@ -337,7 +337,7 @@ def test_comments_and_other_events_pass_through():
 
 
 def test_stream_without_guards_is_untouched():
-    from extproc.response_stream import response_stream
+    from extproc.guarded_stream import response_stream
 
     stream = sse(["My card 4111 1111 1111 1111"])
     rs = response_stream("r", None, False, {})
