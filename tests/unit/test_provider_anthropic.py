@@ -1,16 +1,14 @@
-"""Anthropic provider: golden translations, stream chunking, usage, errors, and the mock."""
+"""Anthropic provider: settings, request and response mapping, stream usage and edge cases,
+and the mock. Golden files, stream chunking and the error table: tests/unit/test_goldens.py."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from extproc.mock import engine
 from extproc.mock.dialects.anthropic import AnthropicDialect
@@ -18,7 +16,6 @@ from extproc.mock.dialects.base import BadRequest
 from extproc.mock.server import MockState, build_app
 from extproc.providers.anthropic import DROPPED_FIELDS, FINISH_REASONS, Anthropic
 from extproc.providers.base import ProviderError, UnsupportedRequest
-from tests.hypothesis_profiles import examples
 from tests.provider_helpers import (
     assert_valid_openai_stream,
     chunks_of,
@@ -106,28 +103,7 @@ def test_settings_reject_unknown_keys() -> None:
         provider(maxTokensDefault=5)
 
 
-# ---- request goldens ---------------------------------------------------------------------
-
-REQUEST_GOLDENS = [
-    ("request_chat", "claude-3-5-haiku-latest", {}),
-    ("request_tools", "claude-sonnet-4-5", {"defaultMaxTokens": 1024}),
-]
-
-
-@pytest.mark.parametrize(("name", "model", "extra"), REQUEST_GOLDENS)
-def test_request_golden(name: str, model: str, extra: dict) -> None:
-    body = translate(golden(P, f"{name}.in.json"), model, **extra)
-    assert body == golden(P, f"{name}.out.json")
-
-
-@pytest.mark.parametrize(("name", "model", "extra"), REQUEST_GOLDENS)
-def test_translate_request_does_not_mutate_input(name: str, model: str, extra: dict) -> None:
-    canonical = golden(P, f"{name}.in.json")
-    before = copy.deepcopy(canonical)
-    first = translate(canonical, model, **extra)
-    assert canonical == before
-    # A retry translates the same dict again and must get the same body.
-    assert translate(canonical, model, **extra) == first
+# ---- requests (the goldens: test_goldens.py) ---------------------------------------------
 
 
 def test_dropped_fields_change_nothing() -> None:
@@ -274,13 +250,7 @@ def test_unsupported_requests_are_rejected(canonical: dict, match: str) -> None:
         translate(canonical)
 
 
-# ---- response goldens --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["response_text", "response_tool_use"])
-def test_response_golden(name: str) -> None:
-    out = provider().translate_response(golden(P, f"{name}.in.json"), "claude-requested")
-    assert normalise(out) == golden(P, f"{name}.out.json")
+# ---- responses (the goldens: test_goldens.py) --------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -314,37 +284,6 @@ def test_finish_reason_mapping(stop_reason: str, finish: str) -> None:
 def test_response_that_is_not_a_message_is_refused() -> None:
     with pytest.raises(ProviderError):
         provider().translate_response({"type": "error", "error": {}}, "m")
-
-
-# ---- stream goldens and chunking ---------------------------------------------------------
-
-STREAMS = ["stream_text", "stream_tool_use", "stream_error"]
-
-
-@pytest.mark.parametrize("name", STREAMS)
-def test_stream_golden(name: str) -> None:
-    chunks = stream_chunks(golden(P, f"{name}.sse"))
-    assert chunks == golden(P, f"{name}.out.json")
-    assert_valid_openai_stream(chunks)
-
-
-@pytest.mark.parametrize("name", STREAMS)
-@settings(max_examples=examples(150), deadline=None)
-@given(data=st.data())
-def test_stream_chunking_does_not_matter(name: str, data: st.DataObject) -> None:
-    stream = golden(P, f"{name}.sse")
-    cuts = data.draw(st.lists(st.integers(min_value=1, max_value=len(stream) - 1), max_size=40))
-    assert stream_chunks(stream, cuts) == golden(P, f"{name}.out.json")
-
-
-def test_stream_every_byte_boundary() -> None:
-    # The short stream, cut at each single offset and cut into one-byte pieces (this
-    # splits the multi-byte characters of "Héllo wörld 👋" too).
-    stream = golden(P, "stream_text.sse")
-    expected = golden(P, "stream_text.out.json")
-    for i in range(1, len(stream)):
-        assert stream_chunks(stream, [i]) == expected, f"cut at {i}"
-    assert stream_chunks(stream, list(range(1, len(stream)))) == expected
 
 
 # ---- stream usage: cumulative, never summed ----------------------------------------------
@@ -486,44 +425,6 @@ def test_malformed_event_data_becomes_502_error() -> None:
     assert_valid_openai_stream(chunks)
 
 
-# ---- errors ------------------------------------------------------------------------------
-
-
-def anthropic_error(kind: str, message: str = "boom") -> bytes:
-    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_1"})
-
-
-@pytest.mark.parametrize(
-    ("status", "kind", "out_status", "out_type", "code"),
-    [
-        (400, "invalid_request_error", 400, "invalid_request_error", None),
-        (401, "authentication_error", 401, "authentication_error", "invalid_api_key"),
-        (402, "billing_error", 402, "invalid_request_error", "billing_error"),
-        (403, "permission_error", 403, "permission_error", None),
-        (404, "not_found_error", 404, "not_found_error", None),
-        (413, "request_too_large", 413, "invalid_request_error", "request_too_large"),
-        (429, "rate_limit_error", 429, "rate_limit_error", "rate_limit_exceeded"),
-        (500, "api_error", 500, "server_error", None),
-        (504, "timeout_error", 504, "server_error", "timeout"),
-        (529, "overloaded_error", 503, "server_error", "overloaded"),
-        (409, "conflict_error", 409, "conflict_error", "conflict_error"),  # unknown type: by status
-    ],
-)
-def test_error_translation(status: int, kind: str, out_status: int, out_type: str, code: str | None) -> None:
-    got_status, doc = provider().translate_error(status, anthropic_error(kind, "it broke"))
-    assert got_status == out_status
-    assert doc == {"error": {"message": "it broke", "type": out_type, "param": None, "code": code}}
-
-
-@pytest.mark.parametrize(("status", "out_status"), [(502, 502), (529, 503)])
-def test_non_anthropic_error_body_keeps_its_text(status: int, out_status: int) -> None:
-    # A proxy's page says what answered; credentials are redacted by the upstream filter.
-    got_status, doc = provider().translate_error(status, b"<html>proxy page</html>")
-    assert got_status == out_status
-    assert doc["error"]["message"] == f"anthropic returned HTTP {out_status}: proxy page"
-    assert doc["error"]["type"] == "server_error"
-
-
 # ---- the mock dialect --------------------------------------------------------------------
 
 DIALECT = AnthropicDialect()
@@ -579,12 +480,6 @@ def test_mock_rejects_untranslated_openai_body() -> None:
     # The mock is not the translator: an OpenAI body sent as is fails like the real API.
     with pytest.raises(BadRequest):
         DIALECT.parse(golden(P, "request_chat.in.json"), {}, {})
-
-
-@pytest.mark.parametrize(("name", "model", "extra"), REQUEST_GOLDENS)
-def test_mock_accepts_translated_goldens(name: str, model: str, extra: dict) -> None:
-    mreq = DIALECT.parse(translate(golden(P, f"{name}.in.json"), model, **extra), {}, {})
-    assert mreq.model == model and mreq.turns[0][0] == "system"
 
 
 ROUND_TRIPS = {

@@ -1,15 +1,14 @@
-"""Azure OpenAI provider: path and api-version, body, the light stream fix-up, errors, mock."""
+"""Azure OpenAI provider: path and api-version, body, the light stream fix-up, the mock.
+Golden files (current and legacy api-version), stream chunking and the error table:
+tests/unit/test_goldens.py."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import ValidationError
 
@@ -21,20 +20,16 @@ from extproc.mock.server import MockState, build_app
 from extproc.providers.azure_openai import DEFAULT_API_VERSION, AzureOpenAI
 from extproc.providers.base import ProviderError
 from extproc.sse import SSEEvent
-from tests.hypothesis_profiles import examples
 from tests.provider_helpers import (
     assert_valid_openai_stream,
     chunks_of,
-    golden,
     make_provider,
-    normalise,
     transcode,
 )
 
 P = "azure-openai"
 AUTH = {"secretRef": {"inline": "k"}}
 DIALECT = AzureOpenAIDialect()
-STREAMS = ["stream_text", "stream_tool_calls", "stream_async_filter", "stream_content_filter"]
 
 
 def provider(**extra: Any) -> AzureOpenAI:
@@ -44,10 +39,6 @@ def provider(**extra: Any) -> AzureOpenAI:
 
 def req(**fields: Any) -> dict[str, Any]:
     return {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **fields}
-
-
-def stream_chunks(stream: bytes, cuts: list[int] | None = None) -> list[Any]:
-    return normalise(chunks_of(transcode(provider(), "gpt-4o", stream, cuts)))
 
 
 # ---- settings, path, auth -----------------------------------------------------------------
@@ -101,21 +92,6 @@ def test_settings_are_validated(bad: dict[str, Any]) -> None:
 # ---- request --------------------------------------------------------------------------------
 
 
-def test_request_golden_current_version() -> None:
-    canonical = golden(P, "request_chat.in.json")
-    before = copy.deepcopy(canonical)
-    assert provider().translate_request(canonical, "my-gpt4o") == golden(P, "request_chat.out.json")
-    assert canonical == before
-
-
-def test_request_golden_legacy_version_renames_and_drops() -> None:
-    canonical = golden(P, "request_chat.in.json")
-    before = copy.deepcopy(canonical)
-    out = provider(apiVersion="2024-06-01").translate_request(canonical, "my-gpt4o")
-    assert out == golden(P, "request_legacy.out.json")
-    assert canonical == before
-
-
 def test_legacy_version_keeps_an_explicit_max_tokens() -> None:
     out = provider(apiVersion="2024-08-01-preview").translate_request(
         req(max_tokens=10, max_completion_tokens=99), "gpt-4o"
@@ -131,41 +107,9 @@ def test_current_request_with_matching_model_is_passed_as_is() -> None:
 # ---- responses ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["response_text", "response_tool_calls", "response_content_filter"])
-def test_response_golden(name: str) -> None:
-    out = provider().translate_response(golden(P, f"{name}.in.json"), "gpt-4o")
-    assert out == golden(P, f"{name}.out.json")
-    ChatCompletion.model_validate(out)
-
-
 def test_response_without_choices_is_refused() -> None:
     with pytest.raises(ProviderError):
         provider().translate_response({"error": "nope"}, "gpt-4o")
-
-
-@pytest.mark.parametrize("name", STREAMS)
-def test_stream_golden(name: str) -> None:
-    chunks = stream_chunks(golden(P, f"{name}.sse"))
-    assert chunks == golden(P, f"{name}.out.json")
-    assert_valid_openai_stream(chunks)
-    for c in chunks[:-1]:
-        ChatCompletionChunk.model_validate(c)  # every choice has a delta, every envelope is set
-
-
-@pytest.mark.parametrize("name", STREAMS)
-@settings(max_examples=examples(100), deadline=None)
-@given(data=st.data())
-def test_stream_chunking_does_not_matter(name: str, data: st.DataObject) -> None:
-    stream = golden(P, f"{name}.sse")
-    cuts = data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=30))
-    assert stream_chunks(stream, cuts) == stream_chunks(stream)
-
-
-def test_stream_every_byte_boundary() -> None:
-    stream = golden(P, "stream_content_filter.sse")
-    whole = stream_chunks(stream)
-    for cut in range(1, len(stream)):
-        assert stream_chunks(stream, [cut]) == whole, cut
 
 
 def test_blank_envelope_is_filled_from_the_stream() -> None:
@@ -214,76 +158,6 @@ def test_malformed_event_becomes_an_error() -> None:
         translator.on_event(SSEEvent(data='{"id":"x"}', _data_seen=True))
     chunks = chunks_of(transcode(provider(), "gpt-4o", b"data: [1, 2]\n\n"))
     assert chunks[0]["error"]["code"] == "upstream_invalid_stream" and chunks[-1] == "[DONE]"
-
-
-# ---- errors -----------------------------------------------------------------------------------
-
-
-def test_content_filter_error_stays_400_with_its_code() -> None:
-    body = orjson.dumps(golden(P, "error_content_filter.in.json"))
-    assert provider().translate_error(400, body) == (400, golden(P, "error_content_filter.out.json"))
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "code", "kind"),
-    [
-        (
-            429,
-            {
-                "error": {
-                    "code": "429",
-                    "message": "Requests to the ChatCompletions_Create Operation "
-                    "have exceeded token rate limit. Please retry after 6 seconds.",
-                }
-            },
-            "rate_limit_exceeded",
-            "rate_limit_error",
-        ),
-        (
-            401,
-            {"error": {"code": "401", "message": "Access denied due to invalid subscription key."}},
-            "invalid_api_key",
-            "authentication_error",
-        ),
-        (
-            404,
-            {
-                "error": {
-                    "code": "DeploymentNotFound",
-                    "message": "The API deployment for this resource does not exist.",
-                }
-            },
-            "DeploymentNotFound",
-            "not_found_error",
-        ),
-        (
-            400,
-            {
-                "error": {
-                    "message": "Unrecognized request argument supplied: foo",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": None,
-                }
-            },
-            None,
-            "invalid_request_error",
-        ),
-    ],
-)
-def test_error_translation(status: int, body: dict, code: str | None, kind: str) -> None:
-    got_status, doc = provider().translate_error(status, orjson.dumps(body))
-    assert got_status == status
-    assert doc["error"]["code"] == code and doc["error"]["type"] == kind
-    assert doc["error"]["message"] == body["error"]["message"]
-    assert "innererror" not in doc["error"]
-
-
-def test_non_json_error_keeps_its_text() -> None:
-    # What answered is worth knowing; credentials are redacted by the upstream filter.
-    status, doc = provider().translate_error(502, b"<html>Bad gateway from internal-host</html>")
-    assert status == 502
-    assert doc["error"]["message"] == "azure-openai returned HTTP 502: Bad gateway from internal-host"
 
 
 # ---- the mock ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Anthropic extended thinking: settings, request mapping and conflicts, echoed thinking
-blocks, responses and streams (goldens, chunking), the OpenAI SDK's view of them, and the
-mock's thinking (signed blocks, the API's rules, a tool loop through translator and mock)."""
+blocks, responses and streams, the OpenAI SDK's view of them, and the mock's thinking
+(signed blocks, the API's rules, a tool loop through translator and mock). The thinking
+goldens themselves and their stream chunking: tests/unit/test_goldens.py."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ import orjson
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from extproc.mock import engine
@@ -23,13 +22,14 @@ from extproc.mock.dialects.base import BadRequest
 from extproc.mock.server import MockState, build_app
 from extproc.providers.anthropic import Anthropic
 from extproc.providers.base import UnsupportedRequest
-from tests.hypothesis_profiles import examples
 from tests.provider_helpers import (
     assert_valid_openai_stream,
     chunks_of,
     golden,
+    golden_case,
     make_provider,
     normalise,
+    read_golden,
     transcode,
 )
 
@@ -138,31 +138,15 @@ def test_settings_validation_errors(extra: dict, match: str) -> None:
         provider(**extra)
 
 
-# ---- request goldens ---------------------------------------------------------------------
+# ---- request goldens (checked in test_goldens.py; settings in tests/golden/anthropic/cases.json)
 
-REQUEST_GOLDENS = [
-    ("request_thinking_effort", {}),
-    (
-        "request_thinking_default_effort",
-        {"defaultReasoningEffort": "high", "thinkingBudgets": {"high": 16000}, "defaultMaxTokens": 2000},
-    ),
-    ("request_thinking_history", {}),
-]
+REQUEST_GOLDENS = ["request_thinking_effort", "request_thinking_default_effort", "request_thinking_history"]
 
 
-@pytest.mark.parametrize(("name", "extra"), REQUEST_GOLDENS)
-def test_request_golden(name: str, extra: dict) -> None:
-    canonical = golden(P, f"{name}.in.json")
-    before = copy.deepcopy(canonical)
-    body = translate(canonical, **extra)
-    assert body == golden(P, f"{name}.out.json")
-    assert canonical == before  # retries translate the same dict again
-    assert translate(canonical, **extra) == body
-
-
-@pytest.mark.parametrize(("name", "extra"), REQUEST_GOLDENS)
-def test_mock_accepts_translated_goldens(name: str, extra: dict) -> None:
-    body = translate(golden(P, f"{name}.in.json"), **extra)
+@pytest.mark.parametrize("name", REQUEST_GOLDENS)
+def test_mock_accepts_translated_goldens(name: str) -> None:
+    case = golden_case(P, name)
+    body = case.make().translate_request(read_golden(case.input), case.model)
     if name == "request_thinking_history":
         # The goldens carry made-up signatures; the mock checks everything else.
         body = copy.deepcopy(body)
@@ -448,10 +432,9 @@ RESPONSES = ["response_thinking_text", "response_redacted_thinking_tool_use"]
 
 
 @pytest.mark.parametrize("name", RESPONSES)
-def test_response_golden(name: str) -> None:
+def test_response_reports_no_thinking_token_count(name: str) -> None:
     out = provider().translate_response(golden(P, f"{name}.in.json"), "claude-requested")
-    assert normalise(out) == golden(P, f"{name}.out.json")
-    assert "completion_tokens_details" not in out["usage"]  # Anthropic reports no thinking count
+    assert "completion_tokens_details" not in out["usage"]  # Anthropic reports none
 
 
 def test_response_without_thinking_has_no_reasoning_fields() -> None:
@@ -491,30 +474,6 @@ STREAMS = ["stream_thinking_text", "stream_redacted_thinking_tool_use"]
 
 def stream_chunks(stream: bytes, cuts: list[int] | None = None) -> list[Any]:
     return normalise(chunks_of(transcode(provider(), "claude-x", stream, cuts)))
-
-
-@pytest.mark.parametrize("name", STREAMS)
-def test_stream_golden(name: str) -> None:
-    chunks = stream_chunks(golden(P, f"{name}.sse"))
-    assert chunks == golden(P, f"{name}.out.json")
-    assert_valid_openai_stream(chunks)
-
-
-@pytest.mark.parametrize("name", STREAMS)
-@settings(max_examples=examples(150), deadline=None)
-@given(data=st.data())
-def test_stream_chunking_does_not_matter(name: str, data: st.DataObject) -> None:
-    stream = golden(P, f"{name}.sse")
-    cuts = data.draw(st.lists(st.integers(min_value=1, max_value=len(stream) - 1), max_size=40))
-    assert stream_chunks(stream, cuts) == golden(P, f"{name}.out.json")
-
-
-def test_thinking_stream_every_byte_boundary() -> None:
-    # Cuts inside the multi-byte characters of "Gödel's" and "🤔" included.
-    stream = golden(P, "stream_thinking_text.sse")
-    expected = golden(P, "stream_thinking_text.out.json")
-    for i in range(1, len(stream)):
-        assert stream_chunks(stream, [i]) == expected, f"cut at {i}"
 
 
 @pytest.mark.parametrize("name", STREAMS)
