@@ -28,6 +28,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -143,3 +144,56 @@ async def start_server(host: str, port: int, reuse_port: bool = False) -> web.Ap
     await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     log.info("metrics listening", extra={"fields": {"listen": f"{host}:{port}"}})
     return runner
+
+
+# --- Inference routing (extproc/inference/): the endpoint picker of a model-server pool.
+# Every worker scrapes and picks on its own, so the age gauge keeps the worst (largest)
+# value over live workers: an endpoint one worker cannot reach is visible.
+
+INFERENCE_PICKS = Counter(
+    "aigw_inference_picks",
+    "Endpoint picks by pool, primary endpoint and reason (least-loaded, adapter-affinity, round-robin).",
+    ("pool", "endpoint", "reason"),
+)
+INFERENCE_SCRAPE_AGE = Gauge(
+    "aigw_inference_scrape_age_seconds",
+    "Seconds since the last successful metrics scrape of a model server (since start when none).",
+    ("pool", "endpoint"),
+    multiprocess_mode="livemax",
+)
+INFERENCE_SCRAPE_FAILURES = Counter(
+    "aigw_inference_scrape_failures",
+    "Failed metrics scrapes of a model server (unreachable, timeout, bad status or unreadable body).",
+    ("pool", "endpoint"),
+)
+INFERENCE_ROUND_ROBIN = Counter(
+    "aigw_inference_round_robin",
+    "Picks made round-robin because no endpoint of the pool had fresh metrics.",
+    ("pool",),
+)
+INFERENCE_SHED = Counter(
+    "aigw_inference_shed",
+    "Sheddable requests refused because every endpoint of the pool was saturated.",
+    ("pool", "model", "criticality"),
+)
+
+
+def inference_pick(pool: str, endpoint: str, reason: str) -> None:
+    child(INFERENCE_PICKS, pool, endpoint, reason).inc()
+
+
+def inference_scrape_age(pool: str, endpoint: str, age_s: float) -> None:
+    child(INFERENCE_SCRAPE_AGE, pool, endpoint).set(age_s)
+
+
+def inference_scrape_failure(pool: str, endpoint: str) -> None:
+    child(INFERENCE_SCRAPE_FAILURES, pool, endpoint).inc()
+
+
+def inference_round_robin(pool: str) -> None:
+    child(INFERENCE_ROUND_ROBIN, pool).inc()
+
+
+def inference_shed(pool: str, model: str, criticality: str) -> None:
+    """For the caller that catches `Shed` (it knows the model)."""
+    child(INFERENCE_SHED, pool, model or "-", criticality).inc()

@@ -16,16 +16,18 @@ import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import messages as msg
-from . import redaction
+from . import metrics, redaction
 from . import wire as H
 from .accounting import Accounting
 from .canonical import check_content_type, parse_request, wants_stream
 from .errors import GatewayError, bad_request
+from .guarded_stream import response_stream
+from .inference.picker import EndpointPicker, Shed
 from .logs import access_log
 from .paths import check_chat_path
 from .policies.field_defaults import apply_all
 from .response_limits import declared_too_large, json_body_mode, read_too_large
-from .response_stream import ResponseStream, response_stream
+from .response_stream import ResponseStream
 from .runtime.gateway import GatewayRuntime, RouteRuntime
 from .settings import ProcessorSettings
 from .upstream_filter import UpstreamStream
@@ -46,6 +48,7 @@ class RouteStream:
         "gw",
         "headers",
         "limit",
+        "picked",
         "read_json",
         "rejected",
         "request_id",
@@ -72,6 +75,8 @@ class RouteStream:
         self.strip_usage = False
         self.response: ResponseStream | None = None
         self.read_json = False
+        # The inference pool server this request was sent to first (for in-flight counts).
+        self.picked: tuple[EndpointPicker, str] | None = None
         # Kept only when a cut-short stream may need a prompt-token estimate.
         self.canonical: dict[str, Any] | None = None
         # The attempt, when the route sends to a one-endpoint cluster without an upstream
@@ -103,7 +108,8 @@ class RouteStream:
             self._check_headers(hdrs, req.request_headers.end_of_stream)
         except GatewayError as err:
             return self._reject(err)
-        spoofed = [k for k in hdrs if k.startswith(H.PREFIX)]
+        # Internal headers, and the endpoint picker's: only the gateway names the servers.
+        spoofed = [k for k in hdrs if k.startswith(H.PREFIX) or k == H.DESTINATION_ENDPOINT]
         resp = msg.request_headers(remove=spoofed)
         if direct is not None:
             self.attempt = UpstreamStream(self.gw, self.settings, direct=direct)
@@ -163,6 +169,10 @@ class RouteStream:
                     param="model",
                 )
             self._check_cooling()
+            destination = None
+            if self.route.inference is not None:
+                destination, model_changed = self._pick_endpoints(canonical)
+                changed |= model_changed
         except GatewayError as err:
             return self._reject(err)
         self.acct.request_model = model or ""
@@ -188,6 +198,8 @@ class RouteStream:
                 return self._attempt_replied(out)
             return msg.with_metadata(out, metadata)
         set_headers: dict[str, str] = dict(routing or {})
+        if destination is not None:
+            set_headers[H.DESTINATION_ENDPOINT] = destination
         new_body = None
         if changed:
             new_body = orjson.dumps(canonical)
@@ -199,6 +211,32 @@ class RouteStream:
             msg.request_body(set_headers=set_headers, body=new_body, clear_route_cache=routing is not None),
             metadata,
         )
+
+    def _pick_endpoints(self, canonical: dict[str, Any]) -> tuple[str, bool]:
+        """An inference pool's route: the model the servers are asked for (a weighted
+        target model), then the servers, least loaded first; a Sheddable request to a
+        saturated pool is refused without touching a server."""
+        inference = self.route.inference
+        assert inference is not None
+        requested = canonical.get("model")
+        target, criticality = inference.model_for(requested)
+        changed = target is not None and target != requested
+        if changed:
+            canonical["model"] = target
+        try:
+            pick = inference.pick(target, criticality)
+        except Shed as shed:
+            # Only declared models are Sheddable, so the model label stays bounded.
+            metrics.inference_shed(inference.pool, str(requested), criticality.value)
+            raise GatewayError(
+                429,
+                f"inference pool '{inference.pool}' is saturated; retry after {shed.retry_after_s} s",
+                code="pool_saturated",
+                headers={"retry-after": str(shed.retry_after_s)},
+            ) from None
+        inference.picker.started(pick.primary)
+        self.picked = (inference.picker, pick.primary)
+        return pick.header_value(), changed
 
     def _ask_for_stream_usage(self, canonical: dict[str, Any]) -> bool:
         """Streams are counted too: ask for the usage chunk, and remember to drop it again
@@ -420,6 +458,10 @@ class RouteStream:
             outcome = "cut_short"
         if self.attempt is not None:
             self.attempt.close(outcome)
+        if self.picked is not None:
+            picker, endpoint = self.picked
+            picker.finished(endpoint)
+            self.picked = None
         acct = self.acct
         if self.response is not None and not self.done:
             self._stream_done()  # cut short: still record what was seen

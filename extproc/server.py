@@ -69,6 +69,8 @@ async def serve(
         raise ValueError("nothing to listen on: give a socket path or a TCP address")
 
     await server.start()
+    for picker in gw.pickers.values():  # inference pools: scraping starts with serving
+        await picker.start()
     runners = []
     if metrics_address is not None:
         from . import metrics
@@ -108,6 +110,8 @@ async def serve(
     log.info("draining: no new streams, finishing in-flight ones", extra={"fields": {"grace_s": grace}})
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace)
+    for picker in gw.pickers.values():
+        await picker.stop()
     await scan_pool.stop()
     for runner in runners:
         await runner.cleanup()

@@ -18,6 +18,11 @@ ATTEMPT = "x-aigw-attempt"
 PHASE = "x-aigw-phase"
 PHASE_ROUTE, PHASE_UPSTREAM = "route", "upstream"
 
+# The Gateway API Inference Extension's endpoint-picker contract: the picker names the
+# endpoints for a request ("ip:port,ip:port", the first preferred, the rest tried in turn
+# by retries); the pool's cluster routes by it with the override-host LB policy.
+DESTINATION_ENDPOINT = "x-gateway-destination-endpoint"
+
 # ---- Envoy's headers --------------------------------------------------------------------
 # Envoy's attempt counter, sent upstream when the virtual host sets include_request_attempt_count.
 ENVOY_ATTEMPT = "x-envoy-attempt-count"
@@ -58,4 +63,8 @@ PREVIOUS_HOSTS_TYPE = _TYPE + "envoy.extensions.retry.host.previous_hosts.v3.Pre
 PREVIOUS_PRIORITIES_TYPE = (
     _TYPE + "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
 )
+OVERRIDE_HOST = "envoy.load_balancing_policies.override_host"
+OVERRIDE_HOST_TYPE = _TYPE + "envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost"
+ROUND_ROBIN = "envoy.load_balancing_policies.round_robin"
+ROUND_ROBIN_TYPE = _TYPE + "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin"
 HCM_TYPE = _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"

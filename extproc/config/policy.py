@@ -15,6 +15,7 @@ from ..guards.config import PromptGuardConfig
 from ..policies.content_routing import ContentRouting
 from ..policies.enrichment import PromptEnrichment
 from ..policies.field_defaults import FieldDefault, apply_all
+from .inference import InferenceRouting
 
 
 class RoutePolicy(ConfigModel):
@@ -29,6 +30,8 @@ class RoutePolicy(ConfigModel):
     # Estimate the prompt's tokens (tiktoken) before the call and offer it as dynamic
     # metadata `aigw: {prompt_tokens_estimate}`, e.g. for token-based rate limiting.
     prompt_token_estimate: bool = False
+    # The route sends to an inference pool: the processor picks the endpoint (inference.py).
+    inference: InferenceRouting | None = None
 
     @model_validator(mode="after")
     def _defaults_make_valid_requests(self) -> RoutePolicy:

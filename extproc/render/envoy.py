@@ -30,6 +30,7 @@ from .envoy_parts import (
     socket_address,
     upstream_tls,
 )
+from .inference import add_endpoint_picking, pool_retry_policy, pool_route_metadata
 from .model import (
     BackendSpec,
     Endpoint,
@@ -203,6 +204,8 @@ def render_cluster(
         cluster["transport_socket_matches"] = matches
     if isinstance(backend.ai, PriorityGroups):
         _add_failover(cluster, backend.ai.failover, plain_health_checks=bool(tls_names))
+    if backend.inference_pool is not None:
+        add_endpoint_picking(cluster)
     return cluster
 
 
@@ -237,7 +240,7 @@ def _add_failover(cluster: dict[str, Any], fo: Failover, plain_health_checks: bo
 def is_direct(backend: BackendSpec) -> bool:
     """One AI host, so every attempt goes to it: translated at the route level."""
     return (
-        backend.static is None
+        backend.ai is not None
         and not isinstance(backend.ai, PriorityGroups)
         and len(list(backend.providers())) == 1
     )
@@ -342,9 +345,10 @@ def _rate_limit(route_name: str, rl: RateLimit) -> dict[str, Any]:
 
 
 def render_routes(cfg: GatewaySpec, route: Route) -> list[dict[str, Any]]:
-    backends = {b.name: b for b in cfg.backends}
+    backends = {b.name: b for b in cfg.all_backends}
     targets = [backends[r.name] for r in route.backend_refs]
-    is_ai = bool(targets) and targets[0].ai is not None
+    is_ai = bool(targets) and targets[0].carries_ai
+    pool = targets[0] if targets and targets[0].inference_pool is not None else None
     base: dict[str, Any] = {}
     per_filter: dict[str, Any] = {}
     if route.direct_response is not None:
@@ -364,7 +368,7 @@ def render_routes(cfg: GatewaySpec, route: Route) -> list[dict[str, Any]]:
             action["weighted_clusters"] = {
                 "clusters": [{"name": r.name, "weight": r.weight} for r in route.backend_refs]
             }
-        retry = _retry_policy(targets)
+        retry = _retry_policy(targets) if pool is None else pool_retry_policy(pool)
         if route.timeouts.backend_request:
             # Without priority groups there is no other host to move on to: the attempt's
             # limit is the request's.
@@ -400,6 +404,8 @@ def render_routes(cfg: GatewaySpec, route: Route) -> list[dict[str, Any]]:
             else {}
         )
         policy.setdefault("maxRequestBytes", cfg.gateway.max_request_bytes)
+        if pool is not None:
+            policy["inference"] = pool_route_metadata(pool)
         base["metadata"] = {"filter_metadata": {AIGW: policy}}
     else:
         per_filter["envoy.filters.http.ext_proc"] = {"@type": EXT_PROC_PER_ROUTE, "disabled": True}
@@ -493,7 +499,7 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
     direct_backends = (
         set()
         if content_routing
-        else {b.name for b in cfg.backends if is_direct(b) and b.name not in rewritten}
+        else {b.name for b in cfg.all_backends if is_direct(b) and b.name not in rewritten}
     )
     direct = bool(direct_backends)
     http_filters.append(
@@ -534,7 +540,7 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
                     # Set by the upstream filter for Envoy's router (rate-limited host), not for clients.
                     **(
                         {"response_headers_to_remove": [IMMEDIATE_HC_FAIL]}
-                        if any(isinstance(b.ai, PriorityGroups) for b in cfg.backends)
+                        if any(isinstance(b.ai, PriorityGroups) for b in cfg.all_backends)
                         else {}
                     ),
                 }
@@ -582,7 +588,7 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
         ]
     added = route_added_headers(cfg)
     clusters += [
-        render_cluster(b, cfg, b.name in direct_backends, added.get(b.name, set())) for b in cfg.backends
+        render_cluster(b, cfg, b.name in direct_backends, added.get(b.name, set())) for b in cfg.all_backends
     ]
     return {
         "admin": {"address": socket_address("127.0.0.1", g.admin_port)},

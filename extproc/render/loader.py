@@ -107,7 +107,11 @@ Problem = tuple[tuple, str]
 def cross_references(cfg: GatewaySpec) -> list[Problem]:
     """What one part of the config says about another, located where it is written."""
     return (
-        _backend_problems(cfg) + _route_problems(cfg) + _policy_problems(cfg) + _content_routing_groups(cfg)
+        _backend_problems(cfg)
+        + _inference_problems(cfg)
+        + _route_problems(cfg)
+        + _policy_problems(cfg)
+        + _content_routing_groups(cfg)
     )
 
 
@@ -119,6 +123,12 @@ def _backend_problems(cfg: GatewaySpec) -> list[Problem]:
         if b.name in seen:
             out.append((("backends", bi, "name"), f"backend name '{b.name}' is used twice"))
         seen[b.name] = ("backends", bi)
+    for pi, pool in enumerate(cfg.inference_pools):
+        if pool.name in seen:
+            out.append(
+                (("inferencePools", pi, "name"), f"'{pool.name}' already names a backend or inference pool")
+            )
+        seen[pool.name] = ("inferencePools", pi)
     providers: dict[str, tuple] = {}
     for bi, b in enumerate(cfg.backends):
         for _, entry in b.providers():
@@ -150,10 +160,27 @@ def _backend_problems(cfg: GatewaySpec) -> list[Problem]:
     return out
 
 
+def _inference_problems(cfg: GatewaySpec) -> list[Problem]:
+    """Every inference model names a pool, once per model name."""
+    out: list[Problem] = []
+    pools = {p.name for p in cfg.inference_pools}
+    seen: set[tuple[str, str]] = set()
+    for mi, m in enumerate(cfg.inference_models):
+        where = ("inferenceModels", mi)
+        if m.pool_ref is None:
+            out.append(((*where, "poolRef"), "required: the inference pool that serves this model"))
+        elif m.pool_ref not in pools:
+            out.append(((*where, "poolRef"), f"'{m.pool_ref}' names no inference pool"))
+        elif (m.pool_ref, m.model_name) in seen:
+            out.append(((*where, "modelName"), f"'{m.model_name}' is declared twice for '{m.pool_ref}'"))
+        seen.add((m.pool_ref or "", m.model_name))
+    return out
+
+
 def _route_problems(cfg: GatewaySpec) -> list[Problem]:
     """Names used twice, and backendRefs that name no backend or mix kinds."""
     out: list[Problem] = []
-    backends = {b.name: b for b in cfg.backends}
+    backends = {b.name: b for b in cfg.all_backends}
     route_names: set[str] = set()
     for ri, route in enumerate(cfg.routes):
         if route.name in route_names:
@@ -161,14 +188,28 @@ def _route_problems(cfg: GatewaySpec) -> list[Problem]:
         route_names.add(route.name)
         kinds = set()
         for fi, ref in enumerate(route.backend_refs):
-            if ref.name not in backends:
+            target = backends.get(ref.name)
+            if target is None:
                 out.append(
                     (("routes", ri, "backendRefs", fi, "name"), f"backendRef '{ref.name}' names no backend")
                 )
                 continue
-            kinds.add("static" if backends[ref.name].static is not None else "ai")
-        if len(kinds) > 1:
+            kind = "InferencePool" if target.inference_pool is not None else "Backend"
+            if ref.kind is not None and ref.kind != kind:
+                out.append((("routes", ri, "backendRefs", fi, "kind"), f"'{ref.name}' is a {kind}"))
+            kinds.add("static" if target.static is not None else "pool" if kind == "InferencePool" else "ai")
+        if len(kinds) > 1 and "static" in kinds:
             out.append((("routes", ri, "backendRefs"), "cannot mix AI and static backends in one route"))
+        elif "pool" in kinds and len(route.backend_refs) > 1:
+            out.append(
+                (
+                    ("routes", ri, "backendRefs"),
+                    "a route to an inference pool has that one backendRef (the pool's picker chooses "
+                    "among its servers)",
+                )
+            )
+        if "pool" in kinds and route.policies is not None and route.policies.inference is not None:
+            out.append((("routes", ri, "policies", "inference"), "set by the inference pool; leave it out"))
         if kinds == {"static"} and route.policies is not None:
             out.append(
                 (
@@ -182,7 +223,7 @@ def _route_problems(cfg: GatewaySpec) -> list[Problem]:
 def _policy_problems(cfg: GatewaySpec) -> list[Problem]:
     """targetRefs that name no route, or a route that already has what the policy sets."""
     out: list[Problem] = []
-    backends = {b.name: b for b in cfg.backends}
+    backends = {b.name: b for b in cfg.all_backends}
     # A name used twice is reported above; the last route of that name is the one checked.
     routes = {r.name: r for r in cfg.routes}
     for pi, policy in enumerate(cfg.policies):

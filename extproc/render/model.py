@@ -15,30 +15,19 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from functools import cached_property
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from ..config.inference import InferenceModelConfig, InferencePoolConfig
 from ..config.policy import RoutePolicy
-from ..config_model import ConfigModel
+from ..config_model import ConfigModel, seconds
 from ..providers import PROVIDERS
 from ..providers.base import BackendSettings
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]")
-
-
-def seconds(value: str | float | int) -> float:
-    """ "30s", "1.5s", "500ms", "2m", "1h" or a number of seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    m = _DURATION.match(str(value).strip())
-    if not m:
-        raise ValueError(f"{value!r} is not a duration such as 30s, 500ms, 2m or 1h")
-    n, unit = float(m.group(1)), m.group(2)
-    return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
-
 
 Duration = Annotated[float, Field(ge=0)]
 
@@ -166,18 +155,47 @@ class BackendSpec(ConfigModel):
     ai: AIBackend | None = None
     # A plain HTTP service (no translation, no policies), e.g. for a docs or health page.
     static: Endpoint | None = None
+    # A pool of self-hosted model servers the processor picks from per request (written
+    # as a top-level `inferencePools` entry; GatewaySpec.all_backends makes it a backend).
+    inference_pool: InferencePoolConfig | None = None
+    inference_models: tuple[InferenceModelConfig, ...] = ()
 
     @model_validator(mode="after")
     def _one_kind(self) -> BackendSpec:
-        if (self.ai is None) == (self.static is None):
-            raise ValueError("set exactly one of 'ai' or 'static'")
+        if sum(k is not None for k in (self.ai, self.static, self.inference_pool)) != 1:
+            raise ValueError("set exactly one of 'ai', 'static' or 'inferencePool'")
         return self
 
+    @property
+    def carries_ai(self) -> bool:
+        return self.ai is not None or self.inference_pool is not None
+
     def providers(self) -> list[tuple[int, ProviderEntry]]:
-        """(priority, provider entry) for every provider, single backends at priority 0."""
+        """(priority, provider entry) for every provider, single backends at priority 0;
+        an inference pool's servers as OpenAI-compatible providers, one per endpoint."""
         if isinstance(self.ai, PriorityGroups):
             return [(i, p) for i, g in enumerate(self.ai.priority_groups) for p in g.providers]
+        if self.inference_pool is not None:
+            return [(0, p) for p in _pool_entries(self.inference_pool)]
         return [(0, self.ai)] if self.ai is not None else []
+
+
+def _pool_entries(pool: InferencePoolConfig) -> list[ProviderEntry]:
+    entry_cls = _ENTRIES["openai-compatible"]
+    return [
+        cast(
+            "ProviderEntry",
+            entry_cls.model_validate(
+                {
+                    "provider": "openai-compatible",
+                    "name": f"{pool.name}-{i}",
+                    "path": pool.path,
+                    "endpoint": {"host": host, "port": port, "tls": False},
+                }
+            ),
+        )
+        for i, (host, port) in enumerate(pool.addresses())
+    ]
 
 
 # ---- routes ---------------------------------------------------------------------------------
@@ -218,6 +236,8 @@ class RouteMatch(ConfigModel):
 class BackendRef(ConfigModel):
     name: str
     weight: int = Field(default=1, ge=0)
+    # Optional, as in Gateway API: names are unique across backends and inference pools.
+    kind: Literal["Backend", "InferencePool"] | None = None
 
 
 class Timeouts(ConfigModel):
@@ -414,5 +434,20 @@ class Policy(ConfigModel):
 class GatewaySpec(ConfigModel):
     gateway: GatewaySettings = GatewaySettings()
     backends: tuple[BackendSpec, ...] = ()
+    inference_pools: tuple[InferencePoolConfig, ...] = ()
+    inference_models: tuple[InferenceModelConfig, ...] = ()
     routes: tuple[Route, ...] = Field(min_length=1)
     policies: tuple[Policy, ...] = ()
+
+    @cached_property
+    def all_backends(self) -> tuple[BackendSpec, ...]:
+        """`backends`, then every inference pool as a backend with its models."""
+        pools = tuple(
+            BackendSpec(
+                name=p.name,
+                inference_pool=p,
+                inference_models=tuple(m for m in self.inference_models if m.pool_ref == p.name),
+            )
+            for p in self.inference_pools
+        )
+        return self.backends + pools

@@ -28,10 +28,12 @@ from ..backends import Backend
 from ..config import wiring
 from ..config.policy import RoutePolicy
 from ..guards.pipeline import RequestGuards, ResponseGuards, RouteGuards
+from ..inference.picker import EndpointPicker
 from ..providers import PROVIDERS, backend_settings_adapter
 from ..response_limits import buffer_limit
 from ..secrets import Secret, SecretError
 from .gateway import AIGW, ClusterRuntime, GatewayRuntime, RouteRuntime
+from .inference import InferenceRoute, build_pickers
 
 EXT_PROC = wiring.EXT_PROC
 HTTP_OPTIONS = wire.HTTP_OPTIONS
@@ -115,10 +117,27 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
     if problems:
         raise ConfigError(problems, source)
     gw = GatewayRuntime(routes, clusters, by_name)
+    gw.pickers = _inference_routes(routes, problems)
+    if problems:
+        raise ConfigError(problems, source)
     gw.processor_sockets = processor_sockets(doc)
     gw.health_address = next(iter(health_addresses), None)
     gw.max_response_bytes = buffer_limit(doc, set(clusters))
     return gw
+
+
+def _inference_routes(routes: dict[str, RouteRuntime], problems: list[str]) -> dict[str, EndpointPicker]:
+    """Routes to an inference pool get the pool's picker (one per pool, shared)."""
+    with_pools = [r for r in routes.values() if r.policy.inference is not None]
+    try:
+        pickers = build_pickers([r.policy.inference for r in with_pools if r.policy.inference])
+    except (OSError, ValueError) as exc:  # a pool's DNS name that does not resolve, say
+        problems.append(f"inference pools: {exc}")
+        return {}
+    for r in with_pools:
+        assert r.policy.inference is not None
+        r.inference = InferenceRoute(r.policy.inference, pickers[r.policy.inference.pool.name])
+    return pickers
 
 
 def processor_sockets(doc: dict[str, Any]) -> list[str]:

@@ -20,8 +20,10 @@ from ..backend_health import BackendHealth
 from ..backends import Backend
 from ..config.policy import RoutePolicy
 from ..guards.pipeline import RouteGuards
+from ..inference.picker import EndpointPicker
 from ..response_limits import ENVOY_DEFAULT_BUFFER
 from ..wire import NAMESPACE
+from .inference import InferenceRoute
 
 AIGW = NAMESPACE
 
@@ -39,6 +41,8 @@ class RouteRuntime:
     backends: tuple[str, ...] = ()
     # The route's compiled guards, if it has any.
     guards: RouteGuards | None = None
+    # The route sends to an inference pool: its picker and models.
+    inference: InferenceRoute | None = None
 
 
 @dataclass
@@ -80,6 +84,8 @@ class GatewayRuntime:
         self.health = BackendHealth()
         # The largest JSON response both filters can read whole (response_limits.py).
         self.max_response_bytes = ENVOY_DEFAULT_BUFFER
+        # One endpoint picker per inference pool, started with the server.
+        self.pickers: dict[str, EndpointPicker] = {}
 
     @property
     def backends(self) -> list[Backend]:

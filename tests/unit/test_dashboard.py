@@ -486,11 +486,12 @@ def test_registry_holds_every_metric_the_processor_defines(exported):
     defined = [m for m in vars(extproc.metrics).values() if isinstance(m, MetricWrapperBase)]
     assert len(defined) >= 8
     for metric in defined:
-        names = (
-            {f"{metric._name}_total"}
-            if metric._type == "counter"
-            else {f"{metric._name}_bucket", f"{metric._name}_count", f"{metric._name}_sum"}
-        )
+        if metric._type == "counter":
+            names = {f"{metric._name}_total"}
+        elif metric._type == "gauge":
+            names = {metric._name}
+        else:
+            names = {f"{metric._name}_bucket", f"{metric._name}_count", f"{metric._name}_sum"}
         for name in names:
             assert name in exported, f"{name} is not exported"
             assert set(metric._labelnames) <= exported[name]
