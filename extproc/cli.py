@@ -6,6 +6,7 @@ aigw validate envoy/examples/failover.yaml # check a gateway config
 aigw render envoy/examples/failover.yaml -o bootstrap.yaml
 aigw up --bootstrap envoy/mock.yaml        # Envoy + processor + mocks, Ctrl-C stops
 aigw mock --port 18081                     # the built-in mock provider
+aigw mock-vllm --port 8000 --adapters a,b  # a mock vLLM model server (one simulated GPU)
 """
 
 from __future__ import annotations
@@ -212,6 +213,20 @@ def _mock(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mock_vllm(args: argparse.Namespace) -> int:
+    from .mock.vllm import run
+    from .mock.vllm_config import config_from_args
+
+    logs.setup(args.log_level, "text")
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    run(args.host, args.port, config)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aigw", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -284,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mock.add_argument("--log-level", default="warning")
     mock.set_defaults(func=_mock)
+
+    from .mock.vllm_config import add_arguments
+
+    vllm = sub.add_parser("mock-vllm", help="run a mock vLLM-style model server with /metrics")
+    add_arguments(vllm)
+    vllm.set_defaults(func=_mock_vllm)
     return parser
 
 

@@ -237,6 +237,38 @@ class MockProcess(ManagedProcess):
         return self
 
 
+class VllmMockProcess(ManagedProcess):
+    """A mock vLLM model server (`aigw mock-vllm`). Options are its flags in snake_case:
+    VllmMockProcess(port, log, adapters=["a", "b"], per_token_ms=20, max_running=2)."""
+
+    def __init__(self, port: int, log_path: Path, **options: Any) -> None:
+        self.port = port
+        argv = [sys.executable, "-m", "extproc", "mock-vllm", "--port", str(port)]
+        for name, value in options.items():
+            if value is None:
+                continue
+            if isinstance(value, (list, tuple)):
+                value = ",".join(value)
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+        super().__init__(f"mock-vllm:{port}", argv, log_path)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> VllmMockProcess:
+        super().start()
+        if wait:
+
+            def up() -> bool:
+                self.alive()
+                with urllib.request.urlopen(f"{self.url}/_mock/health", timeout=1) as r:
+                    return r.status == 200
+
+            wait_for(up, 30, f"the vLLM mock on port {self.port}")
+        return self
+
+
 # ---- reading a bootstrap ----------------------------------------------------------------
 
 
