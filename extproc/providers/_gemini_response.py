@@ -39,6 +39,7 @@ from .base import (
     new_completion_id,
     now,
     openai_style_error,
+    parse_error_body,
 )
 
 # Finish reasons meaning "a safety or policy filter stopped this"; the rest are plain stops.
@@ -298,10 +299,7 @@ def google_error(status: int, err: dict[str, Any]) -> tuple[int, dict[str, Any]]
 
 
 def translate_error(status: int, body: bytes, provider: str) -> tuple[int, dict[str, Any]]:
-    try:
-        doc = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        doc = None
+    doc = parse_error_body(body)
     if isinstance(doc, list) and doc:  # streamGenerateContent without alt=sse: an array
         doc = doc[0]
     err = doc.get("error") if isinstance(doc, dict) else None

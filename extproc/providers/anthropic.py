@@ -42,6 +42,7 @@ from .base import (
     new_completion_id,
     now,
     openai_style_error,
+    parse_error_body,
     stop_list,
 )
 
@@ -400,10 +401,7 @@ class Anthropic(Provider[AnthropicSettings]):
         return AnthropicStream(model)
 
     def translate_error(self, status: int, body: bytes) -> tuple[int, dict[str, Any]]:
-        try:
-            doc = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            doc = None
+        doc = parse_error_body(body)
         err = doc.get("error") if isinstance(doc, dict) else None
         client_status = STATUS_MAP.get(status, status)
         if not (isinstance(doc, dict) and doc.get("type") == "error" and isinstance(err, dict)):

@@ -35,6 +35,7 @@ from .base import (
     new_completion_id,
     now,
     openai_style_error,
+    parse_error_body,
 )
 
 # The latest GA api-version of the data-plane inference API (the REST reference's table).
@@ -194,10 +195,9 @@ class AzureOpenAI(Provider[AzureOpenAISettings]):
         # A content-filter rejection stays a 400 with code "content_filter"; Azure's
         # `innererror` says which category fired, so it is kept for the client.
         if err.get("code") == "content_filter":
-            try:
-                inner = orjson.loads(body).get("error", {}).get("innererror")
-            except (orjson.JSONDecodeError, AttributeError):
-                inner = None
+            doc_in = parse_error_body(body)
+            error_in = doc_in.get("error") if isinstance(doc_in, dict) else None
+            inner = error_in.get("innererror") if isinstance(error_in, dict) else None
             if isinstance(inner, dict):
                 err["innererror"] = inner
         return status, doc
