@@ -49,6 +49,8 @@ class ServerMetrics:
     running_adapters: frozenset[str] = frozenset()
     waiting_adapters: frozenset[str] = frozenset()
     max_lora: int | None = None  # None: the server reports no LoRA information
+    # The models the server serves itself (vLLM's `model_name` label): no adapter slot needed.
+    base_models: frozenset[str] = frozenset()
 
     def has_adapter(self, adapter: str) -> bool:
         return adapter in self.running_adapters or adapter in self.waiting_adapters
@@ -125,6 +127,12 @@ def parse_vllm_metrics(text: str) -> ServerMetrics:
     kv_name = KV_USAGE if KV_USAGE in found else KV_USAGE_OLD
     kv_values = _finite(found.get(kv_name, []), kv_name)
     running_adapters, waiting_adapters, max_lora = _lora(found.get(LORA_INFO, []))
+    base_models = frozenset(
+        s.labels["model_name"]
+        for name in (WAITING, RUNNING)
+        for s in found.get(name, [])
+        if s.labels.get("model_name")
+    )
     return ServerMetrics(
         waiting=max(0, round(waiting)),
         running=max(0, round(running)),
@@ -132,6 +140,7 @@ def parse_vllm_metrics(text: str) -> ServerMetrics:
         running_adapters=running_adapters,
         waiting_adapters=waiting_adapters,
         max_lora=max_lora,
+        base_models=base_models,
     )
 
 

@@ -303,8 +303,8 @@ class EndpointPicker:
     def _affinity_tier(ep: _Endpoint, adapter: str | None) -> int:
         if adapter is None or ep.metrics is None:
             return 0
-        if ep.metrics.has_adapter(adapter):
-            return 0
+        if ep.metrics.has_adapter(adapter) or adapter in ep.metrics.base_models:
+            return 0  # loaded already, or the server's own model (which needs no slot)
         return 1 if ep.metrics.has_free_lora_slot() else 2
 
     def pick(self, adapter: str | None, criticality: Criticality) -> Pick:

@@ -86,6 +86,9 @@ vllm:kv_cache_usage_perc{engine="1",model_name="Qwen/Qwen3-8B"} 0.5
 """
 
 
+M = frozenset({"m"})  # the model name page() serves
+
+
 def page(waiting: float = 0, kv: float = 0.0, running: float = 0, lora: str = "") -> str:
     text = (
         "# TYPE vllm:num_requests_waiting gauge\n"
@@ -109,11 +112,14 @@ def test_parse_v0_page_sums_label_sets_and_reads_the_latest_lora_info():
         running_adapters=frozenset({"sql-lora", "chat-lora"}),
         waiting_adapters=frozenset({"tweet-lora"}),
         max_lora=4,
+        base_models=frozenset({"meta-llama/Llama-3.1-8B-Instruct", "sql-lora"}),
     )
 
 
 def test_parse_v1_page_uses_the_new_kv_name_and_the_most_used_engine():
-    assert parse_vllm_metrics(VLLM_V1) == ServerMetrics(waiting=2, running=9, kv_usage=0.5, max_lora=None)
+    assert parse_vllm_metrics(VLLM_V1) == ServerMetrics(
+        waiting=2, running=9, kv_usage=0.5, max_lora=None, base_models=frozenset({"Qwen/Qwen3-8B"})
+    )
 
 
 def test_parse_prefers_the_new_kv_name_when_both_are_served():
@@ -211,6 +217,15 @@ def test_saturated_endpoints_come_after_every_unsaturated_one():
     picker.record_success(C, metrics(waiting=4, kv=0.79))
     assert picker.pick(None, Criticality.STANDARD).endpoints == [C, A, B]
     assert [s.saturated for s in picker.snapshot()] == [True, True, False]
+
+
+def test_the_servers_own_model_needs_no_adapter_slot():
+    # A server with every adapter slot taken still serves its base model as well as any.
+    picker = make(A, B)
+    picker.record_success(A, metrics(waiting=0, running=frozenset({"x", "y"}), max_lora=2, base_models=M))
+    picker.record_success(B, metrics(waiting=1, max_lora=2, base_models=M))
+    assert picker.pick("m", Criticality.STANDARD).endpoints == [A, B]
+    assert picker.pick("other-lora", Criticality.STANDARD).endpoints == [B, A]
 
 
 def test_adapter_holders_first_then_free_slots_then_the_rest():
@@ -434,8 +449,8 @@ async def test_scrape_round_against_local_servers(servers):
     try:
         await picker.scrape_all()
         states = {s.endpoint: s for s in picker.snapshot()}
-        assert states[busy_ep].metrics == ServerMetrics(waiting=3, running=0, kv_usage=0.1)
-        assert states[idle_ep].metrics == ServerMetrics(waiting=0, running=0, kv_usage=0.6)
+        assert states[busy_ep].metrics == ServerMetrics(waiting=3, running=0, kv_usage=0.1, base_models=M)
+        assert states[idle_ep].metrics == ServerMetrics(waiting=0, running=0, kv_usage=0.6, base_models=M)
         assert [states[ep].fresh for ep in pool.endpoints] == [True, True, False, False, False]
         assert states[broken_ep].last_error == "HTTP 500"
         assert states[hung_ep].last_error == "timed out after 0.2s"
@@ -462,7 +477,10 @@ async def test_background_scraping_follows_the_servers(servers):
         assert picker.pick(None, Criticality.STANDARD).primary == idle_ep
         idle.text = page(waiting=9)  # the idle server fills up; the next scrapes see it
         await _until(
-            lambda: picker.snapshot()[1].metrics == ServerMetrics(waiting=9, running=0, kv_usage=0.0)
+            lambda: (
+                picker.snapshot()[1].metrics
+                == ServerMetrics(waiting=9, running=0, kv_usage=0.0, base_models=M)
+            )
         )
         assert picker.pick(None, Criticality.STANDARD).primary == busy_ep
     finally:
