@@ -14,7 +14,8 @@ the processor's own CPU time per request (the machine is shared and noisy):
 - head-of-line blocking: small requests' p99 while large, digit-heavy guarded requests
   are being processed, beside their idle p99;
 - all the cores: plain chat at c=32 with one and two processor workers;
-- start-up: how long the processor takes to answer its health check.
+- start-up: how long the processor takes to answer its health check;
+- inference routing: least-loaded picking against round robin (scripts/bench_inference.py).
 
 The stack is the one users run: rendered from a gateway config, access log on, the
 processor at its default log level.
@@ -341,6 +342,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk measurement")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument(
+        "--skip-inference",
+        action="store_true",
+        help="leave out the inference-routing comparison (scripts/bench_inference, ~2 min)",
+    )
     args = ap.parse_args()
     d = args.duration
     tmp = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
@@ -436,6 +442,11 @@ def main() -> int:
     import bench_holdback
 
     bench_holdback.main()
+    if not args.skip_inference:
+        # Least-loaded picking against round robin on model servers of unequal speed.
+        import bench_inference
+
+        bench_inference.main([])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     bad = sum(v["non2xx"] for v in res.values() if isinstance(v, dict) and "non2xx" in v)

@@ -249,7 +249,7 @@ def report(args: argparse.Namespace, bench: Bench, results: dict[tuple[str, str]
             print(f"  error in {key}: {e}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bursts", type=int, default=8)
     ap.add_argument("--burst", type=int, default=60, help="requests per closed-loop burst")
@@ -261,7 +261,7 @@ def main() -> int:
     ap.add_argument("--output-tokens", type=int, default=20)
     ap.add_argument("--max-running", type=int, default=4, help="batch size of each server")
     ap.add_argument("--scrape-interval", default="200ms", help="the pool's scrapeInterval")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="aigw-bench-inference-") as name:
         bench = Bench(args, Path(name))
