@@ -8,6 +8,7 @@ teardown stop exactly what was started), logs to a file, and readiness checked f
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -37,10 +38,41 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "
     raise TimeoutError(f"timed out waiting for {what}" + (f" ({last})" if last else ""))
 
 
+# Ports handed out by free_port() in this process: never twice, even once released.
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback port for a listener, below the kernel's ephemeral range.
+
+    A port the kernel hands out for bind(0) comes from the range it also takes outgoing
+    connections' local ports from, so between finding it free and Envoy (or a mock)
+    binding it, some connection may take it ("Address already in use"). Ports below that
+    range are only ever taken by listeners."""
+    low, high = 20000, min(_ephemeral_low(), 32768)
+    for _ in range(500 if high - low > 1000 else 0):
+        port = random.randrange(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:  # no room below the ephemeral range: the kernel's choice
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port = int(s.getsockname()[1])
+        _HANDED_OUT.add(port)
+        return port
 
 
 def envoy_binary() -> str:
