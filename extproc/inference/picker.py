@@ -28,13 +28,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 import aiohttp
 
 from extproc import metrics
+from extproc.inference import dns
 from extproc.inference.metrics_scrape import ScrapeError, ServerMetrics, scrape
 
 log = logging.getLogger("aigw.inference")
@@ -46,6 +47,7 @@ REASON_ROUND_ROBIN = "round-robin (no fresh metrics)"
 MIN_SCRAPE_INTERVAL_S = 0.05
 
 SessionFactory = Callable[[], aiohttp.ClientSession]
+Resolver = Callable[[str, int], Awaitable[list[str]]]
 Clock = Callable[[], float]
 
 
@@ -59,6 +61,12 @@ class PoolSpec:
     queue_threshold: int = 5  # waiting requests at which an endpoint counts as saturated
     kv_threshold: float = 0.8  # KV-cache use (0..1) at which an endpoint counts as saturated
     scrape_timeout_s: float = 0.5
+    # DNS names among the configured endpoints, as (host, port): resolved again every
+    # resolve_interval_s, as Envoy re-resolves its STRICT_DNS cluster (dns.py).
+    names: tuple[tuple[str, int], ...] = ()
+    # The endpoints given as addresses, which stay whatever the names resolve to.
+    fixed_endpoints: tuple[str, ...] = ()
+    resolve_interval_s: float = dns.REFRESH_S
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -166,12 +174,18 @@ class EndpointPicker:
         pool: PoolSpec,
         session_factory: SessionFactory | None = None,
         clock: Clock = time.monotonic,
+        resolver: Resolver = dns.resolve_async,
     ) -> None:
         self.pool = pool
         self._session_factory = session_factory or self._default_session
         self._clock = clock
+        self._resolver = resolver
         self._endpoints = [_Endpoint(address, i) for i, address in enumerate(pool.endpoints)]
         self._by_address = {ep.address: ep for ep in self._endpoints}
+        self._next_index = len(self._endpoints)
+        # What each DNS name resolved to last, so a failed lookup keeps its servers.
+        self._resolved: dict[tuple[str, int], list[str]] = {}
+        self._scrapers: dict[str, asyncio.Task[None]] = {}
         self._turn = 0  # advanced per pick; rotates ties
         self._since = clock()  # the age reported for an endpoint never scraped
         self._session: aiohttp.ClientSession | None = None
@@ -192,13 +206,22 @@ class EndpointPicker:
             return
         self._session = self._session_factory()
         self._since = self._clock()
-        self._tasks = [
-            asyncio.create_task(self._scrape_loop(ep), name=f"inference-scrape {self.pool.name} {ep.address}")
-            for ep in self._endpoints
-        ]
+        for ep in self._endpoints:
+            self._start_scraping(ep)
+        self._tasks = [*self._scrapers.values()]
+        if self.pool.names:
+            self._tasks.append(
+                asyncio.create_task(self._resolve_loop(), name=f"inference-resolve {self.pool.name}")
+            )
+
+    def _start_scraping(self, ep: _Endpoint) -> None:
+        self._scrapers[ep.address] = asyncio.create_task(
+            self._scrape_loop(ep), name=f"inference-scrape {self.pool.name} {ep.address}"
+        )
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = [*self._tasks, *self._scrapers.values()], []
+        self._scrapers = {}
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -214,6 +237,57 @@ class EndpointPicker:
             began = loop.time()
             await self._scrape(ep)
             await asyncio.sleep(max(0.0, self.pool.scrape_interval_s - (loop.time() - began)))
+
+    # --- servers that come and go (DNS names) ----------------------------------------
+
+    async def _resolve_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.pool.resolve_interval_s)
+            await self.resolve_names()
+
+    async def resolve_names(self) -> None:
+        """Look the pool's names up again and follow the change: new servers are scraped
+        (and named once their metrics are fresh), gone ones are dropped. A name that fails
+        to resolve keeps its last servers (Envoy does the same)."""
+        named: list[str] = []
+        for host, port in self.pool.names:
+            try:
+                found = await self._resolver(host, port)
+            except OSError as exc:
+                log.warning(
+                    "inference pool name did not resolve",
+                    extra={"fields": {"pool": self.pool.name, "host": host, "error": str(exc)}},
+                )
+                found = self._resolved.get((host, port), [])
+            else:
+                self._resolved[(host, port)] = found
+            named += found
+        wanted = list(dict.fromkeys([*self.pool.fixed_endpoints, *named]))
+        if wanted and wanted != [ep.address for ep in self._endpoints]:
+            self.set_endpoints(wanted)
+
+    def set_endpoints(self, addresses: list[str]) -> None:
+        """The pool's servers are now `addresses`: known ones keep their state."""
+        keep = {ep.address: ep for ep in self._endpoints}
+        endpoints = []
+        for address in addresses:
+            ep = keep.pop(address, None)
+            if ep is None:
+                ep = _Endpoint(address, self._next_index)
+                self._next_index += 1
+                if self._session is not None:  # running: scrape it from now on
+                    self._start_scraping(ep)
+            endpoints.append(ep)
+        for gone in keep.values():
+            task = self._scrapers.pop(gone.address, None)
+            if task is not None:
+                task.cancel()
+        log.info(
+            "inference pool servers changed",
+            extra={"fields": {"pool": self.pool.name, "endpoints": ",".join(addresses)}},
+        )
+        self._endpoints = endpoints
+        self._by_address = {ep.address: ep for ep in endpoints}
 
     async def scrape_all(self) -> None:
         """One round over every endpoint, concurrently (the loops do this on their own;
@@ -241,7 +315,9 @@ class EndpointPicker:
     def record_success(self, endpoint: str, result: ServerMetrics, started_mark: int | None = None) -> None:
         """`started_mark`: the endpoint's started count when the scrape was sent; requests
         started since are not in `result`. None: all of them are."""
-        ep = self._by_address[endpoint]
+        ep = self._by_address.get(endpoint)
+        if ep is None:  # dropped while its scrape was under way
+            return
         if ep.last_error is not None:
             log.info("inference endpoint scraped again", extra={"fields": self._fields(ep)})
         now = self._clock()
@@ -253,7 +329,9 @@ class EndpointPicker:
         metrics.inference_scrape_age(self.pool.name, endpoint, 0.0)
 
     def record_failure(self, endpoint: str, error: str) -> None:
-        ep = self._by_address[endpoint]
+        ep = self._by_address.get(endpoint)
+        if ep is None:
+            return
         if ep.last_error is None:  # log the change, not every interval
             log.warning(
                 "inference endpoint scrape failed", extra={"fields": {**self._fields(ep), "error": error}}

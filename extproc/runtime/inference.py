@@ -7,13 +7,12 @@ weighted target models a request's `model` becomes.
 
 from __future__ import annotations
 
-import ipaddress
 import random
-import socket
 from typing import Any
 
 from ..config.inference import InferenceModelConfig, InferencePoolConfig, InferenceRouting
 from ..errors import GatewayError
+from ..inference import dns
 from ..inference.picker import Criticality, EndpointPicker, Pick, PoolSpec
 
 
@@ -52,15 +51,19 @@ class InferenceRoute:
 
 
 def pool_spec(pool: InferencePoolConfig) -> PoolSpec:
+    addresses = pool.addresses()
     return PoolSpec(
         name=pool.name,
-        endpoints=tuple(resolve(pool.addresses())),
+        endpoints=tuple(resolve(addresses)),
         metrics_path=pool.metrics_path,
         scrape_interval_s=pool.scrape_interval,
         stale_after_s=pool.stale_after_s,
         queue_threshold=pool.queue_threshold,
         kv_threshold=pool.kv_cache_threshold,
         scrape_timeout_s=pool.scrape_timeout,
+        # Names are resolved again as Envoy re-resolves them (servers come and go).
+        names=tuple((host, port) for host, port in addresses if not dns.is_ip(host)),
+        fixed_endpoints=tuple(dns.endpoint(host, port) for host, port in addresses if dns.is_ip(host)),
     )
 
 
@@ -69,15 +72,7 @@ def resolve(addresses: list[tuple[str, int]]) -> list[str]:
     them (IPv4 preferred: only when a name has no IPv4 address are its IPv6 ones used)."""
     out: list[str] = []
     for host, port in addresses:
-        try:
-            ips = [ipaddress.ip_address(host)]
-        except ValueError:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            found = [ipaddress.ip_address(str(i[4][0])) for i in infos]
-            v4 = [ip for ip in found if ip.version == 4]
-            ips = sorted(set(v4 or found), key=lambda ip: (ip.version, int(ip)))
-        for ip in ips:
-            text = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+        for text in dns.resolve(host, port):
             if text not in out:
                 out.append(text)
     return out

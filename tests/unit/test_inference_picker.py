@@ -496,3 +496,60 @@ async def _until(condition, limit_s: float = 10.0) -> None:
     async with asyncio.timeout(limit_s):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+# --- servers behind a DNS name come and go ----------------------------------------------------
+
+
+class FakeDNS:
+    """What `vllm.svc` resolves to, changed by the test."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = list(addresses)
+        self.fail = False
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        assert (host, port) == ("vllm.svc", 8000)
+        if self.fail:
+            raise OSError("Name or service not known")
+        return list(self.addresses)
+
+
+def named_pool(dns: FakeDNS, clock: Clock) -> EndpointPicker:
+    pool = PoolSpec(
+        name="named",
+        endpoints=(A, "10.0.1.1:8000"),
+        names=(("vllm.svc", 8000),),
+        fixed_endpoints=(A,),
+    )
+    return EndpointPicker(pool, clock=clock, resolver=dns)
+
+
+async def test_a_name_is_followed_as_its_servers_change():
+    clock, dns = Clock(), FakeDNS("10.0.1.1:8000")
+    picker = named_pool(dns, clock)
+    picker.record_success(A, metrics(waiting=3))
+    picker.record_success("10.0.1.1:8000", metrics(waiting=1))
+    dns.addresses = ["10.0.1.1:8000", "10.0.1.2:8000"]  # a new pod
+    await picker.resolve_names()
+    assert [s.endpoint for s in picker.snapshot()] == [A, "10.0.1.1:8000", "10.0.1.2:8000"]
+    # the new server is named last until its metrics arrive, then on its merits
+    assert picker.pick(None, Criticality.STANDARD).endpoints[-1] == "10.0.1.2:8000"
+    picker.record_success("10.0.1.2:8000", metrics(waiting=0))
+    assert picker.pick(None, Criticality.STANDARD).primary == "10.0.1.2:8000"
+    dns.addresses = ["10.0.1.2:8000"]  # the first pod went away
+    await picker.resolve_names()
+    assert [s.endpoint for s in picker.snapshot()] == [A, "10.0.1.2:8000"]
+    assert "10.0.1.1:8000" not in picker.pick(None, Criticality.STANDARD).endpoints
+    picker.record_success("10.0.1.1:8000", metrics())  # a late scrape of a gone server: ignored
+    picker.record_failure("10.0.1.1:8000", "gone")
+    assert len(picker.snapshot()) == 2
+
+
+async def test_a_failed_lookup_keeps_the_last_servers():
+    clock, dns = Clock(), FakeDNS("10.0.1.1:8000", "10.0.1.2:8000")
+    picker = named_pool(dns, clock)
+    await picker.resolve_names()
+    dns.fail = True
+    await picker.resolve_names()
+    assert [s.endpoint for s in picker.snapshot()] == [A, "10.0.1.1:8000", "10.0.1.2:8000"]
