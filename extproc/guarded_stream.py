@@ -152,11 +152,8 @@ class GuardedStream(ResponseStream):
             del state.fields[key]  # more text of it starts afresh
             if text:
                 put_path(released, key, text)
-        if released and state.envelope is not None:
-            event = dict(state.envelope)
-            event["choices"] = [{"index": index, "delta": released, "logprobs": None, "finish_reason": None}]
-            self._note_tokens(event["choices"])
-            out.append(b"data: " + orjson.dumps(event) + b"\n\n")
+        if released:
+            self._held_text_event(index, state, released, out)
 
     async def _tool_calls(self, state: ChoiceState, calls: list, final: bool) -> list[dict]:
         """Guard streamed tool-call deltas: each call's arguments through its own stream
@@ -273,10 +270,18 @@ class GuardedStream(ResponseStream):
                     put_path(delta, key, text)
             state.finished = True
             if delta:
-                chunk = dict(state.envelope)
-                chunk["choices"] = [{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]
-                self._note_tokens(chunk["choices"])
-                out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                self._held_text_event(index, state, delta, out)
+
+    def _held_text_event(
+        self, index: int, state: ChoiceState, delta: dict[str, Any], out: list[bytes]
+    ) -> None:
+        """An event of the gateway's own, in the choice's envelope, carrying held-back text."""
+        if state.envelope is None:
+            return
+        chunk = dict(state.envelope)
+        chunk["choices"] = [{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]
+        self._note_tokens(chunk["choices"])
+        out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
 
     def _guard_extras(self, chunk: dict) -> bool:
         """Mask, or reject on, the event's strings that are not streamed text (tool names,

@@ -16,8 +16,6 @@ from typing import Any
 
 from .. import wire
 
-EXT_PROC = wire.EXT_PROC
-EXT_PROC_PER_ROUTE = wire.EXT_PROC_PER_ROUTE
 FILTER_CONFIG = "envoy.config.route.v3.FilterConfig"
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
@@ -156,7 +154,7 @@ def weakening(per_filter: dict | None) -> list[str]:
                 found.append(f"{key} (disabled)")
                 continue
             inner = cfg.get("config") or {}
-        if type_of(inner) == EXT_PROC_PER_ROUTE and (inner.get("disabled") or inner.get("overrides")):
+        if type_of(inner) == wire.EXT_PROC_PER_ROUTE and (inner.get("disabled") or inner.get("overrides")):
             found.append(f"{key} ({'disabled' if inner.get('disabled') else 'overrides'})")
     return found
 

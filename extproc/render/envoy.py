@@ -19,7 +19,6 @@ from ..providers import PROVIDERS
 from ..providers.base import NEVER_FORWARDED
 from ..wire import IMMEDIATE_HC_FAIL
 from .envoy_parts import (
-    AIGW,
     APPEND,
     OVERWRITE,
     RAW_BUFFER,
@@ -43,11 +42,9 @@ from .model import (
     Route,
     RouteFilter,
     RouteMatch,
+    ValueMatch,
 )
 
-EXT_PROC_PER_ROUTE = wire.EXT_PROC_PER_ROUTE_TYPE
-HTTP_OPTIONS = wire.HTTP_OPTIONS
-LOCAL_RATELIMIT = wire.LOCAL_RATELIMIT_TYPE
 HEALTH_PATH = "/aigw/backend-health"
 
 
@@ -143,7 +140,7 @@ def render_cluster(
     for priority, entry in backend.providers():
         ep = _endpoint_of(entry)
         dns |= not ep.is_ip
-        md: dict[str, Any] = {AIGW: _metadata(entry, backend, ep, route_headers)}
+        md: dict[str, Any] = {wire.NAMESPACE: _metadata(entry, backend, ep, route_headers)}
         lb: dict[str, Any] = {
             "endpoint": {"address": socket_address(ep.host, ep.port)},
             "metadata": {"filter_metadata": md},
@@ -155,7 +152,7 @@ def render_cluster(
         if groups:
             lb["endpoint"]["health_check_config"] = {
                 "address": socket_address("127.0.0.1", g.processor.health_port),
-                "hostname": md[AIGW]["name"],
+                "hostname": md[wire.NAMESPACE]["name"],
             }
         localities.setdefault(priority, []).append(lb)
 
@@ -183,7 +180,7 @@ def render_cluster(
         "type": "STRICT_DNS" if dns else "STATIC",
         "connect_timeout": "5s",
         "per_connection_buffer_limit_bytes": buffer,
-        "typed_extension_protocol_options": {HTTP_OPTIONS: options},
+        "typed_extension_protocol_options": {wire.HTTP_OPTIONS: options},
         "load_assignment": {
             "cluster_name": backend.name,
             "endpoints": [{"priority": p, "lb_endpoints": eps} for p, eps in sorted(localities.items())],
@@ -255,26 +252,16 @@ def _match(m: RouteMatch) -> dict[str, Any]:
     else:
         out["safe_regex"] = {"regex": m.path.value}
     if m.headers:
-        out["headers"] = [
-            {
-                "name": h.name,
-                "string_match": {"exact": h.value}
-                if h.type == "Exact"
-                else {"safe_regex": {"regex": h.value}},
-            }
-            for h in m.headers
-        ]
+        out["headers"] = [_value_match(h) for h in m.headers]
     if m.query_params:
-        out["query_parameters"] = [
-            {
-                "name": q.name,
-                "string_match": {"exact": q.value}
-                if q.type == "Exact"
-                else {"safe_regex": {"regex": q.value}},
-            }
-            for q in m.query_params
-        ]
+        out["query_parameters"] = [_value_match(q) for q in m.query_params]
     return out
+
+
+def _value_match(v: ValueMatch) -> dict[str, Any]:
+    """A header or query parameter matcher: both take a name and a string_match."""
+    match = {"exact": v.value} if v.type == "Exact" else {"safe_regex": {"regex": v.value}}
+    return {"name": v.name, "string_match": match}
 
 
 def _retry_policy(backends: list[BackendSpec]) -> dict[str, Any] | None:
@@ -328,7 +315,7 @@ def _rate_limit(route_name: str, rl: RateLimit) -> dict[str, Any]:
         "runtime_key": f"aigw_rl_{route_name}",
     }
     return {
-        "@type": LOCAL_RATELIMIT,
+        "@type": wire.LOCAL_RATELIMIT_TYPE,
         "stat_prefix": f"aigw_rl_{route_name}",
         # Requests without the key share one bucket of the same size.
         "token_bucket": bucket,
@@ -406,9 +393,9 @@ def render_routes(cfg: GatewaySpec, route: Route) -> list[dict[str, Any]]:
         policy.setdefault("maxRequestBytes", cfg.gateway.max_request_bytes)
         if pool is not None:
             policy["inference"] = pool_route_metadata(pool)
-        base["metadata"] = {"filter_metadata": {AIGW: policy}}
+        base["metadata"] = {"filter_metadata": {wire.NAMESPACE: policy}}
     else:
-        per_filter["envoy.filters.http.ext_proc"] = {"@type": EXT_PROC_PER_ROUTE, "disabled": True}
+        per_filter["envoy.filters.http.ext_proc"] = {"@type": wire.EXT_PROC_PER_ROUTE_TYPE, "disabled": True}
     if route.rate_limit is not None:
         per_filter["envoy.filters.http.local_ratelimit"] = _rate_limit(route.name, route.rate_limit)
     if per_filter:
@@ -475,7 +462,7 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
                     }
                 ],
                 "typed_per_filter_config": {
-                    "envoy.filters.http.ext_proc": {"@type": EXT_PROC_PER_ROUTE, "disabled": True}
+                    "envoy.filters.http.ext_proc": {"@type": wire.EXT_PROC_PER_ROUTE_TYPE, "disabled": True}
                 },
             }
         )
@@ -484,7 +471,7 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
         http_filters.append(
             {
                 "name": "envoy.filters.http.local_ratelimit",
-                "typed_config": {"@type": LOCAL_RATELIMIT, "stat_prefix": "aigw_rl"},
+                "typed_config": {"@type": wire.LOCAL_RATELIMIT_TYPE, "stat_prefix": "aigw_rl"},
             }
         )
     # Content routing chooses the route again after the body: then every AI cluster keeps
@@ -507,7 +494,7 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
             "route",
             g.processor.timeout,
             [wire.ROUTE_NAME, wire.CLUSTER_NAME] if direct else [wire.ROUTE_NAME],
-            metadata_options={"receiving_namespaces": {"untyped": [AIGW]}},
+            metadata_options={"receiving_namespaces": {"untyped": [wire.NAMESPACE]}},
             # The route-level filter sets the provider's Host when it translates itself.
             **({"mutation_rules": {"allow_all_routing": True, "allow_envoy": True}} if direct else {}),
         )
@@ -556,7 +543,7 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
             "type": "STATIC",
             "connect_timeout": "1s",
             "typed_extension_protocol_options": {
-                HTTP_OPTIONS: {
+                wire.HTTP_OPTIONS: {
                     "@type": wire.HTTP_OPTIONS_TYPE,
                     "explicit_http_config": {"http2_protocol_options": {}},
                 }

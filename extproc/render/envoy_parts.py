@@ -8,9 +8,6 @@ from typing import Any
 from .. import wire
 from ..errors import error_dict
 
-AIGW = wire.NAMESPACE
-EXT_PROC = wire.EXT_PROC_TYPE
-CEL = wire.CEL_FILTER_TYPE
 OVERWRITE = "OVERWRITE_IF_EXISTS_OR_ADD"
 APPEND = "APPEND_IF_EXISTS_OR_ADD"
 
@@ -25,7 +22,7 @@ def _cel(expr: str) -> dict:
     return {
         "extension_filter": {
             "name": "envoy.access_loggers.extension_filters.cel",
-            "typed_config": {"@type": CEL, "expression": expr},
+            "typed_config": {"@type": wire.CEL_FILTER_TYPE, "expression": expr},
         }
     }
 
@@ -42,6 +39,25 @@ NOT_OURS = (
 )
 
 
+def _envoy_reply_with_status(status: int) -> dict[str, Any]:
+    """Envoy's own reply (not the processor's, not a direct response) with this status."""
+    return {
+        "and_filter": {
+            "filters": [
+                {
+                    "status_code_filter": {
+                        "comparison": {
+                            "op": "EQ",
+                            "value": {"default_value": status, "runtime_key": "aigw.unused"},
+                        }
+                    }
+                },
+                _cel(NOT_OURS),
+            ]
+        }
+    }
+
+
 def local_reply_config() -> dict:
     """Every reply Envoy makes itself becomes an OpenAI-style JSON error; the processor's
     own replies (details starting with "aigw") and direct responses are left alone."""
@@ -55,41 +71,13 @@ def local_reply_config() -> dict:
                 ),
             },
             {
-                "filter": {
-                    "and_filter": {
-                        "filters": [
-                            {
-                                "status_code_filter": {
-                                    "comparison": {
-                                        "op": "EQ",
-                                        "value": {"default_value": 429, "runtime_key": "aigw.unused"},
-                                    }
-                                }
-                            },
-                            _cel(NOT_OURS),
-                        ]
-                    }
-                },
+                "filter": _envoy_reply_with_status(429),
                 "body_format_override": _json_error(
                     "rate limit exceeded", "rate_limit_error", "rate_limit_exceeded"
                 ),
             },
             {
-                "filter": {
-                    "and_filter": {
-                        "filters": [
-                            {
-                                "status_code_filter": {
-                                    "comparison": {
-                                        "op": "EQ",
-                                        "value": {"default_value": 413, "runtime_key": "aigw.unused"},
-                                    }
-                                }
-                            },
-                            _cel(NOT_OURS),
-                        ]
-                    }
-                },
+                "filter": _envoy_reply_with_status(413),
                 "body_format_override": _json_error(
                     "the request body is too large", "invalid_request_error", "request_too_large"
                 ),
@@ -137,7 +125,7 @@ def access_log() -> list[dict]:
         "total_tokens",
         "prompt_tokens_estimate",
     ):
-        fmt[key] = f"%DYNAMIC_METADATA({AIGW}:{key})%"
+        fmt[key] = f"%DYNAMIC_METADATA({wire.NAMESPACE}:{key})%"
     return [
         {
             "name": "envoy.access_loggers.stdout",
@@ -153,7 +141,7 @@ def ext_proc_filter(phase: str, timeout: float, attributes: list[str], **extra: 
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
-            "@type": EXT_PROC,
+            "@type": wire.EXT_PROC_TYPE,
             "grpc_service": {
                 "envoy_grpc": {"cluster_name": "extproc"},
                 "timeout": duration(timeout),

@@ -32,12 +32,8 @@ from ..inference.picker import EndpointPicker
 from ..providers import PROVIDERS, backend_settings_adapter
 from ..response_limits import buffer_limit
 from ..secrets import Secret, SecretError
-from .gateway import AIGW, ClusterRuntime, GatewayRuntime, RouteRuntime
+from .gateway import ClusterRuntime, GatewayRuntime, RouteRuntime
 from .inference import InferenceRoute, build_pickers
-
-EXT_PROC = wiring.EXT_PROC
-HTTP_OPTIONS = wire.HTTP_OPTIONS
-PHASE_HEADER = wire.PHASE
 
 
 class ConfigError(Exception):
@@ -173,13 +169,13 @@ def _all_ext_proc_filters(doc: dict[str, Any]) -> Iterator[dict]:
         for _, hcm in wiring.connection_managers(listener, "", [], False):
             for f in hcm.get("http_filters") or []:
                 typed = f.get("typed_config") or {}
-                if typed.get("@type", "").endswith(EXT_PROC):
+                if typed.get("@type", "").endswith(wire.EXT_PROC):
                     yield typed
     for cluster in static.get("clusters") or []:
-        options = (cluster.get("typed_extension_protocol_options") or {}).get(HTTP_OPTIONS) or {}
+        options = (cluster.get("typed_extension_protocol_options") or {}).get(wire.HTTP_OPTIONS) or {}
         for f in options.get("http_filters") or []:
             typed = f.get("typed_config") or {}
-            if typed.get("@type", "").endswith(EXT_PROC):
+            if typed.get("@type", "").endswith(wire.EXT_PROC):
                 yield typed
 
 
@@ -207,9 +203,9 @@ def _read_cluster(
     direct = upstream_filter is None and len(endpoints) == 1
     if upstream_filter is None and not direct:
         problems.append(
-            f"cluster '{name}': its endpoints carry '{AIGW}' metadata but the cluster has no "
-            f"upstream ext_proc filter (initial_metadata {PHASE_HEADER}: upstream) in "
-            f"typed_extension_protocol_options.{HTTP_OPTIONS}.http_filters; with more than one "
+            f"cluster '{name}': its endpoints carry '{wire.NAMESPACE}' metadata but the cluster has no "
+            f"upstream ext_proc filter (initial_metadata {wire.PHASE}: upstream) in "
+            f"typed_extension_protocol_options.{wire.HTTP_OPTIONS}.http_filters; with more than one "
             "endpoint, requests would reach the provider untranslated"
         )
         return
@@ -242,7 +238,7 @@ def _read_cluster(
         where = f"cluster '{name}' endpoint {loc} ({address})"
         if aigw is None:
             problems.append(
-                f"{where}: no '{AIGW}' metadata (metadata.filter_metadata.{AIGW}); "
+                f"{where}: no '{wire.NAMESPACE}' metadata (metadata.filter_metadata.{wire.NAMESPACE}); "
                 "every endpoint behind the upstream ext_proc filter needs a provider"
             )
             continue
@@ -261,7 +257,7 @@ def _endpoints(cluster: dict) -> Iterator[tuple[str, str, dict | None, dict]]:
         for li, lb in enumerate(locality.get("lb_endpoints") or []):
             endpoint = lb.get("endpoint") or {}
             address = _address(endpoint.get("address") or {})
-            metadata = ((lb.get("metadata") or {}).get("filter_metadata") or {}).get(AIGW)
+            metadata = ((lb.get("metadata") or {}).get("filter_metadata") or {}).get(wire.NAMESPACE)
             yield f"endpoints[{ei}].lb_endpoints[{li}]", address, metadata, lb
 
 
@@ -301,7 +297,7 @@ def _build_backend(
     where: str, cluster: str, address: str, aigw: Any, problems: list[str], resolve_secrets: bool
 ) -> Backend | None:
     if not isinstance(aigw, dict):
-        problems.append(f"{where}: '{AIGW}' metadata must be a mapping")
+        problems.append(f"{where}: '{wire.NAMESPACE}' metadata must be a mapping")
         return None
     try:
         settings = backend_settings_adapter.validate_python(aigw)
@@ -336,10 +332,10 @@ def _build_backend(
 
 
 def _upstream_ext_proc(cluster: dict, name: str, problems: list[str]) -> _Filter | None:
-    options = (cluster.get("typed_extension_protocol_options") or {}).get(HTTP_OPTIONS) or {}
+    options = (cluster.get("typed_extension_protocol_options") or {}).get(wire.HTTP_OPTIONS) or {}
     for fi, f in enumerate(options.get("http_filters") or []):
         typed = f.get("typed_config") or {}
-        if typed.get("@type", "").endswith(EXT_PROC):
+        if typed.get("@type", "").endswith(wire.EXT_PROC):
             flt = _Filter(_phase(typed), f, f"cluster '{name}' upstream http_filters[{fi}] ({f.get('name')})")
             if flt.phase == "upstream":
                 return flt
@@ -359,7 +355,7 @@ def _read_hcm(
     route_filter = None
     for fi, f in enumerate(hcm.get("http_filters") or []):
         typed = f.get("typed_config") or {}
-        if typed.get("@type", "").endswith(EXT_PROC) and _phase(typed) == "route":
+        if typed.get("@type", "").endswith(wire.EXT_PROC) and _phase(typed) == "route":
             route_filter = _Filter("route", f, f"{loc} http_filters[{fi}] ({f.get('name')})")
             break
     route_config = hcm.get("route_config") or {}
@@ -369,7 +365,7 @@ def _read_hcm(
         vname = vhost.get("name") or f"virtual_hosts[{vi}]"
         vhost_level = config_level + wiring.weakening(vhost.get("typed_per_filter_config"))
         for ri, route in enumerate(vhost.get("routes") or []):
-            aigw = ((route.get("metadata") or {}).get("filter_metadata") or {}).get(AIGW)
+            aigw = ((route.get("metadata") or {}).get("filter_metadata") or {}).get(wire.NAMESPACE)
             cluster_names, dynamic = wiring.route_targets(route)
             rname = route.get("name")
             where = f"route '{rname}'" if rname else f"{loc} virtual host '{vname}' routes[{ri}]"
@@ -397,7 +393,7 @@ def _read_hcm(
                 continue
             if not rname:
                 problems.append(
-                    f"{where}: a route with '{AIGW}' metadata or an AI backend needs "
+                    f"{where}: a route with '{wire.NAMESPACE}' metadata or an AI backend needs "
                     "a 'name' (the processor finds its policy by route name)"
                 )
                 continue
@@ -427,7 +423,7 @@ def _read_hcm(
         if route_filter is None:
             problems.append(
                 f"{loc}: serves gateway routes but has no route-level ext_proc filter "
-                f"(initial_metadata {PHASE_HEADER}: route) in http_filters"
+                f"(initial_metadata {wire.PHASE}: route) in http_filters"
             )
         else:
             # Routes to a one-endpoint cluster are translated here: the filter must be told
@@ -471,7 +467,7 @@ def _route_policy(where: str, aigw: Any, problems: list[str]) -> RoutePolicy | N
     if aigw is None:
         return RoutePolicy()
     if not isinstance(aigw, dict):
-        problems.append(f"{where}: '{AIGW}' metadata must be a mapping")
+        problems.append(f"{where}: '{wire.NAMESPACE}' metadata must be a mapping")
         return None
     try:
         return RoutePolicy.model_validate(aigw)
@@ -504,7 +500,7 @@ def _route_guards(where: str, name: str, policy: RoutePolicy, problems: list[str
 def _phase(typed: dict) -> str | None:
     service = typed.get("grpc_service") or {}
     for item in service.get("initial_metadata") or []:
-        if item.get("key", "").lower() == PHASE_HEADER:
+        if item.get("key", "").lower() == wire.PHASE:
             return item.get("value")
     return None
 

@@ -25,8 +25,6 @@ from ..response_limits import ENVOY_DEFAULT_BUFFER
 from ..wire import NAMESPACE
 from .inference import InferenceRoute
 
-AIGW = NAMESPACE
-
 
 @dataclass
 class RouteRuntime:
@@ -57,9 +55,9 @@ def aigw_from_text_metadata(text: str) -> dict[str, Any] | None:
     """`envoy.config.core.v3.Metadata` in text format -> the `aigw` namespace as a dict."""
     md = base_pb2.Metadata()
     text_format.Parse(text, md)
-    if AIGW not in md.filter_metadata:
+    if NAMESPACE not in md.filter_metadata:
         return None
-    return json_format.MessageToDict(md.filter_metadata[AIGW])
+    return json_format.MessageToDict(md.filter_metadata[NAMESPACE])
 
 
 class GatewayRuntime:
