@@ -123,6 +123,7 @@ def access_log() -> list[dict]:
         "input_tokens",
         "output_tokens",
         "total_tokens",
+        "reasoning_tokens",
         "prompt_tokens_estimate",
     ):
         fmt[key] = f"%DYNAMIC_METADATA({wire.NAMESPACE}:{key})%"

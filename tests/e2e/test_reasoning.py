@@ -161,6 +161,16 @@ def test_json_answer_carries_reasoning(stack, name):
 
 
 @pytest.mark.parametrize("name", THINKERS)
+def test_reasoning_tokens_in_the_access_log(stack, name):
+    raw = client(stack, name).chat.completions.with_raw_response.create(
+        model="ignored", messages=HELLO, reasoning_effort="low"
+    )
+    line = stack.access_log(raw.headers["x-request-id"])
+    expected = None if name == "anthropic" else REASONING_TOKENS[name]  # Anthropic reports none
+    assert line["reasoning_tokens"] == expected
+
+
+@pytest.mark.parametrize("name", THINKERS)
 def test_streamed_reasoning_comes_before_the_answer(stack, name):
     stream = client(stack, name).chat.completions.create(
         model="ignored",
