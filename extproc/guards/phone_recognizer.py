@@ -12,6 +12,12 @@ retries, one parse per region for the adjacent-number spans, and sorted-interval
 checks. About 3x less CPU on digit-dense text, linear in its length
 (`scripts/bench_scan_cost.py`); every shortcut is tested to find what the slow way finds
 (tests/unit/test_presidio_cost.py).
+
+On prose with a few numbers the cost was the matcher's candidate search, run over the whole
+text once per region: now it runs once for all regions (`_Candidates`), a window's matcher
+stops where its kept results end, and text without a digit is not scanned at all. About
+35% less on a 4 KB prompt (scripts/bench.py `presidio_4kb`); tested against phonenumbers'
+own matcher in tests/unit/test_phone_equivalence.py.
 """
 
 from __future__ import annotations
@@ -138,15 +144,75 @@ def _min_digits(region: str) -> int:
     return min([*lengths, _MIN_INTERNATIONAL + 2])
 
 
-class _Matcher(PhoneNumberMatcher):
-    """phonenumbers' matcher, skipping the parse of pieces too short to be valid."""
+class _Candidates:
+    """phonenumbers' candidates in one text, found once for all regions.
 
-    def __init__(self, text: str, region: str, leniency: int | None) -> None:
+    Its matcher searches the text with one region-independent pattern (`_PATTERN`, then
+    the trim at a second number's start) and only parses and verifies per region; run
+    once per region (8), the search alone cost more than the parses on prose. Each
+    search result is kept by the index it started from: every region's matcher asks for
+    the same indices until a region's match ends inside a candidate (an inner match),
+    and then the search from that index is run once and kept too.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._after: dict[int, tuple[int, str] | None] = {}
+
+    def after(self, index: int) -> tuple[int, str] | None:
+        """(start, candidate) of the first candidate found searching from `index`."""
+        if index in self._after:
+            return self._after[index]
+        found = None
+        m = _pn_matcher._PATTERN.search(self._text, index)
+        if m is not None:
+            candidate = m.group()
+            second = _pn_util._SECOND_NUMBER_START_PATTERN.search(candidate)
+            found = (m.start(), candidate[: second.start()] if second else candidate)
+        self._after[index] = found
+        return found
+
+
+class _Matcher(PhoneNumberMatcher):
+    """phonenumbers' matcher, skipping the parse of pieces too short to be valid. Given
+    `candidates` (shared by the regions), it takes its candidates from there, and then
+    stops at the first candidate starting at or after `stop` (ignored without them)."""
+
+    def __init__(
+        self,
+        text: str,
+        region: str,
+        leniency: int | None,
+        candidates: _Candidates | None = None,
+        stop: int | None = None,
+    ) -> None:
         # Presidio types its leniency as optional; phonenumbers refuses None (same error).
         if leniency is None:
             raise ValueError("Need a leniency value")
         super().__init__(text, region, leniency=leniency)
         self._fewest = _min_digits(region)
+        self._candidates = candidates
+        self._stop = len(text) if stop is None else stop
+
+    def _find(self, index: int) -> PhoneNumberMatch | None:
+        """phonenumbers' `_find` (9.0.43, pinned) step for step, its search replaced by the
+        shared one: same candidates, same failed tries counted, same matches (tested
+        against the unmodified matcher in tests/unit/test_phone_equivalence.py, which an
+        upgrade changing `_find` would fail)."""
+        if self._candidates is None:
+            return super()._find(index)
+        found = self._candidates.after(index)
+        while self._max_tries > 0 and found is not None:
+            start, candidate = found
+            if start >= self._stop:
+                return None
+            if len(candidate) >= self._min_candidate_length:
+                match = self._extract_match(candidate, start)
+                if match is not None:
+                    return match
+                self._max_tries -= 1
+            found = self._candidates.after(start + len(candidate))
+        return None
 
     def _parse_and_verify(self, candidate: str, offset: int) -> PhoneNumberMatch | None:
         digits = sum(map(str.isdecimal, candidate))  # what `\d` matches
@@ -167,18 +233,21 @@ class PhoneNumbers(PhoneRecognizer):
     card-length order numbers.
 
     Cost: the text is analysed in bounded windows (see `windows`), pieces too short to be
-    a number are not parsed (`_Matcher`), the retries are bounded per run, and the token
-    spans of `_adjacent_numbers` are checked with one parse per region instead of a whole
-    matcher run, so the cost stays linear in the text and several times lower.
+    a number are not parsed (`_Matcher`), the candidates are searched once for all regions
+    (`_Candidates`), the retries are bounded per run, and the token spans of
+    `_adjacent_numbers` are checked with one parse per region instead of a whole matcher
+    run, so the cost stays linear in the text and several times lower.
     """
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
+        if _FIRST_DIGIT.search(text) is None:  # no candidate, no run: nothing below finds anything
+            return []
         results: list[RecognizerResult] = []
         for start, end, keep_from, keep_to in windows(text):
             checkpoint()  # a scan job stops here when its deadline passed (scan_pool)
-            for r in self._matches(text[start:end], nlp_artifacts):
+            for r in self._matches(text[start:end], nlp_artifacts, stop=keep_to - start):
                 r.start, r.end = r.start + start, r.end + start
                 if keep_from <= r.start < keep_to:
                     results.append(r)
@@ -192,11 +261,18 @@ class PhoneNumbers(PhoneRecognizer):
             results += self._adjacent_numbers(text, run, covered, tails, nlp_artifacts)
         return EntityRecognizer.remove_duplicates(results)
 
-    def _matches(self, text: str, nlp_artifacts: NlpArtifacts | None) -> list[RecognizerResult]:
-        """Presidio's PhoneRecognizer.analyze, with `_Matcher` (same results)."""
+    def _matches(
+        self, text: str, nlp_artifacts: NlpArtifacts | None, stop: int | None = None
+    ) -> list[RecognizerResult]:
+        """Presidio's PhoneRecognizer.analyze, with `_Matcher` (same results); with `stop`,
+        the same results starting before `stop`, and perhaps fewer after it. The matcher's
+        matches come in order of their start, and a candidate's matches start in it, so it
+        stops at the first candidate starting at `stop` (a window's right margin, whose
+        results the next window keeps, costs no parse)."""
         results = []
+        candidates = _Candidates(text)
         for region in self.supported_regions:
-            for match in _Matcher(text, region, self.leniency):
+            for match in _Matcher(text, region, self.leniency, candidates, stop):
                 results.append(self._result(match, text, region, nlp_artifacts))
         return EntityRecognizer.remove_duplicates(results)
 

@@ -239,6 +239,7 @@ _NANP = re.compile(
     r"\d{3}[ .\-]?\d{4}(?!\w)(?![.\-/]\d)"
     r"|(?<![\w+])\+1\d{10}(?!\w)"
 )
+_DIGIT = re.compile(r"\d")
 
 
 class PhoneRecognizer(_PhoneRecognizer):
@@ -247,6 +248,8 @@ class PhoneRecognizer(_PhoneRecognizer):
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
+        if _DIGIT.search(text) is None:  # every match holds one: skip the scans (emails in prose)
+            return []
         results = super().analyze(text, entities, nlp_artifacts)
         for m in _NANP.finditer(text):
             results.append(RecognizerResult(self.supported_entities[0], m.start(), m.end(), self.SCORE))
