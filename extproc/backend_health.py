@@ -12,6 +12,10 @@ State is shared by every worker process of one processor (`serve --workers`): En
 health check may land on any of them, and a cooldown one worker saw must hold for all. The
 deadlines then live in a small memory-mapped file (`SharedDeadlines`), one slot per
 backend; a single process keeps them in a dict.
+
+Across replicas (`gateway.sharedState`), `shared_state/cooldowns.py` listens to the
+cooldowns recorded here and copies them to Redis, and brings back the ones other
+replicas recorded (`adopt`, which does not tell the listener again).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import mmap
 import os
 import struct
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 
@@ -120,16 +124,45 @@ class BackendHealth:
     def __init__(self, clock=time.monotonic, deadlines: SharedDeadlines | None = None) -> None:
         self._deadlines: SharedDeadlines | _LocalDeadlines = deadlines or _LocalDeadlines()
         self._clock = clock
+        self._listener: Callable[[str, float], None] | None = None
+        # Names reported as cooling whatever their deadline (a replica failing closed
+        # while it cannot see the others' cooldowns), and the seconds reported then.
+        self._held: frozenset[str] = frozenset()
+        self._held_seconds = 0.0
 
     def share(self, deadlines: SharedDeadlines) -> None:
         """From now on, keep deadlines where every worker sees them."""
         self._deadlines = deadlines
 
+    def listen(self, listener: Callable[[str, float], None] | None) -> None:
+        """Call `listener(name, seconds)` for every cooldown `cool_down` records (None: stop).
+        It runs on the caller's hot path, so it must only schedule work, never wait."""
+        self._listener = listener
+
     def cool_down(self, name: str, seconds: float) -> float:
         """Keep `name` out of rotation for `seconds` (never shortening a longer cooldown)."""
+        left = self.adopt(name, seconds)
+        if self._listener is not None and seconds > 0:
+            self._listener(name, seconds)
+        return left
+
+    def adopt(self, name: str, seconds: float) -> float:
+        """As `cool_down`, without telling the listener: for cooldowns that came from
+        elsewhere (another replica), which must not be echoed back."""
         now = self._clock()
         return self._deadlines.extend(name, now + seconds) - now
 
+    def hold(self, names: Iterable[str], seconds: float) -> None:
+        """Report every one of `names` as cooling (at least `seconds` left) until
+        `release()`, whatever its own deadline. Only this process sees a hold."""
+        self._held_seconds = seconds
+        self._held = frozenset(names)
+
+    def release(self) -> None:
+        self._held = frozenset()
+
     def remaining(self, name: str) -> float:
         left = self._deadlines.get(name) - self._clock()
+        if name in self._held:
+            return max(left, self._held_seconds)
         return left if left > 0 else 0.0

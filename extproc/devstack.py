@@ -18,11 +18,15 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import wire
+
+if TYPE_CHECKING:
+    from .runtime.gateway import GatewayRuntime
+    from .shared_state.local_redis import LocalRedis
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
@@ -358,6 +362,26 @@ Ctrl-C stops everything.
 """
 
 
+def _local_redis(gw: GatewayRuntime) -> LocalRedis | None:
+    """A redis-server for a config that shares state through a loopback Redis nobody runs."""
+    if gw.shared_state is None:
+        return None
+    redis = gw.shared_state.settings.redis
+    if redis.host not in ("127.0.0.1", "localhost"):
+        return None
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", redis.port)) == 0:
+            return None  # already running: use it
+    from .shared_state.local_redis import LocalRedis, LocalRedisError
+
+    try:
+        server = LocalRedis(redis.port).start()
+    except LocalRedisError as exc:
+        raise RuntimeError(f"{exc}; the config's sharedState needs Redis on {redis.address}") from None
+    print(f"started redis-server on {redis.address} (pid {server.pid}) for sharedState", flush=True)
+    return server
+
+
 def up(bootstrap: Path, run_dir: Path) -> int:
     """Start mocks for loopback backends, the processor and Envoy; stop all on Ctrl-C."""
     from .runtime.bootstrap import ConfigError, load_bootstrap
@@ -387,7 +411,9 @@ def up(bootstrap: Path, run_dir: Path) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    local_redis = None
     try:
+        local_redis = _local_redis(gw)
         mocks = loopback_backends(doc)
         for mock_port, providers in mocks.items():
             started.append(
@@ -408,3 +434,5 @@ def up(bootstrap: Path, run_dir: Path) -> int:
     finally:
         for p in reversed(started):
             p.stop()
+        if local_redis is not None:
+            local_redis.close()

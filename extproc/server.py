@@ -51,6 +51,11 @@ async def serve(
         ]
     )
     pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(gw, settings), server)
+    shared_state_service = None
+    if gw.shared_state is not None:
+        from .shared_state.attach import SharedStateService
+
+        shared_state_service = SharedStateService(gw, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 
@@ -71,6 +76,8 @@ async def serve(
     await server.start()
     for picker in gw.pickers.values():  # inference pools: scraping starts with serving
         await picker.start()
+    if shared_state_service is not None:
+        shared_state_service.start()
     runners = []
     if metrics_address is not None:
         from . import metrics
@@ -112,6 +119,8 @@ async def serve(
     await server.stop(grace)
     for picker in gw.pickers.values():
         await picker.stop()
+    if shared_state_service is not None:
+        await shared_state_service.stop()
     await scan_pool.stop()
     for runner in runners:
         await runner.cleanup()

@@ -68,3 +68,18 @@ OVERRIDE_HOST_TYPE = _TYPE + "envoy.extensions.load_balancing_policies.override_
 ROUND_ROBIN = "envoy.load_balancing_policies.round_robin"
 ROUND_ROBIN_TYPE = _TYPE + "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin"
 HCM_TYPE = _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+# ---- shared state (Redis): global rate limits and token budgets --------------------------
+RATELIMIT_TYPE = _TYPE + "envoy.extensions.filters.http.ratelimit.v3.RateLimit"
+RATELIMIT_PER_ROUTE_TYPE = _TYPE + "envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute"
+HEADER_TO_METADATA_TYPE = _TYPE + "envoy.extensions.filters.http.header_to_metadata.v3.Config"
+# Envoy's rate-limit filters, one per fail mode (`failure_mode_deny` is per filter); each
+# route names its descriptors under the filter of its policy's mode.
+RATELIMIT_FILTER = {"open": "aigw.ratelimit.open", "closed": "aigw.ratelimit.closed"}
+RATELIMIT_DOMAIN = "aigw"
+# The first entry of every descriptor the gateway renders: which limit it counts for (a
+# key of `rateLimits` in the node metadata the processor's rate-limit service reads).
+LIMIT_ENTRY = "aigw_limit"
+# The rate-limit service adds this header to a refusal: `requests` or `tokens`, so the
+# local reply can say which limit it was.
+LIMITED_BY = "x-aigw-limited-by"

@@ -27,3 +27,22 @@ ensure_venv() {
   fi
   echo "$want" > "$VENV/.aigw-stamp"
 }
+
+# redis-server (Debian's package) for the shared-state tests and for `scripts/run` with a
+# config that uses Redis. Installed with apt when missing and run as root; otherwise the
+# command to run is printed.
+ensure_redis_server() {
+  command -v redis-server >/dev/null && return 0
+  [[ -x /usr/bin/redis-server ]] && return 0
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "==> installing redis-server (Debian package)" >&2
+    if ! { apt-get install -y -qq --no-install-recommends redis-server ||
+           { apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server; }; } >/dev/null 2>&1; then
+      echo "installing redis-server failed" >&2
+      return 1
+    fi
+    return 0
+  fi
+  echo "redis-server is needed: sudo apt-get install redis-server (or brew install redis)" >&2
+  return 1
+}

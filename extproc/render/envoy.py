@@ -18,6 +18,7 @@ from ..errors import error_body
 from ..providers import PROVIDERS
 from ..providers.base import NEVER_FORWARDED
 from ..wire import IMMEDIATE_HC_FAIL
+from . import rate_limits
 from .envoy_parts import (
     APPEND,
     OVERWRITE,
@@ -38,12 +39,12 @@ from .model import (
     HeaderModifier,
     PriorityGroups,
     ProviderEntry,
-    RateLimit,
     Route,
     RouteFilter,
     RouteMatch,
     ValueMatch,
 )
+from .rate_limits import local_rate_limit
 
 HEALTH_PATH = "/aigw/backend-health"
 
@@ -301,36 +302,6 @@ def _headers_to_add(modifier: HeaderModifier) -> list[dict[str, Any]]:
     ] + [{"header": {"key": h.name, "value": h.value}, "append_action": APPEND} for h in modifier.add]
 
 
-def _rate_limit(route_name: str, rl: RateLimit) -> dict[str, Any]:
-    fill = {"second": "1s", "minute": "60s", "hour": "3600s"}[rl.per]
-    bucket = {"max_tokens": rl.requests, "tokens_per_fill": rl.requests, "fill_interval": fill}
-    if rl.key.header:
-        action = {"request_headers": {"header_name": rl.key.header, "descriptor_key": "client_key"}}
-        entry = {"key": "client_key"}
-    else:
-        action = {"remote_address": {}}
-        entry = {"key": "remote_address"}
-    on = {
-        "default_value": {"numerator": 100, "denominator": "HUNDRED"},
-        "runtime_key": f"aigw_rl_{route_name}",
-    }
-    return {
-        "@type": wire.LOCAL_RATELIMIT_TYPE,
-        "stat_prefix": f"aigw_rl_{route_name}",
-        # Requests without the key share one bucket of the same size.
-        "token_bucket": bucket,
-        "filter_enabled": on,
-        "filter_enforced": on,
-        "rate_limits": [{"actions": [action]}],
-        # A value-less entry is a wildcard: one bucket per distinct key.
-        "descriptors": [{"entries": [entry], "token_bucket": bucket}],
-        "max_dynamic_descriptors": 100000,
-        # Otherwise every request also draws from the shared bucket above.
-        "always_consume_default_token_bucket": False,
-        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
-    }
-
-
 def render_routes(cfg: GatewaySpec, route: Route) -> list[dict[str, Any]]:
     backends = {b.name: b for b in cfg.all_backends}
     targets = [backends[r.name] for r in route.backend_refs]
@@ -396,8 +367,9 @@ def render_routes(cfg: GatewaySpec, route: Route) -> list[dict[str, Any]]:
         base["metadata"] = {"filter_metadata": {wire.NAMESPACE: policy}}
     else:
         per_filter["envoy.filters.http.ext_proc"] = {"@type": wire.EXT_PROC_PER_ROUTE_TYPE, "disabled": True}
-    if route.rate_limit is not None:
-        per_filter["envoy.filters.http.local_ratelimit"] = _rate_limit(route.name, route.rate_limit)
+    if route.rate_limit is not None and route.rate_limit.scope == "local":
+        per_filter["envoy.filters.http.local_ratelimit"] = local_rate_limit(route.name, route.rate_limit)
+    per_filter.update(rate_limits.per_route(rate_limits.global_limits(route)))
     if per_filter:
         base["typed_per_filter_config"] = per_filter
     out = []
@@ -427,6 +399,13 @@ def _merge_policies(cfg: GatewaySpec) -> list[Route]:
                         f"route '{route.name}' has a rateLimit and is also targeted by policy '{policy.name}'"
                     )
                 update["rate_limit"] = policy.rate_limit
+            if policy.token_budget is not None:
+                if route.token_budget is not None:
+                    raise ValueError(
+                        f"route '{route.name}' has a tokenBudget and is also targeted by "
+                        f"policy '{policy.name}'"
+                    )
+                update["token_budget"] = policy.token_budget
             routes[ref.name] = route.model_copy(update=update)
     return [routes[r.name] for r in cfg.routes]
 
@@ -467,13 +446,18 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
             }
         )
     http_filters: list[dict[str, Any]] = []
-    if any(r.rate_limit for r in routes):
+    if any(r.rate_limit and r.rate_limit.scope == "local" for r in routes):
         http_filters.append(
             {
                 "name": "envoy.filters.http.local_ratelimit",
                 "typed_config": {"@type": wire.LOCAL_RATELIMIT_TYPE, "stat_prefix": "aigw_rl"},
             }
         )
+    # Before the processor: a refused request costs it nothing.
+    modes = {mode for r in routes for mode in rate_limits.global_limits(r)}
+    if headers := rate_limits.key_headers(routes):
+        http_filters.append(rate_limits.client_key_filter(headers))
+    http_filters += [rate_limits.rate_limit_filter(mode, cfg) for mode in ("open", "closed") if mode in modes]
     # Content routing chooses the route again after the body: then every AI cluster keeps
     # its upstream filter (see render_cluster).
     content_routing = any(r.policies is not None and r.policies.content_routing for r in routes)
@@ -577,7 +561,7 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
     clusters += [
         render_cluster(b, cfg, b.name in direct_backends, added.get(b.name, set())) for b in cfg.all_backends
     ]
-    return {
+    out: dict[str, Any] = {
         "admin": {"address": socket_address("127.0.0.1", g.admin_port)},
         # Works around an Envoy 1.40 crash (README, "Operations notes"); the only layer, so
         # nothing can switch it back at run time.
@@ -609,3 +593,19 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
             "clusters": clusters,
         },
     }
+    if g.shared_state is not None:
+        out = {"node": node(cfg, routes), **out}
+    return out
+
+
+def node(cfg: GatewaySpec, routes: list[Route]) -> dict[str, Any]:
+    """Envoy's node, whose metadata carries what the processor needs of the shared state
+    (Redis, cooldown sharing, and what each global limit id allows): Envoy keeps it as
+    written, and the processor reads the same file."""
+    shared = cfg.gateway.shared_state
+    assert shared is not None
+    aigw = {
+        "sharedState": shared.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "rateLimits": rate_limits.limit_specs(routes),
+    }
+    return {"id": "aigw", "cluster": "aigw", "metadata": {wire.NAMESPACE: aigw}}

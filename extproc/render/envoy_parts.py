@@ -70,6 +70,27 @@ def local_reply_config() -> dict:
                     "the AI gateway processor is unavailable", "server_error", "gateway_unavailable"
                 ),
             },
+            # Global limits (the processor's rate-limit service): a token budget says so.
+            {
+                "filter": _cel(
+                    "response.code_details == 'request_rate_limited' && "
+                    f"response.headers['{wire.LIMITED_BY}'] == 'tokens'"
+                ),
+                "body_format_override": _json_error(
+                    "token budget exceeded for this key; it resets when its window ends (see retry-after)",
+                    "rate_limit_error",
+                    "token_budget_exceeded",
+                ),
+            },
+            # A fail-closed global limit whose counters (Redis) could not be read in time.
+            {
+                "filter": _cel("response.code_details == 'rate_limiter_error'"),
+                "body_format_override": _json_error(
+                    "the gateway could not check this request's rate limit or token budget; try again",
+                    "server_error",
+                    "rate_limit_unavailable",
+                ),
+            },
             {
                 "filter": _envoy_reply_with_status(429),
                 "body_format_override": _json_error(

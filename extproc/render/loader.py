@@ -13,7 +13,7 @@ from ..providers import PROVIDERS
 from ..runtime.bootstrap import ConfigError, build_config
 from . import yaml_lines
 from .envoy import render
-from .model import GatewaySpec
+from .model import GatewaySpec, RateLimit, TokenBudget
 
 
 class GatewayConfigError(Exception):
@@ -111,6 +111,7 @@ def cross_references(cfg: GatewaySpec) -> list[Problem]:
         + _inference_problems(cfg)
         + _route_problems(cfg)
         + _policy_problems(cfg)
+        + _shared_state_problems(cfg)
         + _content_routing_groups(cfg)
     )
 
@@ -237,12 +238,31 @@ def _policy_problems(cfg: GatewaySpec) -> list[Problem]:
                 out.append((where, f"route '{ref.name}' has its own policies; keep one"))
             if policy.rate_limit is not None and route.rate_limit is not None:
                 out.append((where, f"route '{ref.name}' has its own rateLimit; keep one"))
+            if policy.token_budget is not None and route.token_budget is not None:
+                out.append((where, f"route '{ref.name}' has its own tokenBudget; keep one"))
             static = route.direct_response is not None or any(
                 backends.get(r.name) is not None and backends[r.name].static is not None
                 for r in route.backend_refs
             )
             if policy.ai is not None and static:
                 out.append((where, f"route '{ref.name}' carries no AI traffic for policy '{policy.name}'"))
+    return out
+
+
+def _shared_state_problems(cfg: GatewaySpec) -> list[Problem]:
+    """Global rate limits and token budgets count in Redis: they need `gateway.sharedState`."""
+    if cfg.gateway.shared_state is not None:
+        return []
+    why = "counts across replicas in Redis: set gateway.sharedState.redis"
+    out: list[Problem] = []
+    items: list[tuple[str, int, RateLimit | None, TokenBudget | None]] = [
+        ("routes", i, r.rate_limit, r.token_budget) for i, r in enumerate(cfg.routes)
+    ] + [("policies", i, p.rate_limit, p.token_budget) for i, p in enumerate(cfg.policies)]
+    for kind, i, rate_limit, budget in items:
+        if rate_limit is not None and rate_limit.scope == "global":
+            out.append(((kind, i, "rateLimit", "scope"), f"a global rate limit {why}"))
+        if budget is not None:
+            out.append(((kind, i, "tokenBudget"), f"a token budget {why}"))
     return out
 
 

@@ -23,6 +23,7 @@ from pydantic.alias_generators import to_camel
 
 from ..config.inference import InferenceModelConfig, InferencePoolConfig
 from ..config.policy import RoutePolicy
+from ..config.shared_state import FailMode, SharedState
 from ..config_model import ConfigModel, seconds
 from ..providers import PROVIDERS
 from ..providers.base import BackendSettings
@@ -321,20 +322,51 @@ class DirectResponse(ConfigModel):
 
 
 class RateLimitKey(ConfigModel):
+    """Who shares a bucket: each value of a request header (an API key), each client
+    address, or everyone (`generic`: one bucket named by this value)."""
+
     header: str | None = None
     client_address: bool = False
+    generic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
 
     @model_validator(mode="after")
     def _one(self) -> RateLimitKey:
-        if (self.header is None) == (not self.client_address):
-            raise ValueError("set either 'header' or 'clientAddress: true'")
+        if sum((self.header is not None, self.client_address, self.generic is not None)) != 1:
+            raise ValueError("set one of 'header', 'clientAddress: true' or 'generic'")
         return self
+
+
+Per = Literal["second", "minute", "hour", "day"]
+PER_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 class RateLimit(ConfigModel):
     key: RateLimitKey
     requests: int = Field(gt=0)
-    per: Literal["second", "minute", "hour"] = "minute"
+    per: Per = "minute"
+    # local: each Envoy counts on its own (N replicas let N times the limit through);
+    # global: every replica counts in Redis (needs gateway.sharedState).
+    scope: Literal["local", "global"] = "local"
+    # global only: what a request meets when Redis cannot be asked (default: allowed).
+    fail_mode: FailMode | None = None
+
+    @model_validator(mode="after")
+    def _fail_mode_is_global(self) -> RateLimit:
+        if self.fail_mode is not None and self.scope != "global":
+            raise ValueError("failMode applies to 'scope: global' (a local limit never waits on anything)")
+        return self
+
+
+class TokenBudget(ConfigModel):
+    """Tokens a key may use per window, shared by every replica (Redis): each finished
+    request is charged its real usage (streams included), and a key at or over its budget
+    is refused before its next call."""
+
+    key: RateLimitKey
+    tokens: int = Field(gt=0)
+    per: Per = "minute"
+    # Default closed: a budget that cannot be checked is not spent.
+    fail_mode: FailMode = "closed"
 
 
 class Route(ConfigModel):
@@ -354,6 +386,7 @@ class Route(ConfigModel):
     filters: tuple[RouteFilter, ...] = ()
     policies: RoutePolicy | None = None
     rate_limit: RateLimit | None = None
+    token_budget: TokenBudget | None = None
 
     @model_validator(mode="after")
     def _target(self) -> Route:
@@ -366,6 +399,8 @@ class Route(ConfigModel):
             raise ValueError("at most one filter of each type")
         if self.direct_response is not None and self.policies is not None:
             raise ValueError("a directResponse route has no AI traffic for 'policies' to apply to")
+        if self.direct_response is not None and self.token_budget is not None:
+            raise ValueError("a directResponse route uses no tokens for 'tokenBudget' to count")
         return self
 
 
@@ -416,6 +451,8 @@ class GatewaySettings(ConfigModel):
     # Proxies in front of Envoy whose X-Forwarded-For entries are trusted (for per-address
     # rate limits). 0: the client is whoever connects; X-Forwarded-For is not believed.
     trusted_proxy_hops: int = Field(default=0, ge=0)
+    # Redis shared by every replica: cooldowns, global rate limits, token budgets.
+    shared_state: SharedState | None = None
 
 
 class TargetRef(ConfigModel):
@@ -429,6 +466,7 @@ class Policy(ConfigModel):
     target_refs: tuple[TargetRef, ...] = Field(min_length=1)
     ai: RoutePolicy | None = None
     rate_limit: RateLimit | None = None
+    token_budget: TokenBudget | None = None
 
 
 class GatewaySpec(ConfigModel):

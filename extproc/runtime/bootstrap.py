@@ -27,12 +27,13 @@ from .. import wire
 from ..backends import Backend
 from ..config import wiring
 from ..config.policy import RoutePolicy
+from ..config.shared_state import LimitSpec, SharedState
 from ..guards.pipeline import RequestGuards, ResponseGuards, RouteGuards
 from ..inference.picker import EndpointPicker
 from ..providers import PROVIDERS, backend_settings_adapter
 from ..response_limits import buffer_limit
 from ..secrets import Secret, SecretError
-from .gateway import ClusterRuntime, GatewayRuntime, RouteRuntime
+from .gateway import ClusterRuntime, GatewayRuntime, RouteRuntime, SharedStateRuntime
 from .inference import InferenceRoute, build_pickers
 
 
@@ -116,10 +117,45 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
     gw.pickers = _inference_routes(routes, problems)
     if problems:
         raise ConfigError(problems, source)
+    gw.shared_state, gw.limits = _shared_state(doc, problems, resolve_secrets)
+    if problems:
+        raise ConfigError(problems, source)
     gw.processor_sockets = processor_sockets(doc)
     gw.health_address = next(iter(health_addresses), None)
     gw.max_response_bytes = buffer_limit(doc, set(clusters))
     return gw
+
+
+def _shared_state(
+    doc: dict[str, Any], problems: list[str], resolve_secrets: bool
+) -> tuple[SharedStateRuntime | None, dict[str, LimitSpec]]:
+    """`node.metadata.aigw`: Redis and the global limits (rendered by `aigw render`)."""
+    node = doc.get("node") or {}
+    aigw = ((node.get("metadata") or {}) if isinstance(node, dict) else {}).get(wire.NAMESPACE)
+    if aigw is None:
+        return None, {}
+    where = "node.metadata.aigw"
+    if not isinstance(aigw, dict) or set(aigw) - {"sharedState", "rateLimits"}:
+        problems.append(f"{where}: holds 'sharedState' and 'rateLimits' only")
+        return None, {}
+    limits: dict[str, LimitSpec] = {}
+    for limit, spec in (aigw.get("rateLimits") or {}).items():
+        try:
+            limits[str(limit)] = LimitSpec.model_validate(spec)
+        except ValidationError as exc:
+            problems.extend(f"{where}.rateLimits.{limit}: {p}" for p in format_validation_error(exc))
+    try:
+        shared = SharedState.model_validate(aigw.get("sharedState"))
+    except ValidationError as exc:
+        problems.extend(f"{where}.sharedState: {p}" for p in format_validation_error(exc))
+        return None, {}
+    password = None
+    if shared.redis.password_ref is not None and resolve_secrets:
+        try:
+            password = Secret(shared.redis.password_ref)
+        except SecretError as exc:
+            problems.append(f"{where}.sharedState.redis.passwordRef: {exc}")
+    return SharedStateRuntime(shared, password), limits
 
 
 def _inference_routes(routes: dict[str, RouteRuntime], problems: list[str]) -> dict[str, EndpointPicker]:

@@ -19,9 +19,11 @@ from google.protobuf import json_format, text_format
 from ..backend_health import BackendHealth
 from ..backends import Backend
 from ..config.policy import RoutePolicy
+from ..config.shared_state import LimitSpec, SharedState
 from ..guards.pipeline import RouteGuards
 from ..inference.picker import EndpointPicker
 from ..response_limits import ENVOY_DEFAULT_BUFFER
+from ..secrets import Secret
 from ..wire import NAMESPACE
 from .inference import InferenceRoute
 
@@ -41,6 +43,14 @@ class RouteRuntime:
     guards: RouteGuards | None = None
     # The route sends to an inference pool: its picker and models.
     inference: InferenceRoute | None = None
+
+
+@dataclass
+class SharedStateRuntime:
+    """Redis settings (from the bootstrap's node metadata) and its password, resolved."""
+
+    settings: SharedState
+    password: Secret | None = None
 
 
 @dataclass
@@ -84,6 +94,9 @@ class GatewayRuntime:
         self.max_response_bytes = ENVOY_DEFAULT_BUFFER
         # One endpoint picker per inference pool, started with the server.
         self.pickers: dict[str, EndpointPicker] = {}
+        # Redis shared with other replicas, and the global limits counted there.
+        self.shared_state: SharedStateRuntime | None = None
+        self.limits: dict[str, LimitSpec] = {}
 
     @property
     def backends(self) -> list[Backend]:

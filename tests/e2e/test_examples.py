@@ -236,3 +236,36 @@ def test_backend_request_timeout_moves_on_to_the_next_model(tmp_path):
         assert len(s.mocks["gpt-4.1"].requests) == 1
     finally:
         s.stop()
+
+
+def test_shared_state_example(tmp_path):
+    """envoy/examples/shared-state.yaml against a real redis-server (on a free port in
+    place of 6379): the global per-key limit of 10 a minute, and a rate-limited primary
+    answered by the fallback."""
+    import yaml
+
+    from extproc.devstack import free_port
+    from extproc.shared_state.local_redis import LocalRedis
+
+    doc = yaml.safe_load((ROOT / "envoy" / "examples" / "shared-state.yaml").read_text())
+    assert doc["gateway"]["sharedState"]["redis"]["address"] == "127.0.0.1:6379"
+    with LocalRedis(free_port()) as redis:
+        doc["gateway"]["sharedState"]["redis"]["address"] = redis.address
+        path = tmp_path / "gw.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        s = Stack(render_file(path)).start()
+        try:
+
+            def post(key: str) -> httpx.Response:
+                return s.post({"model": "m", "messages": USER}, headers={"x-api-key": key})
+
+            assert [post("key-a").status_code for _ in range(10)] == [200] * 10
+            r = post("key-a")
+            assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
+            assert r.headers["x-ratelimit-limit"].startswith("10")
+            assert r.headers["x-ratelimit-remaining"] == "0"
+            s.mocks["openai-primary"].behave(status=429, retryAfter=30)
+            r = post("key-b")
+            assert r.status_code == 200 and r.json()["model"] == "claude-3-5-haiku-latest"
+        finally:
+            s.stop()

@@ -24,10 +24,12 @@ def _host_path(volume: str) -> str | None:
 
 def test_services_and_images(compose):
     services = compose["services"]
-    assert set(services) == {"envoy", "processor", "mock", "prometheus", "grafana"}
+    assert set(services) == {"envoy", "processor", "mock", "redis", "prometheus", "grafana"}
     assert re.fullmatch(r"envoyproxy/envoy:v1\.40\.\d+", services["envoy"]["image"])
     assert re.fullmatch(r"prom/prometheus:v3\.\d+\.\d+", services["prometheus"]["image"])
     assert re.fullmatch(r"grafana/grafana:1\d\.\d+\.\d+", services["grafana"]["image"])
+    # The same major as Debian's redis-server the tests run against.
+    assert re.fullmatch(r"redis:7\.\d+\.\d+", services["redis"]["image"])
     for name in ("processor", "mock"):
         build = services[name]["build"]
         assert (ROOT / build["context"] / build["dockerfile"]).is_file()
@@ -37,7 +39,7 @@ def test_services_and_images(compose):
 
 def test_every_image_is_pinned_to_a_version(compose):
     images = {name: s["image"] for name, s in compose["services"].items() if "image" in s}
-    assert set(images) == {"envoy", "prometheus", "grafana"}
+    assert set(images) == {"envoy", "prometheus", "grafana", "redis"}
     for name, image in images.items():
         repo, _, tag = image.rpartition(":")
         assert repo and "/" not in tag, f"{name}: {image} has no tag"

@@ -4,7 +4,10 @@ paths, ports, probes, drain, secrets). No cluster here: `kubectl kustomize` runs
 
 from __future__ import annotations
 
+import copy
 import functools
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -55,6 +58,34 @@ def _ports(container: dict) -> dict[str, int]:
 
 def _opt(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
+
+
+def _secret_sources(volume: dict) -> list[dict]:
+    """The Secrets a volume shows, as projected sources ({name, items?}): a plain secret
+    volume is one source, a projected volume lists its own."""
+    if "secret" in volume:
+        plain = volume["secret"]
+        return [{"name": plain["secretName"], **({"items": plain["items"]} if "items" in plain else {})}]
+    return [src["secret"] for src in volume.get("projected", {}).get("sources", []) if "secret" in src]
+
+
+def _secret_item(volume: dict, path: str) -> tuple[str, str]:
+    """(Secret, key) of the file a volume shows at `path`, picked by an `items` entry."""
+    (found,) = [
+        (src["name"], item["key"])
+        for src in _secret_sources(volume)
+        for item in src.get("items", [])
+        if item["path"] == path
+    ]
+    return found
+
+
+def _file_source(pod: dict, container: dict, file: str) -> tuple[str, str]:
+    """(Secret, key) behind a file a container reads, through its mount (never a subPath)."""
+    path = PurePosixPath(file)
+    (mount,) = [m for m in _mounts(container).values() if m["mountPath"] == str(path.parent)]
+    assert mount.get("readOnly") and "subPath" not in mount, mount
+    return _secret_item(_volumes(pod)[mount["name"]], path.name)
 
 
 @functools.cache
@@ -191,7 +222,7 @@ def test_probes_point_at_ports_that_exist(r: Rendered) -> None:
     for spec in workloads:
         for c in spec.get("initContainers", []) + spec["containers"]:
             for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
-                if kind not in c:
+                if kind not in c or "exec" in c[kind]:  # exec: Redis's PING (test_redis_...)
                     continue
                 probe = c[kind]
                 port = (probe.get("httpGet") or probe.get("tcpSocket") or probe.get("grpc"))["port"]
@@ -229,7 +260,10 @@ def test_provider_keys_come_from_the_secret_mount(r: Rendered, target: str) -> N
     mount = _mounts(r.containers["processor"])["provider-keys"]
     assert mount.get("readOnly") and "subPath" not in mount, "a subPath mount would not follow rotation"
     assert {str(f.parent) for f in files} == {mount["mountPath"]}
-    secret_name = _volumes(r.pod)["provider-keys"]["secret"]["secretName"]
+    # Every key of one Secret (production projects the Redis password beside them: items).
+    (secret_name,) = [
+        s["name"] for s in _secret_sources(_volumes(r.pod)["provider-keys"]) if "items" not in s
+    ]
     generated = _find(r.docs, "Secret", secret_name)
     if target == "overlays/dev":
         assert {f.name for f in files} <= set(generated[0]["data"])
@@ -238,15 +272,15 @@ def test_provider_keys_come_from_the_secret_mount(r: Rendered, target: str) -> N
 
 
 def test_images_are_pinned_and_envoy_matches_compose(r: Rendered) -> None:
-    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    # Envoy and Redis pinned as in compose.yaml; the rest is the image built from ./Dockerfile.
+    expected = {"envoy": compose["envoy"]["image"], "redis": compose["redis"]["image"]}
     for spec in [d["spec"]["template"]["spec"] for d in _find(r.docs, "Deployment")]:
         for c in spec.get("initContainers", []) + spec["containers"]:
             repo, _, tag = c["image"].rpartition(":")
             assert repo and "/" not in tag and tag != "latest", f"{c['name']}: {c['image']} is not pinned"
-            if c["name"] != "envoy":
-                assert c["image"] == f"aigw-extproc:{version}", "the image built from ./Dockerfile"
-    assert r.containers["envoy"]["image"] == compose["services"]["envoy"]["image"]
+            assert c["image"] == expected.get(c["name"], f"aigw-extproc:{version}"), c["name"]
 
 
 def test_replicas_autoscaling_and_selectors(r: Rendered, target: str) -> None:
@@ -270,8 +304,10 @@ def test_replicas_autoscaling_and_selectors(r: Rendered, target: str) -> None:
 
 
 def test_pods_run_as_non_root_with_read_only_filesystems(r: Rendered) -> None:
+    # Envoy and the processor share uid 101 (the socket); Redis runs as the image's 999.
+    assert r.pod["securityContext"]["runAsUser"] == 101
     for spec in [d["spec"]["template"]["spec"] for d in _find(r.docs, "Deployment")]:
-        assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"] == 101
+        assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"] in (101, 999)
         for c in spec.get("initContainers", []) + spec["containers"]:
             ctx = c["securityContext"]
             assert ctx["readOnlyRootFilesystem"] and ctx["allowPrivilegeEscalation"] is False, c["name"]
@@ -290,3 +326,137 @@ def test_dev_gateway_points_at_the_mock_service() -> None:
     assert args.command == "mock" and args.host == "0.0.0.0"
     assert port["port"] == endpoint["port"] and _ports(container)[port["targetPort"]] == args.port
     assert service["spec"]["selector"].items() <= mock["spec"]["template"]["metadata"]["labels"].items()
+
+
+# Production: Redis beside the gateway (overlays/production/redis.yaml, gateway.yaml).
+
+
+def _redis(r: Rendered) -> tuple[dict, dict]:
+    """The Redis Deployment's pod spec and its one container."""
+    (deployment,) = _find(r.docs, "Deployment", "aigw-redis")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return pod, container
+
+
+def _redis_server_args(container: dict) -> list[str]:
+    """redis-server's arguments from the container's `exec redis-server ... <<EOF` script."""
+    words = shlex.split(container["command"][-1].split("<<")[0].replace("\\\n", " "))
+    assert words[:2] == ["exec", "redis-server"], words
+    return words[2:]
+
+
+def _options(args: list[str]) -> dict[str, str]:
+    assert len(args) % 2 == 0 and all(a.startswith("--") for a in args[::2]), args
+    return dict(zip(args[::2], args[1::2], strict=True))
+
+
+def _pod_labels(r: Rendered, deployment: str) -> dict[str, str]:
+    return _find(r.docs, "Deployment", deployment)[0]["spec"]["template"]["metadata"]["labels"]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    """A label selector (`matchLabels`) or a Service's plain selector, non-empty, matches."""
+    wanted = selector.get("matchLabels", selector)
+    return bool(wanted) and wanted.items() <= labels.items()
+
+
+def test_production_runs_one_redis_as_a_cache_like_compose() -> None:
+    r = _rendered("overlays/production")
+    (deployment,) = _find(r.docs, "Deployment", "aigw-redis")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}, "two at once would split the counters"
+    pod, redis = _redis(r)
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["redis"]
+    assert redis["image"] == compose["image"] and redis["image"].rpartition(":")[2] == "7.0.15"
+    args = _redis_server_args(redis)
+    assert args[-1] == "-", "the rest of the config (requirepass) comes from stdin"
+    options = _options(args[:-1])
+    assert compose["command"][0] == "redis-server"
+    assert _options(compose["command"][1:]).items() <= options.items()  # --save "" --appendonly no
+    assert options["--save"] == "" and options["--appendonly"] == "no"
+    assert _ports(redis) == {"redis": int(options["--port"])}
+    (data,) = [m for m in _mounts(redis).values() if m["mountPath"] == options["--dir"]]
+    assert not data.get("readOnly") and "emptyDir" in _volumes(pod)[data["name"]]
+    # The password is in neither the command line nor the environment.
+    assert "--requirepass" not in options and "env" not in redis and "envFrom" not in redis
+    assert redis["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsUser"] != 0
+
+
+def test_gateway_reaches_redis_through_its_service() -> None:
+    r = _rendered("overlays/production")
+    address = r.bootstrap["node"]["metadata"]["aigw"]["sharedState"]["redis"]["address"]
+    assert address == r.config["gateway"]["sharedState"]["redis"]["address"] == "aigw-redis:6379"
+    host, _, port = address.rpartition(":")
+    (service,) = _find(r.docs, "Service", host)
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["port"] == int(port)
+    _, redis = _redis(r)
+    assert _ports(redis)[service_port["targetPort"]] == int(
+        _options(_redis_server_args(redis)[:-1])["--port"]
+    )
+    assert _selects(service["spec"]["selector"], _pod_labels(r, "aigw-redis"))
+    assert not _selects(service["spec"]["selector"], _pod_labels(r, "aigw"))
+
+
+def test_redis_password_is_one_secret_key_on_both_sides() -> None:
+    r = _rendered("overlays/production")
+    ref = r.bootstrap["node"]["metadata"]["aigw"]["sharedState"]["redis"]["passwordRef"]
+    assert list(ref) == ["file"]
+    gateway_side = _file_source(r.pod, r.containers["processor"], ref["file"])
+    pod, redis = _redis(r)
+    (password_file,) = re.findall(r"^requirepass \$\(cat (\S+)\)$", redis["command"][-1], re.M)
+    assert _file_source(pod, redis, password_file) == gateway_side == ("aigw-redis", "password")
+    probe = redis["readinessProbe"]["exec"]["command"][-1]
+    assert f'REDISCLI_AUTH="$(cat {password_file})" redis-cli -p 6379 ping' in probe, "PING authenticates"
+    # Created by hand as the two documented commands say, never generated into the manifests.
+    assert not _find(r.docs, "Secret")
+    create = "create secret generic aigw-redis --from-literal=password="
+    assert create in (KUBE / "overlays/production/kustomization.yaml").read_text()
+    assert create in (KUBE / "README.md").read_text()
+
+
+def test_only_gateway_pods_reach_redis() -> None:
+    r = _rendered("overlays/production")
+    gateway, redis_labels = _pod_labels(r, "aigw"), _pod_labels(r, "aigw-redis")
+    (policy,) = _find(r.docs, "NetworkPolicy", "aigw-redis")
+    spec = policy["spec"]
+    assert _selects(spec["podSelector"], redis_labels) and not _selects(spec["podSelector"], gateway)
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"] and spec["egress"] == []
+    (rule,) = spec["ingress"]
+    (peer,) = rule["from"]
+    assert list(peer) == ["podSelector"], "no namespaceSelector: this namespace's gateway pods only"
+    assert _selects(peer["podSelector"], gateway) and not _selects(peer["podSelector"], redis_labels)
+    (port,) = rule["ports"]
+    _, redis = _redis(r)
+    assert _ports(redis)[port["port"]] == 6379 and port["protocol"] == "TCP"
+
+
+def test_production_bootstrap_shares_state_and_limits_the_chat_route() -> None:
+    r = _rendered("overlays/production")
+    aigw = r.bootstrap["node"]["metadata"]["aigw"]
+    assert aigw["sharedState"]["redis"]["timeout"] == 0.1
+    assert aigw["sharedState"]["cooldowns"]["failMode"] == "open"
+    assert aigw["rateLimits"] == {
+        "chat:requests": {"unit": "requests", "amount": 600, "window": 60, "failMode": "open"},
+        "chat:tokens": {"unit": "tokens", "amount": 1_000_000, "window": 3600, "failMode": "closed"},
+    }
+    filters = {f["name"]: f["typed_config"] for f in _hcm(r.bootstrap)["http_filters"]}
+    for name, deny in (("aigw.ratelimit.open", False), ("aigw.ratelimit.closed", True)):
+        assert filters[name]["failure_mode_deny"] is deny
+        # The processor serves the rate-limit service on the socket the pod already shares.
+        assert filters[name]["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "extproc"
+    gw = build_config(r.bootstrap, resolve_secrets=False)
+    assert gw.shared_state is not None and set(gw.limits) == {"chat:requests", "chat:tokens"}
+    for other in ("base", "overlays/dev"):
+        bootstrap = _rendered(other).bootstrap
+        assert "sharedState" not in bootstrap.get("node", {}).get("metadata", {}).get("aigw", {})
+        assert not [f for f in _hcm(bootstrap)["http_filters"] if f["name"].startswith("aigw.ratelimit")]
+
+
+def test_production_config_is_the_base_plus_shared_state() -> None:
+    production = copy.deepcopy(_rendered("overlays/production").config)
+    del production["gateway"]["sharedState"]
+    (chat,) = [rt for rt in production["routes"] if rt["name"] == "chat"]
+    assert chat.pop("rateLimit")["scope"] == "global" and chat.pop("tokenBudget")
+    assert production == _rendered("base").config, "overlays/production/gateway.yaml drifted from the base"

@@ -1,0 +1,68 @@
+"""Where replicas share state (Redis), and what each shared policy does when Redis fails.
+
+Carried from the gateway config to the processor in the bootstrap's `node.metadata.aigw`
+(Envoy keeps node metadata as it is): `sharedState` for the connection and the cooldowns,
+`rateLimits` for the limits the processor's rate-limit service enforces. Both are read
+once at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ..config_model import ConfigModel, seconds
+from ..secrets import SecretRef
+
+# What a request meets when Redis cannot be reached in time: `open` lets it through (or,
+# for cooldowns, falls back to this replica's own view), `closed` refuses it (503).
+FailMode = Literal["open", "closed"]
+
+
+class RedisSettings(ConfigModel):
+    # host:port
+    address: str = Field(pattern=r"^[^\s:]+:\d{1,5}$")
+    password_ref: SecretRef | None = None
+    db: int = Field(default=0, ge=0, le=15)
+    # Each Redis call gives up after this long; a request never waits on Redis longer.
+    timeout: float = Field(default=0.1, gt=0, le=5)
+    # Every key starts with this, so several gateways can share one Redis.
+    key_prefix: str = Field(default="aigw", pattern=r"^[A-Za-z0-9_.\-]+$")
+
+    _parse = field_validator("timeout", mode="before")(lambda cls, v: seconds(v))
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+
+class CooldownSharing(ConfigModel):
+    # open: Redis down, each replica keeps its own cooldowns (today's behaviour);
+    # closed: Redis down, every shared-cooldown backend reports unhealthy.
+    fail_mode: FailMode = "open"
+    # How often each processor reads the cooldowns other replicas wrote.
+    sync_interval: float = Field(default=0.5, gt=0, le=10)
+
+    _parse = field_validator("sync_interval", mode="before")(lambda cls, v: seconds(v))
+
+
+class SharedState(ConfigModel):
+    redis: RedisSettings
+    cooldowns: CooldownSharing = CooldownSharing()
+
+
+class LimitSpec(ConfigModel):
+    """One limit the rate-limit service enforces, named by the `aigw_limit` entry of the
+    descriptors Envoy sends for it."""
+
+    # requests: each request counts 1, refused once over; tokens: each finished request
+    # adds its total tokens, and a key already at or over the budget is refused.
+    unit: Literal["requests", "tokens"]
+    amount: int = Field(gt=0)
+    window: int = Field(gt=0, description="seconds")
+    fail_mode: FailMode

@@ -1,0 +1,213 @@
+"""Rate limits in a rendered bootstrap: local (each Envoy's own token buckets) and global
+(Envoy's rate-limit filter asking the processor's rate-limit service, counting in Redis),
+and token budgets (the same filter, charged with each request's real usage when its
+stream ends).
+
+A global limit or budget becomes descriptors on its route, under the rate-limit filter of
+its fail mode (`failure_mode_deny` is per filter, so there is one filter per mode). Every
+descriptor starts with `aigw_limit: <limit id>`; the processor reads what each id allows
+from the node metadata (`rateLimits`), so Envoy and the processor cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import wire
+from ..config.shared_state import FailMode, LimitSpec
+from .envoy_parts import duration
+from .model import PER_SECONDS, GatewaySpec, RateLimit, RateLimitKey, Route, TokenBudget
+
+# The client key entry, and its value for a request without the key's header (such
+# requests share one bucket, as they do with a local limit).
+_CLIENT_KEY = "client_key"
+_NO_KEY = "(none)"
+# Where the key headers are kept for the rate-limit filters (not the `aigw` namespace,
+# which the access log prints and the processor writes).
+_KEY_NAMESPACE = "aigw.ratelimit"
+# Envoy's hits_addend from the tokens the route-level filter reported for the request.
+_TOTAL_TOKENS = f"%DYNAMIC_METADATA({wire.NAMESPACE}:total_tokens)%"
+
+
+def local_rate_limit(route_name: str, rl: RateLimit) -> dict[str, Any]:
+    """The route's local_ratelimit config: a token bucket per key in this Envoy."""
+    fill = duration(PER_SECONDS[rl.per])
+    bucket = {"max_tokens": rl.requests, "tokens_per_fill": rl.requests, "fill_interval": fill}
+    if rl.key.header:
+        action: dict[str, Any] = {
+            "request_headers": {"header_name": rl.key.header, "descriptor_key": "client_key"}
+        }
+        entry = {"key": "client_key"}
+    elif rl.key.generic:
+        action = {"generic_key": {"descriptor_key": "generic_key", "descriptor_value": rl.key.generic}}
+        entry = {"key": "generic_key", "value": rl.key.generic}
+    else:
+        action = {"remote_address": {}}
+        entry = {"key": "remote_address"}
+    on = {
+        "default_value": {"numerator": 100, "denominator": "HUNDRED"},
+        "runtime_key": f"aigw_rl_{route_name}",
+    }
+    return {
+        "@type": wire.LOCAL_RATELIMIT_TYPE,
+        "stat_prefix": f"aigw_rl_{route_name}",
+        # Requests without the key share one bucket of the same size.
+        "token_bucket": bucket,
+        "filter_enabled": on,
+        "filter_enforced": on,
+        "rate_limits": [{"actions": [action]}],
+        # A value-less entry is a wildcard: one bucket per distinct key.
+        "descriptors": [{"entries": [entry], "token_bucket": bucket}],
+        "max_dynamic_descriptors": 100000,
+        # Otherwise every request also draws from the shared bucket above.
+        "always_consume_default_token_bucket": False,
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+    }
+
+
+def limit_id(route_name: str, unit: str) -> str:
+    return f"{route_name}:{unit}"
+
+
+def _key_actions(key: RateLimitKey) -> list[dict[str, Any]]:
+    """The descriptor entries after `aigw_limit` that name the client.
+
+    A header key is read from dynamic metadata, where `client_key_filter` copied it
+    before the processor ran: the processor removes the client's credential headers
+    before the request goes upstream, and a budget's charge is computed when the stream
+    ends, from the request as it is then. Requests without the header share one bucket."""
+    if key.header:
+        return [
+            {
+                "metadata": {
+                    "descriptor_key": _CLIENT_KEY,
+                    "metadata_key": {"key": _KEY_NAMESPACE, "path": [{"key": key.header.lower()}]},
+                    "source": "DYNAMIC",
+                    "default_value": _NO_KEY,
+                }
+            }
+        ]
+    if key.generic:
+        return [{"generic_key": {"descriptor_key": "generic_key", "descriptor_value": key.generic}}]
+    return [{"remote_address": {}}]
+
+
+def _descriptor(limit: str, key: RateLimitKey, **extra: Any) -> dict[str, Any]:
+    head = {"generic_key": {"descriptor_key": wire.LIMIT_ENTRY, "descriptor_value": limit}}
+    return {"actions": [head, *_key_actions(key)], **extra}
+
+
+def key_headers(routes: list[Route]) -> list[str]:
+    """Every header a global limit or budget keys on."""
+    headers = set()
+    for route in routes:
+        for key in (
+            route.rate_limit.key if route.rate_limit and route.rate_limit.scope == "global" else None,
+            route.token_budget.key if route.token_budget else None,
+        ):
+            if key is not None and key.header:
+                headers.add(key.header.lower())
+    return sorted(headers)
+
+
+def client_key_filter(headers: list[str]) -> dict[str, Any]:
+    """Copies the key headers into dynamic metadata (never sent upstream, never logged)
+    before the processor strips credentials from the request."""
+    return {
+        "name": "aigw.ratelimit.keys",
+        "typed_config": {
+            "@type": wire.HEADER_TO_METADATA_TYPE,
+            "request_rules": [
+                {
+                    "header": header,
+                    "on_header_present": {
+                        "metadata_namespace": _KEY_NAMESPACE,
+                        "key": header,
+                        "type": "STRING",
+                    },
+                    "remove": False,
+                }
+                for header in headers
+            ],
+        },
+    }
+
+
+def global_limits(route: Route) -> dict[FailMode, list[dict[str, Any]]]:
+    """The route's descriptors for each rate-limit filter (by fail mode)."""
+    out: dict[FailMode, list[dict[str, Any]]] = {}
+    rl = route.rate_limit
+    if rl is not None and rl.scope == "global":
+        out.setdefault(rl.fail_mode or "open", []).append(
+            _descriptor(limit_id(route.name, "requests"), rl.key)
+        )
+    budget = route.token_budget
+    if budget is not None:
+        limit = limit_id(route.name, "tokens")
+        out.setdefault(budget.fail_mode, []).extend(
+            [
+                # Before the request: only asks whether the key is already at its budget.
+                _descriptor(limit, budget.key, hits_addend={"number": 0}),
+                # When its stream ends: charges the tokens it used (none reported, no charge).
+                _descriptor(
+                    limit, budget.key, apply_on_stream_done=True, hits_addend={"format": _TOTAL_TOKENS}
+                ),
+            ]
+        )
+    return out
+
+
+def limit_specs(routes: list[Route]) -> dict[str, dict[str, Any]]:
+    """What each limit id allows, for the node metadata the processor reads."""
+    specs: dict[str, LimitSpec] = {}
+    for route in routes:
+        rl: RateLimit | None = route.rate_limit
+        if rl is not None and rl.scope == "global":
+            specs[limit_id(route.name, "requests")] = LimitSpec(
+                unit="requests",
+                amount=rl.requests,
+                window=PER_SECONDS[rl.per],
+                fail_mode=rl.fail_mode or "open",
+            )
+        budget: TokenBudget | None = route.token_budget
+        if budget is not None:
+            specs[limit_id(route.name, "tokens")] = LimitSpec(
+                unit="tokens",
+                amount=budget.tokens,
+                window=PER_SECONDS[budget.per],
+                fail_mode=budget.fail_mode,
+            )
+    return {k: v.model_dump(mode="json", by_alias=True) for k, v in specs.items()}
+
+
+def rate_limit_filter(mode: FailMode, cfg: GatewaySpec) -> dict[str, Any]:
+    """One of Envoy's rate-limit filters, asking the processor (same cluster, its
+    rate-limit service) with the descriptors routes give it."""
+    shared = cfg.gateway.shared_state
+    assert shared is not None  # the loader requires sharedState for any global limit
+    # The service answers within two Redis timeouts (or fails the call); a little more
+    # for the gRPC hop, so Envoy's own timeout is not what decides.
+    timeout = max(0.25, shared.redis.timeout * 2 + 0.15)
+    config: dict[str, Any] = {
+        "@type": wire.RATELIMIT_TYPE,
+        "domain": wire.RATELIMIT_DOMAIN,
+        "stat_prefix": f"aigw_rls_{mode}",
+        "timeout": duration(timeout),
+        "failure_mode_deny": mode == "closed",
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        "rate_limit_service": {
+            "transport_api_version": "V3",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "extproc"}},
+        },
+    }
+    if mode == "closed":
+        config["status_on_error"] = {"code": "ServiceUnavailable"}
+    return {"name": wire.RATELIMIT_FILTER[mode], "typed_config": config}
+
+
+def per_route(mode_limits: dict[FailMode, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The route's typed_per_filter_config entries for the rate-limit filters."""
+    return {
+        wire.RATELIMIT_FILTER[mode]: {"@type": wire.RATELIMIT_PER_ROUTE_TYPE, "rate_limits": limits}
+        for mode, limits in mode_limits.items()
+    }
