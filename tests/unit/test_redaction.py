@@ -368,3 +368,21 @@ def test_long_mask_runs_cost_one_pass(text):
 def test_a_tail_after_a_mask_whose_last_characters_are_the_keys():
     r = Redactor(["sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz01234567xx"])
     assert "567xx" not in r.redact("key: sk-proj-xxxxxxxxxxxxxxxxxxxxxxxxxxxx4567xx.")
+
+
+@given(st.text(alphabet="xX#*•●.…ab -_0123456789", max_size=60))
+@settings(max_examples=examples(300))
+@example("ab.x.X#")
+@example("x#X")
+@example("a…b")
+@example("*●")
+def test_the_mask_prefilter_never_hides_a_mask(text):
+    """`may_hold_mask` only skips texts the mask pattern finds nothing in."""
+    if list(redaction._MASK_RUN.finditer(text)):
+        assert redaction.may_hold_mask(text)
+
+
+def test_a_masked_echo_is_still_found_after_the_prefilter():
+    r = Redactor(["sk-proj-abcdefghijklmnopqrstuvwxyz123456"])
+    for mask in ("****", "xxXX", "##x", "...", "…", "•●"):
+        assert r.redact(f"Incorrect API key provided: {mask}3456.") == f"Incorrect API key provided: {MARK}."
