@@ -158,22 +158,12 @@ def _die_with_processor(lifeline: Any) -> None:
         pass
 
 
-# How much lower than the processor's the scan workers' CPU priority is (os.nice).
-SCAN_NICENESS = int(os.environ.get("AIGW_SCAN_NICENESS", "10"))
-
-
 def _worker_init(configs: list[tuple[str, RegexGuardConfig]], flags: Any, lifeline: Any) -> None:
     global _cancel_flags
     _cancel_flags = flags
     _die_with_processor(lifeline)
     # Ctrl-C in a terminal reaches the whole process group; the processor stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Scans are the CPU-heavy, throughput part of the gateway; answering every other
-    # request (the processor's event loop, Envoy) is the latency-critical part. When they
-    # compete for cores, the scheduler serves the latter first (a large guarded prompt
-    # must not hold back small requests on other routes). Idle cores: no effect.
-    if SCAN_NICENESS:
-        os.nice(SCAN_NICENESS)
     for key, config in configs:
         _scanner(key, config)  # builds and warms the Presidio engines
 

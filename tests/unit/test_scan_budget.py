@@ -3,7 +3,6 @@ what happens to the scans of a request whose stream is gone (guards/scan_pool.py
 RegexStage in guards/pipeline.py)."""
 
 import asyncio
-import os
 import random
 import threading
 import time
@@ -280,24 +279,5 @@ async def test_a_dead_worker_fails_its_request_closed_and_the_pool_recovers(cfg)
             await asyncio.wait_for(running, 60)
         again = await asyncio.wait_for(pool.scan(key, cfg, ["call 212-555-0198"], 10), 120)
         assert again.status == "ok" and again.outputs[0][0] == "call <PHONE_NUMBER>"
-    finally:
-        await pool.close()
-
-
-async def test_scan_workers_run_at_a_lower_cpu_priority_than_the_processor(cfg):
-    """A large guarded prompt scanned in a worker must not take the CPU from the
-    processor's event loop (small requests on other routes): the scheduler prefers the
-    processor whenever both want a core."""
-    key = cfg.model_dump_json()
-    pool = scan_pool.ScanPool({key: cfg}, workers=1)
-    pool.start()
-    try:
-        await asyncio.wait_for(pool.wait_ready(), 120)
-        workers = list(pool._executor._processes.values())
-        assert workers
-        mine = os.getpriority(os.PRIO_PROCESS, 0)
-        for process in workers:
-            assert os.getpriority(os.PRIO_PROCESS, process.pid) == min(19, mine + scan_pool.SCAN_NICENESS)
-        assert scan_pool.SCAN_NICENESS == 10
     finally:
         await pool.close()
