@@ -380,32 +380,29 @@ def render_routes(cfg: GatewaySpec, route: Route) -> list[dict[str, Any]]:
 
 
 def _merge_policies(cfg: GatewaySpec) -> list[Route]:
-    """Apply top-level `policies` to the routes they target."""
+    """Apply top-level `policies` to the routes they target (the loader has already
+    reported a route that sets what a policy sets; this is the last line of defence)."""
     routes = {r.name: r for r in cfg.routes}
+    # (route field, the policy's field for it, its name in the config)
+    fields = (
+        ("policies", "ai", "policies"),
+        ("rate_limit", "rate_limit", "rateLimit"),
+        ("token_budget", "token_budget", "tokenBudget"),
+    )
     for policy in cfg.policies:
         for ref in policy.target_refs:
             route = routes[ref.name]
             update: dict[str, Any] = {}
-            if policy.ai is not None:
-                if route.policies is not None:
+            for field, policy_field, written in fields:
+                value = getattr(policy, policy_field)
+                if value is None:
+                    continue
+                if getattr(route, field) is not None:
                     raise ValueError(
-                        f"route '{route.name}' has policies and is also targeted by "
+                        f"route '{route.name}' has {written} and is also targeted by "
                         f"policy '{policy.name}'; keep one"
                     )
-                update["policies"] = policy.ai
-            if policy.rate_limit is not None:
-                if route.rate_limit is not None:
-                    raise ValueError(
-                        f"route '{route.name}' has a rateLimit and is also targeted by policy '{policy.name}'"
-                    )
-                update["rate_limit"] = policy.rate_limit
-            if policy.token_budget is not None:
-                if route.token_budget is not None:
-                    raise ValueError(
-                        f"route '{route.name}' has a tokenBudget and is also targeted by "
-                        f"policy '{policy.name}'"
-                    )
-                update["token_budget"] = policy.token_budget
+                update[field] = value
             routes[ref.name] = route.model_copy(update=update)
     return [routes[r.name] for r in cfg.routes]
 
