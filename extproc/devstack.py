@@ -366,20 +366,9 @@ def _local_redis(gw: GatewayRuntime) -> LocalRedis | None:
     """A redis-server for a config that shares state through a loopback Redis nobody runs."""
     if gw.shared_state is None:
         return None
-    redis = gw.shared_state.settings.redis
-    if redis.host not in ("127.0.0.1", "localhost"):
-        return None
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", redis.port)) == 0:
-            return None  # already running: use it
-    from .shared_state.local_redis import LocalRedis, LocalRedisError
+    from .shared_state.local_redis import start_if_absent
 
-    try:
-        server = LocalRedis(redis.port).start()
-    except LocalRedisError as exc:
-        raise RuntimeError(f"{exc}; the config's sharedState needs Redis on {redis.address}") from None
-    print(f"started redis-server on {redis.address} (pid {server.pid}) for sharedState", flush=True)
-    return server
+    return start_if_absent(gw.shared_state.settings.redis.address)
 
 
 def up(bootstrap: Path, run_dir: Path) -> int:

@@ -113,3 +113,21 @@ class LocalRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def start_if_absent(address: str) -> LocalRedis | None:
+    """A redis-server on `address` (host:port) when it is a loopback address nobody
+    listens on; None when Redis is elsewhere or already running there."""
+    host, _, port_text = address.rpartition(":")
+    if host not in ("127.0.0.1", "localhost"):
+        return None
+    port = int(port_text)
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            return None  # already running: use it
+    try:
+        server = LocalRedis(port).start()
+    except LocalRedisError as exc:
+        raise RuntimeError(f"{exc}; the config's sharedState needs Redis on {address}") from None
+    print(f"started redis-server on {address} (pid {server.pid}) for sharedState", flush=True)
+    return server
