@@ -73,9 +73,8 @@ HCM_TYPE = _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.
 RATELIMIT_TYPE = _TYPE + "envoy.extensions.filters.http.ratelimit.v3.RateLimit"
 RATELIMIT_PER_ROUTE_TYPE = _TYPE + "envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute"
 HEADER_TO_METADATA_TYPE = _TYPE + "envoy.extensions.filters.http.header_to_metadata.v3.Config"
-# Envoy's rate-limit filters, one per fail mode (`failure_mode_deny` is per filter); each
-# route names its descriptors under the filter of its policy's mode.
-RATELIMIT_FILTER = {"open": "aigw.ratelimit.open", "closed": "aigw.ratelimit.closed"}
+# Envoy's rate-limit filter; each route names its descriptors under it.
+RATELIMIT_FILTER = "aigw.ratelimit"
 RATELIMIT_DOMAIN = "aigw"
 # The first entry of every descriptor the gateway renders: which limit it counts for (a
 # key of `rateLimits` in the node metadata the processor's rate-limit service reads).

@@ -15,6 +15,7 @@ the processor's own CPU time per request (the machine is shared and noisy):
   are being processed, beside their idle p99;
 - all the cores: plain chat at c=32 with one and two processor workers;
 - start-up: how long the processor takes to answer its health check;
+- shared state: what a global rate limit and a token budget add (scripts/bench_shared_state.py);
 - inference routing: least-loaded picking against round robin (scripts/bench_inference.py).
 
 The stack is the one users run: rendered from a gateway config, access log on, the
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -208,15 +210,22 @@ class Gateway:
     """Envoy (+ the processor unless bare) from the bench gateway config."""
 
     def __init__(
-        self, tmp: Path, mock_port: int, name: str, *, gateway: bool = True, workers: int = 1
+        self,
+        tmp: Path,
+        mock_port: int,
+        name: str,
+        *,
+        gateway: bool = True,
+        workers: int = 1,
+        tweak: Callable[[dict], None] | None = None,
     ) -> None:
+        """`tweak` may change the gateway config before it is rendered."""
         self.port, self.admin, health = free_port(), free_port(), free_port()
         sock = tmp / f"{name}.sock"
-        doc = render(
-            GatewaySpec.model_validate(
-                gateway_config(mock_port, self.port, self.admin, health, sock, workers)
-            )
-        )
+        config = gateway_config(mock_port, self.port, self.admin, health, sock, workers)
+        if tweak is not None:
+            tweak(config)
+        doc = render(GatewaySpec.model_validate(config))
         if not gateway:
             doc = bare(doc)
         path = tmp / f"{name}.yaml"
@@ -442,6 +451,9 @@ def main() -> int:
     import bench_holdback
 
     bench_holdback.main()
+    import bench_shared_state
+
+    bench_shared_state.main([])
     if not args.skip_inference:
         # Least-loaded picking against round robin on model servers of unequal speed.
         import bench_inference

@@ -451,10 +451,10 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
             }
         )
     # Before the processor: a refused request costs it nothing.
-    modes = {mode for r in routes for mode in rate_limits.global_limits(r)}
     if headers := rate_limits.key_headers(routes):
         http_filters.append(rate_limits.client_key_filter(headers))
-    http_filters += [rate_limits.rate_limit_filter(mode, cfg) for mode in ("open", "closed") if mode in modes]
+    if any(rate_limits.global_limits(r) for r in routes):
+        http_filters.append(rate_limits.rate_limit_filter(cfg, routes))
     # Content routing chooses the route again after the body: then every AI cluster keeps
     # its upstream filter (see render_cluster).
     content_routing = any(r.policies is not None and r.policies.content_routing for r in routes)

@@ -3,10 +3,12 @@
 and token budgets (the same filter, charged with each request's real usage when its
 stream ends).
 
-A global limit or budget becomes descriptors on its route, under the rate-limit filter of
-its fail mode (`failure_mode_deny` is per filter, so there is one filter per mode). Every
-descriptor starts with `aigw_limit: <limit id>`; the processor reads what each id allows
-from the node metadata (`rateLimits`), so Envoy and the processor cannot disagree.
+A global limit or budget becomes descriptors on its route, under one rate-limit filter.
+Every descriptor starts with `aigw_limit: <limit id>`; the processor reads what each id
+allows, and its fail mode, from the node metadata (`rateLimits`), so Envoy and the
+processor cannot disagree. One filter means one call before the request, whatever a
+route combines: the service applies each limit's fail mode when Redis fails (it answers
+OK for open limits, an error for closed ones, which the filter turns into a 503).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import wire
-from ..config.shared_state import FailMode, LimitSpec
+from ..config.shared_state import LimitSpec
 from .envoy_parts import duration
 from .model import PER_SECONDS, GatewaySpec, RateLimit, RateLimitKey, Route, TokenBudget
 
@@ -133,26 +135,20 @@ def client_key_filter(headers: list[str]) -> dict[str, Any]:
     }
 
 
-def global_limits(route: Route) -> dict[FailMode, list[dict[str, Any]]]:
-    """The route's descriptors for each rate-limit filter (by fail mode)."""
-    out: dict[FailMode, list[dict[str, Any]]] = {}
+def global_limits(route: Route) -> list[dict[str, Any]]:
+    """The route's descriptors for the rate-limit filter."""
+    out: list[dict[str, Any]] = []
     rl = route.rate_limit
     if rl is not None and rl.scope == "global":
-        out.setdefault(rl.fail_mode or "open", []).append(
-            _descriptor(limit_id(route.name, "requests"), rl.key)
-        )
+        out.append(_descriptor(limit_id(route.name, "requests"), rl.key))
     budget = route.token_budget
     if budget is not None:
         limit = limit_id(route.name, "tokens")
-        out.setdefault(budget.fail_mode, []).extend(
-            [
-                # Before the request: only asks whether the key is already at its budget.
-                _descriptor(limit, budget.key, hits_addend={"number": 0}),
-                # When its stream ends: charges the tokens it used (none reported, no charge).
-                _descriptor(
-                    limit, budget.key, apply_on_stream_done=True, hits_addend={"format": _TOTAL_TOKENS}
-                ),
-            ]
+        # Before the request: only asks whether the key is already at its budget.
+        out.append(_descriptor(limit, budget.key, hits_addend={"number": 0}))
+        # When its stream ends: charges the tokens it used (none reported, no charge).
+        out.append(
+            _descriptor(limit, budget.key, apply_on_stream_done=True, hits_addend={"format": _TOTAL_TOKENS})
         )
     return out
 
@@ -180,34 +176,36 @@ def limit_specs(routes: list[Route]) -> dict[str, dict[str, Any]]:
     return {k: v.model_dump(mode="json", by_alias=True) for k, v in specs.items()}
 
 
-def rate_limit_filter(mode: FailMode, cfg: GatewaySpec) -> dict[str, Any]:
-    """One of Envoy's rate-limit filters, asking the processor (same cluster, its
-    rate-limit service) with the descriptors routes give it."""
+def rate_limit_filter(cfg: GatewaySpec, routes: list[Route]) -> dict[str, Any]:
+    """Envoy's rate-limit filter, asking the processor (same cluster: its rate-limit
+    service) with the descriptors routes give it."""
     shared = cfg.gateway.shared_state
     assert shared is not None  # the loader requires sharedState for any global limit
     # The service answers within two Redis timeouts (or fails the call); a little more
     # for the gRPC hop, so Envoy's own timeout is not what decides.
     timeout = max(0.25, shared.redis.timeout * 2 + 0.15)
+    # Only when the service itself cannot be reached does the filter decide: closed if
+    # any limit is (the processor is then unreachable, so ext_proc fails the request too).
+    deny = any(spec["failMode"] == "closed" for spec in limit_specs(routes).values())
     config: dict[str, Any] = {
         "@type": wire.RATELIMIT_TYPE,
         "domain": wire.RATELIMIT_DOMAIN,
-        "stat_prefix": f"aigw_rls_{mode}",
+        "stat_prefix": "aigw_rls",
         "timeout": duration(timeout),
-        "failure_mode_deny": mode == "closed",
+        "failure_mode_deny": deny,
+        # A closed limit the service could not check: 503, not Envoy's default 500.
+        "status_on_error": {"code": "ServiceUnavailable"},
         "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
         "rate_limit_service": {
             "transport_api_version": "V3",
             "grpc_service": {"envoy_grpc": {"cluster_name": "extproc"}},
         },
     }
-    if mode == "closed":
-        config["status_on_error"] = {"code": "ServiceUnavailable"}
-    return {"name": wire.RATELIMIT_FILTER[mode], "typed_config": config}
+    return {"name": wire.RATELIMIT_FILTER, "typed_config": config}
 
 
-def per_route(mode_limits: dict[FailMode, list[dict[str, Any]]]) -> dict[str, Any]:
-    """The route's typed_per_filter_config entries for the rate-limit filters."""
-    return {
-        wire.RATELIMIT_FILTER[mode]: {"@type": wire.RATELIMIT_PER_ROUTE_TYPE, "rate_limits": limits}
-        for mode, limits in mode_limits.items()
-    }
+def per_route(limits: list[dict[str, Any]]) -> dict[str, Any]:
+    """The route's typed_per_filter_config entry for the rate-limit filter."""
+    if not limits:
+        return {}
+    return {wire.RATELIMIT_FILTER: {"@type": wire.RATELIMIT_PER_ROUTE_TYPE, "rate_limits": limits}}

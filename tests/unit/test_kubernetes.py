@@ -442,10 +442,11 @@ def test_production_bootstrap_shares_state_and_limits_the_chat_route() -> None:
         "chat:tokens": {"unit": "tokens", "amount": 1_000_000, "window": 3600, "failMode": "closed"},
     }
     filters = {f["name"]: f["typed_config"] for f in _hcm(r.bootstrap)["http_filters"]}
-    for name, deny in (("aigw.ratelimit.open", False), ("aigw.ratelimit.closed", True)):
-        assert filters[name]["failure_mode_deny"] is deny
-        # The processor serves the rate-limit service on the socket the pod already shares.
-        assert filters[name]["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "extproc"
+    # One filter; a closed budget makes it refuse when the service cannot be asked.
+    assert filters["aigw.ratelimit"]["failure_mode_deny"] is True
+    # The processor serves the rate-limit service on the socket the pod already shares.
+    service = filters["aigw.ratelimit"]["rate_limit_service"]["grpc_service"]["envoy_grpc"]
+    assert service["cluster_name"] == "extproc"
     gw = build_config(r.bootstrap, resolve_secrets=False)
     assert gw.shared_state is not None and set(gw.limits) == {"chat:requests", "chat:tokens"}
     for other in ("base", "overlays/dev"):

@@ -72,28 +72,23 @@ routes:
 )
 
 
-def test_global_limits_render_envoys_rate_limit_filters_before_the_processor(tmp_path):
+def test_global_limits_render_envoys_rate_limit_filter_before_the_processor(tmp_path):
     doc = render(tmp_path, GLOBAL)
     names = filter_names(doc)
-    # The key copier first, then one filter per fail mode, all before the processor: a
+    # The key copier first, then the rate-limit filter, both before the processor: a
     # refused request costs the processor nothing.
-    assert names[:4] == [
-        "envoy.filters.http.local_ratelimit",
-        "aigw.ratelimit.keys",
-        wire.RATELIMIT_FILTER["open"],
-        wire.RATELIMIT_FILTER["closed"],
-    ]
-    assert names.index("envoy.filters.http.ext_proc") > names.index(wire.RATELIMIT_FILTER["closed"])
+    assert names[:3] == ["envoy.filters.http.local_ratelimit", "aigw.ratelimit.keys", wire.RATELIMIT_FILTER]
+    assert names.index("envoy.filters.http.ext_proc") > names.index(wire.RATELIMIT_FILTER)
     filters = {f["name"]: f["typed_config"] for f in hcm(doc)["http_filters"]}
-    open_, closed = filters[wire.RATELIMIT_FILTER["open"]], filters[wire.RATELIMIT_FILTER["closed"]]
-    assert open_["failure_mode_deny"] is False and "status_on_error" not in open_
-    assert closed["failure_mode_deny"] is True
-    assert closed["status_on_error"] == {"code": "ServiceUnavailable"}
-    for f in (open_, closed):
-        assert f["domain"] == "aigw"
-        assert f["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "extproc"
-        # Two Redis timeouts (the service's bound) and a margin for the gRPC hop.
-        assert f["timeout"] == "0.25s"
+    rls = filters[wire.RATELIMIT_FILTER]
+    # A closed limit exists: the service unreachable is a 503 (Redis failures are decided
+    # by the service, per limit).
+    assert rls["failure_mode_deny"] is True
+    assert rls["status_on_error"] == {"code": "ServiceUnavailable"}
+    assert rls["domain"] == "aigw"
+    assert rls["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "extproc"
+    # Two Redis timeouts (the service's bound) and a margin for the gRPC hop.
+    assert rls["timeout"] == "0.25s"
     # The header is copied under its lower-case name, never removed from the request.
     rules = filters["aigw.ratelimit.keys"]["request_rules"]
     assert rules == [
@@ -107,6 +102,19 @@ def test_global_limits_render_envoys_rate_limit_filters_before_the_processor(tmp
             "remove": False,
         }
     ]
+
+
+def test_with_only_open_limits_the_filter_lets_requests_through_when_the_service_fails(tmp_path):
+    doc = render(
+        tmp_path,
+        SHARED
+        + BACKEND
+        + "routes:\n- name: chat\n  backendRefs: [{name: openai}]\n"
+        + "  rateLimit: {key: {generic: all}, requests: 5, scope: global}\n",
+    )
+    filters = {f["name"]: f["typed_config"] for f in hcm(doc)["http_filters"]}
+    assert filters[wire.RATELIMIT_FILTER]["failure_mode_deny"] is False
+    assert "aigw.ratelimit.keys" not in filters, "no header key to copy"
 
 
 def _key_action(key: str) -> dict[str, Any]:
@@ -124,25 +132,26 @@ def _limit(limit_id: str) -> dict[str, Any]:
     return {"generic_key": {"descriptor_key": "aigw_limit", "descriptor_value": limit_id}}
 
 
-def test_each_route_names_its_limits_under_the_filter_of_its_fail_mode(tmp_path):
+def test_each_route_names_its_limits_and_budget_under_the_filter(tmp_path):
     doc = render(tmp_path, GLOBAL)
     chat = route(doc, "chat")["typed_per_filter_config"]
-    assert chat[wire.RATELIMIT_FILTER["open"]] == {
+    # One call before the request for the limit and the budget check together; the
+    # budget's charge, with the real usage, when the stream ends.
+    assert chat[wire.RATELIMIT_FILTER] == {
         "@type": wire.RATELIMIT_PER_ROUTE_TYPE,
-        "rate_limits": [{"actions": [_limit("chat:requests"), _key_action("x-api-key")]}],
+        "rate_limits": [
+            {"actions": [_limit("chat:requests"), _key_action("x-api-key")]},
+            {"actions": [_limit("chat:tokens"), _key_action("x-api-key")], "hits_addend": {"number": 0}},
+            {
+                "actions": [_limit("chat:tokens"), _key_action("x-api-key")],
+                "apply_on_stream_done": True,
+                "hits_addend": {"format": "%DYNAMIC_METADATA(aigw:total_tokens)%"},
+            },
+        ],
     }
-    # The budget: a check that adds nothing before the request, the real usage after it.
-    assert chat[wire.RATELIMIT_FILTER["closed"]]["rate_limits"] == [
-        {"actions": [_limit("chat:tokens"), _key_action("x-api-key")], "hits_addend": {"number": 0}},
-        {
-            "actions": [_limit("chat:tokens"), _key_action("x-api-key")],
-            "apply_on_stream_done": True,
-            "hits_addend": {"format": "%DYNAMIC_METADATA(aigw:total_tokens)%"},
-        },
-    ]
     assert "envoy.filters.http.local_ratelimit" not in chat
     everyone = route(doc, "everyone")["typed_per_filter_config"]
-    assert everyone[wire.RATELIMIT_FILTER["closed"]]["rate_limits"] == [
+    assert everyone[wire.RATELIMIT_FILTER]["rate_limits"] == [
         {
             "actions": [
                 _limit("everyone:requests"),
@@ -150,13 +159,10 @@ def test_each_route_names_its_limits_under_the_filter_of_its_fail_mode(tmp_path)
             ]
         }
     ]
-    assert wire.RATELIMIT_FILTER["open"] not in everyone
     # A local limit stays Envoy's local rate limit, now with days too.
     local = route(doc, "by-address")["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]
     assert local["token_bucket"]["fill_interval"] == "86400s"
-    assert not any(
-        name.startswith("aigw.ratelimit") for name in route(doc, "by-address")["typed_per_filter_config"]
-    )
+    assert wire.RATELIMIT_FILTER not in route(doc, "by-address")["typed_per_filter_config"]
 
 
 def test_the_processor_reads_redis_and_the_limits_from_the_node_metadata(tmp_path, monkeypatch):
@@ -201,7 +207,7 @@ def test_bad_node_metadata_is_reported_by_field(tmp_path):
 def test_without_shared_state_nothing_changes(tmp_path):
     doc = render(tmp_path, BACKEND + "routes:\n- {name: chat, backendRefs: [{name: openai}]}\n")
     assert "node" not in doc
-    assert not any(n.startswith("aigw.ratelimit") for n in filter_names(doc))
+    assert not any(n.startswith(wire.RATELIMIT_FILTER) for n in filter_names(doc))
     gw = build_config(doc)
     assert gw.shared_state is None and gw.limits == {}
 
@@ -277,7 +283,7 @@ policies:
   tokenBudget: {key: {generic: team}, tokens: 7, per: second, failMode: open}
 """,
     )
-    limits = route(doc, "a")["typed_per_filter_config"][wire.RATELIMIT_FILTER["open"]]["rate_limits"]
+    limits = route(doc, "a")["typed_per_filter_config"][wire.RATELIMIT_FILTER]["rate_limits"]
     assert [r["actions"][0] for r in limits] == [_limit("a:tokens"), _limit("a:tokens")]
     assert doc["node"]["metadata"]["aigw"]["rateLimits"] == {
         "a:tokens": {"unit": "tokens", "amount": 7, "window": 1, "failMode": "open"}
