@@ -37,6 +37,8 @@ FAILURES = Counter(
 )
 
 _LOG_EVERY = 10.0
+# Connections per processor process (each call holds one for a round trip).
+MAX_CONNECTIONS = 64
 
 
 class SharedStateUnavailable(Exception):
@@ -46,7 +48,10 @@ class SharedStateUnavailable(Exception):
 class RedisStore:
     def __init__(self, settings: RedisSettings, password: str | None = None) -> None:
         self.settings = settings
-        self._client = aioredis.Redis(
+        # More calls at once than connections wait for one (within the timeout) instead
+        # of failing: a plain pool raises "Too many connections", which would meet the
+        # policy's fail mode under load with Redis perfectly well.
+        pool = aioredis.BlockingConnectionPool(
             host=settings.host,
             port=settings.port,
             db=settings.db,
@@ -57,8 +62,10 @@ class RedisStore:
             # (it restarted) fails its first command, and a fresh one then succeeds. Never
             # on a timeout: the command may have run, and a counter would count twice.
             retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
-            max_connections=64,
+            max_connections=MAX_CONNECTIONS,
+            timeout=settings.timeout,
         )
+        self._client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         self._prefix = settings.key_prefix
         self._logged: dict[str, float] = {}
         self._failing: set[str] = set()

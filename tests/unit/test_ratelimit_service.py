@@ -426,3 +426,25 @@ async def test_first_call_after_an_unnoticed_restart_counts(make: Make, redis_se
     redis_server.kill()
     redis_server.start()
     assert remaining(await call(service, client("strict"))) == [2]
+
+
+async def test_more_calls_at_once_than_connections_wait_for_one(redis_server: LocalRedis) -> None:  # noqa: F811
+    """A burst wider than the connection pool is served, not failed as if Redis were down
+    (which would refuse every closed limit's requests under load)."""
+    from extproc.shared_state import redis_store
+
+    store = RedisStore(RedisSettings(address=redis_server.address, timeout=1.0))
+    calls = redis_store.MAX_CONNECTIONS * 3
+
+    async def one() -> str:
+        try:
+            await store.run("burst", lambda client: client.incr("burst"))
+            return "ok"
+        except redis_store.SharedStateUnavailable as exc:
+            return str(exc)
+
+    try:
+        answers = await asyncio.gather(*(one() for _ in range(calls)))
+        assert answers == ["ok"] * calls
+    finally:
+        await store.close()
