@@ -603,6 +603,9 @@ def node(cfg: GatewaySpec, routes: list[Route]) -> dict[str, Any]:
     assert shared is not None
     aigw = {
         "sharedState": shared.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "rateLimits": rate_limits.limit_specs(routes),
+        "rateLimits": {
+            limit: spec.model_dump(mode="json", by_alias=True)
+            for limit, spec in rate_limits.limit_specs(routes).items()
+        },
     }
     return {"id": "aigw", "cluster": "aigw", "metadata": {wire.NAMESPACE: aigw}}

@@ -99,17 +99,28 @@ def _descriptor(limit: str, key: RateLimitKey, **extra: Any) -> dict[str, Any]:
     return {"actions": [head, *_key_actions(key)], **extra}
 
 
+def _counted(route: Route) -> list[tuple[str, RateLimitKey, LimitSpec]]:
+    """The route's limits counted by the rate-limit service: (limit id, key, what it
+    allows), for its global rate limit and its token budget."""
+    out = []
+    rl: RateLimit | None = route.rate_limit
+    if rl is not None and rl.scope == "global":
+        spec = LimitSpec(
+            unit="requests", amount=rl.requests, window=PER_SECONDS[rl.per], fail_mode=rl.fail_mode or "open"
+        )
+        out.append((limit_id(route.name, "requests"), rl.key, spec))
+    budget: TokenBudget | None = route.token_budget
+    if budget is not None:
+        spec = LimitSpec(
+            unit="tokens", amount=budget.tokens, window=PER_SECONDS[budget.per], fail_mode=budget.fail_mode
+        )
+        out.append((limit_id(route.name, "tokens"), budget.key, spec))
+    return out
+
+
 def key_headers(routes: list[Route]) -> list[str]:
     """Every header a global limit or budget keys on."""
-    headers = set()
-    for route in routes:
-        for key in (
-            route.rate_limit.key if route.rate_limit and route.rate_limit.scope == "global" else None,
-            route.token_budget.key if route.token_budget else None,
-        ):
-            if key is not None and key.header:
-                headers.add(key.header.lower())
-    return sorted(headers)
+    return sorted({key.header.lower() for r in routes for _, key, _ in _counted(r) if key.header})
 
 
 def client_key_filter(headers: list[str]) -> dict[str, Any]:
@@ -138,42 +149,20 @@ def client_key_filter(headers: list[str]) -> dict[str, Any]:
 def global_limits(route: Route) -> list[dict[str, Any]]:
     """The route's descriptors for the rate-limit filter."""
     out: list[dict[str, Any]] = []
-    rl = route.rate_limit
-    if rl is not None and rl.scope == "global":
-        out.append(_descriptor(limit_id(route.name, "requests"), rl.key))
-    budget = route.token_budget
-    if budget is not None:
-        limit = limit_id(route.name, "tokens")
+    for limit, key, spec in _counted(route):
+        if spec.unit == "requests":
+            out.append(_descriptor(limit, key))
+            continue
         # Before the request: only asks whether the key is already at its budget.
-        out.append(_descriptor(limit, budget.key, hits_addend={"number": 0}))
+        out.append(_descriptor(limit, key, hits_addend={"number": 0}))
         # When its stream ends: charges the tokens it used (none reported, no charge).
-        out.append(
-            _descriptor(limit, budget.key, apply_on_stream_done=True, hits_addend={"format": _TOTAL_TOKENS})
-        )
+        out.append(_descriptor(limit, key, apply_on_stream_done=True, hits_addend={"format": _TOTAL_TOKENS}))
     return out
 
 
-def limit_specs(routes: list[Route]) -> dict[str, dict[str, Any]]:
+def limit_specs(routes: list[Route]) -> dict[str, LimitSpec]:
     """What each limit id allows, for the node metadata the processor reads."""
-    specs: dict[str, LimitSpec] = {}
-    for route in routes:
-        rl: RateLimit | None = route.rate_limit
-        if rl is not None and rl.scope == "global":
-            specs[limit_id(route.name, "requests")] = LimitSpec(
-                unit="requests",
-                amount=rl.requests,
-                window=PER_SECONDS[rl.per],
-                fail_mode=rl.fail_mode or "open",
-            )
-        budget: TokenBudget | None = route.token_budget
-        if budget is not None:
-            specs[limit_id(route.name, "tokens")] = LimitSpec(
-                unit="tokens",
-                amount=budget.tokens,
-                window=PER_SECONDS[budget.per],
-                fail_mode=budget.fail_mode,
-            )
-    return {k: v.model_dump(mode="json", by_alias=True) for k, v in specs.items()}
+    return {limit: spec for r in routes for limit, _, spec in _counted(r)}
 
 
 def rate_limit_filter(cfg: GatewaySpec, routes: list[Route]) -> dict[str, Any]:
@@ -186,7 +175,7 @@ def rate_limit_filter(cfg: GatewaySpec, routes: list[Route]) -> dict[str, Any]:
     timeout = max(0.25, shared.redis.timeout * 2 + 0.15)
     # Only when the service itself cannot be reached does the filter decide: closed if
     # any limit is (the processor is then unreachable, so ext_proc fails the request too).
-    deny = any(spec["failMode"] == "closed" for spec in limit_specs(routes).values())
+    deny = any(spec.fail_mode == "closed" for spec in limit_specs(routes).values())
     config: dict[str, Any] = {
         "@type": wire.RATELIMIT_TYPE,
         "domain": wire.RATELIMIT_DOMAIN,
