@@ -14,12 +14,13 @@ from pydantic import ValidationError
 from extproc import wire
 from extproc.config.inference import InferencePoolConfig, InferenceRouting, split_endpoint
 from extproc.inference.metrics_scrape import ServerMetrics
-from extproc.render.loader import GatewayConfigError, render_file
 from extproc.route_filter import RouteStream
 from extproc.runtime.bootstrap import build_config
 from extproc.runtime.inference import resolve
 from extproc.settings import ProcessorSettings
 from tests import filter_fakes as F
+from tests.render_helpers import config_problems as problems
+from tests.render_helpers import render_config
 
 A, B, C = "127.0.0.1:18101", "127.0.0.1:18102", "127.0.0.1:18103"
 CONFIG = f"""\
@@ -50,15 +51,7 @@ def backend(name: str) -> str:
 
 
 def render(tmp_path, text: str = CONFIG) -> dict:
-    path = tmp_path / "gw.yaml"
-    path.write_text(textwrap.dedent(text))
-    return render_file(path)
-
-
-def problems(tmp_path, text: str) -> list[str]:
-    with pytest.raises(GatewayConfigError) as exc:
-        render(tmp_path, text)
-    return exc.value.problems
+    return render_config(tmp_path, text)
 
 
 # ---- config ------------------------------------------------------------------------------------

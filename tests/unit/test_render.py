@@ -2,29 +2,18 @@
 
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import yaml
 
 from extproc.devstack import envoy_binary
-from extproc.render.loader import GatewayConfigError, render_file
+from extproc.render.loader import render_file
 from extproc.runtime.bootstrap import build_config
 from tests.harness import ROOT
+from tests.render_helpers import config_problems as problems
+from tests.render_helpers import write_config as write
 
 EXAMPLES = sorted((ROOT / "envoy" / "examples").glob("*.yaml"))
-
-
-def write(tmp_path, text: str):
-    path = tmp_path / "gw.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def problems(tmp_path, text: str) -> list[str]:
-    with pytest.raises(GatewayConfigError) as exc:
-        render_file(write(tmp_path, text))
-    return exc.value.problems
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

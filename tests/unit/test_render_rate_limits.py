@@ -4,15 +4,15 @@ with a mistake gets (file, line, field)."""
 
 from __future__ import annotations
 
-import textwrap
 from typing import Any
 
 import pytest
 
 from extproc import wire
 from extproc.config.shared_state import LimitSpec
-from extproc.render.loader import GatewayConfigError, render_file
 from extproc.runtime.bootstrap import ConfigError, build_config
+from tests.render_helpers import config_problems as problems
+from tests.render_helpers import render_config as render
 
 BACKEND = """\
 backends:
@@ -24,18 +24,6 @@ gateway:
     redis: {address: "10.0.0.7:6380", passwordRef: {env: REDIS_PASSWORD}, timeout: 50ms, keyPrefix: gw1}
     cooldowns: {failMode: closed, syncInterval: 250ms}
 """
-
-
-def render(tmp_path, text: str) -> dict[str, Any]:
-    path = tmp_path / "gw.yaml"
-    path.write_text(textwrap.dedent(text))
-    return render_file(path)
-
-
-def problems(tmp_path, text: str) -> list[str]:
-    with pytest.raises(GatewayConfigError) as exc:
-        render(tmp_path, text)
-    return exc.value.problems
 
 
 def hcm(doc: dict[str, Any]) -> dict[str, Any]:
