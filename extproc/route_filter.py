@@ -28,6 +28,7 @@ from .paths import check_chat_path
 from .policies.field_defaults import apply_all
 from .response_limits import declared_too_large, json_body_mode, read_too_large
 from .response_stream import ResponseStream
+from .response_translation import ResponseTranslation
 from .runtime.gateway import GatewayRuntime, RouteRuntime
 from .settings import ProcessorSettings
 from .upstream_filter import UpstreamStream
@@ -56,6 +57,7 @@ class RouteStream:
         "route",
         "settings",
         "strip_usage",
+        "translation",
     )
 
     def __init__(self, gw: GatewayRuntime, settings: ProcessorSettings) -> None:
@@ -83,7 +85,9 @@ class RouteStream:
         # filter: this stream then translates for that backend too (one gRPC stream per
         # request instead of two), reusing the upstream filter's code for it.
         self.attempt: UpstreamStream | None = None
-        # Whether the attempt reads the response body (to translate it).
+        # The answer's translation from the backend's dialect, and whether it reads the
+        # response body (to translate it).
+        self.translation: ResponseTranslation | None = None
         self.attempt_body = False
 
     # ---- request --------------------------------------------------------------------
@@ -261,15 +265,46 @@ class RouteStream:
 
     # ---- response -------------------------------------------------------------------
     async def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        if self.attempt is not None:
-            return await self._direct_response_headers(req)
-        return self._response_headers(req)
-
-    async def _direct_response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        """The attempt's view first (cooldowns, error and stream translation, what it
-        redacts), then this filter's, in one reply."""
         hdrs = msg.headers_of(req.response_headers.headers)
-        own = await self.attempt.response_headers(req, hdrs)  # type: ignore[union-attr]
+        try:
+            translation = self._translation_for(hdrs)
+        except GatewayError as err:
+            return self._reject(err)
+        if translation is None:
+            return self._response_headers(req, hdrs)
+        return self._translated_response_headers(req, hdrs, translation)
+
+    def _translation_for(self, hdrs: dict[str, str]) -> ResponseTranslation | None:
+        """The translation of the answer the client gets: for the backend this stream
+        sends to itself, or for the one the upstream filter reports as the last attempt's.
+        None for a reply made by Envoy or by a filter, which is OpenAI-shaped already."""
+        if self.attempt is not None:
+            self.attempt.answered(hdrs)  # the status, and a cooldown on a 429
+            backend, model = self.attempt.backend, self.attempt.model
+            assert backend is not None  # a one-endpoint cluster's backend
+        else:
+            name = hdrs.get(H.BACKEND)
+            if name is None:
+                return None
+            found = self.gw.backend_named(name)
+            if found is None:
+                # Workers started from different bootstraps (a rolling change): never pass
+                # an answer on untranslated.
+                raise GatewayError(
+                    500,
+                    "the gateway has no configuration for the backend that answered",
+                    code="backend_not_configured",
+                )
+            backend, model = found, found.settings.model or self.acct.request_model
+        self.translation = ResponseTranslation(backend, model, self.request_id, self.gw.max_response_bytes)
+        return self.translation
+
+    def _translated_response_headers(
+        self, req: pb.ProcessingRequest, hdrs: dict[str, str], translation: ResponseTranslation
+    ) -> pb.ProcessingResponse:
+        """The translation's view first (error and stream translation, what it redacts),
+        then this filter's, in one reply."""
+        own = translation.headers(req, hdrs)
         if own.HasField("immediate_response"):  # e.g. an answer too large to translate
             return self._attempt_replied(own)
         mine = self._response_headers(req, hdrs)
@@ -277,7 +312,7 @@ class RouteStream:
             return mine
         if own.response_headers.response.status == pb.CommonResponse.CONTINUE_AND_REPLACE:
             self.done = True  # a bodiless provider error, answered with a translated body
-            self.acct.status = self.attempt.status  # type: ignore[union-attr]
+            self.acct.status = translation.status
             # Internal headers never cross the edge, whoever set them.
             own.response_headers.response.header_mutation.remove_headers.extend(
                 k for k in hdrs if k.startswith(H.PREFIX)
@@ -326,14 +361,14 @@ class RouteStream:
         data = body.body
         translated = None
         if self.attempt_body:
-            # The attempt translates the provider's bytes to the canonical shape first.
-            translated = await self.attempt.response_body(req)  # type: ignore[union-attr]
+            # The provider's bytes are turned canonical first.
+            translated = self.translation.body(req)  # type: ignore[union-attr]
             if translated.HasField("immediate_response"):  # e.g. too large to translate
                 return self._attempt_replied(translated)
             data = translated.response_body.response.body_mutation.body
             if not (self.response is not None or self.read_json):
                 # An error, translated (and redacted) by the attempt: nothing more to do.
-                self.acct.status = self.attempt.status  # type: ignore[union-attr]
+                self.acct.status = self.translation.status  # type: ignore[union-attr]
                 return translated
         if self.response is not None:
             out = await self.response.feed(data, body.end_of_stream)

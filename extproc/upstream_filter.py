@@ -1,9 +1,12 @@
 """The upstream filter: runs once per attempt, after Envoy has picked the host.
 
-Everything provider-specific happens here, for the host this attempt goes to: the body
-is translated, the path rewritten, the client's credential removed and the backend's set.
-A retry or a failover to another host is a new attempt, and is translated again for that
-host from the canonical body the route-level filter left.
+Everything provider-specific about the request happens here, for the host this attempt
+goes to: the body is translated, the path rewritten, the client's credential removed and
+the backend's set. A retry or a failover to another host is a new attempt, and is
+translated again for that host from the canonical body the route-level filter left. Of
+the response it reads only the headers: the status (a 429 cools the backend down) and
+which backend answered, which it reports to the route-level filter. That filter
+translates the answer the client gets (response_translation.py).
 """
 
 from __future__ import annotations
@@ -13,22 +16,19 @@ import time
 from typing import Any
 
 import orjson
-from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import messages as msg
-from . import metrics, redaction
+from . import metrics
 from . import wire as H
 from .backend_health import retry_after_seconds
 from .backends import ACCOUNT_HEADERS, CLIENT_ONLY_HEADERS, CREDENTIAL_HEADERS, Backend, client_key
 from .canonical import parse_request, wants_stream
 from .errors import GatewayError, bad_request
 from .logs import access_log
-from .providers.base import ProviderError, error_dict, openai_style_error
-from .response_limits import declared_too_large, json_body_mode, read_too_large
+from .providers.base import ProviderError
 from .runtime.gateway import GatewayRuntime
 from .settings import ProcessorSettings
-from .stream_transcoder import StreamTranscoder
 
 log = logging.getLogger("aigw.upstream")
 
@@ -51,8 +51,6 @@ class UpstreamStream:
         "started",
         "status",
         "stream",
-        "transcoder",
-        "translate_json",
     )
 
     def __init__(
@@ -71,8 +69,6 @@ class UpstreamStream:
         self.started = time.monotonic()
         self.attempt = "1"
         self.request_id = ""
-        self.transcoder: StreamTranscoder | None = None
-        self.translate_json = False
         self.done = False  # see RouteStream.done
 
     # ---- request --------------------------------------------------------------------
@@ -174,125 +170,30 @@ class UpstreamStream:
         return msg.request_body(set_headers=set_headers, remove=remove, body=body)
 
     # ---- response -------------------------------------------------------------------
-    async def response_headers(
-        self, req: pb.ProcessingRequest, hdrs: dict[str, str] | None = None
-    ) -> pb.ProcessingResponse:
-        resp = self._response_headers(req, hdrs)
-        # Providers may quote the credential in a header (`www-authenticate`): the
-        # gateway's own secrets never reach a client (redaction.py). (A local reply made
-        # here carries none of the provider's headers.)
-        if resp.WhichOneof("response") == "response_headers":
-            _redact_headers(req.response_headers.headers, resp.response_headers.response.header_mutation)
-        return resp
-
-    def _response_headers(
-        self, req: pb.ProcessingRequest, hdrs: dict[str, str] | None = None
-    ) -> pb.ProcessingResponse:
+    async def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        """The upstream filter's reply: which backend answered, for the route-level filter
+        (which removes these headers, and translates the answer if it is the last
+        attempt's: response_translation.py). A retried attempt's answer never reaches the
+        client, so this filter never reads one."""
         backend = self.backend
         assert backend is not None
-        if hdrs is None:
-            hdrs = msg.headers_of(req.response_headers.headers)
-        self.status = int(hdrs.get(":status", "0") or 0)
-        # The route-level filter learns which backend answered from these (and removes
-        # them); when it runs the attempt itself, it knows already.
-        report = (
-            {}
-            if self.direct is not None
-            else {H.BACKEND: backend.name, H.PROVIDER: backend.provider.name, H.ATTEMPT: self.attempt}
-        )
-        if self.status == 429 or (self.status == 503 and ("retry-after" in hdrs or "retry-after-ms" in hdrs)):
-            if self._cool_down(backend, hdrs) and self.direct is None:
-                # Out of rotation now, not at the next health check: the processor's health
-                # endpoint then keeps it out until the cooldown ends.
-                report[H.IMMEDIATE_HC_FAIL] = "true"
-        if req.response_headers.end_of_stream:
-            self.done = True
-            if self.status >= 400:
-                # An error without a body still reaches the client as an OpenAI-style error.
-                status, doc = self._translate_whole(b"")
-                out = orjson.dumps(redaction.current().redact_value(doc)[0])
-                headers = report | {"content-type": "application/json", "content-length": str(len(out))}
-                if status != self.status:  # e.g. Anthropic's 529 is an OpenAI-style 503
-                    headers[":status"] = str(status)
-                    self.status = status
-                return msg.replace_response(headers, out)
-            return msg.response_headers(set_headers=report)
-        streamed = hdrs.get("content-type", "").startswith("text/event-stream")
-        if self.status < 400 and backend.provider.canonical_responses:
-            self.done = True
-            return msg.response_headers(set_headers=report)
-        if self.status < 400 and streamed:
-            self.transcoder = StreamTranscoder(backend.provider.stream_translator(self.model))
-            return msg.response_headers(set_headers=report, remove=["content-length"], body_mode=msg.STREAMED)
-        # Read whole: errors to normalise them to the OpenAI error shape, answers to
-        # translate them. One that cannot fit is refused unread (response_limits.py).
-        too_big = declared_too_large(hdrs, self.gw.max_response_bytes)
-        if too_big is not None:
-            return self._reject(too_big)
-        self.translate_json = True
-        return msg.response_headers(set_headers=report, body_mode=json_body_mode(hdrs))
+        report = {H.BACKEND: backend.name, H.PROVIDER: backend.provider.name, H.ATTEMPT: self.attempt}
+        if self.answered(msg.headers_of(req.response_headers.headers)):
+            # Out of rotation now, not at the next health check: the processor's health
+            # endpoint then keeps it out until the cooldown ends.
+            report[H.IMMEDIATE_HC_FAIL] = "true"
+        self.done = True
+        return msg.response_headers(set_headers=report)
 
-    async def response_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        body = req.response_body
-        self.done = body.end_of_stream
-        if self.transcoder is not None:
-            return msg.streamed_body(self.transcoder.feed(body.body, body.end_of_stream))
-        if not self.translate_json:
-            return msg.response_body()
-        too_big = read_too_large(body.body, body.end_of_stream, self.gw.max_response_bytes)
-        if too_big is not None:
-            # Larger than Envoy's buffer (response_limits.py). An upstream filter's own reply
-            # goes to the client as is: the router does not retry it on another host.
-            return self._reject(too_big)
-        status, doc = self._translate_whole(body.body)
-        if self.status >= 400:
-            # Providers quote the credential they were sent when they reject it.
-            doc = redaction.current().redact_value(doc)[0]
-        out = orjson.dumps(doc)
-        set_headers = {"content-length": str(len(out)), "content-type": "application/json"}
-        if status != self.status:
-            set_headers[":status"] = str(status)
-            self.status = status
-        return msg.response_body(set_headers=set_headers, body=out)
-
-    def _translate_whole(self, body: bytes) -> tuple[int, dict[str, Any]]:
+    def answered(self, hdrs: dict[str, str]) -> bool:
+        """Record the provider's status; a 429 (or a 503 with Retry-After) cools the
+        backend down. True when a cooldown was recorded."""
         backend = self.backend
-        assert backend is not None  # a response is only read after the request found its backend
-        provider = backend.provider
-        if self.status >= 400:
-            try:
-                return provider.translate_error(self.status, body)
-            except Exception:  # an odd error body must not hide the provider's status
-                log.warning(
-                    "untranslatable provider error",
-                    extra={"fields": {"request_id": self.request_id, "backend": backend.name}},
-                )
-                return self.status, openai_style_error(self.status, body, provider.name)
-        try:
-            return self.status, provider.translate_response(orjson.loads(body), self.model)
-        except (
-            orjson.JSONDecodeError,
-            ProviderError,
-            ValueError,
-            KeyError,
-            TypeError,
-            AttributeError,
-        ) as exc:
-            log.warning(
-                "untranslatable provider response",
-                extra={
-                    "fields": {
-                        "request_id": self.request_id,
-                        "backend": backend.name,
-                        "error": redaction.current().redact(str(exc)),
-                    }
-                },
-            )
-            return 502, error_dict(
-                502,
-                f"{provider.name} returned a response the gateway could not translate",
-                code="upstream_invalid_response",
-            )
+        assert backend is not None
+        self.status = int(hdrs.get(":status", "0") or 0)
+        if self.status == 429 or (self.status == 503 and ("retry-after" in hdrs or "retry-after-ms" in hdrs)):
+            return self._cool_down(backend, hdrs)
+        return False
 
     def _cool_down(self, backend: Backend, hdrs: dict[str, str]) -> bool:
         """The provider asked us to back off: keep this backend out of rotation (Envoy's
@@ -357,23 +258,3 @@ class UpstreamStream:
                 }
             },
         )
-
-
-def _redact_headers(header_map: Any, mutation: pb.HeaderMutation) -> None:
-    """Add to `mutation` the response headers that quote a secret, redacted. Every value
-    is read (a header may repeat); a header with a secret in any value is rewritten whole."""
-    pairs = [
-        (h.key, h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
-        for h in header_map.headers
-        if not h.key.startswith(":")
-    ]
-    for name, values in redaction.current().redact_headers(pairs).items():
-        for i, value in enumerate(values):
-            mutation.set_headers.append(
-                base_pb2.HeaderValueOption(
-                    header=base_pb2.HeaderValue(key=name, raw_value=value.encode()),
-                    append_action=base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
-                    if i
-                    else base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-                )
-            )

@@ -104,6 +104,21 @@ def response_body(body: bytes | dict, end_of_stream: bool = True) -> pb.Processi
     return pb.ProcessingRequest(response_body=pb.HttpBody(body=raw, end_of_stream=end_of_stream))
 
 
+def anthropic_message(
+    text: str, *, id: str = "msg_1", stop_reason: str = "end_turn", tokens: tuple[int, int] = (12, 3)
+) -> dict[str, Any]:
+    """An Anthropic Messages answer: `text`, and (input, output) `tokens` used."""
+    return {
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-3-5-haiku-latest",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": stop_reason,
+        "usage": {"input_tokens": tokens[0], "output_tokens": tokens[1]},
+    }
+
+
 # An Anthropic stream: "Hello world", input 9 and output 4 tokens.
 ANTHROPIC_SSE = b"".join(
     b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"

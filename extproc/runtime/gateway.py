@@ -113,6 +113,10 @@ class GatewayRuntime:
             return None
         return cfg.backends[0]
 
+    def backend_named(self, name: str) -> Backend | None:
+        """The backend an upstream filter reported as the one that answered."""
+        return self._by_name.get(name)
+
     def all_cooling(self, names: tuple[str, ...]) -> int | None:
         """Whole seconds until the first of `names` is out of its rate-limit cooldown, or
         None when one of them is available now."""

@@ -129,6 +129,15 @@ async def answered(gw, headers: dict[str, str], request: dict | None = None, end
     return stream, reply
 
 
+async def fed_in_pieces(stream, raw: bytes, size: int) -> bytes:
+    """`raw` sent as response body messages of `size` bytes; what the client gets."""
+    out = b""
+    for i in range(0, len(raw), size):
+        r = await stream.response_body(F.response_body(raw[i : i + size], end_of_stream=i + size >= len(raw)))
+        out += F.common(r).body_mutation.body
+    return out
+
+
 UPSTREAM_REPORT = {"x-aigw-backend": "mock-openai", "x-aigw-provider": "openai", "x-aigw-attempt": "2"}
 
 
@@ -156,12 +165,65 @@ async def test_json_answer_is_read_whole(gw, length, mode):
     assert stream.read_json
 
 
-async def test_error_answer_is_not_read_at_route_level(gw):
-    stream, reply = await answered(
-        gw, {":status": "503", "content-type": "application/json", **UPSTREAM_REPORT}
-    )
-    assert not reply.HasField("mode_override")
+async def test_error_answer_is_read_to_put_it_in_the_openai_shape(gw):
+    stream, reply = await answered(gw, {":status": "503", "content-type": "text/plain", **UPSTREAM_REPORT})
+    assert reply.HasField("mode_override") and not stream.done
+    reply = await stream.response_body(F.response_body(b"upstream overloaded"))
+    err = F.new_body(reply)["error"]
+    assert err["type"] == "server_error" and "upstream overloaded" in err["message"]
     assert stream.done and stream.acct.status == 503
+
+
+async def test_envoys_own_error_reply_is_not_read(gw):
+    """No upstream filter reported a backend: Envoy answered itself (no healthy host)."""
+    stream, reply = await answered(gw, {":status": "503", "content-type": "text/plain"})
+    assert not reply.HasField("mode_override")
+    assert stream.done and stream.acct.status == 503 and stream.translation is None
+
+
+ANTHROPIC_REPORT = {"x-aigw-backend": "ant", "x-aigw-provider": "anthropic", "x-aigw-attempt": "2"}
+
+
+async def test_the_last_attempts_anthropic_answer_is_translated_here(gw):
+    """Two filter positions: the upstream filter translated the request for the host it
+    got and reports which backend answered; this filter translates that answer."""
+    stream, reply = await answered(
+        gw,
+        {":status": "200", "content-type": "application/json", "content-length": "200", **ANTHROPIC_REPORT},
+    )
+    assert reply.mode_override.response_body_mode == ProcessingMode.BUFFERED
+    assert set(F.removed(reply)) == set(ANTHROPIC_REPORT)
+    assert stream.translation is not None and stream.translation.model == "claude-3-5-haiku-latest"
+    reply = await stream.response_body(
+        F.response_body(F.anthropic_message("Salut", id="msg_r", tokens=(6, 1)))
+    )
+    out = F.new_body(reply)
+    assert out["object"] == "chat.completion" and out["choices"][0]["message"]["content"] == "Salut"
+    assert F.set_headers(reply)["content-length"] == str(len(F.common(reply).body_mutation.body))
+    assert (stream.acct.input_tokens, stream.acct.output_tokens) == (6, 1)
+    assert (stream.acct.backend, stream.acct.provider, stream.attempts) == ("ant", "anthropic", 2)
+
+
+async def test_the_last_attempts_anthropic_stream_is_translated_here(gw):
+    stream, reply = await answered(
+        gw,
+        {":status": "200", "content-type": "text/event-stream", **ANTHROPIC_REPORT},
+        {**F.CANONICAL, "stream": True},
+    )
+    assert reply.mode_override.response_body_mode == msg.STREAMED
+    chunks = F.sse_chunks(await fed_in_pieces(stream, F.ANTHROPIC_SSE, 50))
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "Hello world"
+    assert (stream.acct.input_tokens, stream.acct.output_tokens) == (9, 4) and stream.done
+
+
+async def test_an_answer_from_a_backend_this_processor_does_not_know_is_refused(gw):
+    stream, reply = await answered(
+        gw, {":status": "200", "content-type": "application/json", "x-aigw-backend": "elsewhere"}
+    )
+    status, body, _ = F.immediate(reply)
+    assert status == 500 and body["error"]["code"] == "backend_not_configured"
+    assert stream.done
 
 
 async def test_json_answer_usage_becomes_dynamic_metadata(gw):
@@ -239,17 +301,7 @@ async def test_direct_json_answer_translated_back(direct_gw):
     assert reply.mode_override.response_body_mode == ProcessingMode.BUFFERED
     assert not any(k.startswith("x-aigw-") for k in F.set_headers(reply))
     reply = await stream.response_body(
-        F.response_body(
-            {
-                "id": "msg_d",
-                "type": "message",
-                "role": "assistant",
-                "model": "claude-3-5-haiku-latest",
-                "content": [{"type": "text", "text": "Bonjour"}],
-                "stop_reason": "max_tokens",
-                "usage": {"input_tokens": 4, "output_tokens": 2},
-            }
-        )
+        F.response_body(F.anthropic_message("Bonjour", id="msg_d", stop_reason="max_tokens", tokens=(4, 2)))
     )
     out = F.new_body(reply)
     assert out["object"] == "chat.completion"
@@ -298,12 +350,7 @@ async def test_direct_anthropic_stream_comes_out_canonical(direct_gw):
         F.response_headers({":status": "200", "content-type": "text/event-stream"})
     )
     assert reply.mode_override.response_body_mode == msg.STREAMED
-    out = b""
-    for i in range(0, len(F.ANTHROPIC_SSE), 61):
-        last = i + 61 >= len(F.ANTHROPIC_SSE)
-        r = await stream.response_body(F.response_body(F.ANTHROPIC_SSE[i : i + 61], end_of_stream=last))
-        out += F.common(r).body_mutation.body
-    chunks = F.sse_chunks(out)
+    chunks = F.sse_chunks(await fed_in_pieces(stream, F.ANTHROPIC_SSE, 61))
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "Hello world"
     # The gateway asked for usage; the client did not, so it gets none, but it is counted.
