@@ -132,6 +132,30 @@ def test_recovered_backend_is_used_again_after_retry_after(stack):
     assert set(served_by(stack, 6)) <= set(GROUP1)
 
 
+def test_the_answer_crosses_one_grpc_stream_not_two(stack):
+    """The upstream filter reads only the response headers of each attempt; the route
+    filter translates the answer the client gets (Anthropic's too, JSON and streamed)."""
+    import httpx
+
+    stack.mocks["openai-fast"].behave(status=503)  # fails over to Anthropic, translated
+    served = served_by(stack, 6) + served_by(stack, 4, stream=True)
+    assert set(served) == {"anthropic-fast"}
+
+    def stat(name: str) -> dict[str, int]:
+        text = httpx.get(f"http://127.0.0.1:{stack.admin_port}/stats?filter=ext_proc.{name}$").text
+        pairs = (line.rsplit(": ", 1) for line in text.splitlines() if line.strip())
+        return {key: int(value) for key, value in pairs}
+
+    sent, started = stat("stream_msgs_sent"), stat("streams_started")
+    upstream = {k.removesuffix(".stream_msgs_sent") for k in sent if k.startswith("cluster.")}
+    assert upstream, sent
+    for prefix in upstream:
+        # Request headers, request body, response headers: never a response body.
+        assert sent[f"{prefix}.stream_msgs_sent"] == 3 * started[f"{prefix}.streams_started"], sent
+    attempts = sum(started[f"{p}.streams_started"] for p in upstream)
+    assert attempts > 10, "some requests failed over: more attempts than requests"
+
+
 def test_unequal_groups_still_reach_the_healthy_host(tmp_path):
     """Group 1 has one host answering 429 (with Retry-After 0, so no cooldown), group 2 has
     a failing and a healthy host: every request still succeeds."""
