@@ -1,9 +1,11 @@
 """JSON responses the gateway reads whole, and the clear error when one is too large.
 
-The route filter reads every 2xx JSON answer whole (token usage, response guards); the
-upstream filter reads the ones it translates and every provider error. Envoy holds such
-a body in its buffer, whose size is the listener's (route filter) or the provider
-cluster's (upstream filter) `per_connection_buffer_limit_bytes` (1 MiB when unset).
+The route filter reads every 2xx JSON answer whole (token usage, response guards), and
+every provider error and every answer it translates (response_translation.py). Envoy
+holds such a body in its buffer, the listener's `per_connection_buffer_limit_bytes`
+(1 MiB when unset); the limit used is the smallest of the listeners' and the AI
+clusters' (`buffer_limit`), which also covers a bootstrap that reads answers in the
+upstream filter.
 
 In BUFFERED mode a larger body fails badly in Envoy 1.40 (seen with a 10 MB answer): a
 bare 500 (`response_payload_too_large`), or, when the body arrives while the processor is

@@ -26,6 +26,7 @@ from .errors import GatewayError
 from .providers.base import ProviderError, error_dict, openai_style_error
 from .response_limits import declared_too_large, json_body_mode, read_too_large
 from .stream_transcoder import StreamTranscoder
+from .wire import PREFIX
 
 log = logging.getLogger("aigw.response")
 
@@ -166,10 +167,11 @@ class ResponseTranslation:
 def _redact_headers(header_map: Any, mutation: pb.HeaderMutation) -> None:
     """Add to `mutation` the response headers that quote a secret, redacted. Every value
     is read (a header may repeat); a header with a secret in any value is rewritten whole."""
+    # Internal headers are removed, not redacted: a set would bring one back to the client.
     pairs = [
         (h.key, h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
         for h in header_map.headers
-        if not h.key.startswith(":")
+        if not h.key.startswith((":", PREFIX))
     ]
     for name, values in redaction.current().redact_headers(pairs).items():
         for i, value in enumerate(values):

@@ -16,19 +16,19 @@ import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import messages as msg
-from . import metrics, redaction
+from . import redaction
 from . import wire as H
 from .accounting import Accounting
-from .canonical import check_content_type, parse_request, wants_stream
+from .canonical import parse_request, wants_stream
 from .errors import GatewayError, bad_request
 from .guarded_stream import response_stream
-from .inference.picker import EndpointPicker, Shed
+from .inference.picker import EndpointPicker
 from .logs import access_log
-from .paths import check_chat_path
 from .policies.field_defaults import apply_all
 from .response_limits import declared_too_large, json_body_mode, read_too_large
 from .response_stream import ResponseStream
 from .response_translation import ResponseTranslation
+from .route_request import ask_for_stream_usage, check_cooling, check_headers, pick_endpoints, too_large
 from .runtime.gateway import GatewayRuntime, RouteRuntime
 from .settings import ProcessorSettings
 from .upstream_filter import UpstreamStream
@@ -109,7 +109,7 @@ class RouteStream:
         self.headers = hdrs
         self.request_id = hdrs.get(H.REQUEST_ID, "")
         try:
-            self._check_headers(hdrs, req.request_headers.end_of_stream)
+            check_headers(hdrs, req.request_headers.end_of_stream, self.limit)
         except GatewayError as err:
             return self._reject(err)
         # Internal headers, and the endpoint picker's: only the gateway names the servers.
@@ -128,29 +128,10 @@ class RouteStream:
             )
         return resp
 
-    def _check_headers(self, hdrs: dict[str, str], end_of_stream: bool) -> None:
-        # Only the chat-completions endpoint is translated: any other path on an AI route
-        # (`PathPrefix /v1` catches /v1/embeddings too) is a 404, not a chat completion.
-        check_chat_path(hdrs.get(":path", ""))
-        method = hdrs.get(":method", "")
-        if method != "POST":
-            raise GatewayError(
-                405,
-                f"method {method} is not allowed: chat completions take POST",
-                code="method_not_allowed",
-                headers={"allow": "POST"},
-            )
-        check_content_type(hdrs.get("content-type"))
-        length = hdrs.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            raise _too_large(int(length), self.limit)
-        if end_of_stream:
-            raise bad_request("the request body is empty: expected a JSON object", code="invalid_json")
-
     async def request_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         body = req.request_body.body
         if len(body) > self.limit:
-            return self._reject(_too_large(len(body), self.limit))
+            return self._reject(too_large(len(body), self.limit))
         policy = self.route.policy
         guards = self.route.guards
         try:
@@ -172,17 +153,20 @@ class RouteStream:
                     code="model_required",
                     param="model",
                 )
-            self._check_cooling()
+            check_cooling(self.gw, self.route)
             destination = None
-            if self.route.inference is not None:
-                destination, model_changed = self._pick_endpoints(canonical)
+            inference = self.route.inference
+            if inference is not None:
+                destination, first, model_changed = pick_endpoints(inference, canonical)
+                self.picked = (inference.picker, first)
                 changed |= model_changed
         except GatewayError as err:
             return self._reject(err)
         self.acct.request_model = model or ""
         self.acct.stream = wants_stream(canonical)
         if self.acct.stream:
-            changed |= self._ask_for_stream_usage(canonical)
+            self.strip_usage = ask_for_stream_usage(canonical)
+            changed |= self.strip_usage
             self.canonical = canonical
         if self.settings.debug_bodies:
             log.debug(
@@ -216,53 +200,6 @@ class RouteStream:
             metadata,
         )
 
-    def _pick_endpoints(self, canonical: dict[str, Any]) -> tuple[str, bool]:
-        """An inference pool's route: the model the servers are asked for (a weighted
-        target model), then the servers, least loaded first; a Sheddable request to a
-        saturated pool is refused without touching a server."""
-        inference = self.route.inference
-        assert inference is not None
-        requested = canonical.get("model")
-        target, criticality = inference.model_for(requested)
-        changed = target is not None and target != requested
-        if changed:
-            canonical["model"] = target
-        try:
-            pick = inference.pick(target, criticality)
-        except Shed as shed:
-            # Only declared models are Sheddable, so the model label stays bounded.
-            metrics.inference_shed(inference.pool, str(requested), criticality.value)
-            raise GatewayError(
-                429,
-                f"inference pool '{inference.pool}' is saturated; retry after {shed.retry_after_s} s",
-                code="pool_saturated",
-                headers={"retry-after": str(shed.retry_after_s)},
-            ) from None
-        inference.picker.started(pick.primary)
-        self.picked = (inference.picker, pick.primary)
-        return pick.header_value(), changed
-
-    def _ask_for_stream_usage(self, canonical: dict[str, Any]) -> bool:
-        """Streams are counted too: ask for the usage chunk, and remember to drop it again
-        if the client did not ask for it."""
-        options = canonical.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage") is True:
-            return False
-        self.strip_usage = True
-        canonical["stream_options"] = {**(options or {}), "include_usage": True}
-        return True
-
-    def _check_cooling(self) -> None:
-        if self.route.backends:
-            cooling = self.gw.all_cooling(self.route.backends)
-            if cooling is not None:
-                raise GatewayError(
-                    429,
-                    f"every backend of this route is rate limited; retry after {cooling} s",
-                    code="rate_limit_exceeded",
-                    headers={"retry-after": str(cooling)},
-                )
-
     # ---- response -------------------------------------------------------------------
     async def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         hdrs = msg.headers_of(req.response_headers.headers)
@@ -286,8 +223,11 @@ class RouteStream:
             name = hdrs.get(H.BACKEND)
             if name is None:
                 return None
+            self._note_attempt(hdrs)
             found = self.gw.backend_named(name)
-            if found is None:
+            # The provider must be the backend's own, as for host metadata: a cluster
+            # without an upstream filter could otherwise pick the dialect of its answer.
+            if found is None or hdrs.get(H.PROVIDER) != found.provider.name:
                 # Workers started from different bootstraps (a rolling change): never pass
                 # an answer on untranslated.
                 raise GatewayError(
@@ -335,11 +275,8 @@ class RouteStream:
             hdrs = msg.headers_of(req.response_headers.headers)
         acct = self.acct
         acct.status = int(hdrs.get(":status", "0") or 0)
-        if self.attempt is None:
-            acct.backend = hdrs.get(H.BACKEND, "")
-            acct.provider = hdrs.get(H.PROVIDER, "")
-            attempt = hdrs.get(H.ATTEMPT, "")
-            self.attempts = int(attempt) if attempt.isdigit() else (1 if acct.backend else 0)
+        if self.attempt is None and self.translation is None:
+            self._note_attempt(hdrs)
         internal = [k for k in hdrs if k.startswith(H.PREFIX)]
         if 200 <= acct.status < 300 and not req.response_headers.end_of_stream:
             guards = self.route.guards.response if self.route.guards is not None else None
@@ -366,10 +303,15 @@ class RouteStream:
             if translated.HasField("immediate_response"):  # e.g. too large to translate
                 return self._attempt_replied(translated)
             data = translated.response_body.response.body_mutation.body
+            status = self.translation.status  # type: ignore[union-attr]
             if not (self.response is not None or self.read_json):
-                # An error, translated (and redacted) by the attempt: nothing more to do.
-                self.acct.status = self.translation.status  # type: ignore[union-attr]
+                # An error, translated (and redacted): nothing more to do.
+                self.acct.status = status
                 return translated
+            if status >= 400 and self.acct.status < 400:
+                # An answer that could not be translated is a 502 for the client: no
+                # guard or usage reads the error, and the log says what the client got.
+                return self._translation_failed(translated, data, status)
         if self.response is not None:
             out = await self.response.feed(data, body.end_of_stream)
             if self.response.terminated and self.rejected is None:
@@ -455,6 +397,25 @@ class RouteStream:
             acct.output_tokens = count_tokens("".join(rs.text_parts), acct.request_model)
             acct.estimated = True
 
+    def _note_attempt(self, hdrs: dict[str, str]) -> None:
+        """Which backend answered, and on which attempt, as the upstream filter reported."""
+        acct = self.acct
+        acct.backend = hdrs.get(H.BACKEND, "")
+        acct.provider = hdrs.get(H.PROVIDER, "")
+        attempt = hdrs.get(H.ATTEMPT, "")
+        self.attempts = int(attempt) if attempt.isdigit() else (1 if acct.backend else 0)
+
+    def _translation_failed(
+        self, translated: pb.ProcessingResponse, doc: bytes, status: int
+    ) -> pb.ProcessingResponse:
+        self.acct.status = status
+        try:
+            code = str(orjson.loads(doc)["error"]["code"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            code = "upstream_invalid_response"
+        self.rejected = GatewayError(status, "", code=code)
+        return translated
+
     def _replace_response(self, err: GatewayError) -> pb.ProcessingResponse:
         """Withhold the provider's answer: the client gets the error instead."""
         self.rejected = err
@@ -518,11 +479,3 @@ class RouteStream:
         if self.rejected is not None:
             fields["error_code"] = self.rejected.code
         access_log.info("request", extra={"fields": fields})
-
-
-def _too_large(size: int, limit: int) -> GatewayError:
-    return GatewayError(
-        413,
-        f"the request body is {size} bytes; this route accepts at most {limit} bytes",
-        code="request_too_large",
-    )

@@ -185,6 +185,12 @@ class UpstreamStream:
         self.done = True
         return msg.response_headers(set_headers=report)
 
+    async def response_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        """Never asked for (the filter's response body mode is NONE and this filter sets no
+        override); a bootstrap that sends one anyway gets it passed on unchanged, for the
+        route-level filter to translate, rather than an unanswered message."""
+        return msg.response_body()
+
     def answered(self, hdrs: dict[str, str]) -> bool:
         """Record the provider's status; a 429 (or a 503 with Retry-After) cools the
         backend down. True when a cooldown was recorded."""

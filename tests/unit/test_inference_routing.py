@@ -1,6 +1,6 @@
 """Inference routing without Envoy: the pool and model config, what the renderer writes for
 a pool, and the route-level filter picking servers (extproc/config/inference.py,
-render/inference.py, runtime/inference.py, route_filter.RouteStream._pick_endpoints)."""
+render/inference.py, runtime/inference.py, route_request.pick_endpoints)."""
 
 from __future__ import annotations
 

@@ -217,13 +217,79 @@ async def test_the_last_attempts_anthropic_stream_is_translated_here(gw):
     assert (stream.acct.input_tokens, stream.acct.output_tokens) == (9, 4) and stream.done
 
 
-async def test_an_answer_from_a_backend_this_processor_does_not_know_is_refused(gw):
-    stream, reply = await answered(
-        gw, {":status": "200", "content-type": "application/json", "x-aigw-backend": "elsewhere"}
-    )
+@pytest.mark.parametrize(
+    "report",
+    [
+        {"x-aigw-backend": "elsewhere", "x-aigw-provider": "openai"},
+        # A known backend under another provider's name: a look-alike, as for host metadata.
+        {"x-aigw-backend": "ant", "x-aigw-provider": "openai"},
+        {"x-aigw-backend": "ant"},
+    ],
+)
+async def test_an_answer_from_a_backend_this_processor_does_not_know_is_refused(gw, report):
+    stream, reply = await answered(gw, {":status": "200", "content-type": "application/json", **report})
     status, body, _ = F.immediate(reply)
     assert status == 500 and body["error"]["code"] == "backend_not_configured"
-    assert stream.done
+    assert stream.done and stream.acct.status == 500 and stream.acct.backend == report["x-aigw-backend"]
+
+
+async def test_an_answer_that_cannot_be_translated_is_a_502_for_the_client_and_the_log(gw):
+    stream, _ = await answered(gw, {":status": "200", "content-type": "application/json", **ANTHROPIC_REPORT})
+    reply = await stream.response_body(F.response_body({"not": "an anthropic message"}))
+    assert F.set_headers(reply)[":status"] == "502"
+    assert F.new_body(reply)["error"]["code"] == "upstream_invalid_response"
+    assert stream.acct.status == 502 and stream.rejected.code == "upstream_invalid_response"
+    assert stream.acct.input_tokens is None  # no usage read from the error
+    assert not reply.HasField("dynamic_metadata")
+
+
+async def test_a_bodiless_529_from_the_last_attempt_is_an_openai_style_503(gw):
+    stream, reply = await answered(gw, {":status": "529", **ANTHROPIC_REPORT}, end_of_stream=True)
+    assert F.common(reply).status == F.pb.CommonResponse.CONTINUE_AND_REPLACE
+    assert F.set_headers(reply)[":status"] == "503"
+    assert set(ANTHROPIC_REPORT) <= set(F.removed(reply))
+    assert F.new_body(reply)["error"]["type"] == "server_error"
+    assert stream.done and stream.acct.status == 503 and stream.attempts == 2
+
+
+async def test_provider_headers_quoting_the_credential_are_redacted_and_internal_ones_only_removed(gw):
+    stream, reply = await answered(
+        gw,
+        {
+            ":status": "401",
+            "content-type": "application/json",
+            "www-authenticate": f"Bearer {F.ANTHROPIC_KEY}",
+            "x-aigw-debug": F.ANTHROPIC_KEY,
+            **ANTHROPIC_REPORT,
+        },
+    )
+    sent = F.set_headers(reply)
+    assert F.ANTHROPIC_KEY not in sent["www-authenticate"] and "[REDACTED]" in sent["www-authenticate"]
+    assert not any(k.startswith("x-aigw-") for k in sent)  # a set would bring it back
+    assert {"x-aigw-debug", *ANTHROPIC_REPORT} <= set(F.removed(reply))
+    reply = await stream.response_body(
+        F.response_body(
+            {"type": "error", "error": {"type": "authentication_error", "message": F.ANTHROPIC_KEY}}
+        )
+    )
+    assert F.ANTHROPIC_KEY not in F.common(reply).body_mutation.body.decode()
+    assert stream.acct.status == 401
+
+
+async def test_a_reported_429_is_not_cooled_down_again_here():
+    gw = F.gateway()  # its own: a cooldown cannot be taken back
+    recorded = []
+    gw.health.listen(lambda name, seconds: recorded.append(name))
+    await answered(
+        gw, {":status": "429", "retry-after": "9", "content-type": "application/json", **ANTHROPIC_REPORT}
+    )
+    assert recorded == [] and gw.health.remaining("ant") == 0  # the upstream filter's job
+
+
+async def test_the_translation_asks_for_the_request_model_when_the_backend_has_none(gw):
+    stream, _ = await answered(gw, {":status": "200", "content-type": "application/json", **UPSTREAM_REPORT})
+    assert gw.backend_named("mock-openai").settings.model is None
+    assert stream.translation.model == F.CANONICAL["model"]
 
 
 async def test_json_answer_usage_becomes_dynamic_metadata(gw):
@@ -341,6 +407,28 @@ async def test_direct_untranslatable_request_is_a_400(direct_gw):
     status, body, _ = F.immediate(reply)
     assert status == 400 and body["error"]["code"] == "untranslatable_request"
     assert stream.done and stream.rejected.code == "untranslatable_request"
+
+
+async def test_direct_429_cools_the_backend_down_once():
+    gw = F.gateway(direct=True)
+    recorded = []
+    gw.health.listen(lambda name, seconds: recorded.append((name, seconds)))
+    stream, _ = await direct_start(gw)
+    await stream.request_body(F.request_body(F.CANONICAL))
+    reply = await stream.response_headers(
+        F.response_headers({":status": "429", "retry-after": "9", "content-type": "application/json"})
+    )
+    assert recorded == [("ant", 9)]
+    assert "x-envoy-immediate-health-check-fail" not in F.set_headers(reply)  # no upstream filter
+
+
+async def test_direct_untranslatable_answer_is_a_502_in_the_log(direct_gw):
+    stream, _ = await direct_start(direct_gw)
+    await stream.request_body(F.request_body(F.CANONICAL))
+    await stream.response_headers(F.response_headers({":status": "200", "content-type": "application/json"}))
+    reply = await stream.response_body(F.response_body(b"<html>oops</html>"))
+    assert F.set_headers(reply)[":status"] == "502"
+    assert stream.acct.status == 502 and stream.rejected.code == "upstream_invalid_response"
 
 
 async def test_direct_anthropic_stream_comes_out_canonical(direct_gw):
