@@ -58,8 +58,11 @@ HOSTILE_HEADERS = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+# One stream: each provider is a one-host backend, which the route-level filter serves
+# alone. Two streams: each is the first host of a failover chain, translated per attempt
+# by the upstream filter, its answer translated and redacted by the route-level filter.
+@pytest.fixture(scope="module", params=["one-stream", "two-streams"])
+def stack(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("hostile")
     os.environ["AIGW_TEST_GEMINI_KEY"] = KEYS["gemini"]
     (tmp / "mistral-key").write_text(KEYS["mistral"] + "\n")
@@ -81,6 +84,10 @@ def stack(tmp_path_factory):
         }
         for i, p in enumerate(KEYS)
     ]
+    targets = {p: p for p in KEYS}
+    if request.param == "two-streams":
+        backends = [_as_failover_chain(b, 18320 + i) for i, b in enumerate(backends)]
+        targets = {p: f"{p}-chain" for p in KEYS}
     backends.append(
         {
             "name": "beta",
@@ -106,22 +113,38 @@ def stack(tmp_path_factory):
     )
     routes = [
         {
-            "name": b["name"],
-            "backendRefs": [{"name": b["name"]}],
+            "name": target,
+            "backendRefs": [{"name": targets.get(target, target)}],
             "matches": [
                 {
                     "path": {"type": "Exact", "value": "/v1/chat/completions"},
-                    "headers": [{"name": "x-target", "value": b["name"]}],
+                    "headers": [{"name": "x-target", "value": target}],
                 }
             ],
         }
-        for b in backends
+        for target in [*KEYS, "beta", "byok"]
     ]
     path = tmp / "gw.yaml"
     path.write_text(yaml.safe_dump({"backends": backends, "routes": routes}))
     s = Stack(render_file(path)).start()
+    s.mode = request.param  # type: ignore[attr-defined]
     yield s
     s.stop()
+
+
+def _as_failover_chain(backend: dict, spare_port: int) -> dict:
+    """`backend` as the first host of a two-group chain (the spare is never used while the
+    first host is healthy): the mock keeps the provider's name."""
+    first = {"name": backend["name"], **backend["ai"]}
+    spare = {
+        **first,
+        "name": backend["name"] + "-spare",
+        "endpoint": {"host": "127.0.0.1", "port": spare_port},
+    }
+    return {
+        "name": backend["name"] + "-chain",
+        "ai": {"priorityGroups": [{"providers": [first]}, {"providers": [spare]}]},
+    }
 
 
 def post(
@@ -194,6 +217,14 @@ def test_key_in_a_successful_answer_is_redacted(stack, provider, stream):
     else:
         text = resp.json()["choices"][0]["message"]["content"]
     assert text == f"the key is {MARK} and part of it {MARK}."
+
+
+def test_each_mode_runs_the_filters_it_names(stack):
+    resp = post(stack, "anthropic", headers={"x-mock-echo-key": "whole"})
+    assert resp.status_code == 401
+    stats = httpx.get(f"http://127.0.0.1:{stack.admin_port}/stats?filter=ext_proc.streams_started$").text
+    upstream = sum(int(line.rsplit(": ", 1)[1]) for line in stats.splitlines() if line.startswith("cluster."))
+    assert (upstream > 0) == (stack.mode == "two-streams"), stats
 
 
 def test_passthrough_echoes_the_clients_own_key(stack):

@@ -1,0 +1,55 @@
+"""The processor runs gRPC with its older server listener unless the operator says
+otherwise (extproc/__init__.py; the figures are in README "Benchmark")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = "import extproc, os; print(repr(os.environ.get('GRPC_EXPERIMENTS')))"
+
+
+def _probe(env_value: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    if env_value is not None:
+        env["GRPC_EXPERIMENTS"] = env_value
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_the_event_engine_listener_is_off_by_default():
+    assert _probe(None) == "'-event_engine_listener'"
+
+
+@pytest.mark.parametrize("value", ["", "event_engine_listener", "-some_other"])
+def test_the_operators_setting_wins(value):
+    assert _probe(value) == repr(value)
+
+
+def test_grpc_knows_the_experiment():
+    """A name gRPC does not know is only logged (`Unknown experiment`), so a grpcio
+    upgrade that drops it would silently undo the setting: fail here instead."""
+    code = (
+        "import extproc, asyncio, grpc\n"
+        "async def main():\n"
+        "    server = grpc.aio.server()\n"
+        "    server.add_insecure_port('127.0.0.1:0')\n"
+        "    await server.start()\n"
+        "    await server.stop(0)\n"
+        "asyncio.run(main())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Unknown experiment" not in out.stderr
+    bogus = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "GRPC_EXPERIMENTS": "-no_such_experiment"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Unknown experiment: no_such_experiment" in bogus.stderr  # the check can fail
