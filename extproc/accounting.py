@@ -6,12 +6,15 @@ Prometheus metrics when the request ends, and offered to Envoy as dynamic metada
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import struct_pb2
 
 from . import metrics
 from .wire import NAMESPACE
+
+if TYPE_CHECKING:
+    from .response_stream import ResponseStream
 
 # Model names come from clients: label values are capped so a client cannot grow the
 # metrics without bound by inventing models. Past the cap, new names count as "other".
@@ -66,6 +69,20 @@ class Accounting:
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
         self.recorded = False
+
+    def take_stream(self, rs: ResponseStream, canonical: dict[str, Any] | None) -> None:
+        """What a stream reported: its model, token times and usage chunk. A stream cut
+        short before its usage chunk is counted from what was seen (an estimate), given
+        the canonical request."""
+        self.response_model = rs.model
+        self.first_token_at, self.last_token_at = rs.first_token_at, rs.last_token_at
+        self.take_usage(rs.usage)
+        if self.total_tokens is None and canonical is not None:
+            from .tokens import count_tokens, estimate_prompt_tokens
+
+            self.input_tokens = estimate_prompt_tokens(canonical)
+            self.output_tokens = count_tokens("".join(rs.text_parts), self.request_model)
+            self.estimated = True
 
     def take_usage(self, usage: dict[str, Any] | None) -> None:
         if not isinstance(usage, dict):

@@ -382,20 +382,8 @@ class RouteStream:
         )
 
     def _stream_done(self) -> None:
-        rs = self.response
-        if rs is None:
-            return
-        acct = self.acct
-        acct.response_model = rs.model
-        acct.first_token_at, acct.last_token_at = rs.first_token_at, rs.last_token_at
-        acct.take_usage(rs.usage)
-        if acct.total_tokens is None and self.canonical is not None:
-            # Cut short before the usage chunk: count what was seen.
-            from .tokens import count_tokens, estimate_prompt_tokens
-
-            acct.input_tokens = estimate_prompt_tokens(self.canonical)
-            acct.output_tokens = count_tokens("".join(rs.text_parts), acct.request_model)
-            acct.estimated = True
+        if self.response is not None:
+            self.acct.take_stream(self.response, self.canonical)
 
     def _note_attempt(self, hdrs: dict[str, str]) -> None:
         """Which backend answered, and on which attempt, as the upstream filter reported."""
