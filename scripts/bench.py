@@ -14,7 +14,8 @@ the processor's own CPU time per request (the machine is shared and noisy):
 - head-of-line blocking: small requests' p99 while large, digit-heavy guarded requests
   are being processed, beside their idle p99;
 - all the cores: plain chat at c=32 with one and two processor workers;
-- start-up: how long the processor takes to answer its health check;
+- start-up: how long the processor takes to answer its health check, and `scripts/run`
+  to answer its first request (scripts/bench_run_ready.py);
 - shared state: what a global rate limit and a token budget add (scripts/bench_shared_state.py);
 - inference routing: least-loaded picking against round robin (scripts/bench_inference.py).
 
@@ -447,6 +448,9 @@ def main() -> int:
     finally:
         mock.stop()
     res["presidio_4kb_p50_ms"], found = presidio_4kb()
+    import bench_run_ready
+
+    res["run_ready_s"] = bench_run_ready.seconds_to_first_answer()
     report(res, found)
     import bench_holdback
 
@@ -514,6 +518,13 @@ def report(res: dict, found: int) -> None:
         ("plain chat c=32, 1 worker", f"{res['workers1_c32']['rps']:.0f} req/s", "–"),
         ("plain chat c=32, 2 workers", f"{res['workers2_c32']['rps']:.0f} req/s", "–"),
         ("processor start to health SERVING", f"{res['startup_s']:.2f} s", "≤ 2 s"),
+        (
+            "scripts/run (the mock) launched to its first answer through Envoy",
+            f"{res['run_ready_s']:.2f} s"
+            if res["run_ready_s"] is not None
+            else "skipped: ports 8080/9901/18081 busy",
+            "≤ 3 s",
+        ),
     ]
     print("\n| figure | measured | goal |\n|---|---|---|")
     for row in rows:
