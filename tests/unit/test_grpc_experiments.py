@@ -1,5 +1,5 @@
-"""The processor runs gRPC with its older server listener unless the operator says
-otherwise (extproc/__init__.py; the figures are in README "Benchmark")."""
+"""The processor runs gRPC with its older server listener and without fork support,
+unless the operator says otherwise (extproc/__init__.py; figures in README "Benchmark")."""
 
 from __future__ import annotations
 
@@ -27,6 +27,27 @@ def test_the_event_engine_listener_is_off_by_default():
 @pytest.mark.parametrize("value", ["", "event_engine_listener", "-some_other"])
 def test_the_operators_setting_wins(value):
     assert _probe(value) == repr(value)
+
+
+def test_fork_support_is_off_unless_the_operator_says_otherwise():
+    code = "import extproc, os; print(repr(os.environ.get('GRPC_ENABLE_FORK_SUPPORT')))"
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "'false'"
+    env["GRPC_ENABLE_FORK_SUPPORT"] = "true"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "'true'"
+
+
+def test_the_scan_workers_forkserver_never_imports_grpc():
+    """Fork support is off (extproc/__init__.py): what the forkserver preloads, and so
+    every scan worker it forks, must not have started gRPC."""
+    code = (
+        "import sys, extproc.guards.scan_pool, extproc.guards.presidio_engine\n"
+        "print(sorted(m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
 
 
 def test_grpc_knows_the_experiment():
