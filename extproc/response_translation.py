@@ -37,6 +37,7 @@ class ResponseTranslation:
     __slots__ = (
         "backend",
         "done",
+        "failure",
         "max_bytes",
         "model",
         "request_id",
@@ -55,6 +56,9 @@ class ResponseTranslation:
         self.transcoder: StreamTranscoder | None = None
         self.translate_json = False
         self.done = False
+        # The error code, when an answer (not a provider error) could not be translated
+        # and the client gets an error instead.
+        self.failure: str | None = None
 
     def headers(self, req: pb.ProcessingRequest, hdrs: dict[str, str]) -> pb.ProcessingResponse:
         """The reply to the response headers: the body mode this translation needs (a
@@ -152,10 +156,11 @@ class ResponseTranslation:
                     }
                 },
             )
+            self.failure = "upstream_invalid_response"
             return 502, error_dict(
                 502,
                 f"{provider.name} returned a response the gateway could not translate",
-                code="upstream_invalid_response",
+                code=self.failure,
             )
 
     def _reject(self, err: GatewayError) -> pb.ProcessingResponse:

@@ -203,6 +203,8 @@ class RouteStream:
     # ---- response -------------------------------------------------------------------
     async def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         hdrs = msg.headers_of(req.response_headers.headers)
+        if self.attempt is None:
+            self._note_attempt(hdrs)
         try:
             translation = self._translation_for(hdrs)
         except GatewayError as err:
@@ -223,7 +225,6 @@ class RouteStream:
             name = hdrs.get(H.BACKEND)
             if name is None:
                 return None
-            self._note_attempt(hdrs)
             found = self.gw.backend_named(name)
             # The provider must be the backend's own, as for host metadata: a cluster
             # without an upstream filter could otherwise pick the dialect of its answer.
@@ -268,15 +269,9 @@ class RouteStream:
             mine.mode_override.CopyFrom(own.mode_override)
         return mine
 
-    def _response_headers(
-        self, req: pb.ProcessingRequest, hdrs: dict[str, str] | None = None
-    ) -> pb.ProcessingResponse:
-        if hdrs is None:
-            hdrs = msg.headers_of(req.response_headers.headers)
+    def _response_headers(self, req: pb.ProcessingRequest, hdrs: dict[str, str]) -> pb.ProcessingResponse:
         acct = self.acct
         acct.status = int(hdrs.get(":status", "0") or 0)
-        if self.attempt is None and self.translation is None:
-            self._note_attempt(hdrs)
         internal = [k for k in hdrs if k.startswith(H.PREFIX)]
         if 200 <= acct.status < 300 and not req.response_headers.end_of_stream:
             guards = self.route.guards.response if self.route.guards is not None else None
@@ -299,19 +294,22 @@ class RouteStream:
         translated = None
         if self.attempt_body:
             # The provider's bytes are turned canonical first.
-            translated = self.translation.body(req)  # type: ignore[union-attr]
+            translation = self.translation
+            assert translation is not None  # attempt_body is only set with one
+            translated = translation.body(req)
             if translated.HasField("immediate_response"):  # e.g. too large to translate
                 return self._attempt_replied(translated)
             data = translated.response_body.response.body_mutation.body
-            status = self.translation.status  # type: ignore[union-attr]
             if not (self.response is not None or self.read_json):
                 # An error, translated (and redacted): nothing more to do.
-                self.acct.status = status
+                self.acct.status = translation.status
                 return translated
-            if status >= 400 and self.acct.status < 400:
-                # An answer that could not be translated is a 502 for the client: no
-                # guard or usage reads the error, and the log says what the client got.
-                return self._translation_failed(translated, data, status)
+            if translation.failure is not None:
+                # An answer that could not be translated is an error for the client: no
+                # guard or usage reads it, and the log says what the client got.
+                self.acct.status = translation.status
+                self.rejected = GatewayError(translation.status, "", code=translation.failure)
+                return translated
         if self.response is not None:
             out = await self.response.feed(data, body.end_of_stream)
             if self.response.terminated and self.rejected is None:
@@ -392,17 +390,6 @@ class RouteStream:
         acct.provider = hdrs.get(H.PROVIDER, "")
         attempt = hdrs.get(H.ATTEMPT, "")
         self.attempts = int(attempt) if attempt.isdigit() else (1 if acct.backend else 0)
-
-    def _translation_failed(
-        self, translated: pb.ProcessingResponse, doc: bytes, status: int
-    ) -> pb.ProcessingResponse:
-        self.acct.status = status
-        try:
-            code = str(orjson.loads(doc)["error"]["code"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            code = "upstream_invalid_response"
-        self.rejected = GatewayError(status, "", code=code)
-        return translated
 
     def _replace_response(self, err: GatewayError) -> pb.ProcessingResponse:
         """Withhold the provider's answer: the client gets the error instead."""
