@@ -26,9 +26,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-# Importing the package sets GRPC_EXPERIMENTS in this process (extproc/__init__.py); each
-# side's processor must decide for itself, from its own code, unless the operator set it.
-_OPERATOR_SET = {k: os.environ[k] for k in ("GRPC_EXPERIMENTS",) if k in os.environ}
+# Importing the package sets its gRPC settings in this process (extproc/__init__.py);
+# each side's processor must decide for itself, from its own code, unless the operator
+# set them.
+_OPERATOR_ENV = dict(os.environ)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,6 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench  # noqa: E402
 
+from extproc import GRPC_DEFAULTS  # noqa: E402
 from extproc.devstack import MockProcess, free_port  # noqa: E402
 
 WORDS = " ".join(f"word{i}" for i in range(40))
@@ -62,9 +64,11 @@ def start(tmp: Path, mock_port: int, name: str, code: Path, env: dict[str, str])
     in its working directory first), with `env` on top of this process's environment."""
     saved_cwd, saved_env = os.getcwd(), dict(os.environ)
     os.chdir(code)
-    for variable in ("GRPC_EXPERIMENTS",):
-        os.environ.pop(variable, None)
-    os.environ.update(_OPERATOR_SET)
+    for variable in GRPC_DEFAULTS:
+        if variable in _OPERATOR_ENV:
+            os.environ[variable] = _OPERATOR_ENV[variable]
+        else:
+            os.environ.pop(variable, None)
     os.environ.update(env)
     try:
         return bench.Gateway(tmp, mock_port, name)

@@ -9,34 +9,30 @@ import sys
 
 import pytest
 
-PROBE = "import extproc, os; print(repr(os.environ.get('GRPC_EXPERIMENTS')))"
 
-
-def _probe(env_value: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+def _probe(name: str, env_value: str | None) -> str:
+    """`name` in a fresh process's environment once it has imported extproc, when the
+    operator set it to `env_value` (None: not set)."""
+    env = {k: v for k, v in os.environ.items() if k != name}
     if env_value is not None:
-        env["GRPC_EXPERIMENTS"] = env_value
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+        env[name] = env_value
+    code = f"import extproc, os; print(repr(os.environ.get({name!r})))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
 
 def test_the_event_engine_listener_is_off_by_default():
-    assert _probe(None) == "'-event_engine_listener'"
+    assert _probe("GRPC_EXPERIMENTS", None) == "'-event_engine_listener'"
 
 
 @pytest.mark.parametrize("value", ["", "event_engine_listener", "-some_other"])
 def test_the_operators_setting_wins(value):
-    assert _probe(value) == repr(value)
+    assert _probe("GRPC_EXPERIMENTS", value) == repr(value)
 
 
 def test_fork_support_is_off_unless_the_operator_says_otherwise():
-    code = "import extproc, os; print(repr(os.environ.get('GRPC_ENABLE_FORK_SUPPORT')))"
-    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert run.stdout.strip() == "'false'"
-    env["GRPC_ENABLE_FORK_SUPPORT"] = "true"
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert run.stdout.strip() == "'true'"
+    assert _probe("GRPC_ENABLE_FORK_SUPPORT", None) == "'false'"
+    assert _probe("GRPC_ENABLE_FORK_SUPPORT", "true") == "'true'"
 
 
 def test_the_scan_workers_forkserver_never_imports_grpc():
