@@ -13,6 +13,7 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from .heap import freeze_startup_heap
 from .runtime.gateway import GatewayRuntime
 from .servicer import ExtProcServicer
 from .settings import ProcessorSettings
@@ -73,6 +74,8 @@ async def serve(
     if not listening:
         raise ValueError("nothing to listen on: give a socket path or a TCP address")
 
+    # What start-up built stays for good: no full collection should walk it again.
+    freeze_startup_heap()
     await server.start()
     for picker in gw.pickers.values():  # inference pools: scraping starts with serving
         await picker.start()

@@ -165,17 +165,23 @@ def wrk(url: str, concurrency: int, duration: int, script: Path) -> dict:
 
     def pct(p: str) -> float:
         m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+        return _ms(float(m.group(1)), m.group(2))
 
+    # "Latency  avg  stdev  max  +/-stdev": the slowest answer of the run.
+    worst = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\s", out, re.M)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": rps,
         "requests": total,
         "p50_ms": pct("50"),
         "p99_ms": pct("99"),
+        "max_ms": _ms(float(worst.group(1)), worst.group(2)),
         "non2xx": int(errors.group(1)) if errors else 0,
     }
+
+
+def _ms(value: float, unit: str) -> float:
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
 def cpu_seconds(pid: int) -> float:

@@ -44,7 +44,10 @@ WORDS = " ".join(f"word{i}" for i in range(40))
 FIGURES = {
     "plain_cpu": "processor CPU ms/request, plain chat, c=10",
     "plain_p50": "p50 ms, plain chat, c=1",
+    "plain_p99": "p99 ms, plain chat, c=10",
     "chain_cpu": "processor CPU ms/request, guarded Anthropic-first chain, c=10",
+    "chain_p99": "p99 ms, guarded Anthropic-first chain, c=10",
+    "chain_max": "slowest answer ms, guarded Anthropic-first chain, c=10",
     "first_chunk": "first content chunk p50 ms, plain stream",
 }
 
@@ -84,10 +87,14 @@ def measure(gw: bench.Gateway, script: Path, duration: int) -> dict[str, float]:
     plain = bench.load(gw, bench.PLAIN, 10, duration, script)
     if plain["non2xx"] or plain["cpu_ms_per_req"] < 0.05:
         raise SystemExit(f"{gw.url}: {plain['non2xx']} non-2xx answers, {plain['cpu_ms_per_req']:.3f} ms CPU")
+    chain = bench.load(gw, bench.GUARDED, 10, duration, script)
     return {
         "plain_cpu": plain["cpu_ms_per_req"],
         "plain_p50": bench.load(gw, bench.PLAIN, 1, duration, script)["p50_ms"],
-        "chain_cpu": bench.load(gw, bench.GUARDED, 10, duration, script)["cpu_ms_per_req"],
+        "plain_p99": plain["p99_ms"],
+        "chain_cpu": chain["cpu_ms_per_req"],
+        "chain_p99": chain["p99_ms"],
+        "chain_max": chain["max_ms"],
         "first_chunk": statistics.median(bench.first_chunk_ms(gw.url + bench.PLAIN, 40, WORDS)),
     }
 

@@ -37,6 +37,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+from ..heap import freeze_startup_heap
 from .regex_guard import RegexGuardConfig, TextScanner
 
 log = logging.getLogger("aigw.guards")
@@ -166,6 +167,7 @@ def _worker_init(configs: list[tuple[str, RegexGuardConfig]], flags: Any, lifeli
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for key, config in configs:
         _scanner(key, config)  # builds and warms the Presidio engines
+    freeze_startup_heap()  # Presidio's models: never walked by a full collection again
 
 
 def _warm() -> int:
