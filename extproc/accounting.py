@@ -8,8 +8,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import struct_pb2
-
 from . import metrics
 from .wire import NAMESPACE
 
@@ -108,7 +106,9 @@ class Accounting:
             return None
         return self.input_tokens + self.output_tokens
 
-    def dynamic_metadata(self) -> struct_pb2.Struct:
+    def dynamic_metadata(self) -> dict[str, dict[str, Any]]:
+        """{namespace: fields}, which `messages.with_metadata` writes into the reply's
+        Struct in place."""
         fields: dict[str, Any] = {
             "provider": self.provider,
             "backend": self.backend,
@@ -124,9 +124,7 @@ class Accounting:
             )
             if self.reasoning_tokens is not None:
                 fields["reasoning_tokens"] = self.reasoning_tokens
-        md = struct_pb2.Struct()
-        md.update({NAMESPACE: fields})
-        return md
+        return {NAMESPACE: fields}
 
     def record(self) -> None:
         """Once per request, when its stream closes (complete or cut short)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
@@ -123,21 +124,16 @@ def error_reply(err: GatewayError) -> pb.ProcessingResponse:
     )
 
 
-def with_metadata(resp: pb.ProcessingResponse, metadata) -> pb.ProcessingResponse:
-    """Attach dynamic metadata ({namespace: {...}}, a dict or a Struct) for Envoy's later
-    filters and access log. The filter's metadata_options.receiving_namespaces must allow
-    the namespace."""
+def with_metadata(
+    resp: pb.ProcessingResponse, metadata: dict[str, dict[str, Any]] | None
+) -> pb.ProcessingResponse:
+    """Attach dynamic metadata ({namespace: {...}}) for Envoy's later filters and access
+    log. The filter's metadata_options.receiving_namespaces must allow the namespace."""
     if metadata is not None:
-        if isinstance(metadata, dict):
-            resp.dynamic_metadata.update(metadata)
-        else:
-            resp.dynamic_metadata.CopyFrom(metadata)
+        resp.dynamic_metadata.update(metadata)
     return resp
 
 
 def headers_of(header_map) -> dict[str, str]:
     """Envoy's HeaderMap as a dict. Values arrive in `raw_value` (bytes)."""
-    return {
-        h.key: (h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
-        for h in header_map.headers
-    }
+    return {h.key: h.raw_value.decode("utf-8", "replace") or h.value for h in header_map.headers}
