@@ -9,9 +9,10 @@ from typing import Any
 
 from .. import wire
 from ..providers import PROVIDERS
+from .backend_model import BackendSpec, Endpoint, Failover, PriorityGroups, ProviderEntry
 from .envoy_parts import RAW_BUFFER, duration, ext_proc_filter, socket_address, upstream_tls
 from .inference import add_endpoint_picking
-from .model import BackendSpec, Endpoint, Failover, GatewaySpec, PriorityGroups, ProviderEntry
+from .model import GatewaySpec
 
 HEALTH_PATH = "/aigw/backend-health"
 

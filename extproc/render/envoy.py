@@ -19,9 +19,11 @@ from ..config.wiring import PATH_HANDLING, REQUIRED_RUNTIME
 from ..errors import error_body
 from ..wire import IMMEDIATE_HC_FAIL
 from . import rate_limits
+from .backend_model import PriorityGroups
 from .clusters import is_direct, render_cluster
 from .envoy_parts import OVERWRITE, access_log, ext_proc_filter, local_reply_config, socket_address
-from .model import GatewaySpec, PriorityGroups, Route
+from .model import GatewaySpec
+from .route_model import Route
 from .routes import merge_policies, render_routes, route_added_headers
 
 

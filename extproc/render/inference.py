@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import wire
-from .model import BackendSpec
+from .backend_model import BackendSpec
 
 
 def add_endpoint_picking(cluster: dict[str, Any]) -> None:

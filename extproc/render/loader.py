@@ -13,7 +13,8 @@ from ..providers import PROVIDERS
 from ..runtime.bootstrap import ConfigError, build_config
 from . import yaml_lines
 from .envoy import render
-from .model import GatewaySpec, RateLimit, TokenBudget
+from .model import GatewaySpec
+from .route_model import RateLimit, TokenBudget
 
 
 class GatewayConfigError(Exception):

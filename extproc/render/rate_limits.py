@@ -18,7 +18,8 @@ from typing import Any
 from .. import wire
 from ..config.shared_state import LimitSpec
 from .envoy_parts import duration
-from .model import PER_SECONDS, GatewaySpec, RateLimit, RateLimitKey, Route, TokenBudget
+from .model import GatewaySpec
+from .route_model import PER_SECONDS, RateLimit, RateLimitKey, Route, TokenBudget
 
 # The client key entry, and its value for a request without the key's header (such
 # requests share one bucket, as they do with a local limit).

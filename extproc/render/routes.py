@@ -9,19 +9,12 @@ from typing import Any
 from .. import wire
 from ..providers.base import NEVER_FORWARDED
 from . import rate_limits
+from .backend_model import BackendSpec, PriorityGroups
 from .envoy_parts import APPEND, OVERWRITE, duration
 from .inference import pool_retry_policy, pool_route_metadata
-from .model import (
-    BackendSpec,
-    GatewaySpec,
-    HeaderModifier,
-    PriorityGroups,
-    Route,
-    RouteFilter,
-    RouteMatch,
-    ValueMatch,
-)
+from .model import GatewaySpec
 from .rate_limits import local_rate_limit
+from .route_model import HeaderModifier, Route, RouteFilter, RouteMatch, ValueMatch
 
 
 def _header_modifier(f: RouteFilter) -> HeaderModifier:
