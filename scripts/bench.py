@@ -8,8 +8,9 @@ the processor's own CPU time per request (the machine is shared and noisy):
   per request;
 - a route with prompt enrichment and a regex guard (both directions) to a failover chain
   whose first host is Anthropic: the processor's CPU per request;
-- streaming: time to the first content chunk, bare Envoy beside the gateway, and the
-  processor's CPU per chunk on a stream guarded by the four PII builtins;
+- streaming: time to the first content chunk, bare Envoy beside the gateway (the mock
+  writing the whole stream at once, and its events 20 ms apart as a model's are), and
+  the processor's CPU per chunk on a stream guarded by the four PII builtins;
 - Presidio: one 4 KB prompt with a few entities, scanned in-process;
 - head-of-line blocking: small requests' p99 while large, digit-heavy guarded requests
   are being processed, beside their idle p99;
@@ -35,7 +36,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -61,6 +63,8 @@ GUARDED = "/guarded/v1/chat/completions"
 STREAM_GUARDED = "/pii-out/v1/chat/completions"
 PII_IN = "/pii-in/v1/chat/completions"
 BUILTINS = ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"]
+# A model streaming ~50 tokens a second: the mock's writes this many ms apart.
+PACED_MS = 20
 
 
 def gateway_config(mock_port: int, port: int, admin: int, health: int, sock: Path, workers: int) -> dict:
@@ -272,19 +276,35 @@ def load(gw: Gateway, path: str, concurrency: int, duration: int, script: Path) 
 
 
 def first_chunk_ms(url: str, n: int, content: str) -> list[float]:
-    """Time from sending a streaming request to the first content chunk, n times."""
+    """Time from sending a streaming request to the first chunk with text in it, n times."""
     body = {**BODY, "stream": True, "messages": [{"role": "user", "content": content}]}
     times = []
     with httpx.Client(timeout=30, headers={"authorization": "Bearer bench"}) as client:
         for _ in range(n):
             t0 = time.perf_counter()
             with client.stream("POST", url, json=body) as r:
-                seen = False
                 for line in r.iter_lines():
-                    if not seen and line.startswith("data: ") and '"content":"' in line:
+                    if line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
                         times.append((time.perf_counter() - t0) * 1000)
-                        seen = True
+                        break
     return times
+
+
+@contextmanager
+def mock_paced(mock_port: int, spacing_ms: int) -> Iterator[None]:
+    """The mock waits `spacing_ms` between its stream writes, as a model generating tokens
+    does (its server-wide default: the gateway does not forward `x-mock-*` headers).
+    Otherwise it writes a whole stream at once, and Envoy may hand that to the processor
+    as one chunk, so the gateway is timed reading all of it before the first byte."""
+
+    def behave(doc: dict) -> None:
+        httpx.post(f"http://127.0.0.1:{mock_port}/_mock/behavior", json=doc, timeout=5).raise_for_status()
+
+    behave({"chunkDelayMs": spacing_ms})
+    try:
+        yield
+    finally:
+        behave({})
 
 
 def stream_chunks(url: str, n: int, content: str) -> int:
@@ -390,7 +410,14 @@ def main() -> int:
                 words = " ".join(f"word{i}" for i in range(40))
                 first_chunk_ms(gw.url + PLAIN, 20, words)  # warm-up
                 res[f"{name}_ttfc_ms"] = statistics.median(first_chunk_ms(gw.url + PLAIN, 200, words))
-                say(f"  {name:<8} stream: first content chunk p50 {res[f'{name}_ttfc_ms']:.2f} ms")
+                with mock_paced(mock_port, PACED_MS):
+                    paced = first_chunk_ms(gw.url + PLAIN, 100, words)
+                res[f"{name}_ttfc_paced_ms"] = statistics.median(paced)
+                at_once, paced = res[f"{name}_ttfc_ms"], res[f"{name}_ttfc_paced_ms"]
+                say(
+                    f"  {name:<8} stream: first content chunk p50 {at_once:.2f} ms (whole stream at "
+                    f"once), {paced:.2f} ms (events {PACED_MS} ms apart)"
+                )
                 if not gateway:
                     continue
                 r = res["guarded_c10"] = load(gw, GUARDED, 10, d, script)
@@ -502,8 +529,13 @@ def report(res: dict, found: int) -> None:
         ("added latency c=1, p99", f"{g1['p99_ms'] - b1['p99_ms']:.2f} ms", "≤ 3 ms"),
         ("throughput c=10, gateway / bare Envoy", f"{g10['rps'] / b10['rps']:.0%}", "≥ 25%"),
         (
-            "stream: first content chunk, gateway − bare (p50)",
+            "stream: first content chunk, gateway − bare (p50), the mock writing the whole stream at once",
             f"{res['gateway_ttfc_ms'] - res['bare_ttfc_ms']:.2f} ms",
+            "≤ 1.5 ms",
+        ),
+        (
+            f"stream: first content chunk, gateway − bare (p50), events {PACED_MS} ms apart (~50 tokens/s)",
+            f"{res['gateway_ttfc_paced_ms'] - res['bare_ttfc_paced_ms']:.2f} ms",
             "≤ 1.5 ms",
         ),
         (
