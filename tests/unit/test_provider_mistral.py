@@ -16,14 +16,14 @@ from extproc.mock.dialects import discover
 from extproc.mock.dialects.base import BadRequest
 from extproc.mock.dialects.mistral import MistralDialect, Unprocessable
 from extproc.mock.server import MockState, build_app
-from extproc.providers.base import ProviderError, UnsupportedRequest
-from extproc.providers.mistral import (
+from extproc.providers._mistral_request import (
     DROPPED_FIELDS,
     REJECTED_FIELDS,
     RENAMED_FIELDS,
-    Mistral,
     mistral_tool_id,
 )
+from extproc.providers.base import ProviderError, UnsupportedRequest
+from extproc.providers.mistral import Mistral
 from tests.provider_helpers import (
     assert_valid_openai_stream,
     chunks_of,
