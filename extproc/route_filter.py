@@ -160,7 +160,7 @@ class RouteStream(RouteResponse):
             metadata = {H.NAMESPACE: {"prompt_tokens_estimate": estimate_prompt_tokens(canonical)}}
         if self.attempt is not None:
             # No routing headers here: content routing and one-endpoint clusters are never
-            # mixed (runtime/bootstrap.py), so this is the backend the request goes to.
+            # mixed (runtime/bootstrap_routes.py), so this is the backend the request goes to.
             out = self.attempt.translate(canonical)
             if out.HasField("immediate_response"):
                 return self._attempt_replied(out)
