@@ -29,7 +29,8 @@ from .upstream_filter import UpstreamStream
 
 class RouteResponse:
     """The response phases of one request's route-level stream, and how a request ends
-    early; the state is `RouteStream`'s (its slots)."""
+    early. It owns the response's state (its slots) and reads the request half's
+    (annotated below, set by `RouteStream`)."""
 
     __slots__ = ("attempt_body", "attempts", "done", "read_json", "rejected", "response", "translation")
 
