@@ -42,8 +42,13 @@ async def test_the_processor_freezes_its_heap_before_it_serves(tmp_path, monkeyp
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     finally:
-        os.kill(os.getpid(), signal.SIGTERM)  # serve() handles it: a graceful stop
-        await asyncio.wait_for(task, 30)
+        if ready.is_set() and not task.done():
+            # serve() has its SIGTERM handler on the loop by now: a graceful stop.
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.wait_for(task, 30)
+        else:  # it never started: a signal would reach pytest's default handler
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 def test_freezing_moves_the_heap_out_of_every_generation():
