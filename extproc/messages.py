@@ -8,7 +8,6 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
-from envoy.type.v3 import http_status_pb2
 
 from . import wire
 from .errors import GatewayError
@@ -29,31 +28,23 @@ def _fill(
     costs about twice as much in upb (every reply goes through here). An empty `resp` is
     still marked present: a reply whose oneof is unset is a protocol error to Envoy."""
     resp.SetInParent()
-    if set_headers:
-        _set_all(resp.header_mutation, set_headers)
-    if remove:
-        resp.header_mutation.remove_headers.extend(remove)
+    _mutate(resp.header_mutation, set_headers, remove)
     if body is not None:
         resp.body_mutation.body = body
     if clear_route_cache:
         resp.clear_route_cache = True
 
 
-def _set_all(mutation: pb.HeaderMutation, set_headers: dict[str, str]) -> None:
-    add = mutation.set_headers.add
-    for k, v in set_headers.items():
-        add(header=base_pb2.HeaderValue(key=k, raw_value=v.encode()), append_action=_OVERWRITE)
-
-
-def header_mutation(
-    set_headers: dict[str, str] | None = None, remove: Iterable[str] = ()
-) -> pb.HeaderMutation:
-    mutation = pb.HeaderMutation()
+def _mutate(
+    mutation: pb.HeaderMutation, set_headers: dict[str, str] | None, remove: Iterable[str] = ()
+) -> None:
+    """Headers set (overwriting) and removed, written into `mutation` in place."""
     if set_headers:
-        _set_all(mutation, set_headers)
+        add = mutation.set_headers.add
+        for k, v in set_headers.items():
+            add(header=base_pb2.HeaderValue(key=k, raw_value=v.encode()), append_action=_OVERWRITE)
     if remove:
         mutation.remove_headers.extend(remove)
-    return mutation
 
 
 def request_headers(**kw) -> pb.ProcessingResponse:
@@ -108,14 +99,13 @@ def immediate(
     all_headers = {"content-type": "application/json"}
     if headers:
         all_headers.update(headers)
-    return pb.ProcessingResponse(
-        immediate_response=pb.ImmediateResponse(
-            status=http_status_pb2.HttpStatus(code=status),
-            body=body,
-            headers=header_mutation(all_headers),
-            details=details,
-        )
-    )
+    resp = pb.ProcessingResponse()
+    reply = resp.immediate_response
+    reply.status.code = status
+    reply.body = body
+    reply.details = details
+    _mutate(reply.headers, all_headers)
+    return resp
 
 
 def error_reply(err: GatewayError) -> pb.ProcessingResponse:
