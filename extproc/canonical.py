@@ -33,10 +33,15 @@ def check_content_type(value: str | None) -> None:
         )
 
 
+def empty_body() -> GatewayError:
+    """The client sent no body (a headers-only request, or zero bytes)."""
+    return bad_request("the request body is empty: expected a JSON object", code="invalid_json")
+
+
 def parse_request(body: bytes) -> dict[str, Any]:
     """Parse and validate a chat-completions request body."""
     if not body:
-        raise bad_request("the request body is empty: expected a JSON object", code="invalid_json")
+        raise empty_body()
     try:
         req = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import metrics
-from .canonical import check_content_type
-from .errors import GatewayError, bad_request
+from .canonical import check_content_type, empty_body
+from .errors import GatewayError
 from .inference.picker import Shed
 from .paths import check_chat_path
 from .runtime.gateway import GatewayRuntime, RouteRuntime
@@ -33,7 +33,7 @@ def check_headers(hdrs: dict[str, str], end_of_stream: bool, limit: int) -> None
     if length is not None and length.isdigit() and int(length) > limit:
         raise too_large(int(length), limit)
     if end_of_stream:
-        raise bad_request("the request body is empty: expected a JSON object", code="invalid_json")
+        raise empty_body()
 
 
 def too_large(size: int, limit: int) -> GatewayError:

@@ -23,7 +23,7 @@ from . import metrics
 from . import wire as H
 from .backend_health import retry_after_seconds
 from .backends import ACCOUNT_HEADERS, CLIENT_ONLY_HEADERS, CREDENTIAL_HEADERS, Backend, client_key
-from .canonical import parse_request, wants_stream
+from .canonical import empty_body, parse_request, wants_stream
 from .errors import GatewayError, bad_request
 from .logs import access_log
 from .providers.base import ProviderError
@@ -82,9 +82,7 @@ class UpstreamStream:
         if rejected is not None:
             return rejected
         if req.request_headers.end_of_stream:
-            return self._reject(
-                bad_request("the request body is empty: expected a JSON object", code="invalid_json")
-            )
+            return self._reject(empty_body())
         assert self.backend is not None  # _identify found it, or answered
         # Only what this backend may receive travels on (backends.HeaderPolicy).
         return msg.request_headers(remove=self.backend.header_policy.dropped(hdrs))
