@@ -184,8 +184,9 @@ class RouteStream(RouteResponse):
     def close(self, outcome: str) -> None:
         if outcome == "cancelled" and self.done:
             outcome = "complete"  # Envoy closes the stream once it needs nothing more
-        elif outcome == "complete" and self.response is not None and not self.done:
+        elif self.response is not None and not self.done and outcome in ("complete", "cancelled"):
             # Envoy ended the stream before its end: the provider reset, or the client left.
+            # (grpc.aio reads that as the stream's end, grpclib cancels the handler.)
             outcome = "cut_short"
         if self.attempt is not None:
             self.attempt.close(outcome)

@@ -332,6 +332,29 @@ async def test_streamed_usage_chunk_the_client_did_not_ask_for_is_dropped(gw):
     assert (stream.acct.input_tokens, stream.acct.output_tokens) == (5, 1)
 
 
+@pytest.mark.parametrize(
+    "ended, outcome",
+    [
+        ("complete", "cut_short"),  # grpc.aio: Envoy's reset reads as the stream's end
+        ("cancelled", "cut_short"),  # grpclib: Envoy's reset cancels the handler
+    ],
+)
+async def test_a_stream_closed_before_its_end_is_logged_cut_short(gw, caplog, ended, outcome):
+    stream, _ = await answered(
+        gw, {":status": "200", "content-type": "text/event-stream"}, {**F.CANONICAL, "stream": True}
+    )
+    chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m", "created": 1}
+    delta = {**chunk, "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
+    await stream.response_body(
+        F.response_body(b"data: " + orjson.dumps(delta) + b"\n\n", end_of_stream=False)
+    )
+    with caplog.at_level("INFO", logger="aigw.access"):
+        stream.close(ended)
+    (record,) = [r for r in caplog.records if r.getMessage() == "request"]
+    assert record.fields["outcome"] == outcome
+    assert record.fields["output_tokens"] > 0  # what was seen still counts
+
+
 # ---- direct mode: the route filter runs the attempt itself ----------------------------
 async def direct_start(direct_gw, headers: dict[str, str] | None = None):
     return await start(
