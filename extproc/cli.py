@@ -183,7 +183,7 @@ def _up(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from .devstack import up
+    from .local_stack import up
     from .render.loader import GatewayConfigError, dump, is_gateway_config, render_file
 
     path, run_dir = Path(args.bootstrap), Path(args.run_dir)

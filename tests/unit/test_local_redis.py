@@ -8,7 +8,8 @@ import socket
 import pytest
 
 from extproc.config.shared_state import RedisSettings, SharedState
-from extproc.devstack import _local_redis, free_port
+from extproc.devstack import free_port
+from extproc.local_stack import _local_redis
 from extproc.runtime.gateway import GatewayRuntime, SharedStateRuntime
 from extproc.shared_state.local_redis import LocalRedis, LocalRedisError
 
