@@ -14,7 +14,8 @@ from extproc.mock import engine
 from extproc.mock.dialects.anthropic import AnthropicDialect
 from extproc.mock.dialects.base import BadRequest
 from extproc.mock.server import MockState, build_app
-from extproc.providers.anthropic import DROPPED_FIELDS, FINISH_REASONS, Anthropic
+from extproc.providers._anthropic_response import FINISH_REASONS
+from extproc.providers.anthropic import DROPPED_FIELDS, Anthropic
 from extproc.providers.base import ProviderError, UnsupportedRequest
 from tests.provider_helpers import (
     assert_valid_openai_stream,
