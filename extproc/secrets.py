@@ -24,7 +24,7 @@ from .config_model import ConfigModel
 log = logging.getLogger("aigw.config")
 
 _FILE_RECHECK_SECONDS = 5.0
-# Shorter secrets cannot be told from ordinary text in responses (redaction.py).
+# Shorter secrets cannot be told from ordinary text in responses (redaction_patterns.py).
 REDACTABLE_LENGTH = 8
 
 # Every live Secret, and a counter that moves when the set of values may have changed.

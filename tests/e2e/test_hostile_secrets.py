@@ -19,7 +19,8 @@ import orjson
 import pytest
 import yaml
 
-from extproc.redaction import FRAGMENT, MARK
+from extproc.redaction import MARK
+from extproc.redaction_patterns import FRAGMENT
 from extproc.render.loader import render_file
 from tests.harness import Stack
 

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from extproc import redaction
 from extproc import secrets as secret_store
 from extproc.guarded_stream import response_stream
-from extproc.redaction import FRAGMENT, MARK, Redactor
+from extproc.redaction import MARK, Redactor
+from extproc.redaction_patterns import FRAGMENT
 from extproc.secrets import Secret, SecretRef
 from extproc.sse import SSEEvent
 from tests.hypothesis_profiles import examples
