@@ -21,7 +21,7 @@ from .config import CustomResponse, RequestGuardConfig, ResponseGuardConfig, Sca
 from .holdback import Holdback
 from .moderation import Moderator, build_moderator
 from .regex_guard import Finding, TextScanner
-from .text_slots import Slot  # where guarded text sits, and how it is written back
+from .slot_writers import Slot  # where guarded text sits, and how it is written back
 from .webhook import Verdict, WebhookGuard
 
 log = logging.getLogger("aigw.guards")

@@ -19,16 +19,17 @@ reason). Two views of one walk:
 Strings of the gateway's own vocabulary (`"function"`, `"auto"`, `"string"`, field names)
 are not token slots: they carry nothing a client could hide, and a custom pattern that
 happened to match one must not break the request's structure.
+
+The slots themselves, and how each writes a masked text back, are in `slot_writers`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from typing import Any
 
-from .json_text import JsonArguments, decode_escapes, is_json, quote_labels
-
-TEXT, TOKEN = "text", "token"
+from .json_text import JsonArguments, is_json
+from .slot_writers import TEXT, TOKEN, KeySlot, RawArgumentsSlot, Slot, TextSlot, TokenSlot
 
 # Message fields that hold text a provider reads or a client sees, besides `content`.
 TEXT_FIELDS = ("refusal", "reasoning_content", "reasoning")
@@ -91,76 +92,6 @@ def binary_payload(value: Any) -> bool:
     )
 
 
-class Slot(Protocol):
-    """A guarded string: its text and role, and how to write a new text back in its place."""
-
-    text: str
-    role: str
-    kind: str
-
-    def set(self, text: str) -> None: ...
-
-
-class _TextSlot:
-    """One guarded string, `holder[key]`, and how to write it back."""
-
-    __slots__ = ("holder", "key", "kind", "role", "text")
-
-    def __init__(self, holder: Any, key: Any, text: str, role: str = "user", kind: str = TEXT) -> None:
-        self.holder, self.key, self.text, self.role, self.kind = holder, key, text, role, kind
-
-    def set(self, text: str) -> None:
-        self.holder[self.key] = text
-        self.text = text
-
-
-class _KeySlot:
-    """An object key a client or model chose. Masking renames it in place (keeping the
-    order; a clash with another key gets a `_2` suffix rather than losing a value)."""
-
-    __slots__ = ("_value", "holder", "kind", "role", "text")
-
-    def __init__(self, holder: dict[str, Any], key: str, role: str, value: _TextSlot | None) -> None:
-        self.holder, self.text, self.role, self.kind, self._value = holder, key, role, TOKEN, value
-
-    def set(self, text: str) -> None:
-        new, n = text, 2
-        while new in self.holder and new != self.text:
-            new, n = f"{text}_{n}", n + 1
-        items = list(self.holder.items())
-        self.holder.clear()
-        self.holder.update((new if k == self.text else k, v) for k, v in items)
-        if self._value is not None:  # the value's slot follows its key
-            self._value.key = new
-        self.text = new
-
-
-class _TokenSlot:
-    """One string or number token of JSON arguments."""
-
-    __slots__ = ("doc", "index", "kind", "role", "text")
-
-    def __init__(self, doc: JsonArguments, index: int, text: str, role: str) -> None:
-        self.doc, self.index, self.text, self.role, self.kind = doc, index, text, role, TEXT
-
-    def set(self, text: str) -> None:
-        self.doc.replace(self.index, text)
-        self.text = text
-
-
-class _RawArgumentsSlot(_TextSlot):
-    """Arguments that are not valid JSON: guarded whole, escapes decoded; a label that
-    lands outside a JSON string is quoted."""
-
-    def __init__(self, holder: dict[str, Any], key: str, text: str, role: str) -> None:
-        super().__init__(holder, key, decode_escapes(text), role, TEXT)
-
-    def set(self, text: str) -> None:
-        stripped = self.text.lstrip()
-        self.holder[self.key] = quote_labels(text) if stripped[:1] in ("{", "[") else text
-        self.text = text
-
-
 class _Walk:
     """Collects slots. `regex`: every guarded string, arguments split into tokens;
     otherwise free text only, arguments whole."""
@@ -170,16 +101,16 @@ class _Walk:
         self.out: list[Slot] = []
 
     # ---- primitives ---------------------------------------------------------------------
-    def value(self, holder: Any, key: Any, text: str, kind: str, role: str) -> _TextSlot | None:
+    def value(self, holder: Any, key: Any, text: str, kind: str, role: str) -> TextSlot | None:
         if kind == TOKEN and (not self.regex or text in VOCABULARY):
             return None
-        slot = _TextSlot(holder, key, text, role, kind)
+        slot = TextSlot(holder, key, text, role, kind)
         self.out.append(slot)
         return slot
 
-    def key(self, holder: dict[str, Any], key: Any, value: _TextSlot | None, role: str) -> None:
+    def key(self, holder: dict[str, Any], key: Any, value: TextSlot | None, role: str) -> None:
         if self.regex and isinstance(key, str) and key not in VOCABULARY:
-            self.out.append(_KeySlot(holder, key, role, value))
+            self.out.append(KeySlot(holder, key, role, value))
 
     def walk(
         self, holder: Any, key: Any, kind: str, role: str, text_keys: frozenset[str] = frozenset()
@@ -287,12 +218,12 @@ class _Walk:
 
     def arguments(self, fn: dict[str, Any], text: str, role: str) -> None:
         if not self.regex:
-            self.out.append(_TextSlot(fn, "arguments", text, role, TEXT))
+            self.out.append(TextSlot(fn, "arguments", text, role, TEXT))
         elif is_json(text):
             doc = JsonArguments(fn, "arguments", text)
-            self.out.extend(_TokenSlot(doc, i, t, role) for i, t in doc.tokens())
+            self.out.extend(TokenSlot(doc, i, t, role) for i, t in doc.tokens())
         elif text:
-            self.out.append(_RawArgumentsSlot(fn, "arguments", text, role))
+            self.out.append(RawArgumentsSlot(fn, "arguments", text, role))
 
     # ---- documents ----------------------------------------------------------------------
     def request(self, req: dict[str, Any]) -> None:
