@@ -24,6 +24,7 @@ import orjson
 from . import metrics
 from .errors import GatewayError
 from .guards.pipeline import ResponseGuards
+from .guards.regex_guard import Finding
 from .guards.stream_guard import StreamRejected, StreamTextGuard
 from .guards.text_slots import chunk_slots
 from .response_stream import PassThroughStream, ResponseStream, Unguardable
@@ -55,6 +56,8 @@ class GuardedStream(ResponseStream):
         # REJECT: a match ends the stream; MASK: it is masked.
         self.rejects = guards.config.regex is not None and guards.config.regex.action == "REJECT"
         self.choices: dict[int, ChoiceState] = {}
+        # Scan-worker seconds this stream has used, against the route's scan budget.
+        self.scan_seconds = 0.0
 
     async def _chunk(self, chunk: dict[str, Any], ev: SSEEvent, out: list[bytes]) -> None:
         rewritten = self._guard_extras(chunk)
@@ -217,9 +220,9 @@ class GuardedStream(ResponseStream):
             pieces = [(text, final)] if cut is None else [(text[:cut], True), (text[cut:], final)]
             released, findings = "", []
             for piece, done in pieces:
-                out, found = field.guard.feed(piece) if piece else ("", [])
+                out, found = await field.guard.feed_with(piece, self._scan_step) if piece else ("", [])
                 if done:
-                    rest, more = field.guard.finish()
+                    rest, more = await field.guard.finish_with(self._scan_step)
                     out, found = out + rest, found + more
                 released += out
                 findings += found
@@ -230,6 +233,14 @@ class GuardedStream(ResponseStream):
         if self.guards.webhook is not None:
             released = await self._webhook(field, released, final)
         return released
+
+    async def _scan_step(self, text: str, hint: str) -> list[Finding]:
+        """A stream guard's step, scanned where its size allows (RegexStage.scan_step)."""
+        stage = self.guards.regex
+        assert stage is not None  # a stream guard exists only with a regex guard
+        findings, seconds = await stage.scan_step(text, hint, self.scan_seconds)
+        self.scan_seconds += seconds
+        return findings
 
     async def _webhook(self, field: Field, text: str, final: bool) -> str:
         """The webhook sees sentence-sized segments (or the whole window when no sentence

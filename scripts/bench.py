@@ -461,6 +461,14 @@ def main() -> int:
                 res["hol_hostile_requests"] = len(hostile_status)
                 res["hol_hostile_statuses"] = sorted(set(hostile_status))
                 res["hol_small_failures"] = failures[:20]
+                import bench_stream_stall
+
+                stall = res["dense_stream"] = bench_stream_stall.measure(gw.url, mock_port)
+                say(
+                    f"  gateway  small requests while guarded streams carry large digit-dense deltas: "
+                    f"p50 {stall['busy_p50_ms']:.2f} ms, p99 {stall['busy_p99_ms']:.2f} ms "
+                    f"(idle p99 {stall['idle_p99_ms']:.2f} ms, {stall['streams']} streams)"
+                )
                 if failures:
                     say(f"  gateway  {len(failures)} small requests FAILED: {failures[:3]}")
                 say(
@@ -552,6 +560,12 @@ def report(res: dict, found: int) -> None:
             "small requests p99 while hostile guarded requests run − idle p99",
             f"{res['hol_busy_p99_ms'] - res['hol_idle_p99_ms']:.2f} ms",
             "≤ 2 ms",
+        ),
+        (
+            "small requests p50 / p99 while guarded streams carry one 3 KB digit-dense delta each (idle p99)",
+            f"{res['dense_stream']['busy_p50_ms']:.2f} / {res['dense_stream']['busy_p99_ms']:.2f} ms "
+            f"({res['dense_stream']['idle_p99_ms']:.2f} ms)",
+            "–",
         ),
         ("plain chat c=32, 1 worker", f"{res['workers1_c32']['rps']:.0f} req/s", "–"),
         ("plain chat c=32, 2 workers", f"{res['workers2_c32']['rps']:.0f} req/s", "–"),

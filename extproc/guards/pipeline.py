@@ -32,6 +32,12 @@ log = logging.getLogger("aigw.guards")
 # in 250 characters and ~30-90 ms for 64 characters of digit groups. Everything else goes
 # to the scan workers (scan_pool).
 _INLINE_CHARS = 2048
+# A guarded stream's step (its new text, a held-back tail and some released context) is
+# scanned on the loop when it is this short whatever it holds: with the default 256-character
+# window, ordinary streams never leave the loop. Measured: 512 characters of digit groups,
+# the slowest text for Presidio, take ~10-35 ms; a longer step with anything Presidio would
+# look at goes to a scan worker.
+_STREAM_INLINE_CHARS = 512
 # A worker job holds several small texts up to this many characters (a longer text is a
 # job of its own): requests take turns on the workers job by job.
 _JOB_CHARS = 8192
@@ -153,6 +159,28 @@ class RegexStage:
                     },
                 )
                 raise _rejected(self.custom, "content_policy_violation")
+
+    async def scan_step(self, text: str, hint: str, spent: float) -> tuple[list[Finding], float]:
+        """Scan one step of a guarded stream (stream_guard.py: `hint` is the part that can
+        hold a new match); its findings, and the scan-worker seconds it took. Short steps,
+        and steps with nothing new for Presidio, are scanned on the loop; the rest on a
+        scan worker, within what is left of the stream's scan budget (`spent` so far). Past
+        the budget, or with no worker, the stream ends with an error (never unscanned)."""
+        if len(text) <= _STREAM_INLINE_CHARS or (len(text) <= _INLINE_CHARS and self._inline(hint)):
+            return self.scanner.scan(text, presidio_hint=hint), 0.0
+        left = self.budget.max_seconds - spent
+        if left <= 0:
+            raise self._over_budget(self._too_slow())
+        try:
+            outcome = await scan_pool.runner().scan(self.key, self.scanner.config, [text], left, hints=[hint])
+        except scan_pool.ScanUnavailable:
+            metrics.guard_action(self.route, self.direction, "regex", "unavailable")
+            raise GatewayError(
+                503, "the gateway's content guard is unavailable; try again", code="guard_unavailable"
+            ) from None
+        if outcome.status != "ok":
+            raise self._over_budget(self._too_slow())
+        return [Finding(*f) for f in outcome.outputs[0][1]], outcome.elapsed
 
     def _too_slow(self) -> str:
         return f"takes longer to scan than this route's guards allow ({self.budget.max_seconds:g} s)"

@@ -107,11 +107,18 @@ def _scanner(key: str, config: RegexGuardConfig | None) -> TextScanner:
 
 
 def run_job(
-    key: str, config: RegexGuardConfig | None, texts: list[str], budget: float, cancel: Any
+    key: str,
+    config: RegexGuardConfig | None,
+    texts: list[str],
+    budget: float,
+    cancel: Any,
+    hints: list[str] | None = None,
 ) -> JobResult:
     """Mask `texts` with the scanner for `config` (None: one the worker was started with),
     within `budget` seconds. `cancel` is the job's slot in the shared flags (in a worker)
-    or a threading.Event (in a thread)."""
+    or a threading.Event (in a thread). With `hints` (a guarded stream's step: its Presidio
+    hint per text, see TextScanner.scan), the texts are scanned, not masked: each output
+    is ("", findings)."""
     start = time.monotonic()
     deadline = start + budget
     if isinstance(cancel, int):
@@ -130,9 +137,12 @@ def run_job(
     outputs = []
     try:
         with checkpoints(check):
-            for text in texts:
+            for i, text in enumerate(texts):
                 check()
-                masked, findings = scanner.mask(text)
+                if hints is None:
+                    masked, findings = scanner.mask(text)
+                else:
+                    masked, findings = "", scanner.scan(text, presidio_hint=hints[i])
                 outputs.append((masked, [(f.entity, f.start, f.end, f.score) for f in findings]))
     except ScanStopped:
         return JobResult("cancelled" if cancelled() else "timeout", [], time.monotonic() - start)
@@ -291,7 +301,14 @@ class ScanPool:
 
     # work
 
-    async def scan(self, key: str, config: RegexGuardConfig, texts: list[str], budget: float) -> JobResult:
+    async def scan(
+        self,
+        key: str,
+        config: RegexGuardConfig,
+        texts: list[str],
+        budget: float,
+        hints: list[str] | None = None,
+    ) -> JobResult:
         if self._closed:
             raise ScanUnavailable("the scan pool is closed")
         await self.wait_ready()
@@ -303,7 +320,7 @@ class ScanPool:
                 raise ScanUnavailable("the scan pool is restarting")
             # Workers were started with every configured scanner: send the key alone.
             sent = None if key in self.configs else config
-            future = self._executor.submit(run_job, key, sent, texts, budget, slot)
+            future = self._executor.submit(run_job, key, sent, texts, budget, slot, hints)
         except (BrokenProcessPool, RuntimeError) as exc:
             self._release(slot)
             self._rebuild(exc)
@@ -337,10 +354,17 @@ class ScanPool:
 class ThreadRunner:
     """The same jobs in threads, for when no pool was started (tests, tools)."""
 
-    async def scan(self, key: str, config: RegexGuardConfig, texts: list[str], budget: float) -> JobResult:
+    async def scan(
+        self,
+        key: str,
+        config: RegexGuardConfig,
+        texts: list[str],
+        budget: float,
+        hints: list[str] | None = None,
+    ) -> JobResult:
         cancel = threading.Event()
         try:
-            return await asyncio.to_thread(run_job, key, config, texts, budget, cancel)
+            return await asyncio.to_thread(run_job, key, config, texts, budget, cancel, hints)
         except asyncio.CancelledError:
             cancel.set()
             raise

@@ -19,8 +19,16 @@ the price is that text which only looked like the start of one is masked too.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Generator
+
 from .holdback import Holdback, Rule
 from .regex_guard import Finding, TextScanner
+
+# A step of the state machine (StreamTextGuard._step): yields the text to scan and its
+# Presidio hint, is sent the findings, returns the released text and its findings.
+Step = Generator[tuple[str, str], list[Finding], tuple[str, list[Finding]]]
+# Scans a step's text: (text, presidio hint) -> findings.
+Scan = Callable[[str, str], Awaitable[list[Finding]]]
 
 # Released text kept as scanning context for the next step.
 _CONTEXT = 128
@@ -69,11 +77,31 @@ class StreamTextGuard:
         """Add streamed text; return what may be released now (masked) and its findings.
         Raises StreamRejected when the policy rejects and a match would be released."""
         self._pending += delta
-        return self._step(final=False)
+        return self._scanned_here(self._step(final=False))
 
     def finish(self) -> tuple[str, list[Finding]]:
         """The choice's text is complete: release the rest."""
-        return self._step(final=True)
+        return self._scanned_here(self._step(final=True))
+
+    async def feed_with(self, delta: str, scan: Scan) -> tuple[str, list[Finding]]:
+        """`feed`, with the step's scan done by `scan(text, hint)` (which may send it to a
+        scan worker: guarded_stream.py)."""
+        self._pending += delta
+        return await _scanned_by(self._step(final=False), scan)
+
+    async def finish_with(self, scan: Scan) -> tuple[str, list[Finding]]:
+        """`finish`, with the step's scan done by `scan(text, hint)`."""
+        return await _scanned_by(self._step(final=True), scan)
+
+    def _scanned_here(self, step: Step) -> tuple[str, list[Finding]]:
+        """Run a step, scanning on this thread."""
+        try:
+            text, hint = next(step)
+            step.send(self._scanner.scan(text, presidio_hint=hint))
+        except StopIteration as done:
+            released: tuple[str, list[Finding]] = done.value
+            return released
+        raise AssertionError("a stream step scans once")
 
     def _follow_open(self, final: bool) -> bool:
         """Swallow the rest of a masked open match. True while it is still open."""
@@ -93,7 +121,10 @@ class StreamTextGuard:
         self._masked_tail = True
         return False
 
-    def _step(self, final: bool) -> tuple[str, list[Finding]]:
+    def _step(self, final: bool) -> Step:
+        """One step of the state machine. A generator so that its one scan can happen
+        elsewhere: it yields (text, presidio hint) and is sent the findings; its return
+        value is what may be released (and its findings)."""
         if self._follow_open(final) or not self._pending:
             return "", []
         text = self._context + self._pending
@@ -107,7 +138,8 @@ class StreamTextGuard:
         # Presidio runs only if the new text could hold an entity (see TextScanner.scan);
         # released context cannot end in a half-match, except after a window cut.
         hint = text if self._masked_tail else self._pending
-        findings = [f for f in self._scanner.scan(text, presidio_hint=hint) if f.end > base]
+        scanned: list[Finding] = yield text, hint
+        findings = [f for f in scanned if f.end > base]
         if final:
             hold = end
         else:
@@ -163,6 +195,17 @@ class StreamTextGuard:
         return "".join(out), [
             Finding(f.entity, max(f.start, base) - base, min(f.end, hold) - base, f.score) for f in released
         ]
+
+
+async def _scanned_by(step: Step, scan: Scan) -> tuple[str, list[Finding]]:
+    """Run a step, its scan done by `scan`."""
+    try:
+        text, hint = next(step)
+        step.send(await scan(text, hint))
+    except StopIteration as done:
+        released: tuple[str, list[Finding]] = done.value
+        return released
+    raise AssertionError("a stream step scans once")
 
 
 def _tail(text: str) -> str:

@@ -192,6 +192,28 @@ def test_pii_masked_in_the_answer(stack):
     )
 
 
+def test_a_large_digit_dense_streamed_delta_is_masked_like_the_whole_answer(stack):
+    """One delta of ~3,000 digit-dense characters (the text Presidio is slowest on) is a
+    step too large for the event loop: the scan workers scan it (RegexStage.scan_step),
+    and the client gets the same masks as in the JSON answer."""
+    dense = "-".join(f"{i:04d}" for i in range(600))  # one word: one delta from the mock
+    reply = f"Codes {dense} and call +1 212 555 0198 today."
+    whole = client(stack, "/pii").chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "codes?"}],
+        extra_headers={"x-mock-content": reply},
+    )
+    streamed = client(stack, "/pii").chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "codes?"}],
+        stream=True,
+        extra_headers={"x-mock-content": reply},
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert "212 555 0198" not in text and "<PHONE_NUMBER>" in text
+    assert text == whole.choices[0].message.content
+
+
 # ---- moderation -------------------------------------------------------------------------------
 
 
