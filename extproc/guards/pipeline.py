@@ -29,8 +29,8 @@ log = logging.getLogger("aigw.guards")
 # A text is scanned on the event loop only when that is sure to be cheap: short, and
 # holding nothing Presidio would look at (no digit, no '@', ...). Measured: custom
 # patterns on 2 KB of prose take ~0.1 ms, while Presidio takes ~3 ms for one phone number
-# in 250 characters and ~30-90 ms for 64 characters of digit groups. Everything else goes
-# to the scan workers (scan_pool).
+# in 250 characters and up to ~65 ms per KB of digit groups (scripts/bench_scan_cost.py).
+# Everything else goes to the scan workers (scan_pool).
 _INLINE_CHARS = 2048
 # A guarded stream's step (its new text, a held-back tail and some released context) is
 # scanned on the loop when it is this short whatever it holds: with the default 256-character
