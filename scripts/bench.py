@@ -164,19 +164,23 @@ def wrk(url: str, concurrency: int, duration: int, script: Path) -> dict:
         text=True,
         check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
+
+    def found(pattern: str) -> re.Match[str]:
+        m = re.search(pattern, out, re.M)
+        if m is None:
+            raise SystemExit(f"wrk's output has no {pattern!r}:\n{out}")
+        return m
 
     def pct(p: str) -> float:
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        m = found(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$")
         return _ms(float(m.group(1)), m.group(2))
 
     # "Latency  avg  stdev  max  +/-stdev": the slowest answer of the run.
-    worst = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\s", out, re.M)
+    worst = found(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\s")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
-        "rps": rps,
-        "requests": total,
+        "rps": float(found(r"Requests/sec:\s+([\d.]+)").group(1)),
+        "requests": int(found(r"(\d+) requests in").group(1)),
         "p50_ms": pct("50"),
         "p99_ms": pct("99"),
         "max_ms": _ms(float(worst.group(1)), worst.group(2)),
@@ -259,7 +263,8 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def cpu(self) -> float:
-        return cpu_seconds(self.processor.pid) if self.processor else 0.0
+        pid = self.processor.pid if self.processor else None
+        return cpu_seconds(pid) if pid is not None else 0.0
 
     def stop(self) -> None:
         self.envoy.stop()

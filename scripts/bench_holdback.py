@@ -42,6 +42,7 @@ def measure(policy: dict) -> list[tuple[str, float, int, float, float]]:
     for name, text in TEXTS.items():
         words = text.split(" ")
         deltas = [w + " " for w in words[:-1]] + [words[-1]]
+        assert guards.scanner is not None and guards.holdback is not None  # the policy has a regex guard
         g = StreamTextGuard(guards.scanner, guards.holdback, guards.config.stream_window, False)
         held, times = [], []
         for d in deltas:
