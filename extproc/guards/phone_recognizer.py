@@ -39,7 +39,7 @@ from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
-from .scan_pool import checkpoint
+from .scan_jobs import checkpoint
 
 # A run of the characters phonenumbers reads as one candidate, and a short trailing group.
 _DIGIT_RUN = re.compile(r"\+?\(?\d[\d ().\-]*\d")

@@ -172,7 +172,10 @@ class RegexStage:
         if left <= 0:
             raise self._over_budget(self._too_slow())
         try:
-            outcome = await scan_pool.runner().scan(self.key, self.scanner.config, [text], left, hints=[hint])
+            # Urgent: the client's next tokens wait for it (worker_slots.py).
+            outcome = await scan_pool.runner().scan(
+                self.key, self.scanner.config, [text], left, hints=[hint], urgent=True
+            )
         except scan_pool.ScanUnavailable:
             metrics.guard_action(self.route, self.direction, "regex", "unavailable")
             raise GatewayError(

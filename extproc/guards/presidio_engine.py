@@ -49,7 +49,7 @@ from presidio_analyzer.predefined_recognizers import (
 )
 
 from .phone_recognizer import Covered, PhoneNumbers
-from .scan_pool import checkpoint
+from .scan_jobs import checkpoint
 
 # The project's phone recognizer (recognizers.py extends it under this name).
 _PhoneRecognizer = PhoneNumbers

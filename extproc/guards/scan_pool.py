@@ -9,12 +9,14 @@ worker thread still held the GIL most of the time. So scans run in a small proce
   starts in the background: the processor answers health checks at once, and a scan
   asked for before the pool is warm waits for it.
 - At most one job per worker is handed to the executor. A request waiting for a worker
-  waits here, in FIFO order, so a request whose stream is cancelled while it waits never
+  waits here, in FIFO order (a guarded stream's step before requests' jobs: `urgent`,
+  worker_slots.py), so a request whose stream is cancelled while it waits never
   submits its job; a running job whose stream is gone is told to stop through a shared
   flag, which it reads at the same checkpoints as its deadline.
 - A job runs against a deadline: the time left in its request's scan budget. The
   recognizers call `checkpoint()` between bounded pieces of work (see presidio_engine),
-  so a job stops soon after its deadline instead of holding a worker for minutes.
+  so a job stops soon after its deadline instead of holding a worker for minutes. The
+  job and the checkpoints, what runs in a worker, are in scan_jobs.py.
 - A pool whose worker died is rebuilt; the requests it was serving get a 503 (never a
   pass).
 
@@ -25,20 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ctypes
 import logging
 import multiprocessing
 import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any
 
-from ..heap import freeze_startup_heap
-from .regex_guard import RegexGuardConfig, TextScanner
+from .regex_guard import RegexGuardConfig
+from .scan_jobs import JobResult, run_job, worker_init, worker_warm
+from .worker_slots import WorkerSlots
 
 log = logging.getLogger("aigw.guards")
 
@@ -50,138 +49,6 @@ _STOP_TIMEOUT = 10.0
 
 class ScanUnavailable(Exception):
     """No worker can scan right now (the pool failed to start or is being rebuilt)."""
-
-
-class ScanStopped(Exception):
-    """Raised by `checkpoint()` inside a job: its deadline passed or its stream is gone."""
-
-
-# ---- checkpoints: how a running scan learns it must stop ------------------------------------
-
-_local = threading.local()
-
-
-@contextmanager
-def checkpoints(check: Callable[[], None]) -> Iterator[None]:
-    """Run `check` at every `checkpoint()` in this thread while the block runs."""
-    previous = getattr(_local, "check", None)
-    _local.check = check
-    try:
-        yield
-    finally:
-        _local.check = previous
-
-
-def checkpoint() -> None:
-    """Called by recognizers between bounded pieces of work; raises ScanStopped when the
-    job must stop. Free outside a job."""
-    check = getattr(_local, "check", None)
-    if check is not None:
-        check()
-
-
-# ---- the job, as a worker (or a thread) runs it ----------------------------------------------
-
-
-class JobResult(NamedTuple):
-    status: str  # "ok", "timeout" (the budget ran out) or "cancelled"
-    # Per text: the masked text and its findings as (entity, start, end, score).
-    outputs: list[tuple[str, list[tuple[str, int, int, float]]]]
-    elapsed: float  # seconds the job ran
-
-
-_scanners: dict[str, TextScanner] = {}
-_scanners_lock = threading.Lock()
-_cancel_flags: Any = None  # the pool's shared flags, one per worker slot (in a worker)
-
-
-def _scanner(key: str, config: RegexGuardConfig | None) -> TextScanner:
-    scanner = _scanners.get(key)
-    if scanner is None:
-        assert config is not None, "a worker was sent a job for a scanner it was not built with"
-        with _scanners_lock:
-            scanner = _scanners.get(key)
-            if scanner is None:
-                scanner = _scanners[key] = TextScanner(config)
-    return scanner
-
-
-def run_job(
-    key: str,
-    config: RegexGuardConfig | None,
-    texts: list[str],
-    budget: float,
-    cancel: Any,
-    hints: list[str] | None = None,
-) -> JobResult:
-    """Mask `texts` with the scanner for `config` (None: one the worker was started with),
-    within `budget` seconds. `cancel` is the job's slot in the shared flags (in a worker)
-    or a threading.Event (in a thread). With `hints` (a guarded stream's step: its Presidio
-    hint per text, see TextScanner.scan), the texts are scanned, not masked: each output
-    is ("", findings)."""
-    start = time.monotonic()
-    deadline = start + budget
-    if isinstance(cancel, int):
-        flags, slot = _cancel_flags, cancel
-
-        def cancelled() -> bool:
-            return bool(flags[slot])
-    else:
-        cancelled = cancel.is_set
-
-    def check() -> None:
-        if cancelled() or time.monotonic() > deadline:
-            raise ScanStopped
-
-    scanner = _scanner(key, config)
-    outputs = []
-    try:
-        with checkpoints(check):
-            for i, text in enumerate(texts):
-                check()
-                if hints is None:
-                    masked, findings = scanner.mask(text)
-                else:
-                    masked, findings = "", scanner.scan(text, presidio_hint=hints[i])
-                outputs.append((masked, [(f.entity, f.start, f.end, f.score) for f in findings]))
-    except ScanStopped:
-        return JobResult("cancelled" if cancelled() else "timeout", [], time.monotonic() - start)
-    return JobResult("ok", outputs, time.monotonic() - start)
-
-
-def _die_with_processor(lifeline: Any) -> None:
-    """Exit when the processor does, even when it was killed without shutting the pool
-    down: neither the forkserver (our parent) nor the executor's queues notice, since every
-    worker holds their other ends. Only the processor holds the lifeline's write end, so
-    reading it returns (EOF) exactly when the processor is gone."""
-
-    def watch() -> None:
-        try:
-            lifeline.recv()
-        except (EOFError, OSError):
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch, name="aigw-lifeline", daemon=True).start()
-    try:  # and with the forkserver, should it die first
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _worker_init(configs: list[tuple[str, RegexGuardConfig]], flags: Any, lifeline: Any) -> None:
-    global _cancel_flags
-    _cancel_flags = flags
-    _die_with_processor(lifeline)
-    # Ctrl-C in a terminal reaches the whole process group; the processor stops us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for key, config in configs:
-        _scanner(key, config)  # builds and warms the Presidio engines
-    freeze_startup_heap()  # Presidio's models: never walked by a full collection again
-
-
-def _warm() -> int:
-    return os.getpid()
 
 
 # ---- the pool, as the event loop sees it -----------------------------------------------------
@@ -204,7 +71,7 @@ class ScanPool:
         self._lifeline, self._lifeline_w = self._ctx.Pipe(duplex=False)
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._ready: asyncio.Future[None] | None = None
-        self._slots = asyncio.Semaphore(workers)
+        self._slots = WorkerSlots(workers)
         self._free = list(range(workers))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -252,13 +119,13 @@ class ScanPool:
         executor = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=self._ctx,
-            initializer=_worker_init,
+            initializer=worker_init,
             initargs=(list(self.configs.items()), self._flags, self._lifeline),
         )
         try:
             # One job per worker, submitted together, so every worker starts (and warms)
             # now rather than on a live request.
-            warm = [executor.submit(_warm) for _ in range(self.workers)]
+            warm = [executor.submit(worker_warm) for _ in range(self.workers)]
             for future in warm:
                 future.result(timeout=_WARM_TIMEOUT)
         except BaseException:
@@ -308,11 +175,12 @@ class ScanPool:
         texts: list[str],
         budget: float,
         hints: list[str] | None = None,
+        urgent: bool = False,
     ) -> JobResult:
         if self._closed:
             raise ScanUnavailable("the scan pool is closed")
         await self.wait_ready()
-        await self._slots.acquire()  # cancelled here: the job is never submitted
+        await self._slots.acquire(urgent)  # cancelled here: the job is never submitted
         slot = self._free.pop()
         self._flags[slot] = 0
         try:
@@ -361,6 +229,7 @@ class ThreadRunner:
         texts: list[str],
         budget: float,
         hints: list[str] | None = None,
+        urgent: bool = False,
     ) -> JobResult:
         cancel = threading.Event()
         try:

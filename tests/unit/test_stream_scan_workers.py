@@ -53,7 +53,8 @@ class Recording:
         self.status = status
         self.unavailable = unavailable
 
-    async def scan(self, key, config, texts, budget, hints=None):
+    async def scan(self, key, config, texts, budget, hints=None, urgent=False):
+        assert urgent, "a stream step goes before requests' jobs"
         self.calls.append((texts, hints, budget))
         if self.unavailable:
             raise scan_pool.ScanUnavailable("no worker")
