@@ -274,6 +274,18 @@ class Stack:
                 total += value
         return total
 
+    def envoy_stat(self, name: str) -> int:
+        """One of Envoy's counters or gauges (its admin /stats), e.g.
+        `cluster.llm.upstream_rq_retry_overflow`."""
+        text = httpx.get(
+            f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": f"^{name}$"}, timeout=5
+        ).text
+        for line in text.splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        raise KeyError(name)
+
     def access_log(self, request_id: str, timeout: float = 5) -> dict[str, Any]:
         """Envoy's access log line (JSON, from stdout) for one request."""
         found: list[dict[str, Any]] = []

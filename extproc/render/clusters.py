@@ -133,6 +133,17 @@ def render_cluster(
     }
     if dns:
         cluster["dns_lookup_family"] = "V4_PREFERRED"
+    # Envoy lets only 3 retries per cluster be in flight by default: when a provider (or a
+    # pool's server) fails under load, every request past the third that needed its retry
+    # got the failure (a 503) instead of the failover. One retry per request in flight.
+    cluster["circuit_breakers"] = {
+        "thresholds": [
+            {
+                "priority": "DEFAULT",
+                "retry_budget": {"budget_percent": {"value": 100.0}, "min_retry_concurrency": 16},
+            }
+        ]
+    }
     # Each endpoint picks its TLS settings by metadata, so one cluster can mix providers.
     if tls_names:
         matches = [

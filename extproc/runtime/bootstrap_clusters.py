@@ -4,6 +4,7 @@ its secret resolved, its cluster's upstream ext_proc filter and health checks ch
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,11 @@ from ..providers import PROVIDERS, backend_settings_adapter
 from ..secrets import Secret, SecretError
 from .bootstrap_shared import ExtProcFilter, filter_phase, format_validation_error
 from .gateway import ClusterRuntime
+
+log = logging.getLogger("aigw.config")
+
+# Envoy's default circuit breaker: this many retries in flight per cluster.
+_ENVOY_DEFAULT_MAX_RETRIES = 3
 
 # ---- clusters and endpoints -------------------------------------------------------------
 
@@ -62,6 +68,8 @@ def read_cluster(
         )
         return
 
+    if len(endpoints) > 1:
+        _warn_on_retry_limit(name, cluster)
     cfg = clusters.setdefault(name, ClusterRuntime(name, direct=direct))
     health_checked = bool(cluster.get("health_checks"))
     if health_checked:
@@ -180,3 +188,26 @@ def _upstream_ext_proc(cluster: dict, name: str, problems: list[str]) -> ExtProc
             if flt.phase == "upstream":
                 return flt
     return None
+
+
+def _warn_on_retry_limit(name: str, cluster: dict) -> None:
+    """A cluster whose hosts fail over to one another, left with Envoy's default of 3
+    retries in flight: under load, the requests past the third that need their failover
+    get the failure instead (a 503). Said at start-up; the renderer writes a budget."""
+    for threshold in (cluster.get("circuit_breakers") or {}).get("thresholds") or []:
+        if threshold.get("priority", "DEFAULT") != "DEFAULT":
+            continue
+        limit = threshold.get("max_retries")
+        if isinstance(limit, dict):  # a UInt32Value, {value: N}, or N written plainly
+            limit = limit.get("value")
+        if threshold.get("retry_budget") is not None or (
+            isinstance(limit, int) and limit > _ENVOY_DEFAULT_MAX_RETRIES
+        ):
+            return
+    log.warning(
+        "cluster '%s' allows only Envoy's default of %d retries in flight: under load, requests "
+        "past that which need a failover get the error instead; set circuit_breakers.thresholds "
+        "[{priority: DEFAULT, retry_budget: {budget_percent: {value: 100.0}}}]",
+        name,
+        _ENVOY_DEFAULT_MAX_RETRIES,
+    )

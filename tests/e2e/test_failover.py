@@ -2,6 +2,7 @@
 envoy/failover.yaml with mock providers (OpenAI and Anthropic in each group)."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -53,6 +54,23 @@ def test_healthy_group1_takes_all_traffic_round_robin(stack):
     # Each provider got its own wire format.
     assert stack.mocks["anthropic-fast"].requests[0]["path"] == "/v1/messages"
     assert stack.mocks["openai-fast"].requests[0]["path"] == "/v1/chat/completions"
+
+
+def test_a_burst_that_needs_its_failover_loses_no_request(stack):
+    """Group 1 drops every connection and group 2 answers in 300 ms, so a burst's retries
+    are all in flight together. Envoy allows 3 retries in flight per cluster by default:
+    without the bootstrap's retry budget, the requests past the third got a 503."""
+    for name in GROUP1:
+        stack.mocks[name].behave(reset="before")
+    for name in GROUP2:
+        stack.mocks[name].behave(firstByteDelayMs=300)
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(
+            pool.map(lambda _: stack.post({"model": "any", "messages": USER}).status_code, range(20))
+        )
+    assert statuses == [200] * 20
+    assert stack.envoy_stat("cluster.llm.upstream_rq_retry") >= 3  # group 1 was tried and failed over
+    assert stack.envoy_stat("cluster.llm.upstream_rq_retry_overflow") == 0
 
 
 def test_rate_limited_group1_is_invisible_to_the_client(stack):

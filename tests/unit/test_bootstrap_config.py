@@ -300,3 +300,40 @@ def test_route_to_ai_backend_cannot_disable_the_route_filter(doc):
     }
     [p] = problems(doc)
     assert "route 'chat'" in p and "bypass" in p
+
+
+@pytest.mark.parametrize(
+    "breakers, warned",
+    [
+        (None, True),  # Envoy's default: 3 retries in flight
+        ({"thresholds": [{"priority": "DEFAULT", "max_retries": 3}]}, True),
+        ({"thresholds": [{"priority": "HIGH", "retry_budget": {}}]}, True),  # not the routes' priority
+        (
+            {"thresholds": [{"priority": "DEFAULT", "retry_budget": {"budget_percent": {"value": 100.0}}}]},
+            False,
+        ),
+        ({"thresholds": [{"max_retries": {"value": 64}}]}, False),
+    ],
+)
+def test_a_failover_cluster_left_at_three_retries_in_flight_is_warned_about(breakers, warned, caplog):
+    doc = load_bootstrap("failover.yaml")
+    llm = cluster(doc, "llm")
+    llm.pop("circuit_breakers", None)
+    if breakers is not None:
+        llm["circuit_breakers"] = breakers
+    with caplog.at_level("WARNING", logger="aigw.config"):
+        build_config(doc)
+    said = [r.getMessage() for r in caplog.records if "retries in flight" in r.getMessage()]
+    assert bool(said) is warned, said
+    if warned:
+        assert "cluster 'llm'" in said[0] and "retry_budget" in said[0]
+
+
+def test_the_shipped_bootstraps_need_no_retry_warning(caplog):
+    with caplog.at_level("WARNING", logger="aigw.config"):
+        for name in ("mock.yaml", "failover.yaml", "policies.yaml", "openai.yaml"):
+            try:
+                build_config(load_bootstrap(name))
+            except ConfigError:
+                pass  # openai.yaml needs a real key in the environment; its clusters were read
+    assert not [r for r in caplog.records if "retries in flight" in r.getMessage()]

@@ -298,6 +298,28 @@ def test_retries_cover_groups_of_unequal_size(tmp_path):
     assert retry["retry_priority"]["typed_config"]["update_frequency"] == 2
 
 
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_ai_cluster_has_a_retry_budget_for_its_failover(path):
+    """Envoy's default circuit breaker allows 3 retries in flight per cluster: under load,
+    the requests past the third that need their retry (a failover, a dead pool server)
+    would get the failure. Every cluster an AI route retries on carries a budget instead."""
+    doc = render_file(path)
+    ai = [
+        c
+        for c in doc["static_resources"]["clusters"]
+        if any(
+            "aigw" in (lb.get("metadata") or {}).get("filter_metadata", {})
+            for locality in c.get("load_assignment", {}).get("endpoints", [])
+            for lb in locality["lb_endpoints"]
+        )
+    ]
+    assert ai
+    for cluster in ai:
+        (threshold,) = cluster["circuit_breakers"]["thresholds"]
+        assert threshold["priority"] == "DEFAULT"
+        assert threshold["retry_budget"]["budget_percent"]["value"] == 100.0
+
+
 def test_durations_are_plain_seconds(tmp_path):
     doc = render_file(
         write(
