@@ -10,7 +10,7 @@ from typing import Any
 from .. import wire
 from ..providers import PROVIDERS
 from .backend_model import BackendSpec, Endpoint, Failover, PriorityGroups, ProviderEntry
-from .envoy_parts import RAW_BUFFER, duration, ext_proc_filter, socket_address, upstream_tls
+from .envoy_parts import RAW_BUFFER, circuit_breakers, duration, ext_proc_filter, socket_address, upstream_tls
 from .inference import add_endpoint_picking
 from .model import GatewaySpec
 
@@ -133,17 +133,8 @@ def render_cluster(
     }
     if dns:
         cluster["dns_lookup_family"] = "V4_PREFERRED"
-    # Envoy lets only 3 retries per cluster be in flight by default: when a provider (or a
-    # pool's server) fails under load, every request past the third that needed its retry
-    # got the failure (a 503) instead of the failover. One retry per request in flight.
-    cluster["circuit_breakers"] = {
-        "thresholds": [
-            {
-                "priority": "DEFAULT",
-                "retry_budget": {"budget_percent": {"value": 100.0}, "min_retry_concurrency": 16},
-            }
-        ]
-    }
+    # Envoy's defaults: 3 retries and 1024 requests in flight per cluster (envoy_parts.py).
+    cluster["circuit_breakers"] = circuit_breakers(retry_budget=True)
     # Each endpoint picks its TLS settings by metadata, so one cluster can mix providers.
     if tls_names:
         matches = [

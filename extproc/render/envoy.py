@@ -21,7 +21,14 @@ from ..wire import IMMEDIATE_HC_FAIL
 from . import rate_limits
 from .backend_model import PriorityGroups
 from .clusters import is_direct, render_cluster
-from .envoy_parts import OVERWRITE, access_log, ext_proc_filter, local_reply_config, socket_address
+from .envoy_parts import (
+    OVERWRITE,
+    access_log,
+    circuit_breakers,
+    ext_proc_filter,
+    local_reply_config,
+    socket_address,
+)
 from .model import GatewaySpec
 from .route_model import Route
 from .routes import merge_policies, render_routes, route_added_headers
@@ -143,6 +150,8 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
             "name": "extproc",
             "type": "STATIC",
             "connect_timeout": "1s",
+            # Envoy's default of 1024 requests in flight is 1024 ext_proc streams here.
+            "circuit_breakers": circuit_breakers(retry_budget=False),
             "typed_extension_protocol_options": {
                 wire.HTTP_OPTIONS: {
                     "@type": wire.HTTP_OPTIONS_TYPE,

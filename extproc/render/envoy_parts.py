@@ -187,6 +187,28 @@ def ext_proc_filter(phase: str, timeout: float, attributes: list[str], **extra: 
     }
 
 
+# Envoy's default circuit breaker lets 1024 requests (and connections, and pending
+# requests) be in flight per cluster. For the processor's cluster those are ext_proc
+# streams: two per request with an upstream filter, open for an LLM stream's whole answer,
+# so about 500 concurrent streams got Envoy's 503. The gateway's limits are its rate
+# limits and budgets; Envoy's are lifted.
+UNCAPPED = 1_000_000
+
+
+def circuit_breakers(retry_budget: bool) -> dict[str, Any]:
+    """No cap on requests in flight; with `retry_budget`, one retry in flight per request
+    in flight (Envoy's default of 3 per cluster lost requests that needed a failover)."""
+    threshold: dict[str, Any] = {
+        "priority": "DEFAULT",
+        "max_connections": UNCAPPED,
+        "max_pending_requests": UNCAPPED,
+        "max_requests": UNCAPPED,
+    }
+    if retry_budget:
+        threshold["retry_budget"] = {"budget_percent": {"value": 100.0}, "min_retry_concurrency": 16}
+    return {"thresholds": [threshold]}
+
+
 def socket_address(host: str, port: int) -> dict:
     return {"socket_address": {"address": host, "port_value": port}}
 

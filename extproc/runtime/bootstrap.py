@@ -30,7 +30,7 @@ from ..config.shared_state import LimitSpec, SharedState
 from ..inference.picker import EndpointPicker
 from ..response_limits import buffer_limit
 from ..secrets import Secret, SecretError
-from .bootstrap_clusters import read_cluster
+from .bootstrap_clusters import read_cluster, warn_on_circuit_breakers
 from .bootstrap_routes import read_hcm
 from .bootstrap_shared import ConfigError, format_validation_error
 from .gateway import ClusterRuntime, GatewayRuntime, RouteRuntime, SharedStateRuntime
@@ -93,6 +93,11 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
 
     if problems:
         raise ConfigError(problems, source)
+    for name in _processor_clusters(doc):
+        processor = next(c for c in static.get("clusters") or [] if c.get("name") == name)
+        warn_on_circuit_breakers(
+            name, processor, "its ext_proc streams: one or two per request", retries=False
+        )
     gw = GatewayRuntime(routes, clusters, by_name)
     gw.pickers = _inference_routes(routes, problems)
     if problems:
@@ -152,15 +157,22 @@ def _inference_routes(routes: dict[str, RouteRuntime], problems: list[str]) -> d
     return pickers
 
 
-def processor_sockets(doc: dict[str, Any]) -> list[str]:
-    """The Unix sockets Envoy expects the processor on: the `pipe` endpoints of the cluster
-    the ext_proc filters call, in order. One worker process serves each (`serve --workers`),
-    so the paths are written once, in the bootstrap."""
+def _processor_clusters(doc: dict[str, Any]) -> list[str]:
+    """The clusters the ext_proc filters call (that exist in the bootstrap)."""
     names = set()
     for flt in _all_ext_proc_filters(doc):
         cluster = ((flt.get("grpc_service") or {}).get("envoy_grpc") or {}).get("cluster_name")
         if cluster:
             names.add(cluster)
+    present = {c.get("name") for c in (doc.get("static_resources") or {}).get("clusters") or []}
+    return sorted(names & present)
+
+
+def processor_sockets(doc: dict[str, Any]) -> list[str]:
+    """The Unix sockets Envoy expects the processor on: the `pipe` endpoints of the cluster
+    the ext_proc filters call, in order. One worker process serves each (`serve --workers`),
+    so the paths are written once, in the bootstrap."""
+    names = set(_processor_clusters(doc))
     paths: list[str] = []
     for cluster in (doc.get("static_resources") or {}).get("clusters") or []:
         if cluster.get("name") not in names:

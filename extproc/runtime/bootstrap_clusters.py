@@ -20,8 +20,9 @@ from .gateway import ClusterRuntime
 
 log = logging.getLogger("aigw.config")
 
-# Envoy's default circuit breaker: this many retries in flight per cluster.
+# Envoy's default circuit breaker: this many retries, and requests, in flight per cluster.
 _ENVOY_DEFAULT_MAX_RETRIES = 3
+_ENVOY_DEFAULT_MAX_REQUESTS = 1024
 
 # ---- clusters and endpoints -------------------------------------------------------------
 
@@ -68,8 +69,9 @@ def read_cluster(
         )
         return
 
-    if len(endpoints) > 1:
-        _warn_on_retry_limit(name, cluster)
+    warn_on_circuit_breakers(
+        name, cluster, "LLM streams stay open for their whole answer", len(endpoints) > 1
+    )
     cfg = clusters.setdefault(name, ClusterRuntime(name, direct=direct))
     health_checked = bool(cluster.get("health_checks"))
     if health_checked:
@@ -190,24 +192,39 @@ def _upstream_ext_proc(cluster: dict, name: str, problems: list[str]) -> ExtProc
     return None
 
 
-def _warn_on_retry_limit(name: str, cluster: dict) -> None:
-    """A cluster whose hosts fail over to one another, left with Envoy's default of 3
-    retries in flight: under load, the requests past the third that need their failover
-    get the failure instead (a 503). Said at start-up; the renderer writes a budget."""
-    for threshold in (cluster.get("circuit_breakers") or {}).get("thresholds") or []:
-        if threshold.get("priority", "DEFAULT") != "DEFAULT":
-            continue
-        limit = threshold.get("max_retries")
-        if isinstance(limit, dict):  # a UInt32Value, {value: N}, or N written plainly
-            limit = limit.get("value")
-        if threshold.get("retry_budget") is not None or (
-            isinstance(limit, int) and limit > _ENVOY_DEFAULT_MAX_RETRIES
-        ):
-            return
-    log.warning(
-        "cluster '%s' allows only Envoy's default of %d retries in flight: under load, requests "
-        "past that which need a failover get the error instead; set circuit_breakers.thresholds "
-        "[{priority: DEFAULT, retry_budget: {budget_percent: {value: 100.0}}}]",
-        name,
-        _ENVOY_DEFAULT_MAX_RETRIES,
-    )
+def warn_on_circuit_breakers(name: str, cluster: dict, what: str, retries: bool) -> None:
+    """Envoy's default circuit breaker, left on a cluster the gateway depends on, is said at
+    start-up (the renderer lifts it): 1024 requests in flight, where `what` says why that is
+    soon reached; and, with `retries` (hosts that fail over to one another), 3 retries in
+    flight, past which the requests that need a failover get the error instead (a 503)."""
+    thresholds = (cluster.get("circuit_breakers") or {}).get("thresholds") or []
+    # Envoy uses the first thresholds entry of a priority; routes use DEFAULT.
+    default: dict[str, Any] = next((t for t in thresholds if t.get("priority", "DEFAULT") == "DEFAULT"), {})
+
+    def value(key: str) -> Any:
+        v = default.get(key)
+        return v.get("value") if isinstance(v, dict) else v  # {value: N}, or N written plainly
+
+    requests = value("max_requests")
+    if not (isinstance(requests, int) and requests > _ENVOY_DEFAULT_MAX_REQUESTS):
+        log.warning(
+            "cluster '%s' allows only Envoy's default of %d requests in flight (%s): past it, "
+            "Envoy answers 503; raise circuit_breakers.thresholds[priority DEFAULT].max_requests "
+            "(and max_pending_requests, max_connections)",
+            name,
+            _ENVOY_DEFAULT_MAX_REQUESTS,
+            what,
+        )
+    limit = value("max_retries")
+    if (
+        retries
+        and default.get("retry_budget") is None
+        and not (isinstance(limit, int) and limit > _ENVOY_DEFAULT_MAX_RETRIES)
+    ):
+        log.warning(
+            "cluster '%s' allows only Envoy's default of %d retries in flight: under load, requests "
+            "past that which need a failover get the error instead; set circuit_breakers.thresholds "
+            "[{priority: DEFAULT, retry_budget: {budget_percent: {value: 100.0}}}]",
+            name,
+            _ENVOY_DEFAULT_MAX_RETRIES,
+        )

@@ -349,9 +349,6 @@ def test_killing_a_server_mid_run_loses_no_retryable_request(fresh: Pool):
         failed = [o for o in outcomes if not o.ok and all(o is not e for e in excused)]
         assert not failed, [o.error for o in failed][:5]
         assert fresh.stack.envoy_stat(f"cluster.{POOL}.upstream_rq_retry_overflow") == 0
-        assert (
-            fresh.stack.envoy_stat(f"cluster.{POOL}.upstream_rq_retry") > 0
-        )  # the kill was survived by retries
         assert len(excused) <= 16
         after = [o for o in outcomes if o.sent > killed_at]
         assert len(after) > 30 and all(o.ok for o in after)

@@ -329,11 +329,21 @@ def test_a_failover_cluster_left_at_three_retries_in_flight_is_warned_about(brea
         assert "cluster 'llm'" in said[0] and "retry_budget" in said[0]
 
 
-def test_the_shipped_bootstraps_need_no_retry_warning(caplog):
+@pytest.mark.parametrize("name, why", [("llm", "LLM streams"), ("extproc", "ext_proc streams")])
+def test_a_cluster_left_at_1024_requests_in_flight_is_warned_about(name, why, caplog):
+    doc = load_bootstrap("failover.yaml")
+    cluster(doc, name).pop("circuit_breakers")
+    with caplog.at_level("WARNING", logger="aigw.config"):
+        build_config(doc)
+    said = [r.getMessage() for r in caplog.records if "requests in flight" in r.getMessage()]
+    assert len(said) == 1 and f"cluster '{name}'" in said[0] and why in said[0] and "max_requests" in said[0]
+
+
+def test_the_shipped_bootstraps_need_no_circuit_breaker_warning(caplog):
     with caplog.at_level("WARNING", logger="aigw.config"):
         for name in ("mock.yaml", "failover.yaml", "policies.yaml", "openai.yaml"):
             try:
                 build_config(load_bootstrap(name))
             except ConfigError:
                 pass  # openai.yaml needs a real key in the environment; its clusters were read
-    assert not [r for r in caplog.records if "retries in flight" in r.getMessage()]
+    assert not [r for r in caplog.records if "in flight" in r.getMessage()]

@@ -299,10 +299,11 @@ def test_retries_cover_groups_of_unequal_size(tmp_path):
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
-def test_every_ai_cluster_has_a_retry_budget_for_its_failover(path):
-    """Envoy's default circuit breaker allows 3 retries in flight per cluster: under load,
-    the requests past the third that need their retry (a failover, a dead pool server)
-    would get the failure. Every cluster an AI route retries on carries a budget instead."""
+def test_every_gateway_cluster_lifts_envoys_circuit_breaker_defaults(path):
+    """Envoy's default circuit breaker allows 3 retries and 1024 requests in flight per
+    cluster: under load, the requests past the third that need their retry (a failover, a
+    dead pool server) would get the failure, and past ~500 concurrent LLM streams the
+    processor's cluster was full. Every cluster the gateway depends on lifts them."""
     doc = render_file(path)
     ai = [
         c
@@ -318,6 +319,11 @@ def test_every_ai_cluster_has_a_retry_budget_for_its_failover(path):
         (threshold,) = cluster["circuit_breakers"]["thresholds"]
         assert threshold["priority"] == "DEFAULT"
         assert threshold["retry_budget"]["budget_percent"]["value"] == 100.0
+        assert threshold["max_requests"] > 1024  # LLM streams stay open for their whole answer
+    # The processor's cluster: one or two ext_proc streams per request in flight.
+    (processor,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == "extproc"]
+    (threshold,) = processor["circuit_breakers"]["thresholds"]
+    assert threshold["max_requests"] > 1024 and threshold["max_pending_requests"] > 1024
 
 
 def test_durations_are_plain_seconds(tmp_path):
