@@ -93,10 +93,9 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
 
     if problems:
         raise ConfigError(problems, source)
-    for name in _processor_clusters(doc):
-        processor = next(c for c in static.get("clusters") or [] if c.get("name") == name)
+    for processor in _processor_clusters(doc):
         warn_on_circuit_breakers(
-            name, processor, "its ext_proc streams: one or two per request", retries=False
+            processor["name"], processor, "its ext_proc streams: one or two per request", retries=False
         )
     gw = GatewayRuntime(routes, clusters, by_name)
     gw.pickers = _inference_routes(routes, problems)
@@ -157,26 +156,23 @@ def _inference_routes(routes: dict[str, RouteRuntime], problems: list[str]) -> d
     return pickers
 
 
-def _processor_clusters(doc: dict[str, Any]) -> list[str]:
-    """The clusters the ext_proc filters call (that exist in the bootstrap)."""
+def _processor_clusters(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The clusters the ext_proc filters call, in the bootstrap's order."""
     names = set()
     for flt in _all_ext_proc_filters(doc):
         cluster = ((flt.get("grpc_service") or {}).get("envoy_grpc") or {}).get("cluster_name")
         if cluster:
             names.add(cluster)
-    present = {c.get("name") for c in (doc.get("static_resources") or {}).get("clusters") or []}
-    return sorted(names & present)
+    clusters = (doc.get("static_resources") or {}).get("clusters") or []
+    return [c for c in clusters if c.get("name") in names]
 
 
 def processor_sockets(doc: dict[str, Any]) -> list[str]:
     """The Unix sockets Envoy expects the processor on: the `pipe` endpoints of the cluster
     the ext_proc filters call, in order. One worker process serves each (`serve --workers`),
     so the paths are written once, in the bootstrap."""
-    names = set(_processor_clusters(doc))
     paths: list[str] = []
-    for cluster in (doc.get("static_resources") or {}).get("clusters") or []:
-        if cluster.get("name") not in names:
-            continue
+    for cluster in _processor_clusters(doc):
         for locality in (cluster.get("load_assignment") or {}).get("endpoints") or []:
             for lb in locality.get("lb_endpoints") or []:
                 pipe = ((lb.get("endpoint") or {}).get("address") or {}).get("pipe")
