@@ -344,6 +344,26 @@ def small_latencies(url: str, seconds: float, failures: list[str]) -> list[float
     return out
 
 
+def latencies_under_load(
+    url: str, seconds: float, failures: list[str], send: Callable[[httpx.Client], None]
+) -> list[float]:
+    """`small_latencies` while another thread calls `send` over and over with its client."""
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=60, headers={"authorization": "Bearer bench"}) as client:
+            while not stop.is_set():
+                send(client)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    try:
+        return small_latencies(url, seconds, failures)
+    finally:
+        stop.set()
+        thread.join(60)
+
+
 def hostile_body() -> dict:
     """~50 messages of 4,000 digit-and-separator characters: the text Presidio finds slowest."""
     text = " ".join(f"{i:04d}-{(i * 7919) % 10000:04d}" for i in range(400))[:4000]
@@ -443,25 +463,17 @@ def main() -> int:
                 )
                 failures: list[str] = []
                 idle = small_latencies(gw.url + PLAIN, 5, failures)
-                stop = threading.Event()
                 hostile_status: list[int] = []
 
-                def hostile(stop: threading.Event, url: str, hostile_status: list[int]) -> None:
-                    with httpx.Client(timeout=60, headers={"authorization": "Bearer bench"}) as client:
-                        while not stop.is_set():
-                            try:
-                                r = client.post(url, json=hostile_body())
-                                hostile_status.append(r.status_code)
-                            except httpx.HTTPError:
-                                hostile_status.append(0)
+                def hostile(
+                    client: httpx.Client, url: str = gw.url + PII_IN, statuses: list[int] = hostile_status
+                ) -> None:
+                    try:
+                        statuses.append(client.post(url, json=hostile_body()).status_code)
+                    except httpx.HTTPError:
+                        statuses.append(0)
 
-                t = threading.Thread(
-                    target=hostile, args=(stop, gw.url + PII_IN, hostile_status), daemon=True
-                )
-                t.start()
-                busy = small_latencies(gw.url + PLAIN, 8, failures)
-                stop.set()
-                t.join(60)
+                busy = latencies_under_load(gw.url + PLAIN, 8, failures, hostile)
                 res["hol_idle_p99_ms"], res["hol_busy_p99_ms"] = pct(idle, 99), pct(busy, 99)
                 res["hol_hostile_requests"] = len(hostile_status)
                 res["hol_hostile_statuses"] = sorted(set(hostile_status))

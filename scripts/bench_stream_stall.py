@@ -9,10 +9,8 @@ every request with that text while it runs (the gateway does not forward `x-mock
 
 from __future__ import annotations
 
-import threading
-
 import httpx
-from bench import PLAIN, STREAM_GUARDED, pct, small_latencies
+from bench import PLAIN, STREAM_GUARDED, latencies_under_load, pct, small_latencies
 
 DENSE = "-".join(f"{i:04d}" for i in range(600))  # one word: the mock sends it as one delta
 REPLY = f"Codes {DENSE} and call +1 212 555 0198 today."
@@ -23,24 +21,17 @@ def measure(url: str, mock_port: int, seconds: float = 6) -> dict[str, float]:
     idle = small_latencies(url + PLAIN, 3, failures)
     behavior = f"http://127.0.0.1:{mock_port}/_mock/behavior"
     httpx.post(behavior, json={"content": REPLY}, timeout=5).raise_for_status()
-    stop = threading.Event()
     streams: list[bool] = []
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "codes?"}]}
 
-    def stream_loop() -> None:
-        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "codes?"}]}
-        with httpx.Client(timeout=60, headers={"authorization": "Bearer bench"}) as client:
-            while not stop.is_set():
-                with client.stream("POST", url + STREAM_GUARDED, json=body) as r:
-                    data = b"".join(r.iter_bytes())
-                streams.append(r.status_code == 200 and b"555 0198" not in data)
+    def dense_stream(client: httpx.Client) -> None:
+        with client.stream("POST", url + STREAM_GUARDED, json=body) as r:
+            data = b"".join(r.iter_bytes())
+        streams.append(r.status_code == 200 and b"555 0198" not in data)
 
-    thread = threading.Thread(target=stream_loop, daemon=True)
-    thread.start()
     try:
-        busy = small_latencies(url + PLAIN, seconds, failures)
+        busy = latencies_under_load(url + PLAIN, seconds, failures, dense_stream)
     finally:
-        stop.set()
-        thread.join(60)
         httpx.post(behavior, json={}, timeout=5).raise_for_status()
     if failures or not all(streams):
         raise SystemExit(
