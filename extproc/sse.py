@@ -34,6 +34,10 @@ class SSEEvent:
         return self._data_seen or self.data != ""
 
 
+# An event no line has touched yet.
+_EMPTY = SSEEvent()
+
+
 class SSEParser:
     """Feed bytes in any chunking; get back complete events in order."""
 
@@ -83,6 +87,29 @@ class SSEParser:
             self._parts.append(text)
             text = "".join(self._parts)
             self._parts = []
+        if "\r" in text:
+            self._lines(text, events)
+            return events
+        # Only `\n` ends lines here (what every provider sends): whole events are cut at
+        # blank lines, and the usual one-line `data: ...` event is taken without reading
+        # it line by line. Anything else in a block goes through `_line` as before, so
+        # the events are the same either way (tests/unit/test_sse.py checks both paths).
+        blocks = text.split("\n\n")
+        tail = blocks.pop()
+        for block in blocks:
+            # (An event left open by the last chunk has lines, so it is not _EMPTY.)
+            if block.startswith("data: ") and "\n" not in block and self._event == _EMPTY:
+                events.append(SSEEvent(block[6:], None, None, None, [], True))
+                continue
+            for line in block.split("\n"):
+                self._line(line, events)
+            self._dispatch(events)
+        if tail:
+            self._lines(tail, events)
+        return events
+
+    def _lines(self, text: str, events: list[SSEEvent]) -> None:
+        """Every whole line of `text`, in order; an unfinished last line is kept."""
         start = 0
         for m in _EOL.finditer(text):
             self._line(text[start : m.start()], events)
@@ -92,7 +119,6 @@ class SSEParser:
         tail = text[start:]
         if tail:
             self._parts.append(tail)
-        return events
 
     def _line(self, line: str, events: list[SSEEvent]) -> None:
         if not line:
@@ -156,6 +182,16 @@ def encode_event(
 
 
 def encode(ev: SSEEvent) -> bytes:
+    if (
+        ev._data_seen
+        and ev.event is None
+        and ev.id is None
+        and ev.retry is None
+        and not ev.comments
+        and "\n" not in ev.data
+        and "\r" not in ev.data
+    ):  # the usual event: one data line (the same bytes encode_event writes)
+        return b"data: " + ev.data.encode() + b"\n\n"
     return encode_event(
         ev.data if ev.has_data else None, event=ev.event, id=ev.id, retry=ev.retry, comments=ev.comments
     )

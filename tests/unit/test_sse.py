@@ -618,6 +618,42 @@ def test_property_any_split_gives_same_events(blocks, eols, final_blank, data):
     assert summaries(parse_chunks([raw[i : i + 1] for i in range(len(raw))])) == expected
 
 
+# Providers end lines with LF and send mostly one-line `data: ` events: the parser takes
+# those whole, without reading them line by line (any CR in the text turns that off). The
+# shortcut must give what the line-by-line rules give, wherever the chunks are cut and
+# whatever else is mixed in (events of several lines, comments, a block starting with
+# extra blank lines, an event left open at a chunk's end).
+_one_line_data = st.tuples(st.just("data"), _value, st.just(": ")).map(lambda line: [line])
+_provider_events = st.lists(
+    st.one_of(_one_line_data, _one_line_data, st.lists(_line(), max_size=4)), max_size=8
+)
+
+
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blocks=_provider_events, final_blank=st.booleans(), data=st.data())
+@example(blocks=[[("data", "a", ": ")], [], [("data", "b", ": ")]], final_blank=True, data=None)
+@example(blocks=[[("event", "x", ": ")], [("data", "a", ": ")]], final_blank=False, data=None)
+def test_property_lf_streams_parse_as_their_crlf_twins(blocks, final_blank, data):
+    lf = serialise(blocks, ["\n"], final_blank)
+    crlf = serialise(blocks, ["\r\n"], final_blank)
+    expected = reference_parse(blocks)
+    assert summaries(parse(lf)) == summaries(parse(crlf)) == expected
+    if data is not None and lf:
+        cuts = data.draw(st.lists(st.integers(1, max(1, len(lf) - 1)), max_size=8), label="cuts")
+        assert summaries(parse_chunks([p for p in split_at(lf, cuts) if p])) == expected
+
+
+def test_one_line_data_event_is_encoded_as_encode_event_writes_it():
+    for event in parse(b'data: {"a": 1}\n\ndata: \n\ndata:x\n\n:c\ndata: y\n\nevent: e\ndata: z\n\n'):
+        assert encode(event) == encode_event(
+            event.data if event.has_data else None,
+            event=event.event,
+            id=event.id,
+            retry=event.retry,
+            comments=event.comments,
+        )
+
+
 _REALISTIC = (
     b": ping\r\n\r\n"
     b"event: message\r\n"
