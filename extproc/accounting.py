@@ -6,9 +6,9 @@ Prometheus metrics when the request ends, and offered to Envoy as dynamic metada
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import metrics
+from . import metrics, tokens
 from .wire import NAMESPACE
 
 if TYPE_CHECKING:
@@ -29,6 +29,25 @@ def _model_label(name: str) -> str:
         return "other"
     _seen_models.add(name)
     return name
+
+
+class StreamEstimate(NamedTuple):
+    """The token counts a stream without a usage chunk still needs: its prompt, and the
+    text the client got."""
+
+    prompt: tokens.Prompt
+    output_text: str
+    model: str
+
+    def cheap(self) -> bool:
+        """Whether it may be counted on the event loop (small, vocabulary loaded)."""
+        return tokens.cheap(self.prompt.encoding, self.prompt.chars) and tokens.cheap(
+            tokens.encoding_name(self.model), len(self.output_text)
+        )
+
+    def counts(self) -> tuple[int, int]:
+        """(input, output) tokens: CPU-bound, see `cheap`."""
+        return tokens.count_prompt(self.prompt), tokens.count_tokens(self.output_text, self.model)
 
 
 class Accounting:
@@ -68,19 +87,20 @@ class Accounting:
         self.last_token_at: float | None = None
         self.recorded = False
 
-    def take_stream(self, rs: ResponseStream, canonical: dict[str, Any] | None) -> None:
-        """What a stream reported: its model, token times and usage chunk. A stream cut
-        short before its usage chunk is counted from what was seen (an estimate), given
-        the canonical request."""
+    def take_stream(self, rs: ResponseStream, canonical: dict[str, Any] | None) -> StreamEstimate | None:
+        """What a stream reported: its model, token times and usage chunk. A stream that
+        ended without its usage chunk (cut short, or a provider that sends none) is to be
+        counted from what was seen, given the canonical request: the estimate to make is
+        returned, for `take_estimate` (None when there is nothing to estimate)."""
         self.response_model = rs.model
         self.first_token_at, self.last_token_at = rs.first_token_at, rs.last_token_at
         self.take_usage(rs.usage)
-        if self.total_tokens is None and canonical is not None:
-            from .tokens import count_tokens, estimate_prompt_tokens
+        if self.total_tokens is not None or canonical is None:
+            return None
+        return StreamEstimate(tokens.prompt_of(canonical), "".join(rs.text_parts), self.request_model)
 
-            self.input_tokens = estimate_prompt_tokens(canonical)
-            self.output_tokens = count_tokens("".join(rs.text_parts), self.request_model)
-            self.estimated = True
+    def take_estimate(self, input_tokens: int, output_tokens: int) -> None:
+        self.input_tokens, self.output_tokens, self.estimated = input_tokens, output_tokens, True
 
     def take_usage(self, usage: dict[str, Any] | None) -> None:
         if not isinstance(usage, dict):
@@ -126,15 +146,16 @@ class Accounting:
                 fields["reasoning_tokens"] = self.reasoning_tokens
         return {NAMESPACE: fields}
 
-    def record(self) -> None:
-        """Once per request, when its stream closes (complete or cut short)."""
+    def record(self, ended: float | None = None) -> None:
+        """Once per request, when its stream closes (complete or cut short) at `ended`
+        (time.monotonic(); now by default)."""
         if self.recorded:
             return
         self.recorded = True
         route, provider, backend = self.route or "-", self.provider or "-", self.backend or "-"
         metrics.child(metrics.REQUESTS, route, provider, backend, str(self.status or 0)).inc()
         metrics.child(metrics.REQUEST_DURATION, route, provider, backend, str(self.stream).lower()).observe(
-            time.monotonic() - self.started
+            (time.monotonic() if ended is None else ended) - self.started
         )
         if self.total_tokens is not None:
             labels = (

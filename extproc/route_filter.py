@@ -8,16 +8,19 @@ edge in either direction.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import messages as msg
+from . import tokens
 from . import wire as H
-from .accounting import Accounting
+from .accounting import Accounting, StreamEstimate
 from .canonical import parse_request, wants_stream
 from .errors import GatewayError, bad_request
 from .inference.picker import EndpointPicker
@@ -30,6 +33,22 @@ from .settings import ProcessorSettings
 from .upstream_filter import UpstreamStream
 
 log = logging.getLogger("aigw.route")
+
+# Closes finishing in the background (a cut-short stream's token count on a thread): held
+# here until done, since the loop keeps only weak references to its tasks.
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _later(closing: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(closing)
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def closes_finished() -> None:
+    """Wait for closes still finishing in the background (at shutdown: their log lines)."""
+    while _closing:
+        await asyncio.gather(*_closing, return_exceptions=True)
 
 
 class RouteStream(RouteResponse):
@@ -155,9 +174,8 @@ class RouteStream(RouteResponse):
             )
         metadata = None
         if policy.prompt_token_estimate:
-            from .tokens import estimate_prompt_tokens
-
-            metadata = {H.NAMESPACE: {"prompt_tokens_estimate": estimate_prompt_tokens(canonical)}}
+            estimate = await tokens.count_prompt_async(tokens.prompt_of(canonical))
+            metadata = {H.NAMESPACE: {"prompt_tokens_estimate": estimate}}
         if self.attempt is not None:
             # No routing headers here: content routing and one-endpoint clusters are never
             # mixed (runtime/bootstrap_routes.py), so this is the backend the request goes to.
@@ -182,6 +200,7 @@ class RouteStream(RouteResponse):
 
     # ---- end ------------------------------------------------------------------------
     def close(self, outcome: str) -> None:
+        ended = time.monotonic()
         if outcome == "cancelled" and self.done:
             outcome = "complete"  # Envoy closes the stream once it needs nothing more
         elif self.response is not None and not self.done and outcome in ("complete", "cancelled"):
@@ -196,8 +215,27 @@ class RouteStream(RouteResponse):
             self.picked = None
         acct = self.acct
         if self.response is not None and not self.done:
-            self._stream_done()  # cut short: still record what was seen
-        acct.record()
+            # Cut short: still record what was seen, counting tokens off the event loop
+            # when that is costly (a large prompt, or a vocabulary still to be loaded).
+            estimate = acct.take_stream(self.response, self.canonical)
+            if estimate is not None:
+                if not estimate.cheap():
+                    _later(self._close_after(estimate, outcome, ended))
+                    return
+                acct.take_estimate(*estimate.counts())
+        self._record(outcome, ended)
+
+    async def _close_after(self, estimate: StreamEstimate, outcome: str, ended: float) -> None:
+        try:
+            self.acct.take_estimate(*await asyncio.to_thread(estimate.counts))
+        except Exception:  # still recorded and logged below, without its tokens
+            log.exception("counting a cut-short stream's tokens failed")
+        finally:  # (a shutdown cancelling the count included)
+            self._record(outcome, ended)
+
+    def _record(self, outcome: str, ended: float) -> None:
+        acct = self.acct
+        acct.record(ended)
         fields = {
             "request_id": self.request_id,
             "route": self.route.name or "-",
@@ -209,7 +247,7 @@ class RouteStream(RouteResponse):
             "attempts": self.attempts,
             "input_tokens": acct.input_tokens,
             "output_tokens": acct.output_tokens,
-            "duration_ms": round((time.monotonic() - acct.started) * 1000, 2),
+            "duration_ms": round((ended - acct.started) * 1000, 2),
             "outcome": outcome,
         }
         if self.rejected is not None:

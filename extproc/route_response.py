@@ -9,6 +9,7 @@ keeps the gateway's internal headers and secrets from reaching the client.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -172,7 +173,11 @@ class RouteResponse:
                 self.rejected = GatewayError(200, "stream ended by a guard", code="guard_terminated")
             resp = msg.streamed_body(out)
             if body.end_of_stream:
-                self._stream_done()
+                estimate = self.acct.take_stream(self.response, self.canonical)
+                if estimate is not None:  # a stream without a usage chunk
+                    self.acct.take_estimate(
+                        *(estimate.counts() if estimate.cheap() else await asyncio.to_thread(estimate.counts))
+                    )
                 return msg.with_metadata(resp, self.acct.dynamic_metadata())
             return resp
         if not self.read_json:
@@ -234,10 +239,6 @@ class RouteResponse:
             msg.response_body(set_headers={"content-length": str(len(out))}, body=out),
             self.acct.dynamic_metadata(),
         )
-
-    def _stream_done(self) -> None:
-        if self.response is not None:
-            self.acct.take_stream(self.response, self.canonical)
 
     def _note_attempt(self, hdrs: dict[str, str]) -> None:
         """Which backend answered, and on which attempt, as the upstream filter reported."""

@@ -14,6 +14,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .heap import freeze_startup_heap
+from .route_filter import closes_finished
 from .runtime.gateway import GatewayRuntime
 from .servicer import ExtProcServicer
 from .settings import ProcessorSettings
@@ -120,6 +121,7 @@ async def serve(
     log.info("draining: no new streams, finishing in-flight ones", extra={"fields": {"grace_s": grace}})
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace)
+    await closes_finished()  # cut-short streams still counting their tokens get logged
     for picker in gw.pickers.values():
         await picker.stop()
     if shared_state_service is not None:

@@ -17,6 +17,8 @@ the processor's own CPU time per request (the machine is shared and noisy):
 - all the cores: plain chat at c=32 with one and two processor workers;
 - start-up: how long the processor takes to answer its health check, and `scripts/run`
   to answer its first request (scripts/bench_run_ready.py);
+- small requests while clients send 4 MB streaming prompts and leave at once (their
+  tokens are still estimated: scripts/bench_cut_short.py);
 - shared state: what a global rate limit and a token budget add (scripts/bench_shared_state.py);
 - inference routing: least-loaded picking against round robin (scripts/bench_inference.py).
 
@@ -505,6 +507,14 @@ def main() -> int:
                 gw.stop()
     finally:
         mock.stop()
+    import bench_cut_short
+
+    cut = res["cut_short"] = bench_cut_short.run()
+    say(
+        f"  gateway  small requests while 4 MB streaming prompts are sent and left: p50 "
+        f"{cut['busy_p50_ms']:.2f} ms, p99 {cut['busy_p99_ms']:.2f} ms "
+        f"(idle p99 {cut['idle_p99_ms']:.2f} ms, {cut['streams']} left)"
+    )
     res["presidio_4kb_p50_ms"], found = presidio_4kb()
     import bench_run_ready
 
@@ -582,6 +592,12 @@ def report(res: dict, found: int) -> None:
             "small requests p50 / p99 while guarded streams carry one 3 KB digit-dense delta each (idle p99)",
             f"{res['dense_stream']['busy_p50_ms']:.2f} / {res['dense_stream']['busy_p99_ms']:.2f} ms "
             f"({res['dense_stream']['idle_p99_ms']:.2f} ms)",
+            "–",
+        ),
+        (
+            "small requests p50 / p99 while 4 MB streaming prompts are sent and left at once (idle p99)",
+            f"{res['cut_short']['busy_p50_ms']:.2f} / {res['cut_short']['busy_p99_ms']:.2f} ms "
+            f"({res['cut_short']['idle_p99_ms']:.2f} ms)",
             "–",
         ),
         ("plain chat c=32, 1 worker", f"{res['workers1_c32']['rps']:.0f} req/s", "–"),

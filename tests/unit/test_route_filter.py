@@ -4,12 +4,15 @@ direct mode, where RouteStream also runs the attempt for a one-endpoint cluster.
 
 from __future__ import annotations
 
+import threading
+
 import orjson
 import pytest
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 
 from extproc import messages as msg
-from extproc.route_filter import RouteStream
+from extproc import tokens
+from extproc.route_filter import RouteStream, closes_finished
 from extproc.settings import ProcessorSettings
 from tests import filter_fakes as F
 
@@ -350,9 +353,42 @@ async def test_a_stream_closed_before_its_end_is_logged_cut_short(gw, caplog, en
     )
     with caplog.at_level("INFO", logger="aigw.access"):
         stream.close(ended)
+        await closes_finished()  # (counted on a thread while the vocabulary is not loaded)
     (record,) = [r for r in caplog.records if r.getMessage() == "request"]
     assert record.fields["outcome"] == outcome
     assert record.fields["output_tokens"] > 0  # what was seen still counts
+
+
+async def test_a_cut_short_stream_with_a_large_prompt_is_counted_off_the_event_loop(gw, caplog, monkeypatch):
+    # A client can send megabytes of prompt and leave at once: counting them on the loop
+    # held every other stream for a second or more. The count runs on a thread, and the
+    # request is logged when it is done, with the time it ended.
+    tokens.encoding_for("m")  # loaded: only the size sends the count to a thread
+    prompt = " ".join(f"word{i}" for i in range(40_000))  # ~290 KB
+    request = {**F.CANONICAL, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    stream, _ = await answered(gw, {":status": "200", "content-type": "text/event-stream"}, request)
+    chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m", "created": 1}
+    delta = {**chunk, "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
+    await stream.response_body(
+        F.response_body(b"data: " + orjson.dumps(delta) + b"\n\n", end_of_stream=False)
+    )
+    threads = set()
+    real = tokens.count_prompt
+
+    def spy(prompt: tokens.Prompt) -> int:
+        threads.add(threading.get_ident())
+        return real(prompt)
+
+    monkeypatch.setattr(tokens, "count_prompt", spy)
+    with caplog.at_level("INFO", logger="aigw.access"):
+        stream.close("complete")
+        assert not [r for r in caplog.records if r.getMessage() == "request"]  # not yet
+        await closes_finished()
+    (record,) = [r for r in caplog.records if r.getMessage() == "request"]
+    assert threads and threading.get_ident() not in threads
+    assert record.fields["outcome"] == "cut_short"
+    assert record.fields["input_tokens"] == real(tokens.prompt_of(request)) > 40_000
+    assert record.fields["output_tokens"] == 1
 
 
 # ---- direct mode: the route filter runs the attempt itself ----------------------------
