@@ -18,7 +18,7 @@ import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import messages as msg
-from . import tokens
+from . import offload, tokens
 from . import wire as H
 from .accounting import Accounting, StreamEstimate
 from .canonical import parse_request, wants_stream
@@ -134,7 +134,7 @@ class RouteStream(RouteResponse):
         policy = self.route.policy
         guards = self.route.guards
         try:
-            canonical = parse_request(body)
+            canonical = await offload.run(len(body), parse_request, body)
             # Guards see what the client sent, not the route's own additions.
             changed = False
             if guards is not None and guards.request is not None:
@@ -179,7 +179,7 @@ class RouteStream(RouteResponse):
         if self.attempt is not None:
             # No routing headers here: content routing and one-endpoint clusters are never
             # mixed (runtime/bootstrap_routes.py), so this is the backend the request goes to.
-            out = self.attempt.translate(canonical)
+            out = await offload.run(len(body), self.attempt.translate, canonical)
             if out.HasField("immediate_response"):
                 return self._attempt_replied(out)
             return msg.with_metadata(out, metadata)

@@ -19,7 +19,7 @@ import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import messages as msg
-from . import metrics
+from . import metrics, offload
 from . import wire as H
 from .backend_health import retry_after_seconds
 from .backends import ACCOUNT_HEADERS, CLIENT_ONLY_HEADERS, CREDENTIAL_HEADERS, Backend, client_key
@@ -118,8 +118,12 @@ class UpstreamStream:
         return None
 
     async def request_body(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        body = req.request_body.body
+        return await offload.run(len(body), self._parse_and_translate, body)
+
+    def _parse_and_translate(self, body: bytes) -> pb.ProcessingResponse:
         try:
-            canonical = parse_request(req.request_body.body)
+            canonical = parse_request(body)
         except GatewayError as err:
             return self._reject(err)
         return self.translate(canonical)

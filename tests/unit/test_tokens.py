@@ -3,7 +3,6 @@ for huge ones, and off the event loop when they are costly."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 from extproc import tokens
+from tests.loop_turns import turns_while
 
 _WORDS = (
     "the gateway answers every request with care and speed while guards read each word "
@@ -148,17 +148,5 @@ async def test_the_event_loop_keeps_running_while_a_large_count_runs():
     # tiktoken releases the GIL while it encodes: the loop's other tasks run meanwhile.
     tokens.encoding_for("gpt-4o")
     text = prose(tokens._ESTIMATE_CHARS)
-    ticks = 0
-    done = False
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    await tokens.count_tokens_async(text, "gpt-4o")
-    done = True
-    await task
-    assert ticks > 1
+    _, turns = await turns_while(tokens.count_tokens_async(text, "gpt-4o"))
+    assert turns > 1

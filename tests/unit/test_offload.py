@@ -1,0 +1,98 @@
+"""extproc/offload.py: a large request is parsed and translated on the large-request
+thread, with the same result as on the loop, while the loop's other tasks go on."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+
+import pytest
+
+from extproc import canonical, offload
+from extproc.route_filter import RouteStream
+from extproc.settings import ProcessorSettings
+from extproc.upstream_filter import UpstreamStream
+from tests import filter_fakes as F
+from tests.loop_turns import turns_while
+
+SETTINGS = ProcessorSettings()
+ANTHROPIC_HOST = F.host_metadata({"name": "ant", "provider": "anthropic"})
+_who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="")
+
+
+def many_messages(n: int) -> dict:
+    roles = ("user", "assistant")
+    return {"model": "m", "messages": [{"role": roles[i % 2], "content": f"hi {i}"} for i in range(n)]}
+
+
+@pytest.fixture
+def parse_threads(monkeypatch):
+    """The threads parse_request ran on (as the two filters call it)."""
+    threads: list[int] = []
+    real = canonical.parse_request
+
+    def spy(body: bytes) -> dict:
+        threads.append(threading.get_ident())
+        return real(body)
+
+    for module in ("extproc.route_filter", "extproc.upstream_filter"):
+        monkeypatch.setattr(f"{module}.parse_request", spy)
+    return threads
+
+
+async def test_small_work_runs_here_and_large_work_on_the_thread_with_context():
+    _who.set("caller")
+
+    def where() -> tuple[int, str]:
+        return threading.get_ident(), _who.get()
+
+    assert await offload.run(offload.LARGE_BODY, where) == (threading.get_ident(), "caller")
+    thread, who = await offload.run(offload.LARGE_BODY + 1, where)
+    assert thread != threading.get_ident() and who == "caller"
+
+
+async def test_an_error_on_the_thread_reaches_the_caller():
+    with pytest.raises(canonical.GatewayError) as err:
+        await offload.run(offload.LARGE_BODY + 1, canonical.parse_request, b"[" * (offload.LARGE_BODY + 1))
+    assert err.value.status == 400
+
+
+async def test_route_filter_parses_a_large_body_on_the_thread_with_the_same_reply(parse_threads):
+    async def reply(body: dict):
+        stream = RouteStream(F.gateway(), SETTINGS)
+        await stream.request_headers(F.request_headers(F.client_headers(), route_name="chat"))
+        return await stream.request_body(F.request_body(body))
+
+    small, large = many_messages(10), many_messages(20_000)
+    assert len(F.request_body(large).request_body.body) > offload.LARGE_BODY
+    small_reply = await reply(small)
+    large_reply = await reply(large)
+    assert parse_threads[0] == threading.get_ident() != parse_threads[1]
+    assert small_reply.WhichOneof("response") == large_reply.WhichOneof("response") == "request_body"
+
+
+async def test_upstream_filter_translates_a_large_body_on_the_thread(parse_threads):
+    stream = UpstreamStream(F.gateway(), SETTINGS)
+    await stream.request_headers(
+        F.request_headers(F.client_headers(), upstream_host_metadata=ANTHROPIC_HOST, route_name="chat")
+    )
+    reply = await stream.request_body(F.request_body(many_messages(20_000)))
+    assert parse_threads and parse_threads[0] != threading.get_ident()
+    sent = F.new_body(reply)
+    assert len(sent["messages"]) == 20_000 and sent["messages"][1] == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "hi 1"}],
+    }
+    assert F.set_headers(reply)[":path"] == "/v1/messages"
+
+
+async def test_direct_mode_translates_a_large_body_on_the_thread_and_the_loop_runs_meanwhile():
+    # A one-endpoint Anthropic route: parsing, checking and translating 60,000 messages
+    # is pure Python, handed the GIL in slices: other tasks on the loop run in between.
+    stream = RouteStream(F.gateway(direct=True), SETTINGS)
+    headers = F.client_headers(F.ANTHROPIC_PATH)
+    await stream.request_headers(F.request_headers(headers, route_name="anthropic", cluster_name="anthropic"))
+    reply, turns = await turns_while(stream.request_body(F.request_body(many_messages(60_000))))
+    assert reply.WhichOneof("response") == "request_body"
+    assert len(F.new_body(reply)["messages"]) == 60_000
+    assert turns > 1
