@@ -138,7 +138,7 @@ class RouteStream(RouteResponse):
             # Guards see what the client sent, not the route's own additions.
             changed = False
             if guards is not None and guards.request is not None:
-                changed = await guards.request.apply(canonical, self.headers)
+                changed = await guards.request.apply(canonical, self.headers, len(body))
             routing = policy.content_routing.compute(canonical) if policy.content_routing else None
             if policy.prompt_enrichment is not None:
                 policy.prompt_enrichment.apply(canonical)

@@ -229,7 +229,7 @@ class RouteResponse:
         guards = self.route.guards.response if self.route.guards is not None else None
         if guards is not None:
             try:
-                changed = await guards.apply(completion, self.headers)
+                changed = await guards.apply(completion, self.headers, len(raw))
             except GatewayError as err:
                 return self._replace_response(err)
         if not changed and not redacted:

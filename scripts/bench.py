@@ -607,7 +607,10 @@ def report(res: dict, found: int) -> None:
             )
             for big, what in (
                 (res["big_requests"]["left"], "4 MB streaming prompts are sent and left at once"),
-                (res["big_requests"]["messages"], "4 MB requests of 100,000 messages go to Anthropic"),
+                (
+                    res["big_requests"]["messages"],
+                    "4 MB requests of 100,000 messages go to Anthropic, guarded",
+                ),
             )
         ),
         ("plain chat c=32, 1 worker", f"{res['workers1_c32']['rps']:.0f} req/s", "–"),

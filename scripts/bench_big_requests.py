@@ -6,9 +6,10 @@ that cost the processor the most CPU per byte:
   estimated, and counted on the event loop that serves every stream, one such request
   held all the others for ~2 s. Now one estimate tokenizes at most 256 K characters, on a
   thread (extproc/tokens.py).
-- `messages`: 100,000 short messages to an Anthropic backend. Parsing, checking and
-  translating them took ~0.8 s of pure Python on the event loop; bodies over 256 KB are
-  now processed on a thread the loop shares the GIL with (extproc/offload.py).
+- `messages`: 100,000 short messages to an Anthropic backend, on a route with a regex
+  guard. Parsing, checking, guarding and translating them took ~2 s of pure Python on
+  the event loop; for bodies over 256 KB that now runs on a thread the loop shares the
+  GIL with (extproc/offload.py).
 
 The large requests go to a mock of their own (a mock reading megabytes would hold up the
 small requests' mock, not the gateway), whose stream events are paced so that leaving
@@ -116,8 +117,20 @@ def run() -> dict[str, dict[str, float]]:
             auth = {"secretRef": {"inline": "sk-bench"}}
             ai = {"provider": provider, "model": "m", "auth": auth, "endpoint": endpoint}
             config["backends"].append({"name": name, "ai": ai})
-            match = {"path": {"value": f"/{name}"}}
-            config["routes"].insert(0, {"name": name, "matches": [match], "backendRefs": [{"name": name}]})
+            route: dict[str, object] = {
+                "name": name,
+                "matches": [{"path": {"value": f"/{name}"}}],
+                "backendRefs": [{"name": name}],
+            }
+            if name == "messages":  # and guarded: each message is a text to scan
+                guard = {
+                    "regex": {
+                        "action": "MASK",
+                        "matches": [{"pattern": r"sk-[A-Za-z0-9]{20,}", "name": "KEY"}],
+                    }
+                }
+                route["policies"] = {"promptGuard": {"request": guard}}
+            config["routes"].insert(0, route)
 
     try:
         gw = Gateway(tmp, small_port, "gateway", tweak=big_routes)

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from .. import metrics
+from .. import metrics, offload
 from ..errors import GatewayError
 from . import normalize, scan_pool, text_slots
 from .config import CustomResponse, RequestGuardConfig, ResponseGuardConfig, ScanBudget
@@ -86,24 +86,17 @@ class RegexStage:
         # Presidio reads the normalised text, where e.g. a fullwidth '＠' is an '@'.
         return self._trigger.search(text if text.isascii() else normalize.detection_text(text)) is None
 
-    async def run(self, slots: list[Slot]) -> bool:
-        """Scan every slot; mask in place or raise GatewayError (rejection, budget)."""
+    async def run(self, slots: list[Slot], size: int = 0) -> bool:
+        """Scan every slot; mask in place or raise GatewayError (rejection, budget). `size`:
+        the body's bytes; a large body's many small texts are scanned, and written back, on
+        the large-request thread (offload.py), not on the event loop."""
         slots = [s for s in slots if s.text]
         total = sum(len(s.text) for s in slots)
         if total > self.budget.max_chars:
             raise self._over_budget(
                 f"holds {total} characters of text; this route's guards scan at most {self.budget.max_chars}"
             )
-        results: dict[int, tuple[str, list[Finding]]] = {}
-        pooled: list[int] = []
-        spent = 0.0
-        for i, slot in enumerate(slots):
-            if self._inline(slot.text):
-                started = time.perf_counter()
-                results[i] = self.scanner.mask(slot.text)
-                spent += time.perf_counter() - started
-            else:
-                pooled.append(i)
+        results, pooled, spent = await offload.run(size, self._scan_small, slots)
         # A REJECT route rejects on inline findings without queueing for a worker.
         self._reject_any(results)
         runner = scan_pool.runner()
@@ -128,6 +121,23 @@ class RegexStage:
             self._reject_any(done)
             results.update(done)
         # Masks are written back in slot order, once every text was scanned.
+        return await offload.run(size, self._write_back, slots, results)
+
+    def _scan_small(self, slots: list[Slot]) -> tuple[dict[int, tuple[str, list[Finding]]], list[int], float]:
+        """(results of the texts cheap enough to scan here, the others' indices, seconds)."""
+        results: dict[int, tuple[str, list[Finding]]] = {}
+        pooled: list[int] = []
+        spent = 0.0
+        for i, slot in enumerate(slots):
+            if self._inline(slot.text):
+                started = time.perf_counter()
+                results[i] = self.scanner.mask(slot.text)
+                spent += time.perf_counter() - started
+            else:
+                pooled.append(i)
+        return results, pooled, spent
+
+    def _write_back(self, slots: list[Slot], results: dict[int, tuple[str, list[Finding]]]) -> bool:
         changed = False
         for i in sorted(results):
             masked, findings = results[i]
@@ -238,30 +248,33 @@ class RequestGuards:
         self.webhook = WebhookGuard(config.webhook) if config.webhook else None
         self.moderator = build_moderator(config.moderation) if config.moderation else None
 
-    async def apply(self, req: dict[str, Any], headers: dict[str, str]) -> bool:
+    async def apply(self, req: dict[str, Any], headers: dict[str, str], size: int = 0) -> bool:
         """Guard the request in place. Returns True when text was masked; raises
-        GatewayError to reject."""
+        GatewayError to reject. `size`: the body's bytes (a large one is walked off the
+        event loop)."""
         changed = False
         if self.regex is not None:
-            changed |= await self.regex.run(text_slots.request_slots(req))
+            changed |= await self.regex.run(await offload.run(size, text_slots.request_slots, req), size)
         # Each later stage walks the request again: it sees what the one before wrote.
         if self.webhook is not None:
-            changed |= await self._webhook(self.webhook, req, headers)
+            changed |= await self._webhook(self.webhook, req, headers, size)
         if self.moderator is not None:
-            await self._moderate(self.moderator, req)
+            await self._moderate(self.moderator, req, size)
         return changed
 
-    async def _webhook(self, webhook: WebhookGuard, req: dict[str, Any], headers: dict[str, str]) -> bool:
+    async def _webhook(
+        self, webhook: WebhookGuard, req: dict[str, Any], headers: dict[str, str], size: int
+    ) -> bool:
         # One webhook message per text (a plain message is one text, as the contract shows);
         # text outside messages (tool descriptions, prediction) goes as role `user`.
-        slots = text_slots.request_texts(req)
+        slots = await offload.run(size, text_slots.request_texts, req)
         sent = [{"role": slot.role, "content": slot.text} for slot in slots]
         verdict = await webhook.check_request(sent, headers)
         returned = [m.get("content", "") for m in verdict.messages or []]
         return _settle(verdict, self.route, "request", self.custom, slots, returned)
 
-    async def _moderate(self, moderator: Moderator, req: dict[str, Any]) -> None:
-        texts = [s.text for s in text_slots.request_texts(req) if s.text]
+    async def _moderate(self, moderator: Moderator, req: dict[str, Any], size: int) -> None:
+        texts = [s.text for s in await offload.run(size, text_slots.request_texts, req) if s.text]
         result = await moderator.check(texts)
         if result.failed and result.flagged:
             metrics.guard_action(self.route, "request", "moderation", "failed")
@@ -292,9 +305,10 @@ class ResponseGuards:
         self.holdback = Holdback(self.scanner, config.stream_window) if self.scanner else None
         self.webhook = WebhookGuard(config.webhook) if config.webhook else None
 
-    async def apply(self, completion: dict[str, Any], headers: dict[str, str]) -> bool:
+    async def apply(self, completion: dict[str, Any], headers: dict[str, str], size: int = 0) -> bool:
         """Guard a chat.completion in place: every string but its ids (`text_slots`). A
-        shape the guards cannot read is refused (502) rather than passed on unguarded."""
+        shape the guards cannot read is refused (502) rather than passed on unguarded.
+        `size`: the body's bytes (a large one is walked off the event loop)."""
         choices = completion.get("choices")
         if not isinstance(choices, list) or not all(
             isinstance(c, dict) and isinstance(c.get("message", {}), dict) for c in choices
@@ -312,9 +326,11 @@ class ResponseGuards:
                 choice["logprobs"] = None
                 changed = True
         if self.regex is not None:
-            changed |= await self.regex.run(text_slots.response_slots(completion))
+            slots = await offload.run(size, text_slots.response_slots, completion)
+            changed |= await self.regex.run(slots, size)
         if self.webhook is not None and choices:
-            changed |= await self._webhook_slots(text_slots.response_texts(completion), headers)
+            texts = await offload.run(size, text_slots.response_texts, completion)
+            changed |= await self._webhook_slots(texts, headers)
         return changed
 
     async def webhook_texts(self, messages: list[dict[str, Any]], headers: dict[str, str]) -> bool:

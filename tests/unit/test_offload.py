@@ -9,6 +9,8 @@ import threading
 import pytest
 
 from extproc import canonical, offload
+from extproc.guards.config import RequestGuardConfig, ResponseGuardConfig
+from extproc.guards.pipeline import RequestGuards, ResponseGuards
 from extproc.route_filter import RouteStream
 from extproc.settings import ProcessorSettings
 from extproc.upstream_filter import UpstreamStream
@@ -96,3 +98,51 @@ async def test_direct_mode_translates_a_large_body_on_the_thread_and_the_loop_ru
     assert reply.WhichOneof("response") == "request_body"
     assert len(F.new_body(reply)["messages"]) == 60_000
     assert turns > 1
+
+
+# Custom patterns only: every text is cheap enough to scan inline (no Presidio).
+_EMAIL_GUARD = {
+    "regex": {
+        "action": "MASK",
+        "matches": [
+            {"pattern": r"[a-z0-9]+@example\.com", "name": "MAIL"},
+            {"pattern": "sk-[a-z]{8}", "name": "K"},
+        ],
+    }
+}
+
+
+def mailing(n: int) -> dict:
+    return {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": f"write to a{i}@example.com, key sk-abcdefgh"} for i in range(n)
+        ],
+    }
+
+
+async def test_a_large_request_is_guarded_on_the_thread_with_the_same_masks():
+    # 20,000 short texts, each cheap enough to scan inline: on the loop, all of them held
+    # every other stream (100,000 took over a second); now the walk, the scans and the
+    # write-back run on the large-request thread, and the masks are the same.
+    guards = RequestGuards(RequestGuardConfig.model_validate(_EMAIL_GUARD), "r")
+    here, there = mailing(20_000), mailing(20_000)
+    assert await guards.apply(here, {}, 0)
+    changed, turns = await turns_while(guards.apply(there, {}, offload.LARGE_BODY + 1))
+    assert changed and here == there and turns > 1
+    assert there["messages"][7]["content"] == "write to <MAIL>, key <K>"
+
+
+async def test_a_large_answer_is_guarded_on_the_thread_with_the_same_masks():
+    guards = ResponseGuards(ResponseGuardConfig.model_validate(_EMAIL_GUARD), "r")
+
+    def answer() -> dict:
+        messages = mailing(20_000)["messages"]
+        return {
+            "choices": [{"index": i, "message": {"role": "assistant", **m}} for i, m in enumerate(messages)]
+        }
+
+    here, there = answer(), answer()
+    assert await guards.apply(here, {}, 0)
+    changed, turns = await turns_while(guards.apply(there, {}, offload.LARGE_BODY + 1))
+    assert changed and here == there and turns > 1
