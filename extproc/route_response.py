@@ -16,7 +16,7 @@ import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import messages as msg
-from . import redaction
+from . import offload, redaction
 from . import wire as H
 from .accounting import Accounting
 from .errors import GatewayError
@@ -153,7 +153,9 @@ class RouteResponse:
             # The provider's bytes are turned canonical first.
             translation = self.translation
             assert translation is not None  # attempt_body is only set with one
-            translated = translation.body(req)
+            # A large answer (up to Envoy's buffer, 1 MiB by default) is translated off the
+            # event loop (offload.py).
+            translated = await offload.run(len(req.response_body.body), translation.body, req)
             if translated.HasField("immediate_response"):  # e.g. too large to translate
                 return self._attempt_replied(translated)
             data = translated.response_body.response.body_mutation.body

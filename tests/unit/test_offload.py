@@ -146,3 +146,35 @@ async def test_a_large_answer_is_guarded_on_the_thread_with_the_same_masks():
     assert await guards.apply(here, {}, 0)
     changed, turns = await turns_while(guards.apply(there, {}, offload.LARGE_BODY + 1))
     assert changed and here == there and turns > 1
+
+
+async def test_a_large_provider_answer_is_translated_on_the_thread(monkeypatch):
+    # An Anthropic answer of 20,000 tool calls (~900 KB, under Envoy's 1 MiB buffer):
+    # translating it is pure Python proportional to its blocks.
+    from extproc.providers import anthropic
+
+    threads: list[int] = []
+    real = anthropic.Anthropic.translate_response
+
+    def spy(self, *args, **kwargs):
+        threads.append(threading.get_ident())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(anthropic.Anthropic, "translate_response", spy)
+    stream = RouteStream(F.gateway(direct=True), SETTINGS)
+    headers = F.client_headers(F.ANTHROPIC_PATH)
+    await stream.request_headers(F.request_headers(headers, route_name="anthropic", cluster_name="anthropic"))
+    await stream.request_body(F.request_body(F.CANONICAL))
+    await stream.response_headers(
+        F.response_headers({":status": "200", "content-type": "application/json", "content-length": "1"})
+    )
+    answer = F.anthropic_message("", stop_reason="tool_use")
+    answer["content"] = [
+        {"type": "tool_use", "id": f"toolu_{i}", "name": "lookup", "input": {"q": i}} for i in range(20_000)
+    ]
+    body = F.response_body(answer)
+    assert len(body.response_body.body) > offload.LARGE_BODY
+    reply = await stream.response_body(body)
+    out = F.new_body(reply)
+    assert len(out["choices"][0]["message"]["tool_calls"]) == 20_000
+    assert threads and threads[0] != threading.get_ident()
