@@ -178,3 +178,29 @@ async def test_a_large_provider_answer_is_translated_on_the_thread(monkeypatch):
     out = F.new_body(reply)
     assert len(out["choices"][0]["message"]["tool_calls"]) == 20_000
     assert threads and threads[0] != threading.get_ident()
+
+
+async def test_the_collector_is_paused_while_large_work_runs_and_restored_after():
+    # Megabytes of parsing set off full collections one after another, each holding the
+    # GIL (and so the loop): the collector waits until the large work is done.
+    import gc
+
+    def seen() -> bool:
+        return gc.isenabled()
+
+    def fails() -> None:
+        raise ValueError("boom")
+
+    assert gc.isenabled()
+    assert await offload.run(offload.LARGE_BODY + 1, seen) is False
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        await offload.run(offload.LARGE_BODY + 1, fails)
+    assert gc.isenabled()
+    assert await offload.run(offload.LARGE_BODY, seen) is True  # small work: untouched
+    gc.disable()
+    try:  # paused by someone else: left paused
+        assert await offload.run(offload.LARGE_BODY + 1, seen) is False
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
