@@ -46,8 +46,15 @@ class StreamEstimate(NamedTuple):
         )
 
     def counts(self) -> tuple[int, int]:
-        """(input, output) tokens: CPU-bound, see `cheap`."""
+        """(input, output) tokens, here: CPU-bound, see `cheap`."""
         return tokens.count_prompt(self.prompt), tokens.count_tokens(self.output_text, self.model)
+
+    async def counts_async(self) -> tuple[int, int]:
+        """(input, output) tokens, each counted here when cheap, else on a thread."""
+        return (
+            await tokens.count_prompt_async(self.prompt),
+            await tokens.count_tokens_async(self.output_text, self.model),
+        )
 
 
 class Accounting:

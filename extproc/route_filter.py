@@ -227,7 +227,7 @@ class RouteStream(RouteResponse):
 
     async def _close_after(self, estimate: StreamEstimate, outcome: str, ended: float) -> None:
         try:
-            self.acct.take_estimate(*await asyncio.to_thread(estimate.counts))
+            self.acct.take_estimate(*await estimate.counts_async())
         except Exception:  # still recorded and logged below, without its tokens
             log.exception("counting a cut-short stream's tokens failed")
         finally:  # (a shutdown cancelling the count included)

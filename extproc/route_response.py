@@ -9,7 +9,6 @@ keeps the gateway's internal headers and secrets from reaching the client.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -177,9 +176,7 @@ class RouteResponse:
             if body.end_of_stream:
                 estimate = self.acct.take_stream(self.response, self.canonical)
                 if estimate is not None:  # a stream without a usage chunk
-                    self.acct.take_estimate(
-                        *(estimate.counts() if estimate.cheap() else await asyncio.to_thread(estimate.counts))
-                    )
+                    self.acct.take_estimate(*await estimate.counts_async())
                 return msg.with_metadata(resp, self.acct.dynamic_metadata())
             return resp
         if not self.read_json:
