@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import yaml
@@ -52,6 +53,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from extproc.devstack import Envoy, MockProcess, Processor, free_port  # noqa: E402
 from extproc.render.envoy import render  # noqa: E402
 from extproc.render.model import GatewaySpec  # noqa: E402
+
+_T = TypeVar("_T")
 
 BODY = {
     "model": "gpt-4o-mini",
@@ -346,10 +349,8 @@ def small_latencies(url: str, seconds: float, failures: list[str]) -> list[float
     return out
 
 
-def latencies_under_load(
-    url: str, seconds: float, failures: list[str], send: Callable[[httpx.Client], None]
-) -> list[float]:
-    """`small_latencies` while another thread calls `send` over and over with its client."""
+def under_load(send: Callable[[httpx.Client], None], measure: Callable[[], _T]) -> _T:
+    """`measure()` while another thread calls `send` over and over with its client."""
     stop = threading.Event()
 
     def load() -> None:
@@ -360,10 +361,17 @@ def latencies_under_load(
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
     try:
-        return small_latencies(url, seconds, failures)
+        return measure()
     finally:
         stop.set()
         thread.join(60)
+
+
+def latencies_under_load(
+    url: str, seconds: float, failures: list[str], send: Callable[[httpx.Client], None]
+) -> list[float]:
+    """`small_latencies` while another thread calls `send` over and over with its client."""
+    return under_load(send, lambda: small_latencies(url, seconds, failures))
 
 
 def hostile_body() -> dict:

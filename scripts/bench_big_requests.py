@@ -24,12 +24,11 @@ import base64
 import json
 import random
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from bench import BODY, PLAIN, Gateway, mock_paced, post_script, wrk
+from bench import BODY, PLAIN, Gateway, mock_paced, post_script, under_load, wrk
 
 from extproc.devstack import MockProcess, free_port
 
@@ -75,21 +74,7 @@ def measure(
     alone, then while a thread sends large requests one after another."""
     idle = wrk(url + PLAIN, 4, 3, script)
     statuses: list[int] = []
-    send = load(url, statuses)
-    stop = threading.Event()
-
-    def loop() -> None:
-        with httpx.Client(timeout=60) as client:
-            while not stop.is_set():
-                send(client)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        busy = wrk(url + PLAIN, 4, 6, script)
-    finally:
-        stop.set()
-        thread.join(60)
+    busy = under_load(load(url, statuses), lambda: wrk(url + PLAIN, 4, 6, script))
     if busy["non2xx"] or set(statuses) != {200}:
         raise SystemExit(f"large requests: {busy['non2xx']} small failures, statuses {sorted(set(statuses))}")
     return {
