@@ -4,7 +4,8 @@ A request of 50 messages of 4000 digit-heavy characters to a MASK route used to 
 scanned on the processor's event loop: small requests on an unguarded route went from
 13 ms to 9 s, and everything waiting past Envoy's 10 s message timeout became a 503.
 Now scans run in worker processes under a per-request budget: small requests keep their
-latency, and the hostile one gets a clear budget error (never a 503, never a pass)."""
+latency, and the hostile one gets a clear budget error (never a 503, never a pass), from
+an estimate of its scan before the workers spend the budget on it."""
 
 import random
 import threading
@@ -66,32 +67,37 @@ def test_small_requests_keep_their_latency_while_a_hostile_one_is_scanned(stack)
         "model": "gpt-4o-mini",
         "messages": [{"role": "user", "content": hostile(4000, seed)} for seed in range(50)],
     }
-    outcome = {}
+    hostile_statuses: list[tuple[int, str]] = []
+    stop = threading.Event()
 
     def send_hostile():
-        outcome["response"] = stack.post(body, path=PII, timeout=60)
-        outcome["done"] = time.monotonic()
+        # Back to back for as long as the small requests run: each is refused from its
+        # scan estimate within a fraction of a second (scan_probe.py), so one alone would
+        # be over before the small requests start.
+        while not stop.is_set():
+            r = stack.post(body, path=PII, timeout=60)
+            hostile_statuses.append((r.status_code, r.json()["error"]["code"]))
 
     sender = threading.Thread(target=send_hostile)
     sender.start()
-    time.sleep(0.5)  # the hostile request is being scanned by now
+    time.sleep(0.5)  # the first hostile request is being scanned by now
     results = [small(stack) for _ in range(10)]
     guarded = [small(stack, PII, "mail jane.doe@example.com") for _ in range(3)]
-    smalls_done = time.monotonic()
+    stop.set()
     sender.join(60)
 
     assert all(r.status_code == 200 for r, _ in results + guarded), [r.text for r, _ in results + guarded]
-    # Generous bounds: a small request takes milliseconds; the hostile one seconds.
+    # Generous bounds: a small request takes milliseconds; a hostile one's scan seconds.
     assert max(t for _, t in results) < 1.0, [round(t, 3) for _, t in results]
     assert max(t for _, t in guarded) < 3.0, [round(t, 3) for _, t in guarded]
     assert "jane.doe@example.com" not in str(stack.mocks["pii-backend"].requests[-1]["body"])
-    # All of them finished while the hostile request was still being scanned ...
-    assert "done" in outcome and smalls_done < outcome["done"]
-    # ... which ends in its budget error: a clear 413, not Envoy's 503, never passed on.
-    hostile_response = outcome["response"]
-    assert hostile_response.status_code == 413, hostile_response.text
-    assert hostile_response.json()["error"]["code"] == "guard_budget_exceeded"
+    # Every hostile request ends in its budget error: a clear 413, not Envoy's 503, and
+    # never passed on.
+    assert hostile_statuses and set(hostile_statuses) == {(413, "guard_budget_exceeded")}, hostile_statuses
     assert not any(len(str(req["body"])) > 100_000 for req in stack.mocks["pii-backend"].requests)
+    # Refused from the estimate of a sample, not after the whole budget of scanning.
+    record = stack.processor.wait_log(msg="guard scan budget exceeded")
+    assert record["estimated_seconds"] > 5 * 1.5, record
 
     # And the processor is fine afterwards.
     r, t = small(stack, PII, "call 212-555-0198")

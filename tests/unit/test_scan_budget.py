@@ -1,6 +1,6 @@
 """The regex guard's scan budget, where scans run (never heavy work on the event loop), and
 what happens to the scans of a request whose stream is gone (guards/scan_pool.py,
-RegexStage in guards/pipeline.py)."""
+RegexStage in guards/regex_stage.py)."""
 
 import asyncio
 import random
@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from extproc.errors import GatewayError
-from extproc.guards import pipeline, scan_pool
+from extproc.guards import regex_stage, scan_pool
 from extproc.guards.config import RequestGuardConfig, ResponseGuardConfig, ScanBudget
 from extproc.guards.pipeline import RequestGuards, ResponseGuards
 from extproc.guards.regex_guard import RegexGuardConfig
@@ -49,9 +49,9 @@ class CountingRunner:
     def __init__(self) -> None:
         self.jobs: list[list[str]] = []
 
-    async def scan(self, key, config, texts, budget):
+    async def scan(self, key, config, texts, budget, hints=None, urgent=False):
         self.jobs.append(list(texts))
-        return await scan_pool.ThreadRunner().scan(key, config, texts, budget)
+        return await scan_pool.ThreadRunner().scan(key, config, texts, budget, hints, urgent)
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ async def test_time_budget_stops_the_scan_and_fails_closed(runner):
 
 
 async def test_time_budget_is_shared_by_every_job_of_a_request(runner, monkeypatch):
-    monkeypatch.setattr(pipeline, "_JOB_CHARS", 2000)
+    monkeypatch.setattr(regex_stage, "_JOB_CHARS", 2000)
     guards = request_guards(budget={"maxSeconds": 0.5})
     with pytest.raises(GatewayError) as err:
         await guards.apply(chat(*[hostile(2000, seed) for seed in range(60)]), {})

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from extproc.guarded_stream import response_stream
-from extproc.guards import pipeline, scan_pool
+from extproc.guards import regex_stage, scan_pool
 from extproc.guards.config import ResponseGuardConfig
 from extproc.guards.pipeline import ResponseGuards
 from extproc.guards.stream_guard import StreamTextGuard
@@ -88,7 +88,7 @@ async def test_a_large_digit_dense_delta_is_scanned_on_a_worker(runner):
     assert not errors
     assert runner.calls, "the large step was scanned on the event loop"
     texts, hints, budget = runner.calls[0]
-    assert hints is not None and len(texts[0]) > pipeline._STREAM_INLINE_CHARS
+    assert hints is not None and len(texts[0]) > regex_stage._STREAM_INLINE_CHARS
     assert budget == pytest.approx(guarded().regex.budget.max_seconds, abs=0.5)
     assert PHONE not in text and "<PHONE_NUMBER>" in text
     # The same masks as the whole text scanned at once.
