@@ -24,7 +24,7 @@ import orjson
 from . import metrics
 from .errors import GatewayError
 from .guards.pipeline import ResponseGuards
-from .guards.regex_guard import Finding
+from .guards.regex_guard import Finding, PatternTimeout
 from .guards.stream_guard import StreamRejected, StreamTextGuard
 from .guards.text_slots import chunk_slots
 from .response_stream import PassThroughStream, ResponseStream, Unguardable
@@ -338,6 +338,10 @@ class GuardedStream(ResponseStream):
         reject = self.rejects
         new_err = {**err, "message": "the provider reported an error" if reject else masked}
         return b"data: " + orjson.dumps({**chunk, "error": new_err}) + b"\n\n"
+
+    def _undecided(self, timeout: PatternTimeout) -> GatewayError:
+        assert self.guards.regex is not None  # only a regex guard scans
+        return self.guards.regex.undecided(timeout)
 
     def _reject(self, rej: StreamRejected, out: list[bytes]) -> None:
         entities = sorted({f.entity for f in rej.findings})

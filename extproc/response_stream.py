@@ -22,6 +22,7 @@ import orjson
 
 from . import redaction
 from .errors import GatewayError, error_body
+from .guards.regex_guard import PatternTimeout
 from .guards.stream_guard import StreamRejected
 from .sse import DONE, SSEEvent, SSEParser, encode
 
@@ -73,6 +74,8 @@ class ResponseStream(ABC):
             self._reject(rej, out)
         except GatewayError as err:  # a webhook rejected, or failed closed
             self._terminate(err, out)
+        except PatternTimeout as exc:  # a custom pattern could not decide in time
+            self._terminate(self._undecided(exc), out)
         except (Unguardable, AttributeError, TypeError, ValueError, KeyError) as exc:
             # An event the stream code cannot follow: fail closed, the client gets an error.
             log.warning(
@@ -159,6 +162,9 @@ class ResponseStream(ABC):
 
     def _reject(self, rej: StreamRejected, out: list[bytes]) -> None:
         raise AssertionError("only a guarded stream rejects")  # pragma: no cover
+
+    def _undecided(self, timeout: PatternTimeout) -> GatewayError:
+        raise AssertionError("only a guarded stream scans") from timeout  # pragma: no cover
 
     # ---- bookkeeping ----------------------------------------------------------------------
     def _note_tokens(self, choices: Any) -> None:

@@ -56,7 +56,11 @@ class GatewayProcessor(Processor):
     """The processor, plus reading its JSON log records."""
 
     def log_records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]
+        """Every whole JSON record so far. The processor may be writing the last line as
+        it is read: that one is left for the next read (only a complete line counts)."""
+        text = self.logs()
+        lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
     def wait_log(self, timeout: float = 5, **match: Any) -> dict[str, Any]:
         """The first JSON log record whose fields equal `match`, waiting for it to appear

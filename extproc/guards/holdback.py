@@ -9,6 +9,8 @@ from it is held.
   the end of the text. A complete match is also held when the text from its start could
   still grow into a different match (`(-\\d{4})?` after `555`): `fullmatch(..., partial)`
   from its start says whether the rest of the text is a prefix of something it matches.
+  Both run within the pattern's time (`regex_guard.HOLDBACK_PATTERN_SECONDS`); past it,
+  `PatternTimeout`: the stream guard cannot release the tail, and ends the stream.
 - Presidio entities are not regexes we can run partially (phone numbers go through the
   phonenumbers library), so each has the set of characters its matches are made of: the
   trailing run of such characters is held (from its first character a match can start
@@ -33,7 +35,13 @@ import re
 import regex
 
 from . import normalize
-from .regex_guard import TextScanner
+from .regex_guard import (
+    HOLDBACK_PATTERN_SECONDS,
+    PatternTimeout,
+    TextScanner,
+    compile_pattern,
+    pattern_seconds,
+)
 
 # Presidio entity -> (characters its matches consist of, characters a match can start
 # with, characters a match can end with, longest match worth waiting for), in the
@@ -81,7 +89,12 @@ class PatternRule(Rule):
     def end_of_match(self, text: str) -> int | None:
         over = 0
         for view in _views(text):
-            m = self.pattern.match(view.text, partial=True)
+            try:
+                m = self.pattern.match(
+                    view.text, partial=True, timeout=pattern_seconds(view.text, HOLDBACK_PATTERN_SECONDS)
+                )
+            except TimeoutError:
+                raise PatternTimeout(self.label) from None
             if m is None:
                 continue
             if m.partial or m.end() == len(view.text):
@@ -111,15 +124,10 @@ class RunRule(Rule):
 class Holdback:
     def __init__(self, scanner: TextScanner, window: int) -> None:
         cfg = scanner.config
-        flags = 0 if cfg.case_sensitive else regex.IGNORECASE
-        self._partial: list[PatternRule] = []
+        self._partial = [
+            PatternRule(m.name, compile_pattern(m.pattern, cfg.case_sensitive)) for m in cfg.matches
+        ]
         self._whole_window: RunRule | None = None
-        for m in cfg.matches:
-            try:
-                self._partial.append(PatternRule(m.name, regex.compile(m.pattern, flags | regex.VERSION0)))
-            except regex.error:
-                # A pattern only `re` understands: hold the whole window for it.
-                self._whole_window = RunRule(m.name, re.compile(r"\S"), re.compile(r"\S"))
         self._runs: list[tuple[RunRule, re.Pattern[str], int]] = []
         for entity in scanner.entities:
             label = scanner.label_for(entity)
@@ -152,15 +160,29 @@ class Holdback:
         for pr in self._partial:
             for view in views:
                 vt, vend = view.text, len(view.text)
-                for m in pr.pattern.finditer(vt, view.index(base), partial=True):
-                    if (
-                        m.partial
-                        or m.end() == vend
-                        or pr.pattern.fullmatch(vt, m.start(), partial=True) is not None
+                try:
+                    for m in pr.pattern.finditer(
+                        vt,
+                        view.index(base),
+                        partial=True,
+                        timeout=pattern_seconds(vt, HOLDBACK_PATTERN_SECONDS),
                     ):
-                        if view.start_of(m.start()) < hold:
-                            hold, rule = view.start_of(m.start()), pr
-                        break
+                        if (
+                            m.partial
+                            or m.end() == vend
+                            or pr.pattern.fullmatch(
+                                vt,
+                                m.start(),
+                                partial=True,
+                                timeout=pattern_seconds(vt, HOLDBACK_PATTERN_SECONDS),
+                            )
+                            is not None
+                        ):
+                            if view.start_of(m.start()) < hold:
+                                hold, rule = view.start_of(m.start()), pr
+                            break
+                except TimeoutError:
+                    raise PatternTimeout(pr.label) from None
         # The joined view: invisible characters inside a run do not interrupt it.
         joined = views[0] if len(views) == 1 else views[1]
         vt, vend, vbase = joined.text, len(joined.text), joined.index(base)

@@ -23,6 +23,14 @@ Decisions worth knowing:
   the original characters, so a value cannot hide behind fullwidth digits, zero-width
   characters or Unicode hyphens. Custom patterns also run on the original text itself:
   a pattern written for particular characters (`[０-９]`, `\u00a0`) still matches them.
+- Custom patterns run in the `regex` module, in its `re`-compatible mode (VERSION0: `re`'s
+  syntax and matches), because it can stop a match that runs too long. A pattern such as
+  `([A-Za-z0-9]+[._-]?)+@corp\\.example` backtracks catastrophically in `re` (3.5 s on 25
+  characters of a client's text, minutes on 30), on the event loop that serves every
+  stream; `regex` gives up on most such shapes at once, and a time limit per text
+  (`pattern_seconds`) stops the rest with `PatternTimeout`. On the event loop that sends
+  the text to a scan worker; there, the guard cannot vouch for the text, and it is
+  refused, never passed on.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+import regex
 from pydantic import Field, field_validator, model_validator
 
 from ..config_model import ConfigModel
@@ -42,6 +51,38 @@ from . import normalize
 _EMPTY_PROBES = ("", "aZ 09_-.,@\n\t\u00e9")
 
 CUSTOM_SCORE = 1.0  # a custom pattern either matches or not
+
+# How long a custom pattern may run on one text (all its matches together), by where it
+# runs. An ordinary pattern takes ~1-50 µs on 2 KB. `regex` counts the process's CPU time
+# since the call began, every thread's (gRPC's poller, tokenizer threads) and anything
+# between matches, so a limit on the event loop can run out early under load: there it is
+# short (a hostile text holds the loop ~20 ms) and running out sends the text to a scan
+# worker instead of refusing it. A worker is one thread; its limit is the one that
+# refuses. The hold-back's partial matches (holdback.py) run on the loop, on short texts,
+# and cannot be moved: their limit refuses too, so it is longer.
+LOOP_PATTERN_SECONDS = 0.02
+HOLDBACK_PATTERN_SECONDS = 0.1
+WORKER_PATTERN_SECONDS = 0.5
+_PATTERN_SECONDS_PER_CHAR = 2e-6
+
+
+def pattern_seconds(text: str, base: float) -> float:
+    """How long a custom pattern may run on `text`: `base` plus 2 µs a character."""
+    return base + len(text) * _PATTERN_SECONDS_PER_CHAR
+
+
+def compile_pattern(pattern: str, case_sensitive: bool = True) -> regex.Pattern[str]:
+    """A custom pattern as the guards run it: `regex` in its `re`-compatible mode."""
+    return regex.compile(pattern, regex.VERSION0 | (0 if case_sensitive else regex.IGNORECASE))
+
+
+class PatternTimeout(Exception):
+    """A custom pattern ran past its time on a text (catastrophic backtracking, or on the
+    loop perhaps a busy process): the guard cannot say what the text holds."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"custom pattern {name} ran out of time")
+        self.name = name
 
 
 class RegexMatch(ConfigModel):
@@ -56,6 +97,10 @@ class RegexMatch(ConfigModel):
             compiled = re.compile(pattern)
         except re.error as exc:
             raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+        try:  # what the guards run (see the module's notes)
+            compile_pattern(pattern)
+        except regex.error as exc:
+            raise ValueError(f"regular expression {pattern!r} is not supported by the guard: {exc}") from None
         for probe in _EMPTY_PROBES:
             if any(m.start() == m.end() for m in compiled.finditer(probe)):
                 raise ValueError(
@@ -118,10 +163,12 @@ class Finding:
 class TextScanner:
     """Finds and masks a policy's patterns and builtins in text. Thread-safe, stateless."""
 
-    def __init__(self, config: RegexGuardConfig) -> None:
-        flags = 0 if config.case_sensitive else re.IGNORECASE
+    def __init__(self, config: RegexGuardConfig, pattern_base: float = LOOP_PATTERN_SECONDS) -> None:
         self.config = config
-        self._patterns = tuple((m.name, re.compile(m.pattern, flags)) for m in config.matches)
+        self._pattern_base = pattern_base  # see LOOP_PATTERN_SECONDS
+        self._patterns = tuple(
+            (m.name, compile_pattern(m.pattern, config.case_sensitive)) for m in config.matches
+        )
         self._entities: list[str] = []
         self._trigger: re.Pattern[str] | None = None
         self._threshold = config.score_threshold
@@ -162,10 +209,15 @@ class TextScanner:
         pattern_views = (normalize.original(text), *(v for v in views if not v.original))
         for rank, (name, compiled) in enumerate(self._patterns):
             for view in pattern_views:
-                for m in compiled.finditer(view.text):
-                    if m.end() > m.start():
-                        start, end = view.span(m.start(), m.end())
-                        candidates.append((Finding(name, start, end, CUSTOM_SCORE), rank))
+                try:
+                    for m in compiled.finditer(
+                        view.text, timeout=pattern_seconds(view.text, self._pattern_base)
+                    ):
+                        if m.end() > m.start():
+                            start, end = view.span(m.start(), m.end())
+                            candidates.append((Finding(name, start, end, CUSTOM_SCORE), rank))
+                except TimeoutError:
+                    raise PatternTimeout(name) from None
         # Most text cannot hold any of the entities at all (no digit, no '@'): skip Presidio.
         hint = text if presidio_hint is None else presidio_hint
         if (

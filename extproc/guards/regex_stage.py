@@ -14,7 +14,7 @@ from .. import metrics, offload
 from ..errors import GatewayError
 from . import normalize, scan_pool, scan_probe
 from .config import CustomResponse, ScanBudget
-from .regex_guard import Finding, TextScanner
+from .regex_guard import Finding, PatternTimeout, TextScanner
 from .scan_jobs import JobResult
 from .slot_writers import Slot
 
@@ -35,6 +35,10 @@ _STREAM_INLINE_CHARS = 512
 # A worker job holds several small texts up to this many characters (a longer text is a
 # job of its own): requests take turns on the workers job by job.
 _JOB_CHARS = 8192
+
+
+# Why a text a custom pattern ran out of time on (regex_guard.PatternTimeout) is refused.
+_UNDECIDED = "cannot be checked against this route's custom patterns in time"
 
 
 def rejected(custom: CustomResponse, code: str) -> GatewayError:
@@ -108,14 +112,21 @@ class RegexStage:
         return await offload.run(size, self._write_back, slots, results)
 
     def _scan_small(self, slots: list[Slot]) -> tuple[dict[int, tuple[str, list[Finding]]], list[int], float]:
-        """(results of the texts cheap enough to scan here, the others' indices, seconds)."""
+        """(results of the texts cheap enough to scan here, the others' indices, seconds).
+        Once a custom pattern runs out of the loop's time on a text (regex_guard.py), that
+        text and every later one go to the workers: the loop spends that time once."""
         results: dict[int, tuple[str, list[Finding]]] = {}
         pooled: list[int] = []
         spent = 0.0
+        here = True
         for i, slot in enumerate(slots):
-            if self._inline(slot.text):
+            if here and self._inline(slot.text):
                 started = time.perf_counter()
-                results[i] = self.scanner.mask(slot.text)
+                try:
+                    results[i] = self.scanner.mask(slot.text)
+                except PatternTimeout:
+                    here = False
+                    pooled.append(i)
                 spent += time.perf_counter() - started
             else:
                 pooled.append(i)
@@ -161,7 +172,10 @@ class RegexStage:
         scan worker, within what is left of the stream's scan budget (`spent` so far). Past
         the budget, or with no worker, the stream ends with an error (never unscanned)."""
         if len(text) <= _STREAM_INLINE_CHARS or (len(text) <= _INLINE_CHARS and self._inline(hint)):
-            return self.scanner.scan(text, presidio_hint=hint), 0.0
+            try:
+                return self.scanner.scan(text, presidio_hint=hint), 0.0
+            except PatternTimeout:
+                pass  # a custom pattern ran out of the loop's time: a worker decides
         # Urgent: the client's next tokens wait for it (worker_slots.py).
         outcome = await self._on_worker([text], spent, hints=[hint], urgent=True)
         return [Finding(*f) for f in outcome.outputs[0][1]], outcome.elapsed
@@ -176,7 +190,7 @@ class RegexStage:
         spent += outcome.elapsed
         estimate = spent + sample.scale(outcome.elapsed)
         if estimate > self.budget.max_seconds * scan_probe.MARGIN:
-            raise self._over_budget(self._too_slow(), estimated=estimate)
+            raise self._over_budget(self._too_slow(), estimated_seconds=round(estimate, 2))
         return spent
 
     async def _on_worker(
@@ -196,6 +210,8 @@ class RegexStage:
             raise GatewayError(
                 503, "the gateway's content guard is unavailable; try again", code="guard_unavailable"
             ) from None
+        if outcome.status == "pattern_timeout":
+            raise self._over_budget(_UNDECIDED, pattern=outcome.pattern)
         if outcome.status != "ok":
             raise self._over_budget(self._too_slow())
         return outcome
@@ -203,19 +219,16 @@ class RegexStage:
     def _too_slow(self) -> str:
         return f"takes longer to scan than this route's guards allow ({self.budget.max_seconds:g} s)"
 
-    def _over_budget(self, what: str, estimated: float | None = None) -> GatewayError:
+    def undecided(self, timeout: PatternTimeout) -> GatewayError:
+        """The error for a text a custom pattern ran out of time on."""
+        return self._over_budget(_UNDECIDED, pattern=timeout.name)
+
+    def _over_budget(self, what: str, **why: object) -> GatewayError:
         """The guard cannot vouch for the text: never pass it on. REJECT routes reject as
-        they do for a finding; MASK routes fail closed. `estimated`: the seconds a sample
-        said the whole scan would take, when that is why."""
+        they do for a finding; MASK routes fail closed. `why`: more for the log line (the
+        sample's estimate, the pattern that ran out of time)."""
         metrics.guard_action(self.route, self.direction, "regex", "budget_exceeded")
-        fields: dict[str, object] = {
-            "route": self.route,
-            "direction": self.direction,
-            "guard": "regex",
-            "reason": what,
-        }
-        if estimated is not None:
-            fields["estimated_seconds"] = round(estimated, 2)
+        fields = {"route": self.route, "direction": self.direction, "guard": "regex", "reason": what, **why}
         log.warning("guard scan budget exceeded", extra={"fields": fields})
         if self.reject:
             return rejected(self.custom, "guard_budget_exceeded")

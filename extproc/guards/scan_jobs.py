@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from ..heap import freeze_startup_heap
-from .regex_guard import RegexGuardConfig, TextScanner
+from .regex_guard import WORKER_PATTERN_SECONDS, PatternTimeout, RegexGuardConfig, TextScanner
 
 
 class ScanStopped(Exception):
@@ -51,10 +51,13 @@ def checkpoint() -> None:
 
 
 class JobResult(NamedTuple):
-    status: str  # "ok", "timeout" (the budget ran out) or "cancelled"
+    # "ok", "timeout" (the budget ran out), "pattern_timeout" (a custom pattern ran out of
+    # its time on a text: regex_guard.PatternTimeout) or "cancelled"
+    status: str
     # Per text: the masked text and its findings as (entity, start, end, score).
     outputs: list[tuple[str, list[tuple[str, int, int, float]]]]
     elapsed: float  # seconds the job ran
+    pattern: str = ""  # with "pattern_timeout": the custom pattern's name
 
 
 _scanners: dict[str, TextScanner] = {}
@@ -69,7 +72,7 @@ def _scanner(key: str, config: RegexGuardConfig | None) -> TextScanner:
         with _scanners_lock:
             scanner = _scanners.get(key)
             if scanner is None:
-                scanner = _scanners[key] = TextScanner(config)
+                scanner = _scanners[key] = TextScanner(config, WORKER_PATTERN_SECONDS)
     return scanner
 
 
@@ -113,6 +116,8 @@ def run_job(
                 outputs.append((masked, [(f.entity, f.start, f.end, f.score) for f in findings]))
     except ScanStopped:
         return JobResult("cancelled" if cancelled() else "timeout", [], time.monotonic() - start)
+    except PatternTimeout as exc:
+        return JobResult("pattern_timeout", [], time.monotonic() - start, exc.name)
     return JobResult("ok", outputs, time.monotonic() - start)
 
 

@@ -19,6 +19,10 @@ from tests.harness import Stack, load_bootstrap
 pytestmark = pytest.mark.e2e
 
 PII = "/pii/v1/chat/completions"
+CUSTOM = "/custom/v1/chat/completions"
+# An operator's pattern that backtracks exponentially on a run of "a"s not followed by
+# the end (guards/regex_guard.py: with Python's `re` it ran for hours on 60 characters).
+BACKTRACKING = r"(a|aa)+$"
 
 
 def hostile(n: int, seed: int) -> str:
@@ -43,6 +47,17 @@ def stack():
                 "request": {
                     "regex": {"action": "MASK", "builtins": ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"]}
                 }
+            }
+        },
+    )
+    add_route(
+        doc,
+        "custom",
+        CUSTOM,
+        [{"name": "custom-backend", "provider": "openai", "auth": {"secretRef": {"inline": "k"}}}],
+        policy={
+            "promptGuard": {
+                "request": {"regex": {"action": "MASK", "matches": [{"pattern": BACKTRACKING, "name": "AS"}]}}
             }
         },
     )
@@ -102,3 +117,36 @@ def test_small_requests_keep_their_latency_while_a_hostile_one_is_scanned(stack)
     # And the processor is fine afterwards.
     r, t = small(stack, PII, "call 212-555-0198")
     assert r.status_code == 200 and t < 3.0
+
+
+def test_a_pattern_that_backtracks_on_a_clients_text_is_stopped_and_the_text_refused(stack):
+    """A 61-character message against an exponentially backtracking custom pattern: the
+    pattern is stopped after its time, the request refused (never passed on unscanned),
+    and every other request on the processor is served meanwhile and after."""
+    hostile_text = "a" * 60 + "!"
+    outcome = {}
+
+    def send_hostile():
+        outcome["response"] = stack.post(
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": hostile_text}]},
+            path=CUSTOM,
+            timeout=60,
+        )
+
+    sender = threading.Thread(target=send_hostile)
+    sender.start()
+    results = [small(stack) for _ in range(5)]
+    sender.join(60)
+    assert not sender.is_alive()
+    r = outcome["response"]
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "guard_budget_exceeded"
+    assert hostile_text not in r.text
+    assert not any(hostile_text in str(req["body"]) for req in stack.mocks["custom-backend"].requests)
+    assert all(res.status_code == 200 for res, _ in results)
+    record = stack.processor.wait_log(msg="guard scan budget exceeded", pattern="AS")
+    assert record["route"] == "custom"
+    # The pattern still masks what it matches.
+    ok, _ = small(stack, CUSTOM, "say aaaa")
+    assert ok.status_code == 200, ok.text
+    assert stack.mocks["custom-backend"].requests[-1]["body"]["messages"][0]["content"] == "say <AS>"
