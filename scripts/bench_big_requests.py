@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from bench import BODY, PLAIN, Gateway, mock_paced, post_script, under_load, wrk
+from bench_stack import BODY, PLAIN, Gateway, mock_paced, post_script, under_load, wrk
 
 from extproc.devstack import MockProcess, free_port
 

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import bench  # noqa: E402
+import bench_stack  # noqa: E402
 
 from extproc import GRPC_DEFAULTS  # noqa: E402
 from extproc.devstack import MockProcess, free_port  # noqa: E402
@@ -62,7 +62,7 @@ def worktree(ref: str) -> Iterator[Path]:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], check=False)
 
 
-def start(tmp: Path, mock_port: int, name: str, code: Path, env: dict[str, str]) -> bench.Gateway:
+def start(tmp: Path, mock_port: int, name: str, code: Path, env: dict[str, str]) -> bench_stack.Gateway:
     """A gateway whose processor runs the package in `code` (`python -m extproc` finds it
     in its working directory first), with `env` on top of this process's environment."""
     saved_cwd, saved_env = os.getcwd(), dict(os.environ)
@@ -74,28 +74,28 @@ def start(tmp: Path, mock_port: int, name: str, code: Path, env: dict[str, str])
             os.environ.pop(variable, None)
     os.environ.update(env)
     try:
-        return bench.Gateway(tmp, mock_port, name)
+        return bench_stack.Gateway(tmp, mock_port, name)
     finally:
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
 
 
-def measure(gw: bench.Gateway, script: Path, duration: int) -> dict[str, float]:
+def measure(gw: bench_stack.Gateway, script: Path, duration: int) -> dict[str, float]:
     """One round on one side. Every answer must be a 200 and cost its own processor CPU:
     a side served by the other's processor, or failing, would pass for a lever."""
-    plain = bench.load(gw, bench.PLAIN, 10, duration, script)
+    plain = bench_stack.load(gw, bench_stack.PLAIN, 10, duration, script)
     if plain["non2xx"] or plain["cpu_ms_per_req"] < 0.05:
         raise SystemExit(f"{gw.url}: {plain['non2xx']} non-2xx answers, {plain['cpu_ms_per_req']:.3f} ms CPU")
-    chain = bench.load(gw, bench.GUARDED, 10, duration, script)
+    chain = bench_stack.load(gw, bench_stack.GUARDED, 10, duration, script)
     return {
         "plain_cpu": plain["cpu_ms_per_req"],
-        "plain_p50": bench.load(gw, bench.PLAIN, 1, duration, script)["p50_ms"],
+        "plain_p50": bench_stack.load(gw, bench_stack.PLAIN, 1, duration, script)["p50_ms"],
         "plain_p99": plain["p99_ms"],
         "chain_cpu": chain["cpu_ms_per_req"],
         "chain_p99": chain["p99_ms"],
         "chain_max": chain["max_ms"],
-        "first_chunk": statistics.median(bench.first_chunk_ms(gw.url + bench.PLAIN, 40, WORDS)),
+        "first_chunk": statistics.median(bench_stack.first_chunk_ms(gw.url + bench_stack.PLAIN, 40, WORDS)),
     }
 
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     env = parse_env(args.env)
     tmp = Path(tempfile.mkdtemp(prefix="aigw-compare-"))
-    script = bench.post_script(tmp, bench.BODY)
+    script = bench_stack.post_script(tmp, bench_stack.BODY)
     mock_port = free_port()
     mock = MockProcess(mock_port, ["openai", "anthropic"], tmp / "mock.log").start()
     results: dict[str, dict[str, list[float]]] = {"baseline": {}, "candidate": {}}
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             try:
                 for gw in sides.values():  # warm-up: connections, first-call costs
-                    bench.wrk(gw.url + bench.PLAIN, 2, 2, script)
-                    bench.first_chunk_ms(gw.url + bench.PLAIN, 10, WORDS)
+                    bench_stack.wrk(gw.url + bench_stack.PLAIN, 2, 2, script)
+                    bench_stack.first_chunk_ms(gw.url + bench_stack.PLAIN, 10, WORDS)
                 order = list(sides)
                 for n in range(args.rounds):
                     for side in order if n % 2 == 0 else order[::-1]:

@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bench
+import bench_stack
 
 from extproc.devstack import MockProcess, free_port
 from extproc.shared_state.local_redis import LocalRedis
@@ -46,7 +46,7 @@ def with_limits(redis: LocalRedis):
                 "name": "limited",
                 "matches": [
                     {
-                        "path": {"type": "Exact", "value": bench.PLAIN},
+                        "path": {"type": "Exact", "value": bench_stack.PLAIN},
                         "headers": [{"name": LIMITED_HEADER, "value": "1"}],
                     }
                 ],
@@ -74,23 +74,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="aigw-bench-shared-"))
-    scripts = {"plain": bench.post_script(tmp, bench.BODY), "limited": tmp / "post-limited.lua"}
+    scripts = {"plain": bench_stack.post_script(tmp, bench_stack.BODY), "limited": tmp / "post-limited.lua"}
     scripts["limited"].write_text(scripts["plain"].read_text() + f'wrk.headers["{LIMITED_HEADER}"] = "1"\n')
     mock_port = free_port()
     results: dict[str, dict[str, list[float]]] = {r: {"p50": [], "rps": [], "cpu": []} for r in scripts}
     with LocalRedis(free_port()) as redis:
         mock = MockProcess(mock_port, ["openai", "anthropic"], tmp / "mock.log").start()
-        gw = bench.Gateway(tmp, mock_port, "shared", tweak=with_limits(redis))
+        gw = bench_stack.Gateway(tmp, mock_port, "shared", tweak=with_limits(redis))
         try:
             for route, script in scripts.items():  # warm-up, and both answer
-                r = bench.wrk(gw.url + bench.PLAIN, 2, 2, script)
+                r = bench_stack.wrk(gw.url + bench_stack.PLAIN, 2, 2, script)
                 if r["non2xx"]:
                     print(f"{route}: {r['non2xx']} non-2xx responses", file=sys.stderr)
                     return 1
             for _ in range(args.rounds):
                 for route, script in scripts.items():
-                    c1 = bench.load(gw, bench.PLAIN, 1, args.duration, script)
-                    c10 = bench.load(gw, bench.PLAIN, 10, args.duration, script)
+                    c1 = bench_stack.load(gw, bench_stack.PLAIN, 1, args.duration, script)
+                    c10 = bench_stack.load(gw, bench_stack.PLAIN, 10, args.duration, script)
                     results[route]["p50"].append(c1["p50_ms"])
                     results[route]["rps"].append(c10["rps"])
                     results[route]["cpu"].append(c10["cpu_ms_per_req"])

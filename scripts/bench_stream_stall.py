@@ -10,7 +10,7 @@ every request with that text while it runs (the gateway does not forward `x-mock
 from __future__ import annotations
 
 import httpx
-from bench import PLAIN, STREAM_GUARDED, latencies_under_load, pct, small_latencies
+from bench_stack import PLAIN, STREAM_GUARDED, latencies_under_load, pct, small_latencies
 
 DENSE = "-".join(f"{i:04d}" for i in range(600))  # one word: the mock sends it as one delta
 REPLY = f"Codes {DENSE} and call +1 212 555 0198 today."
