@@ -50,9 +50,34 @@ def parse_request(body: bytes) -> dict[str, Any]:
         raise bad_request(
             f"the request body must be a JSON object, not {_kind(req)}", code="invalid_request_body"
         )
+    _refuse_deep_nesting(body, req)
     _refuse_rounded_integers(body, req)
     validate_request(req)
     return req
+
+
+# orjson reads JSON nested up to 1024 levels but writes at most 254, and the gateway
+# writes every request it changes (enrichment, defaults, any translation, which may wrap
+# parts a few levels deeper): a request nested deeper failed there with a 500. No real
+# request comes near this (a deep JSON schema has a few dozen levels).
+MAX_NESTING = 200
+
+
+def _refuse_deep_nesting(body: bytes, req: dict[str, Any]) -> None:
+    # Cheap first: so deep a body holds at least as many brackets as levels.
+    if body.count(b"{") + body.count(b"[") <= MAX_NESTING:
+        return
+    # The containers still to look at, each with its depth; the request is depth 1.
+    todo: list[tuple[Any, int]] = [(req, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if depth > MAX_NESTING:
+            raise bad_request(
+                f"the request body nests objects and arrays more than {MAX_NESTING} levels deep",
+                code="invalid_request_body",
+            )
+        children = value.values() if isinstance(value, dict) else value
+        todo.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 # orjson keeps integers in [-2**63, 2**64 - 1] exact and silently parses larger ones as

@@ -1,5 +1,5 @@
 """Smaller hostile cases (issue 9, item 8): huge JSON responses, integers beyond 64 bits,
-and what a client sees when a stream breaks mid-way."""
+requests nested too deep, and what a client sees when a stream breaks mid-way."""
 
 from __future__ import annotations
 
@@ -190,6 +190,35 @@ def test_a_64_bit_integer_reaches_the_provider_exactly(mock_stack):
     r = mock_stack.post(raw=body)
     assert r.status_code == 200, r.text
     assert mock_stack.mock.requests[0]["body"]["seed"] == 2**64 - 1
+
+
+# ---- nesting deeper than the gateway can write -------------------------------------------
+
+
+def nested_metadata(depth: int) -> bytes:
+    inner = '{"k":' * depth + '"x"' + "}" * depth
+    return (
+        b'{"model": "x", "messages": [{"role": "user", "content": "hi"}], "metadata": '
+        + inner.encode()
+        + b"}"
+    )
+
+
+def test_a_request_nested_too_deep_is_a_400_not_a_gateway_error(mock_stack):
+    """orjson reads 1024 levels but writes 254: this request used to end in a 500."""
+    r = mock_stack.post(raw=nested_metadata(300))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_request_body"
+    assert mock_stack.mock.requests == [], "nothing was sent on"
+
+
+def test_a_deeply_nested_request_within_the_limit_reaches_the_provider_whole(mock_stack):
+    r = mock_stack.post(raw=nested_metadata(150))
+    assert r.status_code == 200, r.text
+    sent = mock_stack.mock.requests[0]["body"]["metadata"]
+    for _ in range(150):
+        sent = sent["k"]
+    assert sent == "x"
 
 
 # ---- streams that break mid-way ---------------------------------------------------------
