@@ -74,3 +74,12 @@ class GatewayError(Exception):
 
 def bad_request(message: str, *, code: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, message, code=code, param=param)
+
+
+def unwritable_response() -> GatewayError:
+    """A provider's JSON answer the gateway read and changed but cannot write back: orjson
+    reads 1024 levels of nesting and writes 254 (requests are held to 200 at the edge,
+    canonical.py; an answer can only be refused)."""
+    return GatewayError(
+        502, "the provider's response could not be processed by the gateway", code="upstream_invalid_response"
+    )

@@ -22,7 +22,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from . import messages as msg
 from . import redaction
 from .backends import Backend
-from .errors import GatewayError
+from .errors import GatewayError, unwritable_response
 from .providers.base import ProviderError, error_dict, openai_style_error
 from .response_limits import declared_too_large, json_body_mode, read_too_large
 from .stream_transcoder import StreamTranscoder
@@ -117,7 +117,11 @@ class ResponseTranslation:
         if self.status >= 400:
             # Providers quote the credential they were sent when they reject it.
             doc = redaction.current().redact_value(doc)[0]
-        out = orjson.dumps(doc)
+        try:
+            out = orjson.dumps(doc)
+        except TypeError:  # nested too deep to write (orjson's JSONEncodeError is one)
+            self.failure = "upstream_invalid_response"
+            return self._reject(unwritable_response())
         set_headers = {"content-length": str(len(out)), "content-type": "application/json"}
         if status != self.status:
             set_headers[":status"] = str(status)

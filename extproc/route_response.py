@@ -18,7 +18,7 @@ from . import messages as msg
 from . import offload, redaction
 from . import wire as H
 from .accounting import Accounting
-from .errors import GatewayError
+from .errors import GatewayError, unwritable_response
 from .guarded_stream import response_stream
 from .response_limits import declared_too_large, json_body_mode, read_too_large
 from .response_stream import ResponseStream
@@ -233,7 +233,10 @@ class RouteResponse:
                 return self._replace_response(err)
         if not changed and not redacted:
             return msg.with_metadata(msg.response_body(), self.acct.dynamic_metadata())
-        out = orjson.dumps(completion) if changed else raw
+        try:
+            out = orjson.dumps(completion) if changed else raw
+        except TypeError:  # nested too deep to write (orjson's JSONEncodeError is one)
+            return self._replace_response(unwritable_response())
         return msg.with_metadata(
             msg.response_body(set_headers={"content-length": str(len(out))}, body=out),
             self.acct.dynamic_metadata(),

@@ -30,6 +30,7 @@ class ChunkedJSONProvider:
         self.port = free_port()
         self.size = 10
         self.text: str | None = None
+        self.raw: bytes | None = None  # an answer written as is
         self.requests = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -38,7 +39,7 @@ class ChunkedJSONProvider:
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         await request.read()
         self.requests += 1
-        body = orjson.dumps(
+        body = self.raw or orjson.dumps(
             {
                 "id": "chatcmpl-c",
                 "object": "chat.completion",
@@ -128,7 +129,7 @@ def big_stack(tmp_path_factory):
 def _answer_size(stack, chunky, size: int) -> None:
     for mock in stack.mocks.values():
         mock.behave(content="x" * size)
-    chunky.size, chunky.text = size, None
+    chunky.size, chunky.text, chunky.raw = size, None, None
 
 
 # ---- huge JSON responses --------------------------------------------------------------
@@ -171,6 +172,28 @@ def test_a_chunked_answer_is_still_guarded(big_stack):
     assert r.status_code == 200, r.text[:300]
     content = r.json()["choices"][0]["message"]["content"]
     assert "jane.doe@example.com" not in content and content.startswith("write to <")
+
+
+def test_an_answer_nested_too_deep_to_write_back_is_a_502_not_a_gateway_error(big_stack):
+    """A guard masks the answer, so the gateway writes it back: orjson writes at most 254
+    levels, and this answer has 300 (it used to end in a 500)."""
+    stack, chunky = big_stack
+    deep = '{"k":' * 300 + '"x"' + "}" * 300
+    chunky.raw = (
+        b'{"id":"c","object":"chat.completion","created":1,"model":"c","choices":[{"index":0,'
+        b'"finish_reason":"stop","message":{"role":"assistant","content":"mail jane.doe@example.com"}}],'
+        b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},"extra":' + deep.encode() + b"}"
+    )
+    try:
+        r = stack.post({"model": "x", "messages": USER}, path="/chunked-guarded/v1/chat/completions")
+        assert r.status_code == 502, r.text[:300]
+        assert r.json()["error"]["code"] == "upstream_invalid_response"
+        assert "jane.doe" not in r.text
+        # Unguarded, nothing is written back: the answer passes as the provider sent it.
+        r = stack.post({"model": "x", "messages": USER}, path="/chunked/v1/chat/completions")
+        assert r.status_code == 200 and r.content == chunky.raw
+    finally:
+        chunky.raw = None
 
 
 # ---- integers beyond 64 bits ------------------------------------------------------------
