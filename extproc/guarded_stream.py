@@ -341,7 +341,7 @@ class GuardedStream(ResponseStream):
 
     def _undecided(self, timeout: PatternTimeout) -> GatewayError:
         assert self.guards.regex is not None  # only a regex guard scans
-        return self.guards.regex.undecided(timeout)
+        return self.guards.regex.undecided(timeout.name)
 
     def _reject(self, rej: StreamRejected, out: list[bytes]) -> None:
         entities = sorted({f.entity for f in rej.findings})

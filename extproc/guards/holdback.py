@@ -160,23 +160,13 @@ class Holdback:
         for pr in self._partial:
             for view in views:
                 vt, vend = view.text, len(view.text)
+                limit = pattern_seconds(vt, HOLDBACK_PATTERN_SECONDS)
                 try:
-                    for m in pr.pattern.finditer(
-                        vt,
-                        view.index(base),
-                        partial=True,
-                        timeout=pattern_seconds(vt, HOLDBACK_PATTERN_SECONDS),
-                    ):
+                    for m in pr.pattern.finditer(vt, view.index(base), partial=True, timeout=limit):
                         if (
                             m.partial
                             or m.end() == vend
-                            or pr.pattern.fullmatch(
-                                vt,
-                                m.start(),
-                                partial=True,
-                                timeout=pattern_seconds(vt, HOLDBACK_PATTERN_SECONDS),
-                            )
-                            is not None
+                            or pr.pattern.fullmatch(vt, m.start(), partial=True, timeout=limit) is not None
                         ):
                             if view.start_of(m.start()) < hold:
                                 hold, rule = view.start_of(m.start()), pr

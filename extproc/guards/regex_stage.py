@@ -211,7 +211,7 @@ class RegexStage:
                 503, "the gateway's content guard is unavailable; try again", code="guard_unavailable"
             ) from None
         if outcome.status == "pattern_timeout":
-            raise self._over_budget(_UNDECIDED, pattern=outcome.pattern)
+            raise self.undecided(outcome.pattern)
         if outcome.status != "ok":
             raise self._over_budget(self._too_slow())
         return outcome
@@ -219,9 +219,9 @@ class RegexStage:
     def _too_slow(self) -> str:
         return f"takes longer to scan than this route's guards allow ({self.budget.max_seconds:g} s)"
 
-    def undecided(self, timeout: PatternTimeout) -> GatewayError:
-        """The error for a text a custom pattern ran out of time on."""
-        return self._over_budget(_UNDECIDED, pattern=timeout.name)
+    def undecided(self, pattern: str) -> GatewayError:
+        """The error for a text the custom pattern `pattern` ran out of time on."""
+        return self._over_budget(_UNDECIDED, pattern=pattern)
 
     def _over_budget(self, what: str, **why: object) -> GatewayError:
         """The guard cannot vouch for the text: never pass it on. REJECT routes reject as

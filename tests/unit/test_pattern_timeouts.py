@@ -24,6 +24,7 @@ from extproc.guards.holdback import Holdback
 from extproc.guards.pipeline import RequestGuards, ResponseGuards
 from extproc.guards.regex_guard import PatternTimeout, RegexGuardConfig, TextScanner
 from tests.provider_helpers import chunks_of
+from tests.unit.test_scan_budget import CountingRunner  # the thread runner, recording each job
 
 # `regex` gives up on these quickly; Python's `re` runs for minutes.
 FAMOUS = [
@@ -165,22 +166,11 @@ async def test_a_long_text_on_a_worker_is_refused_too(threads):
     assert (err.value.status, err.value.code) == (413, "guard_budget_exceeded")
 
 
-class Recording:
-    """The thread runner, recording what was sent to the workers."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    async def scan(self, key, config, texts, budget, hints=None, urgent=False):
-        self.sent += texts
-        return await scan_pool.ThreadRunner().scan(key, config, texts, budget, hints, urgent)
-
-
 async def test_running_out_of_the_loops_time_sends_the_texts_to_a_worker(monkeypatch):
     """The loop's limit counts every thread's CPU, so a busy process can run it out on an
     ordinary text: that text, and the request's later ones, are then scanned on a worker
     (with its own limit), not refused."""
-    recording = Recording()
+    recording = CountingRunner()
     monkeypatch.setattr(scan_pool, "runner", lambda: recording)
     guards = request_guards(r"ORD-\d{3}")
     monkeypatch.setattr(regex_guard, "_PATTERN_SECONDS_PER_CHAR", 0.0)
@@ -188,11 +178,15 @@ async def test_running_out_of_the_loops_time_sends_the_texts_to_a_worker(monkeyp
     req = chat("first ORD-123", "second ORD-456", "third, no order")
     assert await guards.apply(req, {})
     assert [m["content"] for m in req["messages"]] == ["first <X>", "second <X>", "third, no order"]
-    assert recording.sent == ["first ORD-123", "second ORD-456", "third, no order"]
+    assert [t for job in recording.jobs for t in job] == [
+        "first ORD-123",
+        "second ORD-456",
+        "third, no order",
+    ]
 
 
 async def test_a_stream_step_out_of_the_loops_time_goes_to_a_worker(monkeypatch):
-    recording = Recording()
+    recording = CountingRunner()
     monkeypatch.setattr(scan_pool, "runner", lambda: recording)
     cfg = {"regex": {"matches": [{"pattern": r"ORD-\d{3}", "name": "ORD"}]}}
     guards = ResponseGuards(ResponseGuardConfig.model_validate(cfg), "r")
@@ -204,7 +198,7 @@ async def test_a_stream_step_out_of_the_loops_time_goes_to_a_worker(monkeypatch)
         stream_of(["your order ", "ORD-123 ships"]), True
     )
     assert b"ORD-123" not in out and b"<ORD>" in out
-    assert recording.sent  # the steps went to the worker
+    assert recording.jobs  # the steps went to the worker
 
 
 def test_a_worker_job_reports_the_timeout():
