@@ -4,7 +4,7 @@ file's own `chat` route and `llm` cluster, so every variant keeps its real wirin
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 from tests.harness import load_bootstrap
 
@@ -50,7 +50,10 @@ def add_route(
 
     new = copy.deepcopy(cluster(base, "llm"))
     new["name"] = name
-    groups = backends if backends and isinstance(backends[0], list) else [backends]
+    # mypy cannot narrow the union from its first item's type.
+    groups = cast(
+        list[list[dict[str, Any]]], backends if backends and isinstance(backends[0], list) else [backends]
+    )
     port = 20000
     localities = []
     for priority, group in enumerate(groups):

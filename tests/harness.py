@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -29,10 +29,21 @@ from extproc.devstack import Envoy, Processor, free_port, wait_for
 from extproc.mock.dialects import discover
 from extproc.mock.server import Behavior, MockState, build_app
 
+if TYPE_CHECKING:
+    import openai
+
 ROOT = Path(__file__).resolve().parents[1]
 ENVOY_DIR = ROOT / "envoy"
 
-__all__ = ["ROOT", "MockProvider", "Stack", "free_port", "load_bootstrap", "wait_for"]
+__all__ = ["ROOT", "MockProvider", "Stack", "error_body", "free_port", "load_bootstrap", "wait_for"]
+
+
+def error_body(err: openai.APIStatusError) -> dict[str, Any]:
+    """The error object of a gateway error answer, as the openai client parsed it (it types
+    `body` as `object`)."""
+    body = err.body
+    assert isinstance(body, dict), f"not a JSON object: {body!r}"
+    return body
 
 
 def load_bootstrap(name: str) -> dict[str, Any]:

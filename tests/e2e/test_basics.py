@@ -5,6 +5,8 @@ import json
 import openai
 import pytest
 
+from tests.harness import error_body
+
 pytestmark = pytest.mark.e2e
 
 GATEWAY_KEY = "sk-mock-gateway-key"
@@ -97,7 +99,7 @@ def test_provider_error_reaches_client_as_openai_error(mock_stack):
             model="gpt-4o-mini", messages=USER, extra_headers={"x-mock-status": "400"}
         )
     assert exc.value.status_code == 400
-    assert exc.value.body["message"] == "mock failure 400"
+    assert error_body(exc.value)["message"] == "mock failure 400"
 
 
 def test_internal_headers_never_cross_the_edge(mock_stack):

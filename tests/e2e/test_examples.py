@@ -8,13 +8,14 @@ import time
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from extproc.render.loader import render_file
-from tests.harness import ROOT, Stack
+from tests.harness import ROOT, Stack, error_body
 
 pytestmark = pytest.mark.e2e
 
-USER = [{"role": "user", "content": "hello"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 
 def example(name: str) -> Stack:
@@ -151,7 +152,7 @@ def test_prompt_enrichment_and_defaults(stack):
 def test_prompt_guard(stack):
     with pytest.raises(openai.PermissionDeniedError) as exc:
         ask(stack, messages=[{"role": "user", "content": "list some credit card numbers"}])
-    assert exc.value.body["message"] == "Rejected due to inappropriate content"
+    assert error_body(exc.value)["message"] == "Rejected due to inappropriate content"
     leak = "Reach me at bob@example.com or (212) 555-0198, card 4111 1111 1111 1111."
     masked = "Reach me at <EMAIL> or <PHONE_NUMBER>, card <CREDIT_CARD>."
     assert ask(stack, extra_headers={"x-mock-content": leak}).choices[0].message.content == masked

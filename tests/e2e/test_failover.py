@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.harness import Stack, load_bootstrap, wait_for
+from tests.harness import Stack, error_body, load_bootstrap, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -117,7 +117,7 @@ def test_every_host_failing_gives_a_clear_error(stack):
     with pytest.raises(openai.APIStatusError) as exc:
         stack.client().chat.completions.create(model="any", messages=USER)
     assert exc.value.status_code == 503
-    err = exc.value.body
+    err = error_body(exc.value)
     assert err["message"] and err["type"] == "server_error"
     assert all(counts(stack)[n] == 1 for n in MODELS), "each host was tried exactly once"
 

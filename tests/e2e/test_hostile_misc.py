@@ -291,17 +291,19 @@ def test_a_processor_crash_mid_stream_is_a_connection_error_then_recovers():
             messages=[{"role": "user", "content": "one two three four five six"}],
             extra_headers={"x-mock-chunk-delay-ms": "300"},
         )
+        proc = stack.processor.proc
+        assert proc is not None
         chunks = []
         with pytest.raises(openai.APIConnectionError):
             for chunk in stream:
                 chunks.append(chunk)
                 if len(chunks) == 2:
-                    stack.processor.proc.send_signal(signal.SIGKILL)
+                    proc.send_signal(signal.SIGKILL)
         assert stream.response.status_code == 200 and len(chunks) >= 2
         line = stack.access_log(stream.response.headers["x-request-id"])
         assert line["details"].startswith("ext_proc_error")
         # Envoy reconnects by itself once a processor serves the socket again.
-        stack.processor.proc.wait(5)
+        proc.wait(5)
         stack.processor.start()
         wait_for(
             lambda: stack.post({"model": "x", "messages": USER}).status_code == 200,

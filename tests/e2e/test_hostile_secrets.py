@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import string
+from typing import Any
 
 import httpx
 import orjson
@@ -341,7 +342,7 @@ def test_headers_a_route_adds_still_reach_the_provider(tmp_path, hosts):
         }
         for i in range(hosts)
     ]
-    ai = providers[0] if hosts == 1 else {"priorityGroups": [{"providers": providers}]}
+    ai: dict[str, Any] = providers[0] if hosts == 1 else {"priorityGroups": [{"providers": providers}]}
     if hosts == 1:
         ai = {k: v for k, v in ai.items() if k != "name"}
     config = {

@@ -27,7 +27,7 @@ BACKTRACKING = r"(a|aa)+$"
 
 def hostile(n: int, seed: int) -> str:
     rnd = random.Random(seed)
-    out = []
+    out: list[str] = []
     while sum(map(len, out)) < n:
         out.append("".join(rnd.choice("0123456789") for _ in range(rnd.randint(1, 5))))
         out.append(rnd.choice([" ", "-", ".", " ", "(", ")", "+", " - "]))

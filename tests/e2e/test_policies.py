@@ -6,7 +6,7 @@ import pytest
 
 from tests.bootstraps import add_route
 from tests.guard_server import GuardServer
-from tests.harness import Stack, load_bootstrap
+from tests.harness import Stack, error_body, load_bootstrap
 
 pytestmark = pytest.mark.e2e
 
@@ -86,8 +86,9 @@ def test_credit_card_request_rejected_with_custom_message(stack):
             ],
         )
     assert exc.value.status_code == 403
-    assert exc.value.body["message"] == "Rejected due to inappropriate content"
-    assert exc.value.body["code"] == "content_policy_violation"
+    error = error_body(exc.value)
+    assert error["message"] == "Rejected due to inappropriate content"
+    assert error["code"] == "content_policy_violation"
     assert len(stack.mocks["mock-openai"].requests) == before, "the provider was never called"
     assert (
         stack.metric(
@@ -223,8 +224,9 @@ def test_moderation_rejects_flagged_prompts(stack):
         client(stack, "/moderated").chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "a story full of violence"}]
         )
-    assert exc.value.body["message"] == "Rejected by content moderation"
-    assert exc.value.body["code"] == "content_flagged"
+    error = error_body(exc.value)
+    assert error["message"] == "Rejected by content moderation"
+    assert error["code"] == "content_flagged"
     moderation_calls = [
         r for r in stack.mocks["mock-openai"].requests[before:] if r["path"].endswith("/moderations")
     ]
@@ -308,7 +310,7 @@ def test_webhook_reject_uses_its_status_and_body(stack):
             model="m", messages=[{"role": "user", "content": "please reject me"}]
         )
     assert exc.value.status_code == 451
-    assert exc.value.body["message"] == "blocked by the test guard"
+    assert error_body(exc.value)["message"] == "blocked by the test guard"
     assert len(stack.mocks["guarded-backend"].requests) == before
 
 
@@ -318,6 +320,7 @@ def test_webhook_failure_and_timeout_fail_closed(stack, text, status):
     with pytest.raises(openai.APIStatusError) as exc:
         wh(stack).chat.completions.create(model="m", messages=[{"role": "user", "content": text}])
     assert exc.value.status_code == status
-    assert exc.value.body["type"] == "server_error"
-    assert "127.0.0.1" not in exc.value.body["message"]
+    error = error_body(exc.value)
+    assert error["type"] == "server_error"
+    assert "127.0.0.1" not in error["message"]
     assert len(stack.mocks["guarded-backend"].requests) == before

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.bootstraps import add_route, translate_at_route
-from tests.harness import Stack, load_bootstrap
+from tests.harness import Stack, error_body, load_bootstrap
 
 pytestmark = pytest.mark.e2e
 
@@ -199,4 +199,5 @@ def test_provider_error_becomes_openai_error(stack, name):
             extra_headers={"x-mock-status": "429", "x-mock-retry-after": "0"},
         )
     assert exc.value.status_code == 429
-    assert exc.value.body["message"] and exc.value.body["type"]
+    error = error_body(exc.value)
+    assert error["message"] and error["type"]

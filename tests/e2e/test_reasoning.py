@@ -14,7 +14,7 @@ import pytest
 from extproc.mock.dialects._anthropic_thinking import sign
 from extproc.render.loader import render_file
 from tests.bootstraps import add_route, translate_at_route
-from tests.harness import ROOT, Stack, load_bootstrap
+from tests.harness import ROOT, Stack, error_body, load_bootstrap
 
 pytestmark = pytest.mark.e2e
 
@@ -130,7 +130,7 @@ def joined(events, kind):
 
 def kinds_in_order(events):
     """Kinds of the events with consecutive repeats collapsed: ['reasoning', 'content']."""
-    out = []
+    out: list[str] = []
     for kind, _ in events:
         if not out or out[-1] != kind:
             out.append(kind)
@@ -154,9 +154,11 @@ def test_json_answer_carries_reasoning(stack, name):
         assert getattr(details, "reasoning_tokens", None) is None
     else:
         assert extra(msg, "thinking_blocks") is None
-        assert details.reasoning_tokens == REASONING_TOKENS[name]
+        tokens = REASONING_TOKENS[name]
+        assert tokens is not None
+        assert details.reasoning_tokens == tokens
         # Thinking is billed as output: the answer's words plus the thought's.
-        assert resp.usage.completion_tokens == len(msg.content.split()) + REASONING_TOKENS[name]
+        assert resp.usage.completion_tokens == len(msg.content.split()) + tokens
     assert_thinking_requested(stack, name, stream=False)
 
 
@@ -245,7 +247,7 @@ def test_tool_loop_json_round_trips_thinking_blocks(stack):
             messages=[*OSLO, stripped, tool_result(call.id)],
         )
     assert exc.value.status_code == 400
-    error = exc.value.body
+    error = error_body(exc.value)
     assert error["type"] == "invalid_request_error"
     assert error["message"].startswith(
         "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`."
@@ -369,8 +371,9 @@ def test_bogus_effort_is_refused_by_the_gateway(stack, name):
     with pytest.raises(openai.BadRequestError) as exc:
         client(stack, name).chat.completions.create(model="m", messages=HELLO, reasoning_effort="bogus")
     assert exc.value.status_code == 400
-    assert exc.value.body["code"] == "invalid_value"
-    assert exc.value.body["param"] == "reasoning_effort"
+    error = error_body(exc.value)
+    assert error["code"] == "invalid_value"
+    assert error["param"] == "reasoning_effort"
     assert stack.mocks[name].requests == []
 
 
@@ -400,6 +403,6 @@ def test_reasoning_example():
         assert thought == GEMINI_THOUGHT.replace("1024", "128")
         with pytest.raises(openai.BadRequestError) as exc:
             ask("vertex", reasoning_effort="none")
-        assert exc.value.body["param"] == "reasoning_effort"
+        assert error_body(exc.value)["param"] == "reasoning_effort"
     finally:
         s.stop()

@@ -10,8 +10,10 @@ one real redis-server, as replicas behind a load balancer would:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +33,7 @@ BUDGET = 100
 
 def _config(redis: LocalRedis) -> dict:
     def provider(name: str, provider: str, port: int) -> dict:
-        out = {
+        out: dict[str, Any] = {
             "name": name,
             "provider": provider,
             "model": f"{name}-model",
@@ -129,12 +131,16 @@ def _host_failed(stack: Stack, port: int) -> bool:
     )
 
 
+def _primary_healthy(stack: Stack) -> bool:
+    return not _host_failed(stack, stack.mocks["primary"].port)
+
+
 def test_a_429_seen_by_one_gateway_keeps_the_other_off_that_provider(stacks):
     a, b = stacks
     a.mocks["primary"].behave(status=429, retryAfter=30)
     # Both gateways start with every host healthy.
     for s in (a, b):
-        wait_for(lambda s=s: not _host_failed(s, s.mocks["primary"].port), 10, "primary healthy")
+        wait_for(functools.partial(_primary_healthy, s), 10, "primary healthy")
 
     r = _chat(a, "k-a")
     assert r.status_code == 200, r.text

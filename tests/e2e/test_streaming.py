@@ -196,6 +196,7 @@ def _mock_usage(stack, backend) -> tuple[int, int]:
     for rec in stack.mocks[backend].requests:
         d = dialects[rec["dialect"]]
         params = d.match("POST", rec["path"])
+        assert params is not None
         req = d.parse(rec["body"], params, rec["query"])
         forced = rec["headers"].get("x-mock-content")
         plan = engine.plan(req, forced)

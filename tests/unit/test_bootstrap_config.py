@@ -114,7 +114,8 @@ def test_one_endpoint_cluster_without_upstream_filter_needs_the_route_filter_wir
     route_filter(doc)["request_attributes"].append("xds.cluster_name")
     route_filter(doc)["mutation_rules"] = {"allow_all_routing": True}
     gw = build_config(doc)
-    assert gw.direct_backend("llm").name == "mock-openai"
+    direct = gw.direct_backend("llm")
+    assert direct is not None and direct.name == "mock-openai"
     assert gw.direct_backend("extproc") is None
 
 
@@ -209,9 +210,11 @@ def test_backend_lookup_by_name_from_envoy_text_metadata(doc):
     text = _text_metadata(
         {"name": "compat", "provider": "openai-compatible", "path": "/x", "cooldownSeconds": "1.5"}
     )
-    assert gw.backend_for_host(text).name == "compat"
+    compat = gw.backend_for_host(text)
+    assert compat is not None and compat.name == "compat"
     assert gw.backend_for_host(text) is gw.backend_for_host(text)
-    assert gw.backend_for_host(_text_metadata({"name": "primary", "provider": "openai"})).name == "primary"
+    primary = gw.backend_for_host(_text_metadata({"name": "primary", "provider": "openai"}))
+    assert primary is not None and primary.name == "primary"
     # Unknown names, a different provider under a known name, junk: no backend.
     assert gw.backend_for_host(_text_metadata({"name": "nope", "provider": "openai"})) is None
     assert gw.backend_for_host(_text_metadata({"name": "compat", "provider": "openai"})) is None

@@ -68,8 +68,12 @@ def test_processor_metrics_are_reachable_from_other_containers(compose):
 def test_socket_is_shared_where_the_bootstrap_expects_it(compose):
     services = compose["services"]
     bootstrap_mount = next(v for v in services["envoy"]["volumes"] if v.endswith("/etc/envoy/envoy.yaml:ro"))
-    doc = yaml.safe_load((ROOT / _host_path(bootstrap_mount)).read_text())
-    socket_dir = processor_socket(doc).rsplit("/", 1)[0]
+    host_path = _host_path(bootstrap_mount)
+    assert host_path is not None, bootstrap_mount
+    doc = yaml.safe_load((ROOT / host_path).read_text())
+    socket = processor_socket(doc)
+    assert socket is not None, "the bootstrap names a processor socket"
+    socket_dir = socket.rsplit("/", 1)[0]
     named = [v for v in compose["volumes"]]
     for name in ("envoy", "processor"):
         mounts = {v.split(":")[1]: v.split(":")[0] for v in services[name]["volumes"]}

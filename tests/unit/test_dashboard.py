@@ -15,8 +15,10 @@ import asyncio
 import json
 import re
 import urllib.request
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Any
 
 import pytest
 import yaml
@@ -51,16 +53,17 @@ def exported_series() -> dict[str, frozenset[str]]:
     # The registry has no public list of its collectors; _collector_to_names is what
     # register() fills (and what prometheus_client itself iterates to collect).
     for collector in list(REGISTRY._collector_to_names):
-        labelnames = getattr(collector, "_labelnames", ()) if isinstance(collector, MetricWrapperBase) else ()
-        if labelnames:
-            collector.labels(*[_PROBE] * len(labelnames))
+        wrapper = collector if isinstance(collector, MetricWrapperBase) else None
+        labelnames = getattr(wrapper, "_labelnames", ()) if wrapper is not None else ()
+        if wrapper is not None and labelnames:
+            wrapper.labels(*[_PROBE] * len(labelnames))
         try:
             for family in collector.collect():
                 for sample in family.samples:
                     series.setdefault(sample.name, set()).update(sample.labels)
         finally:
-            if labelnames:
-                collector.remove(*[_PROBE] * len(labelnames))
+            if wrapper is not None and labelnames:
+                wrapper.remove(*[_PROBE] * len(labelnames))
     return {name: frozenset(labels) for name, labels in series.items()}
 
 
@@ -192,8 +195,10 @@ class _Parser:
             m = _TOKEN.match(text, pos)
             if not m:
                 raise PromQLError(f"cannot read {text[pos : pos + 20]!r}")
-            if m.lastgroup != "ws":
-                self.tokens.append((m.lastgroup, m.group()))
+            kind = m.lastgroup
+            assert kind is not None  # every alternative of _TOKEN is a named group
+            if kind != "ws":
+                self.tokens.append((kind, m.group()))
             pos = m.end()
         self.i = 0
 
@@ -385,7 +390,7 @@ class Check:
             return UNKNOWN
         if isinstance(node, Aggregation):
             args = [self.labels(a) for a in node.args]
-            inner = args[-1] if args else UNKNOWN
+            inner: Any = args[-1] if args else UNKNOWN  # a label set, SCALAR or UNKNOWN
             if node.by is not None:
                 self.need(node.by, inner, f"{node.op} by")
             if node.without is not None:
@@ -422,7 +427,7 @@ class Check:
         raise PromQLError(f"cannot check {node!r}")
 
 
-def check(expr: str, exported) -> tuple[object, list[str]]:
+def check(expr: str, exported) -> tuple[AbstractSet[str] | str, list[str]]:
     """(result labels, problems) of one query, with Grafana's $variables filled in."""
     text = re.sub(r"\$__\w+|\$\{\w+\}|\$\w+", "5m", expr)
     checker = Check(exported)
@@ -604,6 +609,7 @@ def test_every_query_selects_exported_series_with_their_labels(exported, expr, l
     # The legend can only print labels the query's result still has.
     used = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", legend))
     assert labels not in (SCALAR, UNKNOWN)
+    assert not isinstance(labels, str)  # so a label set
     assert used <= labels, f"legend {legend!r} names {sorted(used - labels)}, result has {sorted(labels)}"
 
 
@@ -651,6 +657,13 @@ def _find(
     return found
 
 
+def _quantile(expr: str) -> str:
+    """The φ of a histogram_quantile query."""
+    m = re.match(r"histogram_quantile\(([\d.]+)", expr)
+    assert m is not None, expr
+    return m.group(1)
+
+
 def _units(dashboard, found) -> set[str]:
     titles = {title for title, _ in found}
     return {
@@ -678,7 +691,7 @@ def test_the_dashboard_shows_what_operators_need(dashboard):
         "gen_ai_server_request_duration_seconds_bucket",
     ):
         found = _find(dashboard, metric, quantile=True)
-        quantiles = {re.match(r"histogram_quantile\(([\d.]+)", t["expr"]).group(1) for _, t in found}
+        quantiles = {_quantile(t["expr"]) for _, t in found}
         assert {"0.5", "0.95"} <= quantiles, metric
         assert _units(dashboard, found) == {"s"}
         legends = [t["legendFormat"] for _, t in found]
@@ -707,7 +720,7 @@ def test_dashboard_is_well_formed(dashboard):
         assert refs and len(refs) == len(set(refs)), panel["title"]
         assert all(t.get("legendFormat") for t in panel["targets"]), panel["title"]
     # Panels do not overlap.
-    cells = set()
+    cells: set[tuple[int, int]] = set()
     for panel in panels:
         pos = panel["gridPos"]
         mine = {

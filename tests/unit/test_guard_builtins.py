@@ -14,6 +14,7 @@ import socket
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from presidio_analyzer import AnalyzerEngine
 from pydantic import ValidationError
 
 from extproc.guards import presidio_engine
@@ -261,9 +262,14 @@ def test_entity_mapping_and_discovery():
 
 def test_engines_are_shared_per_entity_set(monkeypatch):
     monkeypatch.setattr(presidio_engine, "_engines", {})  # count builds from a cold cache
-    builds = []
+    builds: list[frozenset[str]] = []
     real_build = presidio_engine._build
-    monkeypatch.setattr(presidio_engine, "_build", lambda key: builds.append(key) or real_build(key))
+
+    def counting_build(key: frozenset[str]) -> AnalyzerEngine:
+        builds.append(key)
+        return real_build(key)
+
+    monkeypatch.setattr(presidio_engine, "_build", counting_build)
     a = make(["MAC_ADDRESS", "UUID"])
     b = make(["uuid", "mac_address", "UUID"])
     assert builds == [frozenset({"MAC_ADDRESS", "UUID"})]

@@ -2,6 +2,7 @@
 and what the guards cannot read fails closed."""
 
 import asyncio
+from typing import Any
 
 import orjson
 import pytest
@@ -80,7 +81,7 @@ def response_guards(cfg=None, window=256):
 
 
 def test_json_logprobs_dropped_and_reasoning_masked():
-    completion = {
+    completion: dict[str, Any] = {
         "choices": [
             {
                 "index": 0,
@@ -225,6 +226,7 @@ def test_usage_is_still_counted_after_a_guard_ends_the_stream():
         chunk({"content": "mail bob@example.com ok"}) + chunk({}, "stop") + usage + b"data: [DONE]\n\n", g
     )
     assert rs.terminated and b"bob@" not in out
+    assert rs.usage is not None
     assert rs.usage["total_tokens"] == 950
 
 
@@ -377,6 +379,7 @@ def test_retry_after_http_date_in_utc():
     import time
 
     future = time.strftime("%a, %d %b %Y %H:%M:%S -0000", time.gmtime(time.time() + 120))
-    assert 100 < retry_after_seconds({"retry-after": future}) <= 121
+    seconds = retry_after_seconds({"retry-after": future})
+    assert seconds is not None and 100 < seconds <= 121
     assert retry_after_seconds({"retry-after-ms": "250"}) == 0.25
     assert retry_after_seconds({"retry-after": "soon"}) is None

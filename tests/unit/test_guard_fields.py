@@ -423,7 +423,8 @@ def test_webhook_sees_tool_text_and_its_masks_are_written_back():
             ],
         )
 
-    guards.webhook.check_request = check_request
+    assert guards.webhook is not None
+    guards.webhook.check_request = check_request  # type: ignore[method-assign]  # a fake webhook
     req = base_request(
         messages=[
             {"role": "user", "content": "a secret"},
@@ -479,7 +480,8 @@ def test_moderation_sees_tool_text():
         seen.extend(texts)
         return ModerationResult(flagged=any("violence" in t for t in texts))
 
-    guards.moderator.check = check
+    assert guards.moderator is not None
+    guards.moderator.check = check  # type: ignore[method-assign]  # a fake moderator
     with pytest.raises(GatewayError) as exc:
         run(guards.apply(base_request(tools=[tool(description="plan violence")]), {}))
     assert exc.value.code == "content_flagged"
@@ -496,7 +498,8 @@ def test_response_webhook_sees_tool_call_arguments():
         sent.extend(choices)
         return Verdict("pass")
 
-    guards.webhook.check_response = check_response
+    assert guards.webhook is not None
+    guards.webhook.check_response = check_response  # type: ignore[method-assign]  # a fake webhook
     run(guards.apply(completion_with({"content": None, "tool_calls": [call('{"q": 1}')]}), {}))
     assert sent == [{"message": {"role": "assistant", "content": '{"q": 1}'}}]
 

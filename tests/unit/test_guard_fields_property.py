@@ -15,6 +15,7 @@ import base64
 import copy
 import itertools
 import json
+from typing import Any
 
 import orjson
 from hypothesis import HealthCheck, assume, given, settings
@@ -235,7 +236,8 @@ def completions(draw):
 def positions(root) -> list[tuple]:
     """Every key, string and (inside arguments) scalar position:
     (holder, key, is_key, path, inside arguments)."""
-    out, stack = [], [(root, k, (k,), False) for k in _keys(root)]
+    out: list[tuple] = []
+    stack: list[tuple[Any, Any, tuple[Any, ...], bool]] = [(root, k, (k,), False) for k in _keys(root)]
     while stack:
         holder, key, path, in_args = stack.pop()
         if isinstance(holder, dict):
@@ -496,7 +498,7 @@ def feed(data: bytes, guards, cuts) -> bytes:
 def received(out: bytes) -> dict:
     """What a client ends up with: streamed fields joined, tool calls accumulated, and
     every other event string."""
-    got = {"content": "", "x_text": "", "calls": {}, "other": []}
+    got: dict[str, Any] = {"content": "", "x_text": "", "calls": {}, "other": []}
     for c in chunks_of(out):
         if not isinstance(c, dict):
             continue

@@ -44,6 +44,7 @@ class FakeOpenAI:
         self.hang = False
         self.location: str | None = None
         self.release = asyncio.Event()
+        self.url = ""  # set by the fixture once the server listens
 
     async def handle(self, request: web.Request) -> web.Response:
         doc = json.loads(await request.read())
@@ -213,6 +214,7 @@ def test_config_accepts_the_documented_shape():
         {"openAIModeration": {"authToken": {"secretRef": {"env": "TEST_MODERATION_KEY"}}}}
     )
     p = cfg.open_ai_moderation
+    assert p is not None
     assert (p.model, p.url, p.timeout_seconds, p.fail_open) == (
         "omni-moderation-latest",
         "https://api.openai.com/v1/moderations",

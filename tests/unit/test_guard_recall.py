@@ -227,6 +227,7 @@ ALL_FORMS = [(b, name, value) for b, forms in CORPUS.items() for name, value, _ 
 @pytest.mark.parametrize("builtin, name, value", ALL_FORMS, ids=[f"{b}:{n}" for b, n, _ in ALL_FORMS])
 def test_streamed_forms_equal_the_whole_text_mask(builtin, name, value, step):
     text = _text(value)
+    assert STREAM.scanner is not None and STREAM.holdback is not None
     guard = StreamTextGuard(STREAM.scanner, STREAM.holdback, 256, False)
     out = [guard.feed(text[i : i + step])[0] for i in range(0, len(text), step)]
     out.append(guard.finish()[0])
@@ -239,6 +240,7 @@ def test_invisible_padding_does_not_release_the_start_of_a_value():
     characters; the hold-back counts view characters, so its start still waits."""
     value = (ZW * 3).join("4111111111111111")
     text = f"pay {value} now"
+    assert STREAM.scanner is not None and STREAM.holdback is not None
     guard = StreamTextGuard(STREAM.scanner, STREAM.holdback, 256, False)
     out = "".join(guard.feed(ch)[0] for ch in text) + guard.finish()[0]
     assert out == "pay <CREDIT_CARD> now"

@@ -8,6 +8,7 @@ import sys
 import pytest
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from extproc.guards.regex_guard import Finding, RegexGuardConfig, TextScanner
 
@@ -16,7 +17,7 @@ def scanner(*matches: dict, **config) -> TextScanner:
     return TextScanner(RegexGuardConfig.model_validate({"matches": list(matches), **config}))
 
 
-def only_error(raw: dict) -> dict:
+def only_error(raw: dict) -> ErrorDetails:
     with pytest.raises(ValidationError) as info:
         RegexGuardConfig.model_validate(raw)
     (error,) = info.value.errors()
@@ -110,7 +111,7 @@ def test_threshold_out_of_range(threshold):
 def test_config_is_frozen():
     config = RegexGuardConfig.model_validate({"matches": [{"pattern": "x"}]})
     with pytest.raises(ValidationError):
-        config.action = "REJECT"
+        config.action = "REJECT"  # type: ignore[misc]  # frozen: the assignment is what is tested
 
 
 # --- scanning -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import time
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -42,9 +43,12 @@ class FakeWebhook:
         self.hang = False
         self.location: str | None = None
         self.release = asyncio.Event()
+        self.base = ""  # set by the fixture once the server listens
+        self.port = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
+        assert request.transport is not None
         self.calls.append(
             {
                 "path": request.path,
@@ -74,6 +78,7 @@ async def fake():
     app.router.add_route("*", "/elsewhere", _pass)
     server = TestServer(app)
     await server.start_server()
+    assert server.port is not None
     hook.base = f"http://127.0.0.1:{server.port}"
     hook.port = server.port
     yield hook
@@ -100,7 +105,7 @@ def free_port() -> int:
 
 async def test_request_posts_exactly_the_contract(fake, session):
     fake.answer = {"action": {"reason": "clean"}}
-    messages = [*MESSAGES, {"role": "assistant", "content": None, "tool_calls": []}]
+    messages: list[dict[str, Any]] = [*MESSAGES, {"role": "assistant", "content": None, "tool_calls": []}]
     verdict = await guard(session, fake.base).check_request(messages, {})
     assert verdict == Verdict("pass", reason="clean")
     (call,) = fake.calls
@@ -250,6 +255,7 @@ async def test_error_answer_fails_closed_without_echoing_it(fake, session, statu
     assert verdict == Verdict(
         "reject", status=502, message=FAILURE_MESSAGE, reason=f"answered HTTP {status}", failed=True
     )
+    assert verdict.message is not None
     assert str(fake.port) not in verdict.message and "10.0.0.7" not in verdict.message
     assert f"answered HTTP {status}" in caplog.text
     assert "123-45-6789" not in caplog.text and "be brief" not in caplog.text
@@ -276,6 +282,7 @@ async def test_connection_refused_is_502(session):
         FAILURE_MESSAGE,
         True,
     )
+    assert verdict.reason is not None
     assert verdict.reason.startswith("unreachable")
 
 

@@ -205,7 +205,7 @@ async def test_least_loaded_server_is_named_first_and_the_rest_follow(gw):
 
 async def test_target_models_replace_the_model_by_weight(gw):
     load(gw, {A: 0, B: 0, C: 0})
-    seen = collections.Counter()
+    seen: collections.Counter[str] = collections.Counter()
     for _ in range(400):
         stream, _, reply = await send(gw, "support")
         seen[F.new_body(reply)["model"]] += 1

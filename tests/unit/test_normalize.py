@@ -63,6 +63,7 @@ def test_one_for_one_characters_keep_their_offsets():
 def test_expansion_and_contraction_map_to_whole_clusters():
     v = normalize("\ufb01 e\u0301!")
     assert v.text == "fi é!"
+    assert v.starts is not None and v.ends is not None
     assert [(v.starts[i], v.ends[i]) for i in range(len(v.text))] == [(0, 1), (0, 1), (1, 2), (2, 4), (4, 5)]
     assert v.span(3, 5) == (2, 5)  # "é!" covers the e, its accent and the "!"
 
@@ -117,7 +118,7 @@ def test_offset_map_is_monotonic_and_accounts_for_every_character(text):
         spans = [v.span(i, i + 1) for i in range(len(v.text))]
         assert all(0 <= a < b <= len(text) for a, b in spans)
         assert spans == sorted(spans) and [b for _, b in spans] == sorted(b for _, b in spans)
-        covered = set()
+        covered: set[int] = set()
         for a, b in spans:
             covered.update(range(a, b))
         for i, ch in enumerate(text):  # what no view character covers was dropped as invisible

@@ -23,6 +23,7 @@ from extproc.guards.config import RequestGuardConfig, ResponseGuardConfig
 from extproc.guards.holdback import Holdback
 from extproc.guards.pipeline import RequestGuards, ResponseGuards
 from extproc.guards.regex_guard import PatternTimeout, RegexGuardConfig, TextScanner
+from extproc.guards.scan_jobs import run_job
 from tests.provider_helpers import chunks_of
 from tests.unit.test_scan_budget import CountingRunner  # the thread runner, recording each job
 
@@ -174,6 +175,7 @@ async def test_running_out_of_the_loops_time_sends_the_texts_to_a_worker(monkeyp
     monkeypatch.setattr(scan_pool, "runner", lambda: recording)
     guards = request_guards(r"ORD-\d{3}")
     monkeypatch.setattr(regex_guard, "_PATTERN_SECONDS_PER_CHAR", 0.0)
+    assert guards.regex is not None
     guards.regex.scanner._pattern_base = 0.0  # every pattern call on the loop runs out
     req = chat("first ORD-123", "second ORD-456", "third, no order")
     assert await guards.apply(req, {})
@@ -191,6 +193,7 @@ async def test_a_stream_step_out_of_the_loops_time_goes_to_a_worker(monkeypatch)
     cfg = {"regex": {"matches": [{"pattern": r"ORD-\d{3}", "name": "ORD"}]}}
     guards = ResponseGuards(ResponseGuardConfig.model_validate(cfg), "r")
     monkeypatch.setattr(regex_guard, "_PATTERN_SECONDS_PER_CHAR", 0.0)
+    assert guards.regex is not None
     guards.regex.scanner._pattern_base = 0.0
     from extproc.guarded_stream import response_stream
 
@@ -203,7 +206,7 @@ async def test_a_stream_step_out_of_the_loops_time_goes_to_a_worker(monkeypatch)
 
 def test_a_worker_job_reports_the_timeout():
     cfg = RegexGuardConfig.model_validate({"matches": [{"pattern": EXPONENTIAL, "name": "X"}]})
-    done = finishes(lambda: scan_pool.run_job(cfg.model_dump_json(), cfg, [HOSTILE], 60, threading.Event()))
+    done = finishes(lambda: run_job(cfg.model_dump_json(), cfg, [HOSTILE], 60, threading.Event()))
     assert (done.status, done.outputs, done.pattern) == ("pattern_timeout", [], "X")
 
 

@@ -81,9 +81,11 @@ def key(r: RecognizerResult) -> tuple[object, ...]:
 
 def slow_matches(text: str) -> list[RecognizerResult]:
     """What `_matches` replaced: phonenumbers' own matcher, run once per region."""
+    leniency = PHONE.leniency
+    assert leniency is not None  # Presidio types it as optional
     results = []
     for region in PHONE.supported_regions:
-        for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=PHONE.leniency):
+        for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=leniency):
             results.append(PHONE._result(match, text, region, None))
     return EntityRecognizer.remove_duplicates(results)
 
@@ -130,7 +132,9 @@ def test_shared_candidates_find_what_each_region_finds(text):
 def test_failed_candidates_are_counted_as_phonenumbers_counts_them(text, region, tries):
     """The matcher gives up after `max_tries` failed candidates: with a small budget, the
     shared candidates give up at the same point."""
-    slow = phonenumbers.PhoneNumberMatcher(text, region, leniency=PHONE.leniency, max_tries=tries)
+    leniency = PHONE.leniency
+    assert leniency is not None  # Presidio types it as optional
+    slow = phonenumbers.PhoneNumberMatcher(text, region, leniency=leniency, max_tries=tries)
     fast = pr._Matcher(text, region, PHONE.leniency, pr._Candidates(text))
     fast._max_tries = tries
     assert [(m.start, m.end) for m in fast] == [(m.start, m.end) for m in slow]

@@ -496,7 +496,7 @@ def test_stream_that_is_not_json_becomes_an_error(gemini):
 
 STREAM_PATH = "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
 JSON_PATH = "/v1beta/models/gemini-2.0-flash:generateContent"
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -625,19 +625,23 @@ def test_mock_json_round_trip_after_tool_result_with_two_candidates(gemini):
 )
 def test_mock_rejects_what_google_rejects(body, message):
     dialect = GeminiDialect()
+    params = dialect.match("POST", JSON_PATH)
+    assert params is not None
     with pytest.raises(BadRequest, match=message):
-        dialect.parse(body, dialect.match("POST", JSON_PATH), {})
+        dialect.parse(body, params, {})
 
 
 def test_mock_accepts_snake_case_like_google(gemini):
     dialect = GeminiDialect()
+    params = dialect.match("POST", JSON_PATH)
+    assert params is not None
     mreq = dialect.parse(
         {
             "contents": [{"parts": [{"text": "hi"}]}],
             "system_instruction": {"parts": [{"text": "rules"}]},
             "generation_config": {"max_output_tokens": 4},
         },
-        dialect.match("POST", JSON_PATH),
+        params,
         {},
     )
     assert mreq.turns == [("system", "rules"), ("user", "hi")] and mreq.max_tokens == 4
@@ -645,8 +649,10 @@ def test_mock_accepts_snake_case_like_google(gemini):
 
 def test_mock_streams_only_with_alt_sse():
     dialect = GeminiDialect()
+    params = dialect.match("POST", STREAM_PATH)
+    assert params is not None
     with pytest.raises(BadRequest, match="alt=sse"):
-        dialect.parse({"contents": [{"parts": [{"text": "x"}]}]}, dialect.match("POST", STREAM_PATH), {})
+        dialect.parse({"contents": [{"parts": [{"text": "x"}]}]}, params, {})
 
 
 def test_mock_path_and_credential():

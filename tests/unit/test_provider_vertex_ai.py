@@ -209,10 +209,8 @@ def test_mock_path_credential_and_validation():
     assert d.match("POST", "/v1beta/models/gemini-2.0-flash:generateContent") is None
     assert d.credential({"authorization": "Bearer ya29.token"}, {}) == "ya29.token"
     assert d.credential({"x-goog-api-key": "k"}, {"key": "k"}) is None
+    params = d.match("POST", BASE + ":generateContent")
+    assert params is not None
     with pytest.raises(BadRequest, match="valid role"):
-        d.parse(
-            {"contents": [{"role": "tool", "parts": [{"text": "x"}]}]},
-            d.match("POST", BASE + ":generateContent"),
-            {},
-        )
+        d.parse({"contents": [{"role": "tool", "parts": [{"text": "x"}]}]}, params, {})
     assert d.render_error(403, "denied")["error"]["status"] == "PERMISSION_DENIED"

@@ -619,8 +619,7 @@ def mock_answer(canonical: dict[str, Any], stream: bool) -> dict[str, Any]:
     plan = engine.plan(mreq)
     if not stream:
         out = provider().translate_response(DIALECT.render_json(plan, mreq), MODEL)
-        message = ChatCompletion.model_validate(out).choices[0].message
-        return message.model_dump(exclude_none=True)
+        return ChatCompletion.model_validate(out).choices[0].message.model_dump(exclude_none=True)
     raw = b"".join(DIALECT.render_stream(plan, mreq))
     chunks = chunks_of(transcode(provider(), MODEL, raw, list(range(5, len(raw), 11))))
     assert_valid_openai_stream(chunks)

@@ -30,7 +30,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 TOOL_CALL = {"id": "call_abc123XYZ", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-HISTORY = [
+HISTORY: list[dict[str, Any]] = [
     {"role": "user", "content": "weather?"},
     {
         "role": "assistant",

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from extproc.devstack import envoy_binary
+from extproc.providers.azure_openai import AzureOpenAISettings
 from extproc.render.loader import render_file
 from extproc.runtime.bootstrap import build_config
 from tests.harness import ROOT
@@ -469,7 +470,9 @@ def test_unquoted_dates_stay_text_and_null_defaults_render(tmp_path):
         )
     )
     gw = build_config(doc, resolve_secrets=False)
-    assert gw.backends[0].settings.api_version == "2024-10-21"
+    settings = gw.backends[0].settings
+    assert isinstance(settings, AzureOpenAISettings)
+    assert settings.api_version == "2024-10-21"
     assert gw.routes["r"].policy.field_defaults[0].value is None
     md = gw.backends[0].settings
     assert md.authority == "x.openai.azure.com"

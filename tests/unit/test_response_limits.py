@@ -34,9 +34,12 @@ def test_too_large_by_declaration_or_as_read():
     assert declared_too_large({"content-length": "100"}, 100) is None
     assert declared_too_large({}, 100) is None
     err = declared_too_large({"content-length": "101"}, 100)
+    assert err is not None
     assert (err.status, err.code) == (502, "response_too_large") and "101 bytes" in err.message
     assert read_too_large(b"x" * 100, True, 100) is None
-    assert read_too_large(b"x" * 101, True, 100).code == "response_too_large"  # read past the buffer
+    past = read_too_large(b"x" * 101, True, 100)  # read past the buffer
+    assert past is not None and past.code == "response_too_large"
     err = read_too_large(b"x" * 50, False, 100)  # cut: Envoy's buffer was full
+    assert err is not None
     assert err.code == "response_too_large" and "more than 50 bytes" in err.message
     assert err.type == "server_error"

@@ -15,6 +15,7 @@ from extproc.guards import regex_stage, scan_pool
 from extproc.guards.config import RequestGuardConfig, ResponseGuardConfig, ScanBudget
 from extproc.guards.pipeline import RequestGuards, ResponseGuards
 from extproc.guards.regex_guard import RegexGuardConfig
+from extproc.guards.scan_jobs import JobResult, run_job
 
 BUILTINS = {"action": "MASK", "builtins": ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"]}
 
@@ -165,13 +166,15 @@ async def test_time_budget_is_shared_by_every_job_of_a_request(runner, monkeypat
 def test_run_job_reports_timeout_and_cancellation():
     cfg = RegexGuardConfig.model_validate(BUILTINS)
     key = cfg.model_dump_json()
-    done = scan_pool.run_job(key, cfg, ["call 212-555-0198"], 5.0, threading.Event())
+    done = run_job(key, cfg, ["call 212-555-0198"], 5.0, threading.Event())
     assert done.status == "ok" and done.outputs[0][0] == "call <PHONE_NUMBER>"
-    assert scan_pool.run_job(key, cfg, [hostile(50_000)], 0.1, threading.Event()).status == "timeout"
+    assert run_job(key, cfg, [hostile(50_000)], 0.1, threading.Event()).status == "timeout"
     gone = threading.Event()
     gone.set()
-    assert scan_pool.run_job(key, cfg, [hostile(50_000)], 60, gone) == scan_pool.JobResult(
-        "cancelled", [], pytest.approx(0, abs=1)
+    assert run_job(key, cfg, [hostile(50_000)], 60, gone) == JobResult(
+        "cancelled",
+        [],
+        pytest.approx(0, abs=1),  # type: ignore[arg-type]  # compares the elapsed seconds loosely
     )
 
 
@@ -217,14 +220,16 @@ async def test_process_pool_scans_cancels_and_never_runs_queued_jobs(cfg):
         result = await pool.scan(key, cfg, ["call 212-555-0198"], 5)
         assert result.status == "ok" and result.outputs[0][0] == "call <PHONE_NUMBER>"
 
+        executor = pool._executor
+        assert executor is not None
         submitted = []
-        real_submit = pool._executor.submit
+        real_submit = executor.submit
 
         def counting_submit(fn, *args):
             submitted.append(args[2])
             return real_submit(fn, *args)
 
-        pool._executor.submit = counting_submit
+        executor.submit = counting_submit  # type: ignore[method-assign, assignment]  # count submissions
 
         running = asyncio.create_task(pool.scan(key, cfg, [hostile(200_000)], 120))
         queued = asyncio.create_task(pool.scan(key, cfg, ["queued 212-555-0198"], 120))
@@ -273,6 +278,7 @@ async def test_a_dead_worker_fails_its_request_closed_and_the_pool_recovers(cfg)
         await asyncio.wait_for(pool.wait_ready(), 120)
         running = asyncio.create_task(pool.scan(key, cfg, [hostile(200_000)], 120))
         await asyncio.sleep(0.5)
+        assert pool._executor is not None
         for process in list(pool._executor._processes.values()):
             process.kill()  # the OOM killer, say
         with pytest.raises(scan_pool.ScanUnavailable):

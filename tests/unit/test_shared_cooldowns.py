@@ -182,7 +182,7 @@ async def test_redis_down_fail_open_keeps_local_cooldowns(replicas, redis_server
     await until(lambda: failures("cooldown_write", "local") > write_local)
     assert 28 < a.health.remaining("alpha") <= 30
     assert a.health.remaining("beta") == 0.0  # open: nothing else is taken out
-    assert not a.shared._task.done()  # type: ignore[union-attr]
+    assert not a.shared._task.done()
 
 
 async def test_redis_down_fail_closed_reports_every_backend_cooling(

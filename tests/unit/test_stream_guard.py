@@ -167,6 +167,7 @@ def content_of(out: bytes) -> str:
 
 
 def expected(text: str) -> tuple[str, list[str]]:
+    assert MASK.scanner is not None
     masked, findings = MASK.scanner.mask(text)
     return masked, [text[f.start : f.end] for f in findings]
 

@@ -5,14 +5,16 @@ route's scan budget, and a clear error, never unscanned text, when no worker can
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import orjson
 import pytest
 
-from extproc.guarded_stream import response_stream
+from extproc.guarded_stream import GuardedStream, response_stream
 from extproc.guards import regex_stage, scan_pool
 from extproc.guards.config import ResponseGuardConfig
 from extproc.guards.pipeline import ResponseGuards
+from extproc.guards.scan_jobs import JobResult, run_job
 from extproc.guards.stream_guard import StreamTextGuard
 
 PII = {"regex": {"action": "MASK", "builtins": ["PHONE_NUMBER", "EMAIL_ADDRESS", "CREDIT_CARD"]}}
@@ -59,7 +61,7 @@ class Recording:
         if self.unavailable:
             raise scan_pool.ScanUnavailable("no worker")
         if self.status != "ok":
-            return scan_pool.JobResult(self.status, [], budget)
+            return JobResult(self.status, [], budget)
         return await scan_pool.ThreadRunner().scan(key, config, texts, budget, hints)
 
 
@@ -130,6 +132,7 @@ async def test_the_budget_is_the_streams_not_each_steps(monkeypatch):
     monkeypatch.setattr(scan_pool, "runner", lambda: runner)
     guards = guarded({**PII, "scanBudget": {"maxSeconds": 1}})
     rs = response_stream("r", guards, False, {})
+    assert isinstance(rs, GuardedStream)
     rs.scan_seconds = 0.75  # already spent by earlier steps of this stream
     await rs.feed(chunk(DENSE), False)
     assert runner.calls and runner.calls[0][2] == pytest.approx(0.25)
@@ -163,9 +166,7 @@ def test_a_job_with_hints_returns_the_scanners_findings():
     guards = guarded()
     text = f"old context {PHONE} new part with jane@example.com"
     hint = "new part with jane@example.com"
-    result = scan_pool.run_job(
-        guards.regex.key, guards.scanner.config, [text], 5.0, scan_pool.threading.Event(), [hint]
-    )
+    result = run_job(guards.regex.key, guards.scanner.config, [text], 5.0, threading.Event(), [hint])
     assert result.status == "ok"
     ((masked, found),) = result.outputs
     expected = guards.scanner.scan(text, presidio_hint=hint)
