@@ -99,7 +99,7 @@ class Accounting:
         ended without its usage chunk (cut short, or a provider that sends none) is to be
         counted from what was seen, given the canonical request: the estimate to make is
         returned, for `take_estimate` (None when there is nothing to estimate)."""
-        self.response_model = rs.model
+        self.response_model = rs.model if isinstance(rs.model, str) else ""  # a provider's odd chunk
         self.first_token_at, self.last_token_at = rs.first_token_at, rs.last_token_at
         self.take_usage(rs.usage)
         if self.total_tokens is not None or canonical is None:

@@ -55,7 +55,10 @@ def retry_after_seconds(headers: dict[str, str], now: float | None = None) -> fl
     if parsed is None:
         return None
     # mktime_tz reads a missing or "-0000" zone as UTC, as HTTP dates are.
-    when = email.utils.mktime_tz(parsed)
+    try:
+        when = email.utils.mktime_tz(parsed)
+    except (OverflowError, ValueError):  # a year no clock reaches: unreadable
+        return None
     return max(0.0, when - (now if now is not None else time.time()))
 
 

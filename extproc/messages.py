@@ -35,6 +35,12 @@ def _fill(
         resp.clear_route_cache = True
 
 
+def set_headers(mutation: pb.HeaderMutation, headers: dict[str, str]) -> None:
+    """Add header sets to a reply's mutation (overwriting, and after any earlier set of
+    the same header, which Envoy then overrides)."""
+    _mutate(mutation, headers)
+
+
 def _mutate(
     mutation: pb.HeaderMutation, set_headers: dict[str, str] | None, remove: Iterable[str] = ()
 ) -> None:

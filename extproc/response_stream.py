@@ -24,7 +24,7 @@ from . import redaction
 from .errors import GatewayError, error_body
 from .guards.regex_guard import PatternTimeout
 from .guards.stream_guard import StreamRejected
-from .sse import DONE, SSEEvent, SSEParser, encode
+from .sse import DONE, EventTooLarge, SSEEvent, SSEParser, encode
 
 log = logging.getLogger("aigw.stream")
 
@@ -53,9 +53,15 @@ class ResponseStream(ABC):
     # ---- bytes in, bytes out ------------------------------------------------------------
     async def feed(self, data: bytes, end_of_stream: bool) -> bytes:
         out: list[bytes] = []
-        events = self.parser.feed(data)
-        if end_of_stream:
-            events += self.parser.close()
+        try:
+            events = self.parser.feed(data)
+            if end_of_stream:
+                events += self.parser.close()
+        except EventTooLarge as exc:
+            if not self.terminated:
+                log.warning("provider stream event too large", extra={"fields": {"route": self.route}})
+                self._terminate(GatewayError(502, str(exc), code="upstream_invalid_stream"), out)
+            return b"".join(out)
         if self.terminated:
             self._usage_after_end(events)
             return b""

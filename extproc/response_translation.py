@@ -85,6 +85,13 @@ class ResponseTranslation:
                     headers[":status"] = str(status)
                     self.status = status
                 return msg.replace_response(headers, out)
+            if 200 <= self.status < 300 and not provider.canonical_responses:
+                # A success without a body has nothing to translate: passed on, the client
+                # would get an empty 200 where it expects a chat completion.
+                self.failure = "upstream_invalid_response"
+                return self._reject(
+                    GatewayError(502, f"{provider.name} returned an empty response", code=self.failure)
+                )
             return msg.response_headers()
         streamed = hdrs.get("content-type", "").startswith("text/event-stream")
         if self.status < 400 and provider.canonical_responses:

@@ -159,9 +159,9 @@ class RouteResponse:
                 return self._attempt_replied(translated)
             data = translated.response_body.response.body_mutation.body
             if not (self.response is not None or self.read_json):
-                # An error, translated (and redacted): nothing more to do.
+                # An error, translated (and redacted): the response guards read it too.
                 self.acct.status = translation.status
-                return translated
+                return await self._guarded_error(translated, req.response_body.body)
             if translation.failure is not None:
                 # An answer that could not be translated is an error for the client: no
                 # guard or usage reads it, and the log says what the client got.
@@ -195,6 +195,37 @@ class RouteResponse:
                 translated.response_body.response.body_mutation
             )
         return mine
+
+    async def _guarded_error(self, translated: pb.ProcessingResponse, raw: bytes) -> pb.ProcessingResponse:
+        """A provider's error answer, translated, on a route with response guards: guarded
+        like an answer (providers quote the request's text in their errors). One the guards
+        cannot read is withheld."""
+        guards = self.route.guards.response if self.route.guards is not None else None
+        if guards is None:
+            return translated
+        reply = translated.response_body.response
+        body = reply.body_mutation.body if reply.HasField("body_mutation") else raw
+        try:
+            error = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            error = None
+        try:
+            if not isinstance(error, dict):
+                raise GatewayError(
+                    502,
+                    "the provider's response could not be checked by the gateway",
+                    code="unguardable_response",
+                )
+            if not await guards.apply_error(error, len(body)):
+                return translated
+            out = orjson.dumps(error)
+        except GatewayError as err:
+            return self._replace_response(err)
+        except TypeError:  # nested too deep to write (orjson's JSONEncodeError is one)
+            return self._replace_response(unwritable_response())
+        reply.body_mutation.body = out
+        msg.set_headers(reply.header_mutation, {"content-length": str(len(out))})
+        return translated
 
     async def _json_body(self, raw: bytes, whole: bool) -> pb.ProcessingResponse:
         too_big = read_too_large(raw, whole, self.gw.max_response_bytes)
@@ -231,10 +262,13 @@ class RouteResponse:
                 changed = await guards.apply(completion, self.headers, len(raw))
             except GatewayError as err:
                 return self._replace_response(err)
-        if not changed and not redacted:
+        if not changed and not redacted and guards is None:
             return msg.with_metadata(msg.response_body(), self.acct.dynamic_metadata())
         try:
-            out = orjson.dumps(completion) if changed else raw
+            # Guarded, the client gets what the guards read, written once: an answer that
+            # repeats a key (`"content": "<secret>", "content": "hi"`) reaches a client
+            # whose JSON parser keeps the first value otherwise.
+            out = orjson.dumps(completion) if changed or guards is not None else raw
         except TypeError:  # nested too deep to write (orjson's JSONEncodeError is one)
             return self._replace_response(unwritable_response())
         return msg.with_metadata(

@@ -17,6 +17,16 @@ from dataclasses import dataclass, field
 
 _EOL = re.compile(r"\r\n|\r|\n")
 
+# The most text one event (its unfinished line, data lines and comments) may hold before
+# it is complete. A provider's chat events are a few KB; without a bound, a stream that
+# never ends a line would grow the processor's memory until it died.
+MAX_EVENT_CHARS = 4 * 1024 * 1024
+
+
+class EventTooLarge(ValueError):
+    """An event grew past MAX_EVENT_CHARS before it ended. The parser then drops the rest
+    of the stream: the caller ends the client's stream with an error."""
+
 
 @dataclass(slots=True)
 class SSEEvent:
@@ -41,7 +51,17 @@ _EMPTY = SSEEvent()
 class SSEParser:
     """Feed bytes in any chunking; get back complete events in order."""
 
-    __slots__ = ("_data_lines", "_decoder", "_event", "_parts", "_pending_cr", "_started")
+    __slots__ = (
+        "_data_lines",
+        "_decoder",
+        "_event",
+        "_failed",
+        "_open_chars",
+        "_parts",
+        "_parts_chars",
+        "_pending_cr",
+        "_started",
+    )
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -52,13 +72,21 @@ class SSEParser:
         self._started = False
         self._event = SSEEvent()
         self._data_lines: list[str] = []
+        # Characters held for the unfinished line, and in the open event's lines.
+        self._parts_chars = 0
+        self._open_chars = 0
+        self._failed = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if self._failed:
+            return []
         return self._consume(self._decoder.decode(chunk))
 
     def close(self) -> list[SSEEvent]:
         """End of stream. A final event not followed by a blank line is dispatched anyway
         (browsers drop it, but providers do send a last event without the blank line)."""
+        if self._failed:
+            return []
         events = self._consume(self._decoder.decode(b"", final=True))
         if self._parts:
             self._line("".join(self._parts), events)
@@ -82,11 +110,14 @@ class SSEParser:
         if "\n" not in text and "\r" not in text:
             if text:
                 self._parts.append(text)
+                self._parts_chars += len(text)
+                self._check()
             return events
         if self._parts:
             self._parts.append(text)
             text = "".join(self._parts)
             self._parts = []
+            self._parts_chars = 0
         if "\r" in text:
             self._lines(text, events)
             return events
@@ -119,6 +150,14 @@ class SSEParser:
         tail = text[start:]
         if tail:
             self._parts.append(tail)
+            self._parts_chars = len(tail)
+            self._check()
+
+    def _check(self) -> None:
+        if self._parts_chars + self._open_chars > MAX_EVENT_CHARS:
+            self._failed = True
+            self._parts, self._data_lines, self._event = [], [], SSEEvent()
+            raise EventTooLarge(f"a stream event is larger than {MAX_EVENT_CHARS} characters")
 
     def _line(self, line: str, events: list[SSEEvent]) -> None:
         if not line:
@@ -126,6 +165,8 @@ class SSEParser:
             return
         if line[0] == ":":
             self._event.comments.append(line[1:])
+            self._open_chars += len(line)
+            self._check()
             return
         name, sep, value = line.partition(":")
         if sep and value.startswith(" "):
@@ -133,6 +174,8 @@ class SSEParser:
         if name == "data":
             self._data_lines.append(value)
             self._event._data_seen = True
+            self._open_chars += len(value) + 1
+            self._check()
         elif name == "event":
             self._event.event = value
         elif name == "id":
@@ -150,6 +193,7 @@ class SSEParser:
             events.append(ev)
         self._event = SSEEvent()
         self._data_lines = []
+        self._open_chars = 0
 
 
 def _one_line(value: str) -> str:

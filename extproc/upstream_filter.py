@@ -155,6 +155,27 @@ class UpstreamStream:
                     param=getattr(err, "param", None),
                 )
             )
+        except (TypeError, KeyError, AttributeError, IndexError) as err:
+            # A value of a shape the translator did not expect, which the canonical checks
+            # let through: the client's request, so a 400, not a 500. Logged, since a
+            # translator should name the field itself.
+            log.warning(
+                "request a translator could not read",
+                extra={
+                    "fields": {
+                        "request_id": self.request_id,
+                        "provider": provider.name,
+                        "error": f"{type(err).__name__}: {err}"[:200],
+                    }
+                },
+            )
+            return self._reject(
+                bad_request(
+                    f"the request cannot be sent to {provider.name}: "
+                    "a field has a value of an unexpected shape",
+                    code="untranslatable_request",
+                )
+            )
         set_headers = {":path": path, "content-length": str(len(body)), "content-type": "application/json"}
         set_headers.update(backend.headers)
         credential = backend.credential(self.client_key)

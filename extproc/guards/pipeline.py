@@ -128,6 +128,18 @@ class ResponseGuards:
             changed |= await self._webhook_slots(texts, headers)
         return changed
 
+    async def apply_error(self, error: dict[str, Any], size: int = 0) -> bool:
+        """Guard a provider's error answer in place: every string of it but the ids, as for
+        an answer. Providers quote the request in their errors ("invalid value
+        '...'"), so an error carries the client's text, and sometimes a model's, back.
+        The regex guard reads it; the webhook and moderation judge conversations, not
+        error messages."""
+        if self.regex is None:
+            return False
+        # Walked as an answer's unknown field, so the strings are set in `error` itself.
+        slots = await offload.run(size, text_slots.response_slots, {"choices": [], "provider_error": error})
+        return await self.regex.run(slots, size)
+
     async def webhook_texts(self, messages: list[dict[str, Any]], headers: dict[str, str]) -> bool:
         """The webhook on these messages' free text (streams send segments this way)."""
         slots = [s for m in messages for s in text_slots.message_texts(m, "assistant")]

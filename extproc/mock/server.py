@@ -3,7 +3,9 @@
 Control, per request by header or per server by `POST /_mock/behavior` (JSON with the
 same names in camelCase; headers win):
 
-  x-mock-status: 429            answer with this error status instead
+  x-mock-status: 429            answer with this error status instead (with x-mock-content:
+                                that text as the error's message, as a provider quoting
+                                the request does)
   x-mock-retry-after: 2         ... with this Retry-After (seconds)
   x-mock-times: 3               the failure applies to the next N requests only (behavior API)
   x-mock-reset: before|mid      drop the connection before answering, or mid-stream
@@ -212,7 +214,8 @@ async def _serve_provider(state: MockState, request: web.Request) -> web.StreamR
             )
         if request.headers.get("x-mock-empty-body"):
             return web.Response(status=status, headers=headers)
-        return _json(dialect.render_error(status, f"mock failure {status}"), status, headers)
+        message = behavior.content if behavior.content is not None else f"mock failure {status}"
+        return _json(dialect.render_error(status, message), status, headers)
 
     cred = dialect.credential(request.headers, request.query)
     if behavior.echo_key:

@@ -217,6 +217,10 @@ def _assistant_parts(msg: dict[str, Any], where: str, call_names: dict[str, str]
         calls.append({"function": msg["function_call"]})
     for j, call in enumerate(calls):
         fn = call["function"]
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise UnsupportedRequest(
+                "a tool call needs a function name", param=f"{where}.tool_calls[{j}].function"
+            )
         part: dict[str, Any] = {
             "functionCall": {
                 "name": fn["name"],
@@ -311,11 +315,16 @@ def clean_schema(schema: Any, defs: dict[str, Any] | None = None, depth: int = 0
     if depth > _MAX_SCHEMA_DEPTH:
         raise UnsupportedRequest("a JSON schema nests too deeply for Gemini (a recursive $ref?)")
     if defs is None:
-        defs = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
+        defs = {}
+        for key in ("definitions", "$defs"):
+            found = schema.get(key)
+            if found is not None and not isinstance(found, dict):
+                raise UnsupportedRequest(f"a JSON schema's '{key}' must be an object")
+            defs.update(found or {})
     ref = schema.get("$ref")
     if isinstance(ref, str):
         prefix, _, name = ref.rpartition("/")
-        if prefix not in ("#/$defs", "#/definitions") or name not in defs:
+        if prefix not in ("#/$defs", "#/definitions") or not isinstance(defs.get(name), dict):
             raise UnsupportedRequest(f"JSON schema reference {ref!r} cannot be resolved for Gemini")
         merged = {**defs[name], **{k: v for k, v in schema.items() if k != "$ref"}}
         return clean_schema(merged, defs, depth + 1)
@@ -358,8 +367,14 @@ def clean_schema(schema: Any, defs: dict[str, Any] | None = None, depth: int = 0
         out.setdefault(key, value)
     if "required" in out:
         # Google rejects a required name its own node does not declare in `properties`.
-        declared = out.get("properties") or {}
-        names = [n for n in out["required"] if n in declared] if isinstance(out["required"], list) else []
+        properties = out.get("properties")
+        declared = properties if isinstance(properties, dict) else {}
+        required = out["required"]
+        names = (
+            [n for n in required if isinstance(n, str) and n in declared]
+            if isinstance(required, list)
+            else []
+        )
         if names:
             out["required"] = names
         else:
@@ -391,7 +406,12 @@ def _generation_config(req: dict[str, Any]) -> dict[str, Any]:
         if fmt["type"] not in ("json_object", "json_schema"):
             raise UnsupportedRequest(f"'response_format.type' {fmt['type']!r} is not supported")
         config["responseMimeType"] = "application/json"
-        schema = (fmt.get("json_schema") or {}).get("schema") if fmt["type"] == "json_schema" else None
+        spec = fmt.get("json_schema") if fmt["type"] == "json_schema" else None
+        if spec is not None and not isinstance(spec, dict):
+            raise UnsupportedRequest(
+                "'response_format.json_schema' must be an object", param="response_format"
+            )
+        schema = spec.get("schema") if spec else None
         if isinstance(schema, dict):
             config["responseSchema"] = clean_schema(schema)
     return config

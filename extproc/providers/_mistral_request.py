@@ -125,7 +125,7 @@ def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if m.get("tool_calls"):
                 msg["tool_calls"] = [
                     {
-                        "id": ids.get(c.get("id")),
+                        "id": ids.get(c.get("id")) if isinstance(c.get("id"), str) else None,
                         "type": "function",
                         "function": {
                             "name": c["function"]["name"],
@@ -164,7 +164,8 @@ def translate_request(req: dict[str, Any], model: str) -> dict[str, Any]:
     for field in REJECTED_FIELDS:
         if req.get(field) is not None:
             raise UnsupportedRequest(f"'{field}' is not supported by mistral", param=field)
-    if "audio" in (req.get("modalities") or ()):
+    modalities = req.get("modalities")  # dropped; only asking for audio is refused
+    if isinstance(modalities, list) and "audio" in modalities:
         raise UnsupportedRequest("audio output is not supported by mistral", param="modalities")
     out = {k: v for k, v in req.items() if k not in DROPPED_FIELDS and k not in REJECTED_FIELDS}
     for old, new in RENAMED_FIELDS:

@@ -193,6 +193,23 @@ def test_pii_masked_in_the_answer(stack):
     )
 
 
+def test_pii_a_provider_error_quotes_back_is_masked_too(stack):
+    # Providers quote the request in their errors ("Invalid value '...'"): the error
+    # reaches the client through the same response guards as an answer.
+    with pytest.raises(openai.BadRequestError) as exc:
+        client(stack, "/pii").chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "contact?"}],
+            extra_headers={
+                "x-mock-status": "400",
+                "x-mock-content": "Invalid 'user': alice@corp-mail.com is not allowed",
+            },
+        )
+    assert exc.value.status_code == 400
+    assert "alice@corp-mail.com" not in exc.value.response.text
+    assert exc.value.body["message"] == "Invalid 'user': <EMAIL> is not allowed"
+
+
 def test_a_large_digit_dense_streamed_delta_is_masked_like_the_whole_answer(stack):
     """One delta of ~3,000 digit-dense characters (the text Presidio is slowest on) is a
     step too large for the event loop: the scan workers scan it (RegexStage.scan_step),

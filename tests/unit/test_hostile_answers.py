@@ -1,0 +1,199 @@
+"""What a misbehaving provider or an odd client request could do to the processor, and
+what it does now: a stream that never ends a line is cut at a bound instead of growing
+memory; unreadable Retry-After dates, odd `model` values and empty translated answers are
+clear errors, not tracebacks or empty 200s; request shapes the translators did not expect
+are 400s, not 500s."""
+
+from __future__ import annotations
+
+import copy
+
+import orjson
+import pytest
+
+from extproc import messages as msg
+from extproc.accounting import Accounting
+from extproc.backend_health import retry_after_seconds
+from extproc.guarded_stream import response_stream
+from extproc.providers.base import UnsupportedRequest
+from extproc.response_translation import ResponseTranslation
+from extproc.settings import ProcessorSettings
+from extproc.sse import MAX_EVENT_CHARS, EventTooLarge, SSEParser
+from extproc.stream_transcoder import StreamTranscoder
+from extproc.upstream_filter import UpstreamStream
+from tests import filter_fakes as F
+from tests.provider_helpers import make_provider
+
+PIECE = b"x" * 65536
+
+
+@pytest.fixture(scope="module")
+def gw():
+    return F.gateway()
+
+
+# ---- a stream event without an end ------------------------------------------------------
+def test_an_event_that_never_ends_a_line_is_refused_at_the_bound_and_dropped():
+    parser = SSEParser()
+    parser.feed(b'data: {"x":"')
+    with pytest.raises(EventTooLarge):
+        for _ in range(MAX_EVENT_CHARS // len(PIECE) + 2):
+            parser.feed(PIECE)
+    assert not parser._parts and not parser._data_lines  # nothing held any more
+    assert parser.feed(PIECE + b"\n\n") == [] and parser.close() == []  # the rest is dropped
+
+
+def test_an_event_of_endless_data_lines_is_refused_too():
+    parser = SSEParser()
+    with pytest.raises(EventTooLarge):
+        for _ in range(MAX_EVENT_CHARS // len(PIECE) + 2):
+            parser.feed(b"data: " + PIECE + b"\n")
+
+
+def test_a_large_event_under_the_bound_still_parses():
+    parser = SSEParser()
+    events = [ev for i in range(0, 40) for ev in parser.feed(b"data: " + PIECE if i == 0 else PIECE)]
+    events += parser.feed(b"\n\n")
+    assert len(events) == 1 and len(events[0].data) == 40 * len(PIECE)
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+async def test_a_client_stream_ends_with_an_error_when_an_event_never_ends(guarded):
+    guards = None
+    if guarded:
+        from extproc.guards.config import ResponseGuardConfig
+        from extproc.guards.pipeline import ResponseGuards
+
+        guards = ResponseGuards(
+            ResponseGuardConfig.model_validate({"regex": {"action": "MASK", "builtins": ["EMAIL"]}}), "r"
+        )
+    rs = response_stream("r", guards, False, {})
+    out = await rs.feed(b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\ndata: {"x":"', False)
+    for _ in range(MAX_EVENT_CHARS // len(PIECE) + 2):
+        out += await rs.feed(PIECE, False)
+    out += await rs.feed(PIECE, True)
+    events = [e for e in out.split(b"\n\n") if e]
+    assert events[-1] == b"data: [DONE]"
+    error = orjson.loads(events[-2].removeprefix(b"data: "))["error"]
+    assert error["code"] == "upstream_invalid_stream"
+    assert rs.terminated and not rs.parser._parts
+
+
+def test_a_translated_stream_ends_with_an_error_when_an_event_never_ends():
+    tc = StreamTranscoder(make_provider({"name": "a", "provider": "anthropic"}).stream_translator("m"))
+    out = tc.feed(b'event: message_start\ndata: {"type":"mess', False)
+    for _ in range(MAX_EVENT_CHARS // len(PIECE) + 2):
+        out += tc.feed(PIECE, False)
+    events = [e for e in out.split(b"\n\n") if e]
+    assert events[-1] == b"data: [DONE]"
+    assert orjson.loads(events[-2].removeprefix(b"data: "))["error"]["code"] == "upstream_invalid_stream"
+
+
+# ---- Retry-After ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "value", ["Mon, 01 Jan 99999999999 00:00:00 GMT", "01 Jan 1000000000000000000000 00:00:00 GMT"]
+)
+def test_a_retry_after_date_no_clock_reaches_is_unreadable_not_a_crash(value):
+    assert retry_after_seconds({"retry-after": value}) is None
+
+
+async def test_a_429_with_such_a_date_still_reaches_the_client_and_cools_the_backend(gw):
+    stream = UpstreamStream(gw, ProcessorSettings())
+    host = F.host_metadata({"name": "ant", "provider": "anthropic"})
+    await stream.request_headers(F.request_headers(F.client_headers(), upstream_host_metadata=host))
+    await stream.request_body(F.request_body(F.CANONICAL))
+    reply = await stream.response_headers(
+        F.response_headers({":status": "429", "retry-after": "Mon, 01 Jan 99999999999 00:00:00 GMT"})
+    )
+    assert reply.WhichOneof("response") == "response_headers"
+    assert gw.health.remaining("ant") > 0  # the default cooldown
+
+
+# ---- odd values from a provider ---------------------------------------------------------------
+def test_a_streamed_model_that_is_not_a_string_is_not_recorded_and_breaks_nothing():
+    class Seen:
+        def __init__(self) -> None:
+            self.model = {"a": 1}
+            self.first_token_at = self.last_token_at = None
+            self.usage = {"prompt_tokens": 3, "completion_tokens": 2}
+            self.text_parts: list[str] = []
+
+    acct = Accounting("chat")
+    acct.stream = True
+    acct.take_stream(Seen(), None)  # type: ignore[arg-type]  # only what take_stream reads
+    acct.record()  # used to raise: unhashable type 'dict'
+    assert acct.response_model == "" and acct.total_tokens == 5
+
+
+@pytest.mark.parametrize("backend, model", [("ant", "claude-3-5-haiku-latest")])
+def test_a_translated_200_without_a_body_is_a_502_not_an_empty_answer(gw, backend, model):
+    found = gw.backend_named(backend)
+    assert found is not None
+    t = ResponseTranslation(found, model, "req-1", gw.max_response_bytes)
+    req = F.response_headers({":status": "200", "content-type": "application/json"}, end_of_stream=True)
+    status, body, _ = F.immediate(t.headers(req, msg.headers_of(req.response_headers.headers)))
+    assert status == 502 and body["error"]["code"] == "upstream_invalid_response"
+    assert t.failure == "upstream_invalid_response"
+
+
+# ---- request shapes the translators did not expect --------------------------------------------
+ASSISTANT_CALL = {"role": "assistant", "content": None}
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
+def with_schema(schema: dict) -> dict:
+    return {**F.CANONICAL, "tools": [{**TOOL, "function": {"name": "f", "parameters": schema}}]}
+
+
+BAD_FOR = {
+    "mistral": [
+        {**F.CANONICAL, "modalities": True},
+        {
+            **F.CANONICAL,
+            "messages": [
+                *F.CANONICAL["messages"],
+                {
+                    **ASSISTANT_CALL,
+                    "tool_calls": [{"id": ["x"], "type": "function", "function": {"name": "f"}}],
+                },
+                {"role": "tool", "tool_call_id": "x", "content": "r"},
+            ],
+        },
+    ],
+    "gemini": [
+        {**F.CANONICAL, "messages": [*F.CANONICAL["messages"], {**ASSISTANT_CALL, "function_call": {}}]},
+        with_schema({"type": "object", "properties": {"a": {"type": "string"}}, "required": [{}]}),
+        with_schema({"type": "object", "$defs": ["x"]}),
+        with_schema({"type": "object", "$defs": {"A": 5}, "properties": {"a": {"$ref": "#/$defs/A"}}}),
+        {**F.CANONICAL, "response_format": {"type": "json_schema", "json_schema": 5}},
+        with_schema({"type": "object", "properties": 5, "required": ["a"]}),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "provider, body", [(p, b) for p, bodies in BAD_FOR.items() for b in bodies], ids=lambda v: str(v)[:40]
+)
+def test_a_value_of_an_unexpected_shape_is_a_named_400_not_a_crash(provider, body):
+    translator = make_provider({"name": "x", "provider": provider, "model": "m"})
+    try:
+        translator.translate_request(copy.deepcopy(body), "m")
+    except UnsupportedRequest:
+        pass  # the translator names what it cannot send (a 400 untranslatable_request)
+    # (or it sends the value on as the provider's own API takes it: also no crash)
+
+
+async def test_any_other_translator_failure_is_a_400_not_a_500(gw, monkeypatch, caplog):
+    stream = UpstreamStream(gw, ProcessorSettings())
+    host = F.host_metadata({"name": "ant", "provider": "anthropic"})
+    await stream.request_headers(F.request_headers(F.client_headers(), upstream_host_metadata=host))
+    provider = gw.backend_named("ant").provider  # type: ignore[union-attr]
+
+    def broken(req, model):
+        raise KeyError("name")
+
+    monkeypatch.setattr(provider, "translate_request", broken)
+    with caplog.at_level("WARNING", logger="aigw.upstream"):
+        status, body, _ = F.immediate(await stream.request_body(F.request_body(F.CANONICAL)))
+    assert status == 400 and body["error"]["code"] == "untranslatable_request"
+    assert any(r.getMessage() == "request a translator could not read" for r in caplog.records)
