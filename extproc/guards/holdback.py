@@ -47,16 +47,20 @@ from .regex_guard import (
 # with, characters a match can end with, longest match worth waiting for), in the
 # detection view. Checked against Presidio's own patterns in
 # tests/unit/test_guard_edges.py.
+# Digits and what may join a card's or an SSN's groups (recognizers._SEP).
+_SEPARATORS = r"[\d \t\r\n.\-/_|,*+:~\u00b7\u2022\u2027\u2219\u22c5\u30fb\u30fc\uff65]"
 CHAR_RUNS: dict[str, tuple[str, str, str, int]] = {
-    # Cards in any grouping (recognizers.CardRecognizer): up to 19 digits, 18 separators.
-    "CREDIT_CARD": (r"[\d \-.]", r"\d", r"\d", 40),
-    "US_SSN": (r"[\d \-.]", r"\d", r"\d", 16),
+    # Cards in any grouping (recognizers.CardRecognizer): up to 19 digits, 18 separators,
+    # or a card's grouping with other separators (recognizers._SEP), spaces around them.
+    "CREDIT_CARD": (_SEPARATORS, r"\d", r"\d", 48),
+    "US_SSN": (_SEPARATORS, r"\d", r"\d", 24),
     # phonenumbers accepts many separators, brackets (its lead class has `[`: it reads
     # "[1] (212) 555-0198" as one number), a leading +, and "ext"/"x" suffixes.
     "PHONE_NUMBER": (r"[\d\s()\[\]+\-./#,;xXeEtT]", r"[\d(\[+]", r"[\d)\]]", 48),
     # Brackets and colons: IP-literal domains (`jane@[IPv6:2001:db8::1]`). Quoted local
     # parts hold through their own pattern (`_EXTRA_PATTERNS`).
-    "EMAIL_ADDRESS": (r"[\w.!#$%&'*+/=?^`{|}~@\-\[\]:]", r"[\w!#$%&'*+/=?^`{|}~]", r"[\w\]]", 254),
+    # `;`: an `@` written as an HTML character reference (`&#64;`, `&commat;`).
+    "EMAIL_ADDRESS": (r"[\w.!#$%&'*+/=?^`{|}~@\-\[\]:;]", r"[\w!#$%&'*+/=?^`{|}~]", r"[\w\]]", 254),
     "IP_ADDRESS": (r"[\da-fA-F.:/%]", r"[\da-fA-F:]", r"[\da-fA-F:]", 48),
     "IBAN_CODE": (r"[A-Za-z\d \-]", r"[A-Za-z]", r"[A-Za-z\d]", 48),
     "US_BANK_NUMBER": (r"\d", r"\d", r"\d", 17),

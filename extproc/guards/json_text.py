@@ -7,7 +7,10 @@ whoever parses it), and masking it blindly would turn `{"n": 4111111111111111}` 
 
 - Whole arguments (requests, JSON responses): when the text is valid JSON, each string
   token (decoded, so escapes hide nothing; keys included) and each number token is a
-  guarded string of its own. A masked token is written back as a JSON string in its
+  guarded string of its own. A number written with a fraction or an exponent
+  (`4.111111111111111e15`, `41111111111111110e-1`) that is integral is scanned as written
+  and as the integer it stands for (`integral_text`); when either is masked the whole token
+  becomes its mask labels (each once). A masked token is written back as a JSON string in its
   place and every other byte is kept, so the arguments stay valid JSON. Text that is not
   valid JSON is guarded as a whole, after `decode_escapes`.
 - Streamed arguments arrive as fragments of JSON text. `EscapeDecoder` rewrites escapes
@@ -23,6 +26,7 @@ whoever parses it), and masking it blindly would turn `{"n": 4111111111111111}` 
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
@@ -37,6 +41,41 @@ _STRUCTURE = re.compile(r'[\\"{}\[\]]')
 _HEX4 = re.compile(r"[0-9a-fA-F]{4}")
 
 
+# An integral number of at most this many digits is scanned as its integer (a card has 19).
+MAX_NUMBER_DIGITS = 30
+_NOT_PLAIN_INTEGER = re.compile(r"[.eE]")
+
+
+def number_text(value: Any) -> str | None:
+    """The integer a parsed JSON number stands for, written out, when it is integral and of
+    a sane size (`4.111111111111111e15` -> "4111111111111111"); None otherwise (booleans
+    too)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**MAX_NUMBER_DIGITS else None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 10.0**MAX_NUMBER_DIGITS:
+        return str(int(value))
+    return None
+
+
+def integral_text(raw: str) -> str | None:
+    """A JSON number token written with a fraction or exponent -> the integer it stands
+    for, when it is integral and has at most MAX_NUMBER_DIGITS digits; None otherwise (and
+    for a plain integer, which is its own integer)."""
+    if _NOT_PLAIN_INTEGER.search(raw) is None:
+        return None
+    try:
+        d = Decimal(raw)
+    except InvalidOperation:
+        return None
+    if not d.is_finite() or (d and d.adjusted() >= MAX_NUMBER_DIGITS):
+        return None
+    if d != d.to_integral_value():
+        return None
+    return str(int(d))
+
+
 def is_json(text: str) -> bool:
     try:
         orjson.loads(text)
@@ -49,22 +88,36 @@ class JsonArguments:
     """Valid JSON text in `holder[key]` and its string and number tokens, each one a slot.
     Writing a token back rewrites the text in the holder at once."""
 
-    __slots__ = ("_spans", "holder", "key", "text")
+    __slots__ = ("_spans", "_two_forms", "holder", "key", "text")
 
     def __init__(self, holder: Any, key: Any, text: str) -> None:
         self.holder, self.key, self.text = holder, key, text
         self._spans = [[m.start(), m.end()] for m in _TOKEN.finditer(text)]
+        self._two_forms: set[int] = set()  # numbers scanned as written and as their integer
 
     def tokens(self) -> list[tuple[int, str]]:
-        """(token number, its text: the decoded string, or the number as written)."""
+        """(token number, its text: the decoded string, or the number as written; an
+        integral number written with a fraction or exponent as written, a space, and its
+        integer)."""
         out = []
         for i, (start, end) in enumerate(self._spans):
             raw = self.text[start:end]
-            out.append((i, orjson.loads(raw) if raw[0] == '"' else raw))
+            if raw[0] == '"':
+                out.append((i, orjson.loads(raw)))
+                continue
+            integer = integral_text(raw)
+            if integer is not None:
+                self._two_forms.add(i)
+                raw = f"{raw} {integer}"
+            out.append((i, raw))
         return out
 
     def replace(self, i: int, value: str) -> None:
-        """Token `i` becomes the JSON string `value` (a masked number becomes a string)."""
+        """Token `i` becomes the JSON string `value` (a masked number becomes a string). A
+        number scanned in two forms becomes its mask labels alone: the rest of `value` is
+        the number's other form."""
+        if i in self._two_forms:
+            value = " ".join(dict.fromkeys(LABEL.findall(value))) or value
         start, end = self._spans[i]
         literal = orjson.dumps(value).decode()
         self.text = self.text[:start] + literal + self.text[end:]

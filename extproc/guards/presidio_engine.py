@@ -253,8 +253,9 @@ def _recognizer_classes() -> dict[str, type[EntityRecognizer]]:
         for entity in _instantiate(cls).supported_entities:
             found.setdefault(entity, cls)
     # Shape-based extensions of the three classes above (recognizers.py imports this module).
-    from .recognizers import CardRecognizer, EmailRecognizer, PhoneRecognizer
+    from .recognizers import CardRecognizer, EmailRecognizer, PhoneRecognizer, SsnRecognizer
 
+    found["US_SSN"] = SsnRecognizer
     found["EMAIL_ADDRESS"] = EmailRecognizer
     found["PHONE_NUMBER"] = PhoneRecognizer
     found["CREDIT_CARD"] = CardRecognizer
@@ -300,7 +301,7 @@ _REQUIRED_CHARS = {
     "CREDIT_CARD": r"\d",
     "US_SSN": r"\d",
     "PHONE_NUMBER": r"\d",
-    "EMAIL_ADDRESS": "@",
+    "EMAIL_ADDRESS": r"@|%40|&#|&commat;",  # and an encoded `@` (recognizers.ENCODED_AT)
     "IBAN_CODE": r"\d",
     "US_BANK_NUMBER": r"\d",
     "US_ITIN": r"\d",

@@ -10,6 +10,18 @@ merging of overlaps (`regex_guard._resolve`) make one finding of both.
 - Cards in any grouping: digit groups joined by single spaces, dashes or dots
   ("4111.1111.1111.1111", "41 1111 1111 1111 11", "4 1 1 1 …"). Still a card only if it
   has 13-19 digits, an issuer prefix (2221-2720, 3, 4, 5, 6) and a valid Luhn checksum.
+- Cards in a card's own grouping (4-4-4-4, 4-4-4-4-1..3, 4-6-5, 4-6-4) joined by one
+  other separator, the same throughout: a run of spaces, tabs or line breaks, or one of
+  `/ _ | , * + : ~ · • ・ ー` and the like, with spaces around it or not
+  ("4111  1111  1111  1111", "4111 - 1111 - 1111 - 1111", "4111/1111/1111/1111").
+  The grouping is required: lists of numbers ("12, 34, 56, …") are not cards.
+- SSNs written 3-2-4 with other separators, the same twice: `536 - 90 - 4399`,
+  `536/90/4399`, `536_90_4399`, double spaces, tabs (Presidio's own pattern reads single
+  spaces, dashes and dots). Presidio's rules for numbers never issued apply; scored as
+  Presidio scores a separated SSN (0.5).
+- Emails whose `@` is percent-encoded or an HTML character reference
+  (`jane%40example.com` in a URL, `jane&#64;example.com`, `&#x40;`, `&commat;`), with a
+  public or internal domain as for plain addresses.
 - Emails with a quoted local part (`"john doe"@example.com`), an IP-literal domain
   (`jane@[192.168.0.1]`, `jane@[IPv6:2001:db8::1]`), a single-label internal domain
   (`admin@intranet`, `root@localhost`) or a special-use / internal suffix
@@ -32,6 +44,7 @@ import re
 
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
+from presidio_analyzer.predefined_recognizers import UsSsnRecognizer
 
 from .presidio_engine import _TLD_EXTRACT, _CreditCardRecognizer, _OfflineEmailRecognizer, _PhoneRecognizer
 
@@ -42,6 +55,18 @@ from .presidio_engine import _TLD_EXTRACT, _CreditCardRecognizer, _OfflineEmailR
 # so a run followed by a letter is no run at all rather than a shorter one.
 _GROUPED_DIGITS = re.compile(r"(?<![\w+])\d++(?:[ .\-]\d++)*+(?!\w)")
 _GROUP = re.compile(r"\d+")
+# Separators people put between a card's or an SSN's groups besides a single space, dash or
+# dot (those are `_GROUPED_DIGITS`' and Presidio's): a run of spaces, tabs or line breaks,
+# or one punctuation mark or bullet with spaces or tabs around it or not.
+_SEP = r"(?:[ \t]*[.\-/_|,*+:~\u00b7\u2022\u2027\u2219\u22c5\u30fb\u30fc\uff65][ \t]*|[ \t\r\n]{1,4})"
+# Digit groups in a card's grouping shape, the same separator between each. Not glued to a
+# word, a `+` or a digit group with the same separator on either side; the sizes are
+# checked by `_card_grouping`. Python's `re` has no possessive backreference groups, so
+# the tail lookaheads keep a longer run from matching in part.
+_SEPARATED_CARD = re.compile(
+    rf"(?<![\w+])\d{{4}}(?P<sep>{_SEP})\d{{4,6}}(?:(?P=sep)\d{{1,5}}){{1,3}}(?!\w)(?!(?P=sep)\d)"
+)
+_SEPARATED_SSN = re.compile(rf"(?<![\w+])\d{{3}}(?P<sep>{_SEP})\d{{2}}(?P=sep)\d{{4}}(?!\w)(?!(?P=sep)\d)")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -78,6 +103,24 @@ def _windows(groups: list[tuple[int, int]], seps: list[str]) -> list[tuple[int, 
     return out
 
 
+def _card_grouping(sizes: list[int]) -> bool:
+    """A card's own grouping: 4-4-4-4 (a last group of 1-3 more, 19 digits at most),
+    or Amex/Diners 4-6-5, 4-6-4."""
+    if sizes in ([4, 6, 5], [4, 6, 4]):
+        return True
+    return len(sizes) in (4, 5) and all(n == 4 for n in sizes[:4]) and (len(sizes) == 4 or sizes[4] <= 3)
+
+
+def _separated_cards(text: str) -> list[tuple[int, int]]:
+    """Spans of cards in a card's grouping with any one separator (see `_SEP`)."""
+    out = []
+    for m in _SEPARATED_CARD.finditer(text):
+        groups = _GROUP.findall(m.group())
+        if _card_grouping([len(g) for g in groups]) and _card_like("".join(groups)):
+            out.append((m.start(), m.end()))
+    return out
+
+
 class CardRecognizer(_CreditCardRecognizer):
     """The project's CREDIT_CARD recognizer, plus Luhn-valid cards in any grouping."""
 
@@ -105,6 +148,33 @@ class CardRecognizer(_CreditCardRecognizer):
                     results.append(
                         RecognizerResult(self.supported_entities[0], start, end, EntityRecognizer.MAX_SCORE)
                     )
+        for start, end in _separated_cards(text):
+            results.append(
+                RecognizerResult(self.supported_entities[0], start, end, EntityRecognizer.MAX_SCORE)
+            )
+        return EntityRecognizer.remove_duplicates(results)
+
+
+# ---- SSNs ---------------------------------------------------------------------------------
+
+
+class SsnRecognizer(UsSsnRecognizer):
+    """Presidio's US_SSN recognizer, plus 3-2-4 numbers joined by any one separator
+    (`_SEP`, the same twice), judged by Presidio's rules for numbers never issued."""
+
+    SCORE = 0.5  # Presidio's "SSN5 (medium)": a 3-2-4 number with separators
+
+    def analyze(
+        self,
+        text: str,
+        entities: list[str],
+        nlp_artifacts: NlpArtifacts | None = None,
+        regex_flags: int | None = None,
+    ) -> list[RecognizerResult]:
+        results = super().analyze(text, entities, nlp_artifacts, regex_flags)
+        for m in _SEPARATED_SSN.finditer(text):
+            if not self.invalidate_result(re.sub(r"\D", "", m.group())):
+                results.append(RecognizerResult(self.supported_entities[0], m.start(), m.end(), self.SCORE))
         return EntityRecognizer.remove_duplicates(results)
 
 
@@ -121,6 +191,17 @@ _EMAIL = re.compile(
     rf"(?:{QUOTED_LOCAL_PART}|{_ATOM_LOCAL_PART})@"
     rf"(?:\[(?P<literal>[^\]\s]{{1,64}})\]|(?P<host>(?>{_LABEL}(?:\.{_LABEL})*))(?![\w\-]))"
 )
+# An address whose `@` is percent-encoded (a URL's query) or an HTML character reference.
+# The local part may follow another percent-escape (`%20jane%40…`). Searched only from 64
+# characters (a local part's limit) before each encoded `@`, not at every word.
+_ENCODED_EMAIL = re.compile(
+    r"(?:(?<![\w.+\-%])|(?<=%[0-9A-Fa-f]{2}))[\w+\-]+(?:\.[\w+\-]+)*"
+    r"(?:%40|&#0*64;|&#[xX]0*40;|&commat;)"
+    rf"(?P<host>(?>{_LABEL}(?:\.{_LABEL})*))(?![\w\-])"
+)
+# Text that may hold one (the EMAIL_ADDRESS trigger in presidio_engine matches these too).
+ENCODED_AT = re.compile(r"%40|&#0*64;|&#[xX]0*40;|&commat;")
+
 # Special-use and private-use suffixes (RFC 2606, 6761, 6762, 8375; ICANN's .internal) and
 # the ones companies use internally. Public suffixes are recognised by tldextract.
 INTERNAL_SUFFIXES = frozenset(
@@ -211,8 +292,23 @@ class EmailRecognizer(_OfflineEmailRecognizer):
         regex_flags: int | None = None,
     ) -> list[RecognizerResult]:
         results = super().analyze(text, entities, nlp_artifacts, regex_flags)
+        last_end = -1
+        for at in ENCODED_AT.finditer(text):  # searched only around each encoded `@`
+            if at.start() < last_end:
+                continue
+            pos, m = max(0, last_end, at.start() - 64), None
+            while (
+                m := _ENCODED_EMAIL.search(text, pos, at.end() + 253)
+            ) is not None and m.end() <= at.start():
+                pos = m.start() + 1  # an address before this `@`: found, or not one
+            if m is None or m.start() > at.start():
+                continue
+            score = email_domain_score(m.group("host"))
+            if score:
+                last_end = m.end()
+                results.append(RecognizerResult(self.supported_entities[0], m.start(), m.end(), score))
         if "@" not in text:
-            return results
+            return EntityRecognizer.remove_duplicates(results)
         for m in _EMAIL.finditer(text):
             if m.group("literal") is not None:
                 score = EntityRecognizer.MAX_SCORE if _literal_ok(m.group("literal")) else 0.0

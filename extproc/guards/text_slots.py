@@ -3,9 +3,10 @@ can be read and written back.
 
 A guard that reads only message text is bypassed by putting the text anywhere else (a
 tool's description, `stop`, tool-call arguments, metadata). So the walk is the other way
-round: every string value, and every object key a client or model chose, is guarded,
-except the few positions listed below (opaque ids and binary payloads, each with its
-reason). Two views of one walk:
+round: every string value, every object key a client or model chose, and (in requests and
+JSON answers) every integral number, written out as its integer, is guarded, except the
+few positions listed below (opaque ids, binary payloads and the numbers the gateway reads,
+each with its reason). Two views of one walk:
 
 - `request_slots` / `response_slots` / `chunk_slots`: what the regex guard scans and
   masks. Tool-call arguments are split into their JSON strings and numbers
@@ -28,7 +29,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .json_text import JsonArguments, is_json
+from .json_text import JsonArguments, is_json, number_text
 from .slot_writers import TEXT, TOKEN, KeySlot, RawArgumentsSlot, Slot, TextSlot, TokenSlot
 
 # Message fields that hold text a provider reads or a client sees, besides `content`.
@@ -50,11 +51,35 @@ _SCHEMA_TEXT_KEYS = frozenset({"description", "title"})
 #   reasoning, and its encrypted reasoning. The provider verifies both when they come back,
 #   so nothing a client writes there reaches a model; masking one would only break the
 #   conversation. The block's `thinking` text is guarded like `reasoning_content`.
-# - `usage`, `created`, `index`: numbers the gateway itself reads. (`logprobs` are not
-#   walked: routes with response guards drop them.)
+# - numbers the gateway itself reads, or the API's own parameters: an answer's `usage`
+#   counters, `created` and `choices[].index`, `audio.expires_at`, and a request's sampling
+#   and length parameters (`_REQUEST_NUMBERS`). Only when they are numbers: a string there
+#   is scanned like any other (a number is never free text, a string may be). Every other
+#   integral number (a schema's `enum`/`default`/`examples`, an unknown field) is scanned
+#   as its integer value and masked by replacing the number with the mask string. (Stream
+#   events are walked without numbers: `chunk_slots`.) (`logprobs` are not walked: routes
+#   with response guards drop them.)
 _REQUEST_OPAQUE = frozenset({"model"})
 _SIGNED = {"signature", "data"}
-_RESPONSE_OPAQUE = frozenset({"id", "model", "created", "system_fingerprint", "usage"})
+_RESPONSE_OPAQUE = frozenset({"id", "model", "system_fingerprint"})
+# Stream events still skip these whole (the stream walker is separate).
+_CHUNK_OPAQUE = frozenset({"id", "model", "created", "system_fingerprint", "usage"})
+_REQUEST_NUMBERS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "n",
+        "max_tokens",
+        "max_completion_tokens",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "seed",
+        "top_logprobs",
+        "logprobs",
+    }
+)
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/=_\-\r\n]+")
 _DATA_BASE64 = re.compile(r"data:[^,]{0,200};base64,[A-Za-z0-9+/=_\-\r\n]*", re.S)
@@ -79,6 +104,9 @@ medium minimal flex priority scale wav mp3 flac opus pcm16 aac alloy stop length
 content_filter chat.completion chat.completion.chunk choices message delta index
 finish_reason usage created system_fingerprint annotations url_citation transcript
 expires_at custom grammar thinking_blocks thinking redacted_thinking signature
+prompt_tokens completion_tokens total_tokens prompt_tokens_details completion_tokens_details
+cached_tokens reasoning_tokens audio_tokens accepted_prediction_tokens
+rejected_prediction_tokens start_index end_index
 """.split()
 )
 
@@ -96,8 +124,10 @@ class _Walk:
     """Collects slots. `regex`: every guarded string, arguments split into tokens;
     otherwise free text only, arguments whole."""
 
-    def __init__(self, regex: bool) -> None:
+    def __init__(self, regex: bool, numbers: bool = False) -> None:
         self.regex = regex
+        # Integral numbers are slots too (regex walks of requests and JSON answers).
+        self.numbers = regex and numbers
         self.out: list[Slot] = []
 
     # ---- primitives ---------------------------------------------------------------------
@@ -108,15 +138,33 @@ class _Walk:
         self.out.append(slot)
         return slot
 
+    def number(self, holder: Any, key: Any, value: Any, role: str) -> TextSlot | None:
+        """An integral JSON number, scanned as its integer; masking writes the mask string
+        in its place (`{"n": 4111…}` -> `{"n": "<CREDIT_CARD>"}`)."""
+        text = number_text(value)
+        if text is None:
+            return None
+        slot = TextSlot(holder, key, text, role, TOKEN)
+        self.out.append(slot)
+        return slot
+
     def key(self, holder: dict[str, Any], key: Any, value: TextSlot | None, role: str) -> None:
         if self.regex and isinstance(key, str) and key not in VOCABULARY:
             self.out.append(KeySlot(holder, key, role, value))
 
     def walk(
-        self, holder: Any, key: Any, kind: str, role: str, text_keys: frozenset[str] = frozenset()
+        self,
+        holder: Any,
+        key: Any,
+        kind: str,
+        role: str,
+        text_keys: frozenset[str] = frozenset(),
+        numbers: bool = True,
     ) -> None:
         """`holder[key]` and everything below it, keys included. Iterative: the depth of
-        client JSON must not reach Python's recursion limit."""
+        client JSON must not reach Python's recursion limit. `numbers`: integral numbers
+        below are slots too (when this walk scans numbers at all)."""
+        numbers = numbers and self.numbers
         stack = [(holder, key)]
         while stack:
             h, k = stack.pop()
@@ -124,6 +172,8 @@ class _Walk:
             slot = None
             if isinstance(v, str):
                 slot = self.value(h, k, v, TEXT if k in text_keys else kind, role)
+            elif numbers and isinstance(v, (int, float)):
+                slot = self.number(h, k, v, role)
             elif isinstance(v, dict):
                 stack.extend((v, ck) for ck in reversed(list(v)))
             elif isinstance(v, list):
@@ -195,7 +245,7 @@ class _Walk:
         for k in list(obj):
             if k in ids or (k in payloads and binary_payload(obj[k])):
                 continue  # opaque ids, binary media (not guarded, see above)
-            self.walk(obj, k, TOKEN, role, text_keys)
+            self.walk(obj, k, TOKEN, role, text_keys, numbers=k != "expires_at")
 
     def call(self, call: Any, role: str) -> None:
         if not isinstance(call, dict):
@@ -234,6 +284,8 @@ class _Walk:
                     self.message(m, "user")
             elif k in _REQUEST_OPAQUE:
                 continue
+            elif k in _REQUEST_NUMBERS:  # the API's parameters: numbers skipped, strings scanned
+                self.walk(req, k, TOKEN, "user", numbers=False)
             elif k in ("tools", "functions", "response_format"):
                 self.walk(req, k, TOKEN, "user", _SCHEMA_TEXT_KEYS)
             elif k == "prediction":
@@ -250,14 +302,18 @@ class _Walk:
                 for choice in v:
                     if isinstance(choice, dict):
                         self.choice(choice)
+            elif k in ("usage", "created"):  # numbers the gateway reads; strings scanned
+                self.walk(doc, k, TOKEN, "assistant", numbers=False)
             else:
                 self.walk(doc, k, TOKEN, "assistant")
 
     def choice(self, choice: dict[str, Any]) -> None:
         for k in list(choice):
-            if k in ("index", "logprobs"):
+            if k == "logprobs":
                 continue
-            if k == "message" and isinstance(choice[k], dict):
+            if k == "index":  # a number the gateway reads; a string is scanned
+                self.walk(choice, k, TOKEN, "assistant", numbers=False)
+            elif k == "message" and isinstance(choice[k], dict):
                 self.message(choice[k], "assistant")
             else:
                 self.walk(choice, k, TOKEN, "assistant")
@@ -266,7 +322,7 @@ class _Walk:
         """A stream event, minus what the stream guards hold back and release
         (see `streamed_paths`): names, finish reasons, unknown fields."""
         for k in list(chunk):
-            if k in _RESPONSE_OPAQUE or k == "error":
+            if k in _CHUNK_OPAQUE or k == "error":
                 continue
             v = chunk[k]
             if k != "choices" or not isinstance(v, list):
@@ -316,7 +372,7 @@ class _Walk:
 
 def request_slots(req: dict[str, Any]) -> list[Slot]:
     """Every guarded string of a canonical request, for the regex guard."""
-    w = _Walk(regex=True)
+    w = _Walk(regex=True, numbers=True)
     w.request(req)
     return w.out
 
@@ -329,7 +385,7 @@ def request_texts(req: dict[str, Any]) -> list[Slot]:
 
 
 def response_slots(completion: dict[str, Any]) -> list[Slot]:
-    w = _Walk(regex=True)
+    w = _Walk(regex=True, numbers=True)
     w.response(completion)
     return w.out
 

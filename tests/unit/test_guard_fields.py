@@ -750,3 +750,167 @@ def test_value_end_finds_the_closing_brace():
     assert v.end_in('{"a": "}", "b": [1, ') is None
     assert v.end_in('{"c": 2}]') is None
     assert v.end_in("}") == 1
+
+
+# ---- numbers, and strings where numbers are expected ---------------------------------------
+
+CARD_NUMBER = 4111111111111111
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "4.111111111111111e15",
+        "41111111111111110e-1",
+        "4111111111111111E0",
+        "4111111111111111.0",
+        "0.4111111111111111E+16",
+    ],
+)
+def test_integral_numbers_with_a_fraction_or_exponent_are_masked_as_their_value(written):
+    assert json.loads(guard_arguments(f'{{"card": {written}, "n": 2}}')) == {"card": "<CREDIT_CARD>", "n": 2}
+    completion = {
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "tool_calls": [call(f'{{"c": {written}}}')]}}
+        ]
+    }
+    with pytest.raises(GatewayError):
+        run(response_guards("REJECT").apply(completion, {}))
+
+
+def test_other_numbers_in_arguments_keep_every_byte():
+    arguments = '{"a": 1.5, "b": 2e5, "c": 4.1111111111111115e15, "d": 1e40, "e": -0.0, "f": 1E-3}'
+    assert guard_arguments(arguments) == arguments
+
+
+def test_integral_text():
+    from extproc.guards.json_text import integral_text
+
+    assert integral_text("4.111111111111111e15") == "4111111111111111"
+    assert integral_text("41111111111111110e-1") == "4111111111111111"
+    assert integral_text("-2.0") == "-2"
+    assert integral_text("4111111111111111") is None  # a plain integer is its own text
+    assert integral_text("1.5") is None
+    assert integral_text("1e30") is None  # 31 digits: not scanned as an integer
+    assert integral_text("1e999999999") is None
+
+
+def _schema_request(prop: dict) -> dict:
+    return base_request(
+        tools=[tool(parameters={"type": "object", "properties": {"card": {"type": "integer", **prop}}})]
+    )
+
+
+BARE_NUMBER_REQUESTS = {
+    "tool enum": _schema_request({"enum": [1, CARD_NUMBER]}),
+    "tool default": _schema_request({"default": CARD_NUMBER}),
+    "tool examples": _schema_request({"examples": [CARD_NUMBER]}),
+    "tool maximum": _schema_request({"maximum": CARD_NUMBER}),
+    "tool default float": _schema_request({"default": 4.111111111111111e15}),
+    "response_format const": base_request(
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"properties": {"c": {"const": CARD_NUMBER}}}},
+        }
+    ),
+    "unknown top-level field": base_request(extra_body={"n": CARD_NUMBER}),
+    "metadata value": base_request(x_meta=[CARD_NUMBER]),
+    "unknown part field": base_request(
+        messages=[{"role": "user", "content": [{"type": "text", "text": "hi", "n": CARD_NUMBER}]}]
+    ),
+    "unknown message field": base_request(messages=[{"role": "user", "content": "hi", "n": CARD_NUMBER}]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BARE_NUMBER_REQUESTS))
+def test_bare_numbers_in_a_request_are_masked(name):
+    req = copy.deepcopy(BARE_NUMBER_REQUESTS[name])
+    assert run(request_guards().apply(req, {}))
+    text = json.dumps(req)
+    assert "4111111111111111" not in text and "4.111111111111111e+15" not in text
+    assert '"<CREDIT_CARD>"' in text
+    with pytest.raises(GatewayError):
+        run(request_guards("REJECT").apply(copy.deepcopy(BARE_NUMBER_REQUESTS[name]), {}))
+
+
+def test_the_apis_own_numbers_are_left_alone():
+    req = base_request(
+        max_tokens=CARD_NUMBER,
+        max_completion_tokens=CARD_NUMBER,
+        seed=CARD_NUMBER,
+        n=1,
+        temperature=0.5,
+        top_p=1,
+        logit_bias={"50256": -100},
+        top_logprobs=2,
+    )
+    before = copy.deepcopy(req)
+    assert not run(request_guards("REJECT").apply(req, {}))
+    assert req == before
+
+
+def test_strings_in_the_apis_number_parameters_are_scanned():
+    req = base_request(temperature=EMAIL, seed=CARD)
+    run(request_guards().apply(req, {}))
+    assert req["temperature"] == "<EMAIL>" and req["seed"] == "<CREDIT_CARD>"
+
+
+def _completion(**top) -> dict:
+    doc = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+    doc.update(top)
+    return doc
+
+
+def test_bare_numbers_in_an_answer_are_masked():
+    doc = _completion()
+    doc["choices"][0]["message"]["card"] = CARD_NUMBER
+    doc["choices"][0]["n"] = 4.111111111111111e15
+    doc["x_provider"] = {"ref": [CARD_NUMBER]}
+    with pytest.raises(GatewayError):
+        run(response_guards("REJECT").apply(copy.deepcopy(doc), {}))
+    assert run(response_guards().apply(doc, {}))
+    assert doc["choices"][0]["message"]["card"] == "<CREDIT_CARD>"
+    assert doc["choices"][0]["n"] == "<CREDIT_CARD>"
+    assert doc["x_provider"] == {"ref": ["<CREDIT_CARD>"]}
+    assert doc["usage"] == {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    assert doc["created"] == 1 and doc["choices"][0]["index"] == 0
+
+
+def test_answer_counters_are_numbers_left_alone():
+    doc = _completion(created=CARD_NUMBER, usage={"prompt_tokens": CARD_NUMBER, "total_tokens": 2})
+    doc["choices"][0]["index"] = CARD_NUMBER
+    doc["choices"][0]["message"]["audio"] = {"id": "a", "expires_at": CARD_NUMBER, "transcript": "hi"}
+    before = copy.deepcopy(doc)
+    assert not run(response_guards("REJECT").apply(doc, {}))
+    assert doc == before
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["usage value", "usage key", "usage nested", "created", "index"],
+)
+def test_strings_where_an_answer_has_numbers_are_scanned(where):
+    doc = _completion()
+    if where == "usage value":
+        doc["usage"]["note"] = f"see {EMAIL}"
+    elif where == "usage key":
+        doc["usage"][EMAIL] = 1
+    elif where == "usage nested":
+        doc["usage"]["prompt_tokens_details"] = {"cached_tokens": CARD}
+    elif where == "created":
+        doc["created"] = EMAIL
+    else:
+        doc["choices"][0]["index"] = EMAIL
+    with pytest.raises(GatewayError):
+        run(response_guards("REJECT").apply(copy.deepcopy(doc), {}))
+    run(response_guards().apply(doc, {}))
+    text = json.dumps(doc)
+    assert EMAIL not in text and CARD not in text
+    assert doc["usage"]["total_tokens"] == 2  # the counters themselves stay numbers

@@ -2,12 +2,14 @@
 
 Random canonical requests, JSON responses and streams are generated; one string position
 is picked at random among *all* of them (values, object keys, strings and numbers inside
-tool-call arguments, names, unknown fields), a card number or email is planted there, and
-the guards run. Only the positions this file lists as not guarded (`exempt`: ids, the
-model, binary payloads) are skipped. With MASK the value must be gone from every string
-the provider or client would get (JSON inside strings decoded, arguments still valid
-JSON); with REJECT the guard must refuse. The list of exemptions is written here, apart
-from the code's own, so a position the walker forgot fails the test.
+tool-call arguments, names, unknown fields, numbers anywhere), a card number or email is
+planted there (a card sometimes as a bare JSON number: inside arguments, and in requests
+and JSON answers anywhere), and the guards run. Only the positions this file lists as not
+guarded (`exempt`: ids, the model, binary payloads, the numbers the gateway reads) are
+skipped. With MASK the value must be gone from every string the provider or client would
+get (JSON inside strings decoded, arguments still valid JSON); with REJECT the guard must
+refuse. The list of exemptions is written here, apart from the code's own, so a position
+the walker forgot fails the test.
 """
 
 import asyncio
@@ -83,6 +85,8 @@ def schema(draw):
             prop["enum"] = draw(st.lists(words, min_size=1, max_size=3))
         if draw(st.booleans()):
             prop["default"] = draw(words)
+        if draw(st.booleans()):
+            prop["maxLength"] = draw(st.integers(1, 500))
         props[name] = prop
     return {"type": "object", "properties": props, "required": list(props)[:1]}
 
@@ -247,24 +251,32 @@ def positions(root) -> list[tuple]:
             stack.append((value, None, (*path, "<args>"), True))
         elif isinstance(value, (dict, list)):
             stack += [(value, k, (*path, k), in_args) for k in _keys(value)]
-        elif isinstance(value, str) or in_args:
+        elif isinstance(value, str) or in_args or _number(value):
             out.append((holder, key, False, path, in_args))
     return out
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _keys(node):
     return list(node) if isinstance(node, dict) else range(len(node))
 
 
-def exempt(path: tuple, is_key: bool, value) -> bool:
-    """Positions the gateway documents as not guarded (README: Security model)."""
-    if path[0] == "usage":  # a response's token counters, keys included
-        return True
+def exempt(path: tuple, is_key: bool, value, number: bool = False) -> bool:
+    """Positions the gateway documents as not guarded (README: Security model). `number`:
+    a bare number is planted (strings at the same positions are guarded)."""
     if is_key:
         return False
     last = path[-1]
     tail = [p for p in path if p != "<args>"]
-    if path[0] in ("model", "id", "created", "system_fingerprint") and len(path) == 1:
+    if number and "<args>" not in path:  # numbers the gateway reads: an answer's counters
+        if path[0] in ("usage", "created") or last == "expires_at":
+            return True
+        if len(path) == 3 and path[0] == "choices" and last == "index":
+            return True
+    if path[0] in ("model", "id", "system_fingerprint") and len(path) == 1:
         return True
     if last in ("tool_call_id", "role", "file_id") or (
         last == "id" and len(tail) >= 2 and tail[-2] == "audio"
@@ -277,16 +289,20 @@ def exempt(path: tuple, is_key: bool, value) -> bool:
     return False
 
 
-def plant(doc, draw, key_ok=lambda path, in_args: True):
-    """Put a card or email at one random non-exempt position; the value planted."""
+def plant(doc, draw, key_ok=lambda path, in_args: True, numbers=True):
+    """Put a card or email at one random non-exempt position; the value planted. A card
+    may go in as a bare JSON number: inside arguments, and anywhere when `numbers`."""
     spots = [
         p
         for p in positions(doc)
         if not exempt(p[3], p[2], None if p[2] else p[0][p[1]]) and (not p[2] or key_ok(p[3], p[4]))
     ]
-    holder, key, is_key, _path, in_args = draw(st.sampled_from(spots))
+    holder, key, is_key, path, in_args = draw(st.sampled_from(spots))
     pii = draw(st.sampled_from(EMAILS + CARDS))
-    if in_args and not is_key and pii in CARDS and draw(st.booleans()):
+    as_number = (in_args or (numbers and not exempt(path, is_key, holder[key], number=True))) and draw(
+        st.booleans()
+    )
+    if not is_key and pii in CARDS and as_number:
         holder[key] = int(pii.replace(" ", "").replace("-", ""))  # a bare JSON number
         return pii
     text = draw(st.sampled_from(["", "see ", "alpha "])) + pii + draw(st.sampled_from(["", " now", "."]))
@@ -520,7 +536,10 @@ def test_no_planted_value_survives_in_a_stream(data):
     raw = data.draw(stream_plans())
     # A plan's own keys are not JSON keys; those inside arguments and the event's are.
     pii = plant(
-        raw, data.draw, key_ok=lambda path, in_args: in_args or (path[0] == "x_event" and len(path) > 1)
+        raw,
+        data.draw,
+        key_ok=lambda path, in_args: in_args or (path[0] == "x_event" and len(path) > 1),
+        numbers=False,  # stream events' numbers outside arguments are not scanned
     )
     plan = finalise(raw, data.draw(st.booleans()))
     stream = render(plan, data.draw)

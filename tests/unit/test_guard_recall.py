@@ -54,6 +54,21 @@ CORPUS: dict[str, list[tuple[str, str, bool]]] = {
         ("mixed separators", "4111 1111-1111.1111", False),
         ("figure spaces", CARD.replace(" ", "\u2007"), False),
         ("glued to a word", "ref4111111111111111", False),
+        # The guard-bypass audit's forms: a card's grouping, other separators.
+        ("double spaces", CARD.replace(" ", "  "), False),
+        ("spaced dashes", CARD.replace(" ", " - "), False),
+        ("slashes", CARD.replace(" ", "/"), False),
+        ("underscores", CARD.replace(" ", "_"), False),
+        ("pipes", CARD.replace(" ", "|"), False),
+        ("commas", CARD.replace(" ", ","), False),
+        ("asterisks", CARD.replace(" ", "*"), False),
+        ("plus signs", CARD.replace(" ", "+"), False),
+        ("colons", CARD.replace(" ", ":"), False),
+        ("tabs", CARD.replace(" ", "\t"), False),
+        ("line breaks", CARD.replace(" ", "\n"), False),
+        ("middle dots", CARD.replace(" ", "\u00b7"), False),
+        ("bullets", CARD.replace(" ", "\u2022"), False),
+        ("Amex 4-6-5, slashes", "3782/822463/10005", False),
     ],
     "SSN": [
         ("hyphens", "536-90-4399", False),
@@ -73,6 +88,12 @@ CORPUS: dict[str, list[tuple[str, str, bool]]] = {
         ("fullwidth digits", digits("536-90-4399", 0xFF10), False),
         ("zero-width inside", f"53{ZW}6-90-43{ZW}99", False),
         ("no separators", "536904399", False),  # 0.05 without context: below the threshold
+        # The guard-bypass audit's forms.
+        ("spaced dashes", "536 - 90 - 4399", False),
+        ("slashes", "536/90/4399", False),
+        ("underscores", "536_90_4399", False),
+        ("double spaces", "536  90  4399", False),
+        ("tabs", "536\t90\t4399", False),
     ],
     "EMAIL": [
         ("plain", "jane.doe@example.com", False),
@@ -92,6 +113,10 @@ CORPUS: dict[str, list[tuple[str, str, bool]]] = {
         ("localhost", "root@localhost", True),
         (".internal domain", "jane@corp.internal", False),
         (".local domain", "ops@db.local", False),
+        ("percent-encoded @", "jane%40example.com", False),
+        ("HTML decimal reference @", "jane&#64;example.com", False),
+        ("HTML hex reference @", "jane&#x40;example.com", False),
+        ("HTML named reference @", "jane&commat;example.com", False),
         ("spelled out", "jane at example dot com", False),
         ("spelled out with brackets", "jane [at] example [dot] com", False),
     ],
@@ -158,6 +183,50 @@ def test_every_form_the_issue_lists_is_masked_exactly(four, builtin, name, value
     assert four.mask(_text(value))[0] == f"Details: <{builtin}>, thanks."
 
 
+# The forms the guard-bypass audit found missed (all must be caught, like the issue's).
+_AUDIT_NAMES = {
+    "CREDIT_CARD": {
+        "double spaces",
+        "spaced dashes",
+        "slashes",
+        "underscores",
+        "pipes",
+        "commas",
+        "asterisks",
+        "plus signs",
+        "colons",
+        "tabs",
+        "line breaks",
+        "middle dots",
+        "bullets",
+        "Amex 4-6-5, slashes",
+    },
+    "SSN": {"spaced dashes", "slashes", "underscores", "double spaces", "tabs"},
+    "EMAIL": {
+        "percent-encoded @",
+        "HTML decimal reference @",
+        "HTML hex reference @",
+        "HTML named reference @",
+    },
+}
+AUDIT_FORMS = [
+    (b, name, value)
+    for b, forms in CORPUS.items()
+    for name, value, _ in forms
+    if name in _AUDIT_NAMES.get(b, ())
+]
+
+
+@pytest.mark.parametrize("builtin, name, value", AUDIT_FORMS, ids=[f"{b}:{n}" for b, n, _ in AUDIT_FORMS])
+def test_every_form_the_audit_lists_is_masked_exactly(four, builtin, name, value):
+    assert four.mask(_text(value))[0] == f"Details: <{builtin}>, thanks."
+    assert four.mask(f"{value}")[0] == f"<{builtin}>"
+
+
+def test_audit_forms_are_all_listed():
+    assert len(AUDIT_FORMS) == 14 + 5 + 4
+
+
 def test_recall_per_builtin(four):
     table = recall_table(four)
     print("\n| builtin | forms listed in issue 9 | all written forms |")
@@ -204,6 +273,14 @@ BENIGN = [
     "Ünïcødé\u00a0text with\u202fnarrow spaces, ﬁne ligatures, ① ② ③ and a zero\u200bwidth space.",
     "Family emoji 👨\u200d👩\u200d👧 and keycaps 1\ufe0f\u20e3 2\ufe0f\u20e3 in a chat message.",
     "Quote: «déjà vu» — “smart quotes” and ‘single’ ones; em—dash and en–dash.",
+    # Separators a card or SSN may now use, in ordinary text.
+    "Dates 2024/01/15, 15/01/2024 and 2024_01_15; times 12:30, 12:30:45 and 09:05; ratio 16:9.",
+    "Lists: 41, 11, 11, 11, 11, 11, 11, 11 and 45 | 67 | 89 | 12 | 34 | 56 | 78; 1*2*3*4*5*6*7*8.",
+    "Versions 4.1111_2 and 1.2.3+build.4; path a/b/c_1_2; score 3 - 2 - 1; pages 120  -  130.",
+    "Table\n| 1234 | 5678 |\n| 9012 | 3456 |\n\tindented 10\t20\t30\t40",
+    "URL https://x.example/search?q=a%20b&page=2%40 and 100%40 off; &#64; alone, &commat; too.",
+    "Escaped text: name&#64;, &#x40;home, %40home and AT&amp;T; a&#64;b is no address.",
+    "Order 2024 / 0115 / 3344 / 5566 in a 4 - 4 - 4 - 4 list; 4111 / 2024.",
 ]
 
 
