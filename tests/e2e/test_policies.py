@@ -207,7 +207,7 @@ def test_pii_a_provider_error_quotes_back_is_masked_too(stack):
         )
     assert exc.value.status_code == 400
     assert "alice@corp-mail.com" not in exc.value.response.text
-    assert exc.value.body["message"] == "Invalid 'user': <EMAIL> is not allowed"
+    assert error_body(exc.value)["message"] == "Invalid 'user': <EMAIL> is not allowed"
 
 
 def test_a_large_digit_dense_streamed_delta_is_masked_like_the_whole_answer(stack):

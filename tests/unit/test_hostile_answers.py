@@ -145,7 +145,7 @@ def with_schema(schema: dict) -> dict:
     return {**F.CANONICAL, "tools": [{**TOOL, "function": {"name": "f", "parameters": schema}}]}
 
 
-BAD_FOR = {
+BAD_FOR: dict[str, list[dict]] = {
     "mistral": [
         {**F.CANONICAL, "modalities": True},
         {
@@ -187,7 +187,9 @@ async def test_any_other_translator_failure_is_a_400_not_a_500(gw, monkeypatch, 
     stream = UpstreamStream(gw, ProcessorSettings())
     host = F.host_metadata({"name": "ant", "provider": "anthropic"})
     await stream.request_headers(F.request_headers(F.client_headers(), upstream_host_metadata=host))
-    provider = gw.backend_named("ant").provider  # type: ignore[union-attr]
+    backend = gw.backend_named("ant")
+    assert backend is not None
+    provider = backend.provider
 
     def broken(req, model):
         raise KeyError("name")
