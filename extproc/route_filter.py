@@ -30,6 +30,7 @@ from .route_request import ask_for_stream_usage, check_cooling, check_headers, p
 from .route_response import RouteResponse
 from .runtime.gateway import GatewayRuntime, RouteRuntime
 from .settings import ProcessorSettings
+from .shared_state.client_key import Entries, client_entries
 from .upstream_filter import UpstreamStream
 
 log = logging.getLogger("aigw.route")
@@ -59,6 +60,8 @@ class RouteStream(RouteResponse):
         "acct",
         "attempt",
         "canonical",
+        "charged_client",
+        "forwarded",
         "gw",
         "headers",
         "limit",
@@ -84,6 +87,11 @@ class RouteStream(RouteResponse):
         self.picked: tuple[EndpointPicker, str] | None = None
         # Kept only when a cut-short stream may need a prompt-token estimate.
         self.canonical: dict[str, Any] | None = None
+        # On a route with a token budget: the client it is charged to, as the budget check
+        # named it (None: not charged).
+        self.charged_client: Entries | None = None
+        # The request went on to the provider (nothing refused it here).
+        self.forwarded = False
         # The attempt, when the route sends to a one-endpoint cluster without an upstream
         # filter: this stream then translates for that backend too (one gRPC stream per
         # request instead of two), reusing the upstream filter's code for it.
@@ -104,6 +112,8 @@ class RouteStream(RouteResponse):
         policy = self.route.policy
         if policy.max_request_bytes:
             self.limit = policy.max_request_bytes
+        if policy.token_charge is not None:
+            self.charged_client = client_entries(policy.token_charge.key, req)
         hdrs = msg.headers_of(req.request_headers.headers)
         self.headers = hdrs
         self.request_id = hdrs.get(H.REQUEST_ID, "")
@@ -161,12 +171,15 @@ class RouteStream(RouteResponse):
                 changed |= model_changed
         except GatewayError as err:
             return self._reject(err)
+        self.forwarded = True  # unless the attempt's translation refuses it (then done)
         self.acct.request_model = model or ""
         self.acct.stream = wants_stream(canonical)
         if self.acct.stream:
             self.strip_usage = ask_for_stream_usage(canonical)
             changed |= self.strip_usage
             self.canonical = canonical
+        elif self.charged_client is not None:
+            self.canonical = canonical  # for the estimate if the client leaves before the answer
         if self.settings.debug_bodies:
             log.debug(
                 "request body",
@@ -213,17 +226,28 @@ class RouteStream(RouteResponse):
             picker, endpoint = self.picked
             picker.finished(endpoint)
             self.picked = None
-        acct = self.acct
-        if self.response is not None and not self.done:
-            # Cut short: still record what was seen, counting tokens off the event loop
-            # when that is costly (a large prompt, or a vocabulary still to be loaded).
-            estimate = acct.take_stream(self.response, self.canonical)
-            if estimate is not None:
-                if not estimate.cheap():
-                    _later(self._close_after(estimate, outcome, ended))
-                    return
-                acct.take_estimate(*estimate.counts())
+        # Cut short: still record what was seen, counting tokens off the event loop when
+        # that is costly (a large prompt, or a vocabulary still to be loaded).
+        estimate = self._unreported()
+        if estimate is not None:
+            if not estimate.cheap():
+                _later(self._close_after(estimate, outcome, ended))
+                return
+            self.acct.take_estimate(*estimate.counts())
         self._record(outcome, ended)
+
+    def _unreported(self) -> StreamEstimate | None:
+        """The tokens to estimate for a request that ended before the provider reported
+        its usage: a stream cut short (its prompt and what the client got), or, on a
+        budgeted route, a request whose client left before the answer (its prompt: the
+        provider read it, and the budget is charged for it)."""
+        if self.done:
+            return None
+        if self.response is not None:
+            return self.acct.take_stream(self.response, self.canonical)
+        if self.forwarded and self.charged_client is not None and self.canonical is not None:
+            return StreamEstimate(tokens.prompt_of(self.canonical), "", self.acct.request_model)
+        return None
 
     async def _close_after(self, estimate: StreamEstimate, outcome: str, ended: float) -> None:
         try:
@@ -236,6 +260,7 @@ class RouteStream(RouteResponse):
     def _record(self, outcome: str, ended: float) -> None:
         acct = self.acct
         acct.record(ended)
+        self._charge()
         fields = {
             "request_id": self.request_id,
             "route": self.route.name or "-",
@@ -253,3 +278,13 @@ class RouteStream(RouteResponse):
         if self.rejected is not None:
             fields["error_code"] = self.rejected.code
         access_log.info("request", extra={"fields": fields})
+
+    def _charge(self) -> None:
+        """Charge the request's tokens (reported or estimated) to its token budget, in the
+        background: the request is over, nothing waits on Redis."""
+        charge = self.route.policy.token_charge
+        charger = self.gw.token_charger
+        total = self.acct.total_tokens
+        if charge is None or charger is None or self.charged_client is None or not total:
+            return
+        _later(charger.charge(charge.limit, self.charged_client, total))

@@ -47,6 +47,8 @@ ROUTE_NAME = "xds.route_name"
 CLUSTER_NAME = "xds.cluster_name"
 UPSTREAM_HOST_METADATA = "xds.upstream_host_metadata"
 UPSTREAM_ADDRESS = "upstream.address"
+# The client's address (ip:port), for charging a token budget keyed by client address.
+SOURCE_ADDRESS = "source.address"
 
 # ---- type URLs and extension names ------------------------------------------------------
 _TYPE = "type.googleapis.com/"
@@ -79,6 +81,14 @@ RATELIMIT_DOMAIN = "aigw"
 # The first entry of every descriptor the gateway renders: which limit it counts for (a
 # key of `rateLimits` in the node metadata the processor's rate-limit service reads).
 LIMIT_ENTRY = "aigw_limit"
+# The entries after it that name the client: a key header's value, copied into dynamic
+# metadata under RATELIMIT_KEYS (requests without it: NO_CLIENT_KEY), the client's
+# address (Envoy's own entry key for it), or one bucket for everyone.
+CLIENT_KEY_ENTRY = "client_key"
+NO_CLIENT_KEY = "(none)"
+REMOTE_ADDRESS_ENTRY = "remote_address"
+GENERIC_KEY_ENTRY = "generic_key"
+RATELIMIT_KEYS = "aigw.ratelimit"
 # The rate-limit service adds this header to a refusal: `requests` or `tokens`, so the
 # local reply can say which limit it was.
 LIMITED_BY = "x-aigw-limited-by"

@@ -16,6 +16,7 @@ from ..policies.content_routing import ContentRouting
 from ..policies.enrichment import PromptEnrichment
 from ..policies.field_defaults import FieldDefault, apply_all
 from .inference import InferenceRouting
+from .shared_state import TokenCharge
 
 
 class RoutePolicy(ConfigModel):
@@ -32,6 +33,9 @@ class RoutePolicy(ConfigModel):
     prompt_token_estimate: bool = False
     # The route sends to an inference pool: the processor picks the endpoint (inference.py).
     inference: InferenceRouting | None = None
+    # The route has a token budget: each finished request is charged here (written by
+    # `aigw render` from the route's `tokenBudget`; needs the limit in the node metadata).
+    token_charge: TokenCharge | None = None
 
     @model_validator(mode="after")
     def _defaults_make_valid_requests(self) -> RoutePolicy:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..config_model import ConfigModel, seconds
 from ..secrets import SecretRef
@@ -54,6 +54,31 @@ class CooldownSharing(ConfigModel):
 class SharedState(ConfigModel):
     redis: RedisSettings
     cooldowns: CooldownSharing = CooldownSharing()
+
+
+class RateLimitKey(ConfigModel):
+    """Who shares a bucket: each value of a request header (an API key), each client
+    address, or everyone (`generic`: one bucket named by this value)."""
+
+    header: str | None = None
+    client_address: bool = False
+    generic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
+
+    @model_validator(mode="after")
+    def _one(self) -> RateLimitKey:
+        if sum((self.header is not None, self.client_address, self.generic is not None)) != 1:
+            raise ValueError("set one of 'header', 'clientAddress: true' or 'generic'")
+        return self
+
+
+class TokenCharge(ConfigModel):
+    """Route metadata `tokenCharge`, written by `aigw render` from a route's `tokenBudget`:
+    the route-level filter charges each finished request's tokens to `limit`'s counter for
+    the client, the counter the rate-limit filter's budget check reads. `key` says how that
+    check's descriptor names the client, so both find the same counter."""
+
+    limit: str = Field(min_length=1)
+    key: RateLimitKey
 
 
 class LimitSpec(ConfigModel):

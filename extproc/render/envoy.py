@@ -97,12 +97,15 @@ def render(cfg: GatewaySpec) -> dict[str, Any]:
         else {b.name for b in cfg.all_backends if is_direct(b) and b.name not in rewritten}
     )
     direct = bool(direct_backends)
+    # A token budget is charged by the route-level filter: it names the client as the
+    # budget check did.
+    charge_attributes, forwarding = rate_limits.charge_inputs(routes)
     http_filters.append(
         ext_proc_filter(
             "route",
             g.processor.timeout,
-            [wire.ROUTE_NAME, wire.CLUSTER_NAME] if direct else [wire.ROUTE_NAME],
-            metadata_options={"receiving_namespaces": {"untyped": [wire.NAMESPACE]}},
+            [wire.ROUTE_NAME, *([wire.CLUSTER_NAME] if direct else []), *charge_attributes],
+            metadata_options={"receiving_namespaces": {"untyped": [wire.NAMESPACE]}, **forwarding},
             # The route-level filter sets the provider's Host when it translates itself.
             **({"mutation_rules": {"allow_all_routing": True, "allow_envoy": True}} if direct else {}),
         )

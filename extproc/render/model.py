@@ -26,7 +26,7 @@ from ..config.policy import RoutePolicy
 from ..config.shared_state import SharedState
 from ..config_model import ConfigModel, seconds
 from .backend_model import BackendSpec
-from .route_model import RateLimit, Route, TokenBudget
+from .route_model import RateLimit, Route, TokenBudget, written_by_render
 
 
 class Listen(ConfigModel):
@@ -89,6 +89,8 @@ class Policy(ConfigModel):
     ai: RoutePolicy | None = None
     rate_limit: RateLimit | None = None
     token_budget: TokenBudget | None = None
+
+    _own_policies = field_validator("ai")(lambda cls, v: written_by_render(v))
 
 
 class GatewaySpec(ConfigModel):

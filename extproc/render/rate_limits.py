@@ -1,7 +1,8 @@
 """Rate limits in a rendered bootstrap: local (each Envoy's own token buckets) and global
 (Envoy's rate-limit filter asking the processor's rate-limit service, counting in Redis),
-and token budgets (the same filter, charged with each request's real usage when its
-stream ends).
+and token budgets (the same filter checks the budget before a request; the route-level
+filter charges each request's tokens when it ends, from the route's `tokenCharge`
+metadata).
 
 A global limit or budget becomes descriptors on its route, under one rate-limit filter.
 Every descriptor starts with `aigw_limit: <limit id>`; the processor reads what each id
@@ -23,13 +24,12 @@ from .route_model import PER_SECONDS, RateLimit, RateLimitKey, Route, TokenBudge
 
 # The client key entry, and its value for a request without the key's header (such
 # requests share one bucket, as they do with a local limit).
-_CLIENT_KEY = "client_key"
-_NO_KEY = "(none)"
+_CLIENT_KEY = wire.CLIENT_KEY_ENTRY
+_NO_KEY = wire.NO_CLIENT_KEY
 # Where the key headers are kept for the rate-limit filters (not the `aigw` namespace,
-# which the access log prints and the processor writes).
-_KEY_NAMESPACE = "aigw.ratelimit"
-# Envoy's hits_addend from the tokens the route-level filter reported for the request.
-_TOTAL_TOKENS = f"%DYNAMIC_METADATA({wire.NAMESPACE}:total_tokens)%"
+# which the access log prints and the processor writes). The route-level filter reads
+# them there too, to charge the counter the budget check read.
+_KEY_NAMESPACE = wire.RATELIMIT_KEYS
 
 
 def local_rate_limit(route_name: str, rl: RateLimit) -> dict[str, Any]:
@@ -77,8 +77,8 @@ def _key_actions(key: RateLimitKey) -> list[dict[str, Any]]:
 
     A header key is read from dynamic metadata, where `client_key_filter` copied it
     before the processor ran: the processor removes the client's credential headers
-    before the request goes upstream, and a budget's charge is computed when the stream
-    ends, from the request as it is then. Requests without the header share one bucket."""
+    before the request goes upstream, and charges a budget from the same metadata.
+    Requests without the header share one bucket."""
     if key.header:
         return [
             {
@@ -91,7 +91,7 @@ def _key_actions(key: RateLimitKey) -> list[dict[str, Any]]:
             }
         ]
     if key.generic:
-        return [{"generic_key": {"descriptor_key": "generic_key", "descriptor_value": key.generic}}]
+        return [{"generic_key": {"descriptor_key": wire.GENERIC_KEY_ENTRY, "descriptor_value": key.generic}}]
     return [{"remote_address": {}}]
 
 
@@ -154,11 +154,34 @@ def global_limits(route: Route) -> list[dict[str, Any]]:
         if spec.unit == "requests":
             out.append(_descriptor(limit, key))
             continue
-        # Before the request: only asks whether the key is already at its budget.
+        # Before the request: only asks whether the key is already at its budget. The
+        # charge is the route-level filter's (token_charge): it knows the tokens of a
+        # request that ends early too, when Envoy would have none to add.
         out.append(_descriptor(limit, key, hits_addend={"number": 0}))
-        # When its stream ends: charges the tokens it used (none reported, no charge).
-        out.append(_descriptor(limit, key, apply_on_stream_done=True, hits_addend={"format": _TOTAL_TOKENS}))
     return out
+
+
+def token_charge(route: Route) -> dict[str, Any] | None:
+    """The route's `tokenCharge` metadata (config.shared_state.TokenCharge): the budget
+    counter the route-level filter charges, and how the check's descriptor names the
+    client."""
+    budget = route.token_budget
+    if budget is None:
+        return None
+    key = budget.key.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    return {"limit": limit_id(route.name, "tokens"), "key": key}
+
+
+def charge_inputs(routes: list[Route]) -> tuple[list[str], dict[str, Any]]:
+    """What the route-level filter needs from Envoy to name a charged client as the budget
+    check did: the client's address (a request attribute) and the copied key headers
+    (dynamic metadata forwarded with the first message)."""
+    keys = [r.token_budget.key for r in routes if r.token_budget is not None]
+    attributes = [wire.SOURCE_ADDRESS] if any(k.client_address for k in keys) else []
+    forwarding = {}
+    if any(k.header for k in keys):
+        forwarding = {"forwarding_namespaces": {"untyped": [_KEY_NAMESPACE]}}
+    return attributes, forwarding
 
 
 def limit_specs(routes: list[Route]) -> dict[str, LimitSpec]:

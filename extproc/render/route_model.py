@@ -11,12 +11,20 @@ from pydantic import Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from ..config.policy import RoutePolicy
-from ..config.shared_state import FailMode
+from ..config.shared_state import FailMode, RateLimitKey
 from ..config_model import ConfigModel, seconds
 
 _NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]")
 
 Duration = Annotated[float, Field(ge=0)]
+
+
+def written_by_render(policy: RoutePolicy | None) -> RoutePolicy | None:
+    """A field validator for route policies in the gateway config: `tokenCharge` is the
+    processor's side of a route's `tokenBudget`, written by the renderer, not by hand."""
+    if policy is not None and policy.token_charge is not None:
+        raise ValueError("'tokenCharge' is written by aigw render: give the route a 'tokenBudget' instead")
+    return policy
 
 
 class PathMatch(ConfigModel):
@@ -138,21 +146,6 @@ class DirectResponse(ConfigModel):
     content_type: str = "application/json"
 
 
-class RateLimitKey(ConfigModel):
-    """Who shares a bucket: each value of a request header (an API key), each client
-    address, or everyone (`generic`: one bucket named by this value)."""
-
-    header: str | None = None
-    client_address: bool = False
-    generic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
-
-    @model_validator(mode="after")
-    def _one(self) -> RateLimitKey:
-        if sum((self.header is not None, self.client_address, self.generic is not None)) != 1:
-            raise ValueError("set one of 'header', 'clientAddress: true' or 'generic'")
-        return self
-
-
 Per = Literal["second", "minute", "hour", "day"]
 PER_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
@@ -204,6 +197,8 @@ class Route(ConfigModel):
     policies: RoutePolicy | None = None
     rate_limit: RateLimit | None = None
     token_budget: TokenBudget | None = None
+
+    _own_policies = field_validator("policies")(lambda cls, v: written_by_render(v))
 
     @model_validator(mode="after")
     def _target(self) -> Route:

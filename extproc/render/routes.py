@@ -161,6 +161,8 @@ def render_routes(cfg: GatewaySpec, route: Route) -> list[dict[str, Any]]:
         policy.setdefault("maxRequestBytes", cfg.gateway.max_request_bytes)
         if pool is not None:
             policy["inference"] = pool_route_metadata(pool)
+        if (charge := rate_limits.token_charge(route)) is not None:
+            policy["tokenCharge"] = charge
         base["metadata"] = {"filter_metadata": {wire.NAMESPACE: policy}}
     else:
         per_filter["envoy.filters.http.ext_proc"] = {"@type": wire.EXT_PROC_PER_ROUTE_TYPE, "disabled": True}

@@ -102,12 +102,30 @@ def build_config(doc: Any, *, source: str = "", resolve_secrets: bool = True) ->
     if problems:
         raise ConfigError(problems, source)
     gw.shared_state, gw.limits = _shared_state(doc, problems, resolve_secrets)
+    _check_token_charges(routes, gw.limits, problems)
     if problems:
         raise ConfigError(problems, source)
     gw.processor_sockets = processor_sockets(doc)
     gw.health_address = next(iter(health_addresses), None)
     gw.max_response_bytes = buffer_limit(doc, set(clusters))
     return gw
+
+
+def _check_token_charges(
+    routes: dict[str, RouteRuntime], limits: dict[str, LimitSpec], problems: list[str]
+) -> None:
+    """A route's `tokenCharge` must name a token limit the node metadata holds (which
+    also needs `sharedState`): otherwise its requests would never be charged."""
+    for route in routes.values():
+        charge = route.policy.token_charge
+        if charge is None:
+            continue
+        spec = limits.get(charge.limit)
+        if spec is None or spec.unit != "tokens":
+            problems.append(
+                f"{route.location}: tokenCharge names limit '{charge.limit}', which is not a "
+                f"token limit in node.metadata.{wire.NAMESPACE}.rateLimits"
+            )
 
 
 def _shared_state(

@@ -32,6 +32,7 @@ def read_hcm(
             break
     route_config = hcm.get("route_config") or {}
     has_gateway_routes = False
+    charged: list[RouteRuntime] = []  # this listener's routes with a token budget
     config_level = wiring.weakening(route_config.get("typed_per_filter_config"))
     for vi, vhost in enumerate(route_config.get("virtual_hosts") or []):
         vname = vhost.get("name") or f"virtual_hosts[{vi}]"
@@ -91,6 +92,8 @@ def read_hcm(
                 backends=tuple(b.name for b in backends),
                 guards=guards,
             )
+            if policy.token_charge is not None:
+                charged.append(routes[rname])
     if has_gateway_routes:
         if route_filter is None:
             problems.append(
@@ -105,7 +108,11 @@ def read_hcm(
                 route_filter.entry,
                 route_filter.location,
                 "route",
-                (wire.ROUTE_NAME, wire.CLUSTER_NAME) if direct else (wire.ROUTE_NAME,),
+                (
+                    wire.ROUTE_NAME,
+                    *([wire.CLUSTER_NAME] if direct else []),
+                    *_charge_attributes(route_filter, charged, problems),
+                ),
                 problems,
             )
             if direct:
@@ -133,6 +140,25 @@ def _check_direct_routes(
             f"{', '.join(direct)} need the upstream ext_proc filter (the route is "
             "chosen again after the request body was translated)"
         )
+
+
+def _charge_attributes(
+    route_filter: ExtProcFilter, charged: list[RouteRuntime], problems: list[str]
+) -> list[str]:
+    """What the route-level filter needs from Envoy to charge these routes' budgets to the
+    client the budget check counted (shared_state/client_key.py): the attributes it must
+    ask for, and a problem when the key headers' metadata is not forwarded to it."""
+    keys = [r.policy.token_charge.key for r in charged if r.policy.token_charge is not None]
+    if any(k.header for k in keys):
+        options = route_filter.config.get("metadata_options") or {}
+        forwarded = ((options.get("forwarding_namespaces") or {}).get("untyped")) or []
+        if wire.RATELIMIT_KEYS not in forwarded:
+            problems.append(
+                f"{route_filter.location}: metadata_options.forwarding_namespaces.untyped must "
+                f"include {wire.RATELIMIT_KEYS}: route(s) {', '.join(r.name for r in charged)} "
+                "charge a token budget keyed by a header copied there"
+            )
+    return [wire.SOURCE_ADDRESS] if any(k.client_address for k in keys) else []
 
 
 def _route_policy(where: str, aigw: Any, problems: list[str]) -> RoutePolicy | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format, text_format
@@ -43,6 +43,12 @@ class RouteRuntime:
     guards: RouteGuards | None = None
     # The route sends to an inference pool: its picker and models.
     inference: InferenceRoute | None = None
+
+
+class TokenCharger(Protocol):
+    """Charges a finished request's tokens to its budget (shared_state/token_charges.py)."""
+
+    async def charge(self, limit: str, client: tuple[tuple[str, str], ...], tokens: int) -> None: ...
 
 
 @dataclass
@@ -97,6 +103,8 @@ class GatewayRuntime:
         # Redis shared with other replicas, and the global limits counted there.
         self.shared_state: SharedStateRuntime | None = None
         self.limits: dict[str, LimitSpec] = {}
+        # Set with the shared state when a route has a token budget.
+        self.token_charger: TokenCharger | None = None
 
     @property
     def backends(self) -> list[Backend]:

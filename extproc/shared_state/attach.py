@@ -13,6 +13,7 @@ from ..runtime.gateway import GatewayRuntime
 from .cooldowns import SharedCooldowns
 from .ratelimit_service import RateLimitService, add_to_server
 from .redis_store import RedisStore
+from .token_charges import TokenCharges
 
 log = logging.getLogger("aigw.shared_state")
 
@@ -26,6 +27,9 @@ class SharedStateService:
         self.store = RedisStore(shared.settings.redis, password)
         if gw.limits:
             add_to_server(server, RateLimitService(self.store, gw.limits))
+        if any(spec.unit == "tokens" for spec in gw.limits.values()):
+            # The route-level filter charges budgets when requests end.
+            gw.token_charger = TokenCharges(self.store, gw.limits)
         self.cooldowns = SharedCooldowns(
             self.store, gw.health, [b.name for b in gw.backends], shared.settings.cooldowns
         )

@@ -9,7 +9,9 @@ so a limit holds for the whole gateway, not per replica.
 What a descriptor does depends on its limit's unit and its hits:
 - requests: hits are added; over once the count after adding exceeds the amount.
 - tokens: hits 0 is the budget check before a request (over once the count has reached
-  the amount); hits > 0 is the charge when the stream is done (added, always OK).
+  the amount); hits > 0 is a charge (added, always OK). Today's bootstraps charge from the
+  route-level filter (token_charges.py); older ones had Envoy charge when the stream was
+  done, which still works.
 - hits 0 on a requests limit checks without counting, like the token check.
 Hits are the descriptor's own `hits_addend` when present, else the request's, where
 Envoy's 0 means 1. Envoy (checked with 1.40) sends a descriptor-level hits_addend, 0

@@ -3,7 +3,8 @@ one real redis-server, as replicas behind a load balancer would:
 
 - a 429 with Retry-After seen through gateway A keeps gateway B off that provider;
 - a global rate limit holds across both gateways together;
-- a token budget stops a key once its real usage (JSON and streamed) crosses it;
+- a token budget stops a key once its real usage (JSON and streamed) crosses it, a
+  stream the client leaves mid-way included;
 - Redis killed mid-run: each policy meets its fail mode, and everything recovers when
   Redis is back, without restarting anything.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from redis import StrictRedis
 
 from extproc.devstack import free_port
 from extproc.render.loader import render_file
@@ -230,6 +232,38 @@ def test_a_token_budget_stops_a_key_after_its_real_usage(stacks):
     # Another key still has its whole budget.
     assert _chat(a, "other-key", tenant="budgeted").status_code == 200
     assert sum(len(m.requests) for s in (a, b) for m in s.mocks.values()) == served + 1
+
+
+def test_a_key_that_only_leaves_streams_mid_way_still_spends_its_budget(stacks, redis):
+    # Reading an answer and leaving before its usage chunk used to cost nothing: Envoy's
+    # charge, when the stream ended, had no usage to add. The route-level filter now
+    # charges what the stream used (the prompt, and the answer the client got).
+    a, b = stacks
+    long_prompt = [{"role": "user", "content": " ".join(["tell me about the weather"] * 30)}]
+    headers = {
+        "x-api-key": "leaver",
+        "x-tenant": "budgeted",
+        "x-mock-chunk-delay-ms": "200",
+        "x-mock-content": " ".join(["sunny"] * 40),
+    }
+    body = {"model": "any", "messages": long_prompt, "stream": True}
+    with httpx.stream("POST", f"{a.url}/v1/chat/completions", json=body, headers=headers, timeout=10) as r:
+        assert r.status_code == 200
+        first = next(line for line in r.iter_lines() if "sunny" in line)
+        assert '"finish_reason":null' in first  # the answer had begun; the client leaves here
+    client = StrictRedis.from_url(f"redis://{redis.address}")
+
+    def charged() -> int:
+        # This test's only budgeted key: its counter in the current window.
+        return sum(int(client.get(k) or 0) for k in client.keys("aigw:rl:budgeted:tokens:*"))
+
+    wait_for(lambda: charged() > 0, 5, "the cut-short stream charged")
+    assert charged() > BUDGET  # the prompt alone (~150 tokens) is past it
+    # So both gateways refuse the key's next request (each asked once: a request let
+    # through would spend more and hide a missing charge).
+    for s in (a, b):
+        r = _chat(s, "leaver", tenant="budgeted")
+        assert r.status_code == 429 and r.json()["error"]["code"] == "token_budget_exceeded"
 
 
 def test_redis_killed_mid_run_meets_each_fail_mode_and_recovers(stacks, redis):

@@ -123,20 +123,20 @@ def _limit(limit_id: str) -> dict[str, Any]:
 def test_each_route_names_its_limits_and_budget_under_the_filter(tmp_path):
     doc = render(tmp_path, GLOBAL)
     chat = route(doc, "chat")["typed_per_filter_config"]
-    # One call before the request for the limit and the budget check together; the
-    # budget's charge, with the real usage, when the stream ends.
+    # One call before the request for the limit and the budget check together. No call
+    # when the stream ends: the route-level filter charges the budget (its metadata below).
     assert chat[wire.RATELIMIT_FILTER] == {
         "@type": wire.RATELIMIT_PER_ROUTE_TYPE,
         "rate_limits": [
             {"actions": [_limit("chat:requests"), _key_action("x-api-key")]},
             {"actions": [_limit("chat:tokens"), _key_action("x-api-key")], "hits_addend": {"number": 0}},
-            {
-                "actions": [_limit("chat:tokens"), _key_action("x-api-key")],
-                "apply_on_stream_done": True,
-                "hits_addend": {"format": "%DYNAMIC_METADATA(aigw:total_tokens)%"},
-            },
         ],
     }
+    assert route(doc, "chat")["metadata"]["filter_metadata"]["aigw"]["tokenCharge"] == {
+        "limit": "chat:tokens",
+        "key": {"header": "x-api-key"},
+    }
+    assert "tokenCharge" not in route(doc, "everyone")["metadata"]["filter_metadata"]["aigw"]
     assert "envoy.filters.http.local_ratelimit" not in chat
     everyone = route(doc, "everyone")["typed_per_filter_config"]
     assert everyone[wire.RATELIMIT_FILTER]["rate_limits"] == [
@@ -272,7 +272,11 @@ policies:
 """,
     )
     limits = route(doc, "a")["typed_per_filter_config"][wire.RATELIMIT_FILTER]["rate_limits"]
-    assert [r["actions"][0] for r in limits] == [_limit("a:tokens"), _limit("a:tokens")]
+    assert [r["actions"][0] for r in limits] == [_limit("a:tokens")]
+    assert route(doc, "a")["metadata"]["filter_metadata"]["aigw"]["tokenCharge"] == {
+        "limit": "a:tokens",
+        "key": {"generic": "team"},
+    }
     assert doc["node"]["metadata"]["aigw"]["rateLimits"] == {
         "a:tokens": {"unit": "tokens", "amount": 7, "window": 1, "failMode": "open"}
     }
