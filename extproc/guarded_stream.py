@@ -3,13 +3,15 @@ reading both kinds share).
 
 Per event it
 - guards each choice's streamed text (content, refusal, reasoning, any other string
-  field of the delta, audio transcripts) and each tool call's streamed arguments with the
-  regex and builtins, holding back only what may still become part of a match, then the
-  webhook on sentence-sized segments;
-- releases a choice's held text before its tool calls, and a tool call's held arguments
-  before the next tool call or the finish, so order is kept;
+  field of the delta, every text string of a nested delta object by its path, audio
+  transcripts) and each tool call's streamed arguments with the regex and builtins,
+  holding back only what may still become part of a match, then the webhook on
+  sentence-sized segments. A field's held text waits through other fields and calls
+  until the field goes on or the choice finishes: a client joins each field's pieces;
 - masks (or rejects on) every other string of an event but its ids (tool names, finish
-  reasons, unknown fields: `text_slots.chunk_slots`), per event;
+  reasons, unknown fields: `text_slots.chunk_slots`), per event, and every string of a
+  provider's error event;
+- sends only an event's data (no comments, ids, event names: `_framed`);
 - ends the stream with an OpenAI-style error event and `[DONE]` when a guard rejects, or
   when an event cannot be read (never passing it on unguarded).
 """
@@ -22,11 +24,11 @@ from typing import Any
 import orjson
 
 from . import metrics
-from .errors import GatewayError
+from .errors import GatewayError, error_body
 from .guards.pipeline import ResponseGuards
 from .guards.regex_guard import Finding, PatternTimeout
 from .guards.stream_guard import StreamRejected, StreamTextGuard
-from .guards.text_slots import chunk_slots
+from .guards.text_slots import chunk_slots, event_slots
 from .response_stream import PassThroughStream, ResponseStream, Unguardable
 from .sse import SSEEvent, encode
 from .stream_fields import (
@@ -34,9 +36,11 @@ from .stream_fields import (
     GUARDED_FIELDS,
     ChoiceState,
     Field,
-    drop_path,
+    flat_text,
     get_path,
-    put_path,
+    names_of,
+    put_new,
+    set_leaf,
     text_paths,
 )
 
@@ -83,7 +87,7 @@ class GuardedStream(ResponseStream):
             out.append(b"data: " + orjson.dumps(new) + b"\n\n")
 
     async def _choice(self, chunk: dict, choice: dict, out: list[bytes]) -> dict | None:
-        index = choice["index"] if isinstance(choice.get("index"), int) else 0
+        index = _index(choice, 0)
         state = self.choices.get(index)
         if state is None:
             state = self.choices[index] = ChoiceState()
@@ -91,27 +95,11 @@ class GuardedStream(ResponseStream):
         delta = choice.get("delta") or {}
         if not isinstance(delta, dict):
             raise Unguardable("delta is not an object")
-        await self._end_earlier_fields(index, state, delta, out)
-        new_delta = dict(delta)
+        new_delta = delta  # parsed from this event: ours to rewrite
         finish = bool(choice.get("finish_reason"))
         calls, fcall = delta.get("tool_calls"), delta.get("function_call")
-        ends_text = bool(calls or fcall or finish)
         for path in text_paths(delta, state):
-            value = get_path(delta, path)
-            if isinstance(value, list) and path[0] in GUARDED_FIELDS:  # given as parts: their text
-                value = "".join(p.get("text", "") for p in value if isinstance(p, dict))
-            elif value is not None and not isinstance(value, str):
-                raise Unguardable(f"delta.{'.'.join(path)} is not text")
-            released = ""
-            if value:
-                released = await self._guard_text(state, path, value, final=False)
-            if ends_text and path in state.fields:
-                # A tool call or the finish ends this text for now: release what is held.
-                released += await self._guard_text(state, path, "", final=True)
-            if released:
-                put_path(new_delta, path, released)
-            elif value:
-                drop_path(new_delta, path)  # all of it is held back for now
+            await self._text_field(state, new_delta, path, finish)
         if calls is not None and not isinstance(calls, list):
             raise Unguardable("delta.tool_calls is not a list")
         new_calls = await self._tool_calls(state, calls or [], finish)
@@ -137,37 +125,44 @@ class GuardedStream(ResponseStream):
             return None
         return new
 
-    async def _end_earlier_fields(
-        self, index: int, state: ChoiceState, delta: dict[str, Any], out: list[bytes]
-    ) -> None:
-        """The choice moved on from one streamed field to another (thinking to answer, or
-        a thinking block ended with its signature): the earlier field's held-back text is
-        released first, in an event of its own, so a client sees it in order. This is the
-        same boundary a tool call is (the field's text ends there for now)."""
-        moved_on = "thinking_blocks" in delta or any(
-            k in GUARDED_FIELDS and delta[k] not in (None, "", []) for k in delta
-        )
-        if not moved_on:
-            return
-        released: dict[str, Any] = {}
-        for key in [k for k in state.fields if k[0] in GUARDED_FIELDS and k[0] not in delta]:
-            text = await self._guard_text(state, key, "", final=True)
-            del state.fields[key]  # more text of it starts afresh
-            if text:
-                put_path(released, key, text)
-        if released:
-            self._held_text_event(index, state, released, out)
+    async def _text_field(self, state: ChoiceState, delta: dict[str, Any], path: tuple, finish: bool) -> None:
+        """One streamed text field of the delta: its piece goes through the field's guard
+        and what may be released takes its place. A field's held text waits through other
+        fields (thinking, a signature, tool calls) until the field goes on or the choice
+        finishes: a client joins the field's pieces, so a value split around another
+        field is still one value."""
+        value = get_path(delta, path)
+        given_as_parts = len(path) == 1 and path[0] in GUARDED_FIELDS and isinstance(value, list)
+        if given_as_parts:  # a list of parts: all of its text, as one text
+            value = flat_text(value)
+        elif value is not None and not isinstance(value, str):
+            raise Unguardable(f"delta.{'.'.join(map(str, path))} is not text")
+        released = ""
+        if value:
+            released = await self._guard_text(state, path, value, final=False)
+            if len(path) > 1:
+                state.fields[path].names = names_of(delta, path)
+        if finish and path in state.fields:
+            released += await self._guard_text(state, path, "", final=True)
+        if len(path) == 1:
+            if released:
+                delta[path[0]] = released
+            elif value or given_as_parts:
+                del delta[path[0]]  # all of it is held back for now
+        elif value is not None:
+            set_leaf(delta, path, released)  # the object stays, its text is what is released
+        elif released:
+            put_new(delta, path, released, state.fields[path].names)
 
     async def _tool_calls(self, state: ChoiceState, calls: list, final: bool) -> list[dict]:
         """Guard streamed tool-call deltas: each call's arguments through its own stream
-        guard. A call whose index differs from the held ones ends them: their rest goes
-        first, so a client sees every call's arguments in order."""
+        guard, kept (with what it holds) until the JSON value closes or the choice
+        finishes, whatever other calls come between its pieces."""
         out: list[dict] = []
         for pos, call in enumerate(calls):
             if not isinstance(call, dict):
                 raise Unguardable("a tool call delta is not an object")
-            idx = call["index"] if isinstance(call.get("index"), int) else pos
-            out += await self._close_tools(state, keep=idx)
+            idx = _index(call, pos)
             new_call = dict(call)
             fn = call.get("function")
             if fn is not None:
@@ -179,7 +174,7 @@ class GuardedStream(ResponseStream):
             if set(new_call) - {"index"}:
                 out.append(new_call)
         if final:
-            out += await self._close_tools(state, keep=None)
+            out += await self._close_tools(state)
         return out
 
     async def _arguments(self, state: ChoiceState, key: tuple, fn: dict, final: bool) -> dict:
@@ -198,10 +193,10 @@ class GuardedStream(ResponseStream):
             del new_fn["arguments"]
         return new_fn
 
-    async def _close_tools(self, state: ChoiceState, keep: int | None) -> list[dict]:
-        """Release the held arguments of every tool call but `keep`, as tool call deltas."""
+    async def _close_tools(self, state: ChoiceState) -> list[dict]:
+        """The choice finished: release every tool call's held arguments."""
         out = []
-        for key in sorted(k for k in state.fields if k[0] == "tool_calls" and k[1] != keep):
+        for key in sorted(k for k in state.fields if k[0] == "tool_calls"):
             released = await self._guard_text(state, key, "", final=True)
             del state.fields[key]
             if released:
@@ -278,7 +273,7 @@ class GuardedStream(ResponseStream):
                 elif key[0] == "function_call":
                     delta["function_call"] = {"arguments": text}
                 else:
-                    put_path(delta, key, text)
+                    put_new(delta, key, text, state.fields[key].names)
             state.finished = True
             if delta:
                 self._held_text_event(index, state, delta, out)
@@ -324,20 +319,38 @@ class GuardedStream(ResponseStream):
         )
 
     def _error_event(self, chunk: dict[str, Any], ev: SSEEvent) -> bytes:
-        """A provider's error message is text too: mask it (or drop it on a match)."""
-        err = chunk.get("error")
-        if (
-            self.guards.scanner is None
-            or not isinstance(err, dict)
-            or not isinstance(err.get("message"), str)
-        ):
-            return encode(ev)
-        masked, findings = self.guards.scanner.mask(err["message"])
-        if not findings:
-            return encode(ev)
-        reject = self.rejects
-        new_err = {**err, "message": "the provider reported an error" if reject else masked}
-        return b"data: " + orjson.dumps({**chunk, "error": new_err}) + b"\n\n"
+        """A provider's error event is text too: every string and key of it is masked
+        (or, on a match with REJECT, the event is replaced by one of the gateway's own)."""
+        scanner = self.guards.scanner
+        changed = False
+        for slot in event_slots(chunk) if scanner is not None else []:
+            assert scanner is not None
+            masked, findings = scanner.mask(slot.text)
+            if not findings:
+                continue
+            if self.rejects:
+                for f in findings:
+                    metrics.guard_action(self.route, "response", "regex", "rejected", f.entity)
+                return (
+                    b"data: "
+                    + error_body("the provider reported an error", status=502, code="upstream_error")
+                    + b"\n\n"
+                )
+            for f in findings:
+                metrics.guard_action(self.route, "response", "regex", "masked", f.entity)
+            slot.set(masked)
+            changed = True
+        return b"data: " + orjson.dumps(chunk) + b"\n\n" if changed else encode(ev)
+
+    def _framed(self, ev: SSEEvent) -> SSEEvent | None:
+        """Only an event's data goes out: comments, `id:`, `retry:` and `event:` names are
+        dropped (after translation the stream is OpenAI's, which names no events). An
+        event of comments only (a keep-alive) becomes an empty comment."""
+        if not ev.has_data:
+            return SSEEvent(comments=[""]) if ev.comments else None
+        if ev.comments or ev.event is not None or ev.id is not None or ev.retry is not None:
+            return SSEEvent(ev.data, None, None, None, [], True)
+        return ev
 
     def _undecided(self, timeout: PatternTimeout) -> GatewayError:
         assert self.guards.regex is not None  # only a regex guard scans
@@ -354,6 +367,17 @@ class GuardedStream(ResponseStream):
             code="content_policy_violation",
         )
         self._terminate(err, out)
+
+
+def _index(obj: dict[str, Any], default: int) -> int:
+    """A choice's or tool call's index: a number the gateway reads and sends on unguarded,
+    so anything but an integer (or none) is a shape the guards cannot read."""
+    index = obj.get("index")
+    if index is None:
+        return default
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise Unguardable("an index is not an integer")
+    return index
 
 
 def response_stream(

@@ -117,7 +117,10 @@ class ResponseStream(ABC):
     async def _event(self, ev: SSEEvent, out: list[bytes]) -> None:
         # The gateway's own secrets never reach a client (events are whole here, so a
         # secret cut across chunks is still found).
-        ev = redaction.current().redact_event(ev)
+        framed = self._framed(redaction.current().redact_event(ev))
+        if framed is None:
+            return
+        ev = framed
         if not ev.has_data:
             out.append(encode(ev))
             return
@@ -165,6 +168,10 @@ class ResponseStream(ABC):
 
     def _error_event(self, chunk: dict[str, Any], ev: SSEEvent) -> bytes:
         return encode(ev)
+
+    def _framed(self, ev: SSEEvent) -> SSEEvent | None:
+        """The event as it goes out (None: not at all). As it came, unless guarded."""
+        return ev
 
     def _reject(self, rej: StreamRejected, out: list[bytes]) -> None:
         raise AssertionError("only a guarded stream rejects")  # pragma: no cover

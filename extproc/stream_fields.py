@@ -1,8 +1,11 @@
 """Per-choice state of a guarded stream: one stream guard per field of streamed text.
 
 A field is named by its path in the delta: ("content",), ("audio", "transcript"),
+("thinking_blocks", 0, "thinking") and any other nested text (`text_slots.streamed_leaf`),
 ("tool_calls", 2) for the arguments of the tool call with index 2, ("function_call",) for
-legacy function-call arguments.
+legacy function-call arguments. A field's guard lives until the choice finishes (or the
+stream ends), whatever other fields come between its pieces: a client joins each field's
+pieces, so a value split around another field must still be found.
 """
 
 from __future__ import annotations
@@ -11,16 +14,20 @@ from typing import Any
 
 from .guards.json_text import EscapeDecoder, LabelQuoter, ValueEnd
 from .guards.stream_guard import StreamTextGuard
+from .guards.text_slots import streamed_leaf
 
 # Delta fields holding text the client sees. Any other string field of a delta (but
-# `role`) is streamed text too; these must be text when present.
+# `role`) is streamed text too; these must be text (or a list of parts) when present.
 GUARDED_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
 # Fields whose streamed text is JSON: tool-call arguments.
 ARG_FIELDS = ("tool_calls", "function_call")
+# Keys of a nested object that name it rather than hold text; kept with held text
+# released later, so it lands in an object of the same kind.
+NAME_KEYS = ("type", "index", "id", "format")
 
 
 class Field:
-    __slots__ = ("decoder", "ends", "guard", "quoter", "webhook_buffer")
+    __slots__ = ("decoder", "ends", "guard", "names", "quoter", "webhook_buffer")
 
     def __init__(self, guard: StreamTextGuard | None, json_args: bool = False) -> None:
         self.guard = guard
@@ -31,6 +38,8 @@ class Field:
         self.decoder = EscapeDecoder() if json_args else None
         self.quoter = LabelQuoter() if json_args else None
         self.ends = ValueEnd() if json_args else None
+        # A nested field's object names (`type`, `index`...) as last seen.
+        self.names: dict[str, Any] = {}
 
 
 class ChoiceState:
@@ -42,40 +51,87 @@ class ChoiceState:
         self.finished = False
 
 
-def text_paths(delta: dict[str, Any], state: ChoiceState) -> list[tuple[str, ...]]:
+def text_paths(delta: dict[str, Any], state: ChoiceState) -> list[tuple]:
     """The delta's streamed text fields, and those of the choice still holding text."""
-    paths: list[tuple[str, ...]] = [
+    paths: list[tuple] = [
         (k,)
         for k, v in delta.items()
         if k not in ("role", *ARG_FIELDS) and (isinstance(v, str) or (k in GUARDED_FIELDS and v is not None))
     ]
-    audio = delta.get("audio")
-    if isinstance(audio, dict) and audio.get("transcript") is not None:
-        paths.append(("audio", "transcript"))
+    for k, v in delta.items():
+        if k not in GUARDED_FIELDS and isinstance(v, (dict, list)):
+            paths += nested_paths(v, (k,))
     paths += [k for k in state.fields if k[0] not in ARG_FIELDS and k not in paths]
     return paths
 
 
-def get_path(delta: dict, path: tuple) -> Any:
-    node: Any = delta
+def nested_paths(node: Any, path: tuple) -> list[tuple]:
+    """Paths of the streamed text strings under `node` (at `path`), in document order."""
+    out: list[tuple] = []
+    stack = [(node, path)]
+    while stack:
+        v, p = stack.pop()
+        if isinstance(v, str):
+            if streamed_leaf(p):
+                out.append(p)
+        elif isinstance(v, dict):
+            stack.extend((v[k], (*p, k)) for k in reversed(list(v)))
+        elif isinstance(v, list):
+            stack.extend((v[i], (*p, i)) for i in reversed(range(len(v))))
+    return out
+
+
+def flat_text(parts: list[Any]) -> str:
+    """A text field given as a list of parts: every string in it a client could read as
+    text (not `type`, `id`... names), joined in order. Bare strings count."""
+    return "".join(str(get_path(parts, p[1:])) for p in nested_paths(parts, ("content",)))
+
+
+def get_path(node: Any, path: tuple) -> Any:
     for key in path:
-        node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node = node.get(key)
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            node = node[key]
+        else:
+            return None
     return node
 
 
-def put_path(delta: dict, path: tuple, text: str) -> None:
-    if len(path) == 1:
-        delta[path[0]] = text
-    else:  # copied: the provider's nested object is not ours to change
-        delta[path[0]] = {**(delta.get(path[0]) or {}), path[1]: text}
+def set_leaf(delta: dict, path: tuple, text: str) -> None:
+    """Replace the string at `path`, which this event's delta has."""
+    parent = get_path(delta, path[:-1])
+    parent[path[-1]] = text
 
 
-def drop_path(delta: dict, path: tuple) -> None:
-    if len(path) == 1:
-        delta.pop(path[0], None)
-        return
-    parent = {k: v for k, v in (delta.get(path[0]) or {}).items() if k != path[1]}
-    if parent:
-        delta[path[0]] = parent
+def put_new(delta: dict, path: tuple, text: str, names: dict[str, Any]) -> None:
+    """Add `text` at `path` of a delta of the gateway's own, building the objects and
+    lists on the way (a list is padded with empty objects up to the index); the leaf's
+    object gets the names it had."""
+    node: Any = delta
+    for i, key in enumerate(path[:-1]):
+        nxt = path[i + 1]
+        empty: Any = [] if isinstance(nxt, int) else {}
+        if isinstance(node, list):
+            while len(node) <= key:
+                node.append({})
+            if not isinstance(node[key], (dict, list)) or not node[key]:
+                node[key] = empty
+            node = node[key]
+        else:
+            node = node.setdefault(key, empty)
+    if isinstance(node, dict):
+        if len(path) > 1:
+            node.update(names)
+        node[path[-1]] = text
     else:
-        delta.pop(path[0], None)
+        while len(node) <= path[-1]:
+            node.append("")
+        node[path[-1]] = text
+
+
+def names_of(delta: dict, path: tuple) -> dict[str, Any]:
+    parent = get_path(delta, path[:-1]) if len(path) > 1 else None
+    if not isinstance(parent, dict):
+        return {}
+    return {k: v for k, v in parent.items() if k in NAME_KEYS and isinstance(v, (str, int))}

@@ -342,7 +342,8 @@ class _Walk:
     def delta(self, delta: dict[str, Any]) -> None:
         for k in list(delta):
             v = delta[k]
-            if (isinstance(v, str) and k != "role") or (k == "content" and isinstance(v, list)):
+            if (isinstance(v, str) and k != "role") or (k in _DELTA_TEXT and isinstance(v, list)):
+                self.key(delta, k, None, "assistant")
                 continue  # streamed text: held back and guarded by the stream guard
             if k in ("tool_calls", "function_call"):
                 for call in v if isinstance(v, list) else [v]:
@@ -358,16 +359,54 @@ class _Walk:
                                     self.walk(fn, fk, TOKEN, "assistant")
                         elif not (k == "function_call" and ck == "arguments"):
                             self.walk(call, ck, TOKEN, "assistant")
-            elif k == "thinking_blocks" and isinstance(v, list):
-                for block in v:
-                    if isinstance(block, dict):
-                        self.media(block, "assistant", _SIGNED, set())
             elif k == "audio" and isinstance(v, dict):
                 for ak in list(v):
                     if ak not in ("id", "transcript") and not (ak == "data" and binary_payload(v[ak])):
                         self.walk(v, ak, TOKEN, "assistant")
+            elif isinstance(v, (dict, list)):
+                self.delta_names(delta, k)
             else:
                 self.walk(delta, k, TOKEN, "assistant")
+
+    def delta_names(self, delta: dict[str, Any], top: str) -> None:
+        """A nested object of a delta (`thinking_blocks`, `reasoning_details`, unknown):
+        its keys and names, per event. Its text (`streamed_leaf`) is the stream guard's;
+        `thinking_blocks[].signature`/`.data` are not guarded."""
+        stack: list[tuple[Any, Any, tuple[Any, ...]]] = [(delta, top, (top,))]
+        while stack:
+            h, k, path = stack.pop()
+            v = h[k]
+            slot = None
+            if isinstance(v, str):
+                if not streamed_leaf(path) and not _signed(path):
+                    slot = self.value(h, k, v, TOKEN, "assistant")
+            elif isinstance(v, dict):
+                stack.extend((v, ck, (*path, ck)) for ck in reversed(list(v)))
+            elif isinstance(v, list):
+                stack.extend((v, i, (*path, i)) for i in reversed(range(len(v))))
+            if isinstance(h, dict):
+                self.key(h, k, slot, "assistant")
+
+
+# Stream deltas: fields whose text (a string, or a list of parts flattened to its text) is
+# streamed, and the keys of a nested delta object that hold names rather than text.
+_DELTA_TEXT = ("content", *TEXT_FIELDS)
+_DELTA_NAMES = frozenset({"type", "id", "index", "format"})
+
+
+def _signed(path: tuple[Any, ...]) -> bool:
+    return len(path) == 3 and path[0] == "thinking_blocks" and path[2] in _SIGNED
+
+
+def streamed_leaf(path: tuple[Any, ...]) -> bool:
+    """Whether the string at `path` (top key first) of a nested stream-delta object is
+    streamed text, which the stream guard follows across events under that path
+    (guarded_stream.py), rather than a name scanned per event."""
+    if path[0] in ("role", "tool_calls", "function_call") or _signed(path):
+        return False
+    if path[0] == "audio":
+        return path == ("audio", "transcript")
+    return path[-1] not in _DELTA_NAMES
 
 
 def request_slots(req: dict[str, Any]) -> list[Slot]:
@@ -406,4 +445,13 @@ def chunk_slots(chunk: dict[str, Any]) -> list[Slot]:
     """The guarded strings of a stream event that are not streamed text."""
     w = _Walk(regex=True)
     w.chunk(chunk)
+    return w.out
+
+
+def event_slots(event: dict[str, Any]) -> list[Slot]:
+    """Every string and chosen key of a stream event with nothing opaque in it (a
+    provider's error event)."""
+    w = _Walk(regex=True)
+    for k in list(event):
+        w.walk(event, k, TOKEN, "assistant")
     return w.out

@@ -303,3 +303,133 @@ def test_stream_cut_short_still_counts_what_was_seen(stack):
         5,
         "the cut-short stream's tokens to be counted",
     )
+
+
+# ---- a value split around another field (interleaved thinking), through the real stack ----
+
+RAW: dict[str, bytes] = {}
+
+
+def _aev(kind, **data) -> bytes:
+    return f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **data}) + b"\n\n"
+
+
+def _ablock(i, kind, *deltas) -> bytes:
+    start = {"type": kind, kind: ""}
+    return (
+        _aev("content_block_start", index=i, content_block=start)
+        + b"".join(_aev("content_block_delta", index=i, delta=d) for d in deltas)
+        + _aev("content_block_stop", index=i)
+    )
+
+
+def _thinking(i, text, sig) -> bytes:
+    return _ablock(
+        i,
+        "thinking",
+        {"type": "thinking_delta", "thinking": text},
+        {"type": "signature_delta", "signature": sig},
+    )
+
+
+def _text(i, text) -> bytes:
+    return _ablock(i, "text", {"type": "text_delta", "text": text})
+
+
+RAW["anthropic"] = (
+    _aev(
+        "message_start",
+        message={
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude",
+            "content": [],
+            "usage": {"input_tokens": 5, "output_tokens": 1},
+        },
+    )
+    + _text(0, "Your card is 4111 1111")
+    + _thinking(1, "checking", "sig1")
+    + _text(2, " 1111 1111 and mail jane.doe")
+    + _thinking(3, "ok", "sig2")
+    + _text(4, "@example.com, thanks.")
+    + _aev("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 20})
+    + _aev("message_stop")
+)
+
+
+def _gev(parts, finish=None) -> bytes:
+    cand = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if finish:
+        cand["finishReason"] = finish
+    return b"data: " + orjson.dumps({"candidates": [cand], "modelVersion": "gemini-2.0-flash"}) + b"\n\n"
+
+
+RAW["gemini"] = (
+    _gev([{"text": "Your card is 4111 1111"}])
+    + _gev([{"text": "hmm", "thought": True}])
+    + _gev([{"text": " 1111 1111 and mail jane.doe"}])
+    + _gev([{"text": "so", "thought": True}])
+    + _gev([{"text": "@example.com, thanks."}], "STOP")
+)
+
+
+@pytest.fixture(scope="module")
+def raw_stack():
+    """Envoy and the processor in front of an upstream that answers a scripted stream
+    (`x-mock-raw: <provider>` picks it)."""
+    from aiohttp import web
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(RAW[request.headers["x-mock-raw"]])
+        await resp.write_eof()
+        return resp
+
+    doc = load_bootstrap("mock.yaml")
+    for name in RAW:
+        for suffix, policy in (("", GUARD), ("-reject", REJECT)):
+            add_route(
+                doc,
+                f"raw-{name}{suffix}",
+                f"/raw-{name}{suffix}/v1/chat/completions",
+                [{"name": f"raw-{name}{suffix}", "auth": {"secretRef": {"inline": KEY}}, **PROVIDERS[name]}],
+                policy=policy,
+            )
+    s = Stack(doc)
+    for mock in s.mocks.values():
+
+        async def start(mock=mock):
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", answer)
+            mock._runner = web.AppRunner(app, access_log=None)
+            await mock._runner.setup()
+            await web.TCPSite(mock._runner, "127.0.0.1", mock.port).start()
+
+        mock._start = start  # type: ignore[method-assign]  # a scripted answer in place of the mock
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.mark.parametrize("provider", list(RAW))
+def test_a_value_split_around_thinking_is_masked_or_rejected(raw_stack, provider):
+    # Anthropic interleaved thinking / Gemini thought parts between two pieces of the
+    # answer: the client joins the answer's pieces, so the card and the address are whole
+    # in what it reads, and the guard must see them whole too.
+    raw = raw_stream(raw_stack, f"raw-{provider}", {"x-mock-raw": provider})
+    chunks = sse_json(raw)
+    content = "".join(
+        c["choices"][0]["delta"].get("content") or ""
+        for c in chunks
+        if isinstance(c, dict) and c.get("choices")
+    )
+    assert b"4111" not in raw and b"jane.doe" not in raw and b"example.com" not in raw
+    assert content == "Your card is <CREDIT_CARD> and mail <EMAIL>, thanks."
+    assert chunks[-1] == "[DONE]"
+    raw = raw_stream(raw_stack, f"raw-{provider}-reject", {"x-mock-raw": provider})
+    chunks = sse_json(raw)
+    assert b"4111" not in raw
+    assert chunks[-2]["error"]["code"] == "content_policy_violation" and chunks[-1] == "[DONE]"

@@ -695,31 +695,215 @@ def test_streamed_reasoning_is_split_proof_and_signatures_pass_untouched():
         ]
 
 
-def test_streamed_reasoning_comes_out_before_its_signature_and_the_answer():
-    # The guard holds back the tail of the thinking while it could still become an email;
-    # when the signature or the answer arrives, that tail is released first, on its own.
-    signature = {"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": "sig"}]}
-    for follow in (signature, {"content": "Sure."}):
-        data = (
-            chunk({"role": "assistant", "reasoning_content": "write to bob@exa"})
-            + chunk({"reasoning_content": "mple.com about it"})
-            + chunk(follow)
-            + chunk({"content": " Done, bob"})
-            + chunk({}, "stop")
-            + b"data: [DONE]\n\n"
+SIGNATURE = {"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": "sig"}]}
+OTHER_FIELDS = [
+    SIGNATURE,
+    {"content": "Sure."},
+    {"reasoning": "hmm"},
+    {
+        "tool_calls": [
+            {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        ]
+    },
+]
+
+
+@pytest.mark.parametrize("between", OTHER_FIELDS)
+def test_a_field_keeps_its_held_text_across_other_fields(between):
+    # The guard holds back the tail of the thinking while it could still become an email.
+    # Another field coming in between does not end the thinking: a client joins every
+    # piece of it, so the rest of the address after the other field is still the same
+    # address. The tail waits (the order of fields may change), never splits a value.
+    data = (
+        chunk({"role": "assistant", "reasoning_content": "write to bob@exa"})
+        + chunk(between)
+        + chunk({"reasoning_content": "mple.com, card 4111 1111"})
+        + chunk(between)
+        + chunk({"reasoning_content": " 1111 1111 about it"})
+        + chunk({"content": " Done"})
+        + chunk({}, "stop")
+        + b"data: [DONE]\n\n"
+    )
+    for cut in range(1, len(data), 11):
+        for g in (MASK_STREAM, response_guards("REJECT")):
+            out = feed(data, g, [cut])
+            assert b"bob" not in out and b"exa" not in out and b"4111" not in out, cut
+        out = feed(data, MASK_STREAM, [cut])
+        choices = [c["choices"][0] for c in chunks_of(out) if isinstance(c, dict) and c.get("choices")]
+        reasoning = "".join(ch["delta"].get("reasoning_content", "") for ch in choices)
+        assert reasoning == "write to <EMAIL>, card <CREDIT_CARD> about it", cut
+        assert choices[-1]["finish_reason"] == "stop", "held text comes out before the finish"
+        assert "".join(ch["delta"].get("content", "") for ch in choices).endswith("Done")
+
+
+def test_interleaved_tool_calls_keep_each_calls_held_arguments():
+    def args(i, text):
+        return chunk({"tool_calls": [{"index": i, "function": {"arguments": text}}]})
+
+    def start(i, name):
+        return chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": i,
+                        "id": f"c{i}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": ""},
+                    }
+                ]
+            }
         )
-        for cut in range(1, len(data), 11):
-            out = feed(data, MASK_STREAM, [cut])
-            deltas = [
-                c["choices"][0]["delta"] for c in chunks_of(out) if isinstance(c, dict) and c.get("choices")
-            ]
-            kinds = [
-                k for d in deltas for k in ("reasoning_content", "thinking_blocks", "content") if d.get(k)
-            ]
-            last_reasoning = max(i for i, k in enumerate(kinds) if k == "reasoning_content")
-            assert all(k == "reasoning_content" for k in kinds[: last_reasoning + 1]), (cut, kinds)
-            reasoning = "".join(d.get("reasoning_content", "") for d in deltas)
-            assert reasoning == "write to <EMAIL> about it", cut
+
+    data = (
+        start(0, "pay")
+        + args(0, '{"card": "4111 1111')
+        + start(1, "mail")
+        + args(1, '{"to": "bob@exa')
+        + args(0, ' 1111 1111", "n": 1')
+        + args(1, 'mple.com"}')
+        + args(0, "}")
+        + chunk({}, "tool_calls")
+        + b"data: [DONE]\n\n"
+    )
+    for cut in range(1, len(data), 9):
+        out = feed(data, MASK_STREAM, [cut])
+        assert b"4111" not in out and b"bob" not in out, cut
+        calls, _ = tool_calls_of(out)
+        assert orjson.loads(calls[0]["arguments"]) == {"card": "<CREDIT_CARD>", "n": 1}, cut
+        assert orjson.loads(calls[1]["arguments"]) == {"to": "<EMAIL>"}, cut
+        out = feed(data, response_guards("REJECT"), [cut])
+        assert b"4111" not in out and b"bob" not in out
+        assert chunks_of(out)[-2]["error"]["code"] == "content_policy_violation"
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [{"type": "refusal", "refusal": f"mail {EMAIL}"}],
+        [f"mail {EMAIL}"],
+        [{"type": "text", "text": "", "note": f"mail {EMAIL}"}],
+        [{"type": "image_url", "image_url": {"url": f"https://x.example/?u={EMAIL}"}}],
+        [{"type": EMAIL}],
+        [{"type": "text", "text": "mail bob@exa"}, "mple.com"],
+    ],
+)
+@pytest.mark.parametrize("field", ["content", "reasoning_content", "refusal"])
+def test_streamed_text_given_as_parts_is_guarded_whatever_the_parts(field, parts):
+    data = chunk({"role": "assistant", field: parts}) + chunk({}, "stop") + b"data: [DONE]\n\n"
+    out = feed(data, MASK_STREAM)
+    assert b"bob" not in out, out
+    deltas = [c["choices"][0]["delta"] for c in chunks_of(out) if isinstance(c, dict) and c.get("choices")]
+    assert all(isinstance(d.get(field, ""), str) for d in deltas), "the parts' text, as text"
+    out = feed(data, response_guards("REJECT"))
+    assert b"bob" not in out
+
+
+def test_parts_and_plain_text_are_one_text():
+    data = (
+        chunk({"content": "card 4111 1111"})
+        + chunk({"content": [{"type": "text", "text": " 1111"}]})
+        + chunk({"content": " 1111 ok"})
+        + chunk({}, "stop")
+    )
+    out = feed(data, MASK_STREAM)
+    text = "".join(
+        c["choices"][0]["delta"].get("content") or ""
+        for c in chunks_of(out)
+        if isinstance(c, dict) and c.get("choices")
+    )
+    assert text == "card <CREDIT_CARD> ok"
+
+
+NESTED = [
+    ("thinking_blocks", lambda t: [{"type": "thinking", "thinking": t}], lambda d: d[0]["thinking"]),
+    (
+        "reasoning_details",
+        lambda t: [{"type": "reasoning.text", "text": t, "index": 0}],
+        lambda d: d[0]["text"],
+    ),
+    ("x_extra", lambda t: {"note": {"t": t}}, lambda d: d["note"]["t"]),
+]
+
+
+@pytest.mark.parametrize(("key", "wrap", "text_of"), NESTED, ids=[n[0] for n in NESTED])
+def test_nested_streamed_text_is_split_proof(key, wrap, text_of):
+    pieces = ["mail bob@exa", "mple.com, card 4111 1111", " 1111 1111 now"]
+    data = chunk({"role": "assistant"})
+    for p in pieces:
+        data += chunk({key: wrap(p)}) + chunk({"content": "x"})
+    data += chunk({}, "stop") + b"data: [DONE]\n\n"
+    for cut in range(1, len(data), 17):
+        out = feed(data, MASK_STREAM, [cut])
+        assert b"bob" not in out and b"4111" not in out and b"exa" not in out, cut
+        deltas = [
+            c["choices"][0]["delta"] for c in chunks_of(out) if isinstance(c, dict) and c.get("choices")
+        ]
+        joined = "".join(text_of(d[key]) for d in deltas if key in d)
+        assert joined == "mail <EMAIL>, card <CREDIT_CARD> now", (cut, joined)
+        out = feed(data, response_guards("REJECT"), [cut])
+        assert b"bob" not in out and b"4111" not in out
+        assert chunks_of(out)[-2]["error"]["code"] == "content_policy_violation"
+
+
+def test_nested_names_signatures_and_held_text_keep_their_block():
+    sig = f"s{EMAIL}"
+    data = (
+        chunk({"thinking_blocks": [{"type": "thinking", "thinking": "write to bob"}]})
+        + chunk({"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": sig}]})
+        + chunk({"reasoning_details": [{"type": "reasoning.text", "text": "ask jim", "index": 0}]})
+        + chunk({}, "stop")
+    )
+    out = feed(data, MASK_STREAM)
+    deltas = [c["choices"][0]["delta"] for c in chunks_of(out) if isinstance(c, dict) and c.get("choices")]
+    blocks = [b for d in deltas for b in d.get("thinking_blocks", [])]
+    assert "".join(b.get("thinking", "") for b in blocks) == "write to bob"
+    assert [b["signature"] for b in blocks if "signature" in b] == [sig], "signatures are not guarded"
+    assert all(b.get("type") == "thinking" for b in blocks)
+    details = [r for d in deltas for r in d.get("reasoning_details", [])]
+    assert "".join(r["text"] for r in details) == "ask jim"
+    assert all(r["type"] == "reasoning.text" and r["index"] == 0 for r in details)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"error": f"mail {EMAIL}"},
+        {"error": {"message": "failed", "code": EMAIL, "param": "4111 1111 1111 1111"}},
+        {"error": {"message": "failed", "type": EMAIL}, "detail": {EMAIL: 1}},
+        {"error": {"message": "failed", "metadata": {"raw": [f"x {EMAIL}"]}}},
+    ],
+)
+def test_every_string_of_a_provider_error_event_is_guarded(error):
+    data = (
+        chunk({"content": "Hello there. "}) + b"data: " + orjson.dumps(error) + b"\n\n" + b"data: [DONE]\n\n"
+    )
+    out = feed(data, MASK_STREAM)
+    assert b"bob" not in out and b"4111" not in out and b"<" in out
+    assert chunks_of(out)[-1] == "[DONE]"
+    out = feed(data, response_guards("REJECT"))
+    assert b"bob" not in out and b"4111" not in out
+    assert chunks_of(out)[-2]["error"]["message"] == "the provider reported an error"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {**ENV, "choices": [{"index": EMAIL, "delta": {"content": "hi"}, "finish_reason": None}]},
+        {**ENV, "choices": [{"index": 1.0, "delta": {"content": "hi"}, "finish_reason": None}]},
+        {
+            **ENV,
+            "choices": [{"index": 0, "delta": {"tool_calls": [{"index": EMAIL, "function": {"name": "f"}}]}}],
+        },
+    ],
+)
+def test_an_index_that_is_not_an_integer_fails_closed(event):
+    out = feed(b"data: " + orjson.dumps(event) + b"\n\n" + chunk({}, "stop"), MASK_STREAM)
+    assert b"bob" not in out and chunks_of(out)[-2]["error"]["code"] == "unguardable_response"
+
+
+def test_a_streamed_text_fields_key_is_guarded():
+    out = feed(chunk({EMAIL: "hi"}) + chunk({}, "stop"), MASK_STREAM)
+    assert b"bob" not in out
 
 
 # ---- the JSON-text helpers -----------------------------------------------------------------------

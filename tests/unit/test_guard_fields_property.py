@@ -445,6 +445,10 @@ def stream_plans(draw):
     if draw(st.booleans()):
         plan["x_text"] = draw(words)  # an unknown streamed text field of the delta
     if draw(st.booleans()):
+        plan["reasoning_content"] = draw(words)
+    if draw(st.booleans()):
+        plan["thinking"] = draw(words)  # streamed as thinking_blocks[0].thinking (nested)
+    if draw(st.booleans()):
         plan["x_event"] = draw(json_value)  # an unknown field of the event
     return plan
 
@@ -467,31 +471,43 @@ def render(plan: dict, draw) -> bytes:
             + b"\n\n"
         )
 
-    out = [ev({"role": "assistant", "content": ""})]
-    out += [ev({"content": p}) for p in pieces(plan["content"], draw)]
+    # Every field's pieces, and each tool call's start and argument pieces, in order
+    # within their own queue; the queues interleave at random (a value split around
+    # another field or another call must still be found).
+    queues = [[ev({"content": p}) for p in pieces(plan["content"], draw)]]
     if "x_text" in plan:
-        out += [ev({"x_text": p}) for p in pieces(plan["x_text"], draw)]
-    if "x_event" in plan:
-        out.append(ev({"content": " "}, x_event=plan["x_event"]))
-    for i, call in enumerate(plan["tool_calls"]):
-        out.append(
-            ev(
-                {
-                    "tool_calls": [
-                        {
-                            "index": i,
-                            "id": call["id"],
-                            "type": "function",
-                            "function": {"name": call["name"], "arguments": ""},
-                        }
-                    ]
-                }
-            )
+        queues.append([ev({"x_text": p}) for p in pieces(plan["x_text"], draw)])
+    if "reasoning_content" in plan:
+        queues.append([ev({"reasoning_content": p}) for p in pieces(plan["reasoning_content"], draw)])
+    if "thinking" in plan:
+        queues.append(
+            [
+                ev({"thinking_blocks": [{"type": "thinking", "thinking": p}]})
+                for p in pieces(plan["thinking"], draw)
+            ]
         )
-        out += [
-            ev({"tool_calls": [{"index": i, "function": {"arguments": p}}]})
-            for p in pieces(call["arguments"], draw)
-        ]
+    if "x_event" in plan:
+        queues.append([ev({"content": " "}, x_event=plan["x_event"])])
+    for i, call in enumerate(plan["tool_calls"]):
+        start = {
+            "index": i,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": ""},
+        }
+        queues.append(
+            [ev({"tool_calls": [start]})]
+            + [
+                ev({"tool_calls": [{"index": i, "function": {"arguments": p}}]})
+                for p in pieces(call["arguments"], draw)
+            ]
+        )
+    out = [ev({"role": "assistant", "content": ""})]
+    queues = [q for q in queues if q]
+    while queues:
+        q = queues[draw(st.integers(0, len(queues) - 1))]
+        out.append(q.pop(0))
+        queues = [q for q in queues if q]
     out.append(ev({}, "tool_calls" if plan["tool_calls"] else "stop"))
     return b"".join(out) + b"data: [DONE]\n\n"
 
@@ -514,7 +530,14 @@ def feed(data: bytes, guards, cuts) -> bytes:
 def received(out: bytes) -> dict:
     """What a client ends up with: streamed fields joined, tool calls accumulated, and
     every other event string."""
-    got: dict[str, Any] = {"content": "", "x_text": "", "calls": {}, "other": []}
+    got: dict[str, Any] = {
+        "content": "",
+        "x_text": "",
+        "reasoning_content": "",
+        "thinking": "",
+        "calls": {},
+        "other": [],
+    }
     for c in chunks_of(out):
         if not isinstance(c, dict):
             continue
@@ -523,6 +546,8 @@ def received(out: bytes) -> dict:
             delta = choice["delta"]
             got["content"] += delta.get("content") or ""
             got["x_text"] += delta.get("x_text") or ""
+            got["reasoning_content"] += delta.get("reasoning_content") or ""
+            got["thinking"] += "".join(b.get("thinking", "") for b in delta.get("thinking_blocks") or [])
             for tc in delta.get("tool_calls") or []:
                 entry = got["calls"].setdefault(tc["index"], {"name": "", "arguments": ""})
                 entry["name"] += tc.get("function", {}).get("name", "")

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from extproc.guarded_stream import response_stream
 from extproc.guards.config import ResponseGuardConfig
 from extproc.guards.pipeline import ResponseGuards
 from tests.hypothesis_profiles import examples
@@ -298,7 +299,10 @@ def test_window_bounds_the_holdback():
     assert content_of(out) == digits
 
 
-def test_tool_calls_pass_unguarded_and_in_order():
+def test_tool_calls_pass_unguarded_and_held_text_waits_for_the_finish():
+    # The held tail ("now", which could still grow into a match) is not released at the
+    # tool call: text after the call would be joined to it by the client. It comes out at
+    # the finish, before the finishing chunk.
     text = "Use credit card now"
     out = run(sse([text[:9], text[9:]], tool_call=True), [])
     chunks = [c for c in chunks_of(out) if isinstance(c, dict) and c.get("choices")]
@@ -310,7 +314,20 @@ def test_tool_calls_pass_unguarded_and_in_order():
         if d.get("tool_calls"):
             kinds.append(("tool", d["tool_calls"][0]["function"]["name"]))
     assert "".join(t for k, t in kinds if k == "text") == "Use <CC_WORDS> now"
-    assert kinds[-1] == ("tool", "f"), "held text is released before the tool call"
+    assert ("tool", "f") in kinds and kinds[-1] == ("text", "now")
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_match_split_around_a_tool_call_is_masked_whole():
+    text = "My card: 4111 1111 1111 1111 ok."
+    stream = sse([text[:18]], tool_call=True).replace(
+        b'{"index":0,"delta":{},"finish_reason":"stop"}',
+        b'{"index":0,"delta":{"content":' + orjson.dumps(text[18:]) + b'},"finish_reason":"stop"}',
+    )
+    for cut in range(1, len(stream), 13):
+        out = run(stream, [cut])
+        assert content_of(out) == "My card: <CREDIT_CARD> ok.", cut
+        assert b"4111" not in out, cut
 
 
 def test_envelope_ids_finish_and_usage_are_preserved():
@@ -331,10 +348,22 @@ def test_usage_chunk_dropped_when_only_the_gateway_asked():
     assert not [c for c in chunks_of(out) if isinstance(c, dict) and "usage" in c]
 
 
-def test_comments_and_other_events_pass_through():
-    stream = b": keep-alive\n\n" + sse(["hi"])
+def test_comments_ids_and_event_names_do_not_pass_a_guarded_stream():
+    # A comment is text too: on a guarded stream it becomes an empty comment (a keep-alive
+    # stays one); `id:`, `retry:` and `event:` lines are dropped, also on usage events.
+    stream = (
+        b": mail bob@example.com\n\n"
+        + b"id: 4111 1111 1111 1111\nevent: bob@example.com\nretry: 5\n\n"
+        + b"id: bob@example.com\n: bob@example.com\nevent: x\n"
+        + sse(["hi"])
+    )
     out = run(stream, [3])
-    assert out.startswith(b": keep-alive\n\n")
+    assert out.startswith(b":\n\n")
+    assert b"bob" not in out and b"4111" not in out
+    assert b"\nid:" not in out and b"event:" not in out and b"retry:" not in out
+    assert content_of(out) == "hi"
+    plain = asyncio.run(response_stream("r", None, False, {}).feed(stream, True))
+    assert plain.startswith(b": mail bob@example.com\n\n"), "unguarded routes pass them on"
 
 
 def test_stream_without_guards_is_untouched():
