@@ -56,14 +56,12 @@ _SCHEMA_TEXT_KEYS = frozenset({"description", "title"})
 #   and length parameters (`_REQUEST_NUMBERS`). Only when they are numbers: a string there
 #   is scanned like any other (a number is never free text, a string may be). Every other
 #   integral number (a schema's `enum`/`default`/`examples`, an unknown field) is scanned
-#   as its integer value and masked by replacing the number with the mask string. (Stream
-#   events are walked without numbers: `chunk_slots`.) (`logprobs` are not walked: routes
-#   with response guards drop them.)
+#   as its integer value and masked by replacing the number with the mask string, in
+#   stream events too (`chunk_slots`). (`logprobs` are not walked: routes with response
+#   guards drop them.)
 _REQUEST_OPAQUE = frozenset({"model"})
 _SIGNED = {"signature", "data"}
 _RESPONSE_OPAQUE = frozenset({"id", "model", "system_fingerprint"})
-# Stream events still skip these whole (the stream walker is separate).
-_CHUNK_OPAQUE = frozenset({"id", "model", "created", "system_fingerprint", "usage"})
 _REQUEST_NUMBERS = frozenset(
     {
         "temperature",
@@ -322,9 +320,12 @@ class _Walk:
         """A stream event, minus what the stream guards hold back and release
         (see `streamed_paths`): names, finish reasons, unknown fields."""
         for k in list(chunk):
-            if k in _CHUNK_OPAQUE or k == "error":
+            if k in _RESPONSE_OPAQUE or k == "error":
                 continue
             v = chunk[k]
+            if k in ("usage", "created"):  # numbers the gateway reads; strings scanned
+                self.walk(chunk, k, TOKEN, "assistant", numbers=False)
+                continue
             if k != "choices" or not isinstance(v, list):
                 self.walk(chunk, k, TOKEN, "assistant")
                 continue
@@ -362,7 +363,7 @@ class _Walk:
             elif k == "audio" and isinstance(v, dict):
                 for ak in list(v):
                     if ak not in ("id", "transcript") and not (ak == "data" and binary_payload(v[ak])):
-                        self.walk(v, ak, TOKEN, "assistant")
+                        self.walk(v, ak, TOKEN, "assistant", numbers=ak != "expires_at")
             elif isinstance(v, (dict, list)):
                 self.delta_names(delta, k)
             else:
@@ -442,8 +443,9 @@ def message_texts(message: dict[str, Any], default_role: str = "user") -> list[S
 
 
 def chunk_slots(chunk: dict[str, Any]) -> list[Slot]:
-    """The guarded strings of a stream event that are not streamed text."""
-    w = _Walk(regex=True)
+    """The guarded strings and integral numbers of a stream event that are not streamed
+    text."""
+    w = _Walk(regex=True, numbers=True)
     w.chunk(chunk)
     return w.out
 
@@ -451,7 +453,7 @@ def chunk_slots(chunk: dict[str, Any]) -> list[Slot]:
 def event_slots(event: dict[str, Any]) -> list[Slot]:
     """Every string and chosen key of a stream event with nothing opaque in it (a
     provider's error event)."""
-    w = _Walk(regex=True)
+    w = _Walk(regex=True, numbers=True)
     for k in list(event):
         w.walk(event, k, TOKEN, "assistant")
     return w.out
