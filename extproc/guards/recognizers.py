@@ -67,6 +67,13 @@ _SEPARATED_CARD = re.compile(
     rf"(?<![\w+])\d{{4}}(?P<sep>{_SEP})\d{{4,6}}(?:(?P=sep)\d{{1,5}}){{1,3}}(?!\w)(?!(?P=sep)\d)"
 )
 _SEPARATED_SSN = re.compile(rf"(?<![\w+])\d{{3}}(?P<sep>{_SEP})\d{{2}}(?P=sep)\d{{4}}(?!\w)(?!(?P=sep)\d)")
+# The same groupings with white space between the groups, not the same run each time
+# ("4111 1111 1111  1111": a stream's pieces, or text copied from a form).
+_SPACE = r"[ \t\r\n]{1,4}"
+_SPACED_CARD = re.compile(
+    rf"(?<![\w+])\d{{4}}{_SPACE}\d{{4,6}}(?:{_SPACE}\d{{1,5}}){{1,3}}(?!\w)(?!{_SPACE}\d)"
+)
+_SPACED_SSN = re.compile(rf"(?<![\w+])\d{{3}}{_SPACE}\d{{2}}{_SPACE}\d{{4}}(?!\w)(?!{_SPACE}\d)")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -112,12 +119,14 @@ def _card_grouping(sizes: list[int]) -> bool:
 
 
 def _separated_cards(text: str) -> list[tuple[int, int]]:
-    """Spans of cards in a card's grouping with any one separator (see `_SEP`)."""
+    """Spans of cards in a card's grouping with any one separator (see `_SEP`), or with
+    white space of any length between the groups."""
     out = []
-    for m in _SEPARATED_CARD.finditer(text):
-        groups = _GROUP.findall(m.group())
-        if _card_grouping([len(g) for g in groups]) and _card_like("".join(groups)):
-            out.append((m.start(), m.end()))
+    for rx in (_SEPARATED_CARD, _SPACED_CARD):
+        for m in rx.finditer(text):
+            groups = _GROUP.findall(m.group())
+            if _card_grouping([len(g) for g in groups]) and _card_like("".join(groups)):
+                out.append((m.start(), m.end()))
     return out
 
 
@@ -172,9 +181,12 @@ class SsnRecognizer(UsSsnRecognizer):
         regex_flags: int | None = None,
     ) -> list[RecognizerResult]:
         results = super().analyze(text, entities, nlp_artifacts, regex_flags)
-        for m in _SEPARATED_SSN.finditer(text):
-            if not self.invalidate_result(re.sub(r"\D", "", m.group())):
-                results.append(RecognizerResult(self.supported_entities[0], m.start(), m.end(), self.SCORE))
+        for rx in (_SEPARATED_SSN, _SPACED_SSN):
+            for m in rx.finditer(text):
+                if not self.invalidate_result(re.sub(r"\D", "", m.group())):
+                    results.append(
+                        RecognizerResult(self.supported_entities[0], m.start(), m.end(), self.SCORE)
+                    )
         return EntityRecognizer.remove_duplicates(results)
 
 

@@ -66,6 +66,9 @@ def test_phone_formats(four, phone):
         "3782 822463 10005",
         "3782-822463-10005",
         "378282246310005",  # Amex
+        "4111 1111 1111  1111",  # white space of any length between the groups
+        "4111  1111 1111 1111",
+        "3782 822463\n10005",
     ],
 )
 def test_card_numbers(four, card):
@@ -75,7 +78,7 @@ def test_card_numbers(four, card):
     assert findings[0].score == 1.0  # Luhn-validated
 
 
-@pytest.mark.parametrize("ssn", ["536-90-4399", "536 90 4399", "219-09-9999"])
+@pytest.mark.parametrize("ssn", ["536-90-4399", "536 90 4399", "219-09-9999", "536 90  4399", "536\t90 4399"])
 def test_ssn(ssn):
     text = f"My social security number is {ssn}, please update it."
     assert make(["SSN"]).mask(text)[0] == "My social security number is <SSN>, please update it."
