@@ -245,7 +245,12 @@ class RouteStream(RouteResponse):
             return None
         if self.response is not None:
             return self.acct.take_stream(self.response, self.canonical)
-        if self.forwarded and self.charged_client is not None and self.canonical is not None:
+        if (
+            self.forwarded
+            and self.charged_client is not None
+            and self.canonical is not None
+            and self.acct.status < 400  # (a provider error being read when it left: no charge)
+        ):
             return StreamEstimate(tokens.prompt_of(self.canonical), "", self.acct.request_model)
         return None
 

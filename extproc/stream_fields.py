@@ -51,6 +51,13 @@ class ChoiceState:
         self.finished = False
 
 
+# The most streamed text fields one choice may hold (each has its own guard and held
+# text until the choice finishes): a provider's event of thousands of nested strings would
+# otherwise cost time and memory per string for the rest of the stream. Past it the stream
+# ends with an error (fail closed).
+MAX_TEXT_FIELDS = 256
+
+
 def text_paths(delta: dict[str, Any], state: ChoiceState) -> list[tuple]:
     """The delta's streamed text fields, and those of the choice still holding text."""
     paths: list[tuple] = [
@@ -61,7 +68,10 @@ def text_paths(delta: dict[str, Any], state: ChoiceState) -> list[tuple]:
     for k, v in delta.items():
         if k not in GUARDED_FIELDS and isinstance(v, (dict, list)):
             paths += nested_paths(v, (k,))
-    paths += [k for k in state.fields if k[0] not in ARG_FIELDS and k not in paths]
+    seen = set(paths)
+    paths += [k for k in state.fields if k[0] not in ARG_FIELDS and k not in seen]
+    if len(paths) > MAX_TEXT_FIELDS:
+        raise ValueError(f"a stream choice holds more than {MAX_TEXT_FIELDS} text fields")
     return paths
 
 

@@ -60,7 +60,7 @@ class RateLimitKey(ConfigModel):
     """Who shares a bucket: each value of a request header (an API key), each client
     address, or everyone (`generic`: one bucket named by this value)."""
 
-    header: str | None = None
+    header: str | None = Field(default=None, min_length=1)
     client_address: bool = False
     generic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
 

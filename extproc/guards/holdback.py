@@ -51,7 +51,8 @@ from .regex_guard import (
 _SEPARATORS = r"[\d \t\r\n.\-/_|,*+:~\u00b7\u2022\u2027\u2219\u22c5\u30fb\u30fc\uff65]"
 CHAR_RUNS: dict[str, tuple[str, str, str, int]] = {
     # Cards in any grouping (recognizers.CardRecognizer): up to 19 digits, 18 separators,
-    # or a card's grouping with other separators (recognizers._SEP), spaces around them.
+    # or a card's grouping with other separators (recognizers._SEP, at most 7 characters
+    # each with the spaces around them, so a 19-digit card fits 48).
     "CREDIT_CARD": (_SEPARATORS, r"\d", r"\d", 48),
     "US_SSN": (_SEPARATORS, r"\d", r"\d", 24),
     # phonenumbers accepts many separators, brackets (its lead class has `[`: it reads

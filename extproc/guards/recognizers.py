@@ -55,10 +55,16 @@ from .presidio_engine import _TLD_EXTRACT, _CreditCardRecognizer, _OfflineEmailR
 # so a run followed by a letter is no run at all rather than a shorter one.
 _GROUPED_DIGITS = re.compile(r"(?<![\w+])\d++(?:[ .\-]\d++)*+(?!\w)")
 _GROUP = re.compile(r"\d+")
-# Separators people put between a card's or an SSN's groups besides a single space, dash or
-# dot (those are `_GROUPED_DIGITS`' and Presidio's): a run of spaces, tabs or line breaks,
-# or one punctuation mark or bullet with spaces or tabs around it or not.
-_SEP = r"(?:[ \t]*[.\-/_|,*+:~\u00b7\u2022\u2027\u2219\u22c5\u30fb\u30fc\uff65][ \t]*|[ \t\r\n]{1,4})"
+# Separators people put between a card's groups besides a single space, dash or dot
+# (those are `_GROUPED_DIGITS`' and Presidio's): a run of spaces, tabs or line breaks, or
+# one punctuation mark or bullet with up to three spaces or tabs around it. Bounded, so a
+# whole card fits the stream hold-back's 48 characters (holdback.CHAR_RUNS: 19 digits and
+# 4 separators of at most 7). Not a comma: "4000, 5000, 6000, 7000" is a list.
+_SEP = r"(?:[ \t]{0,3}[.\-/_|*+:~\u00b7\u2022\u2027\u2219\u22c5\u30fb\u30fc\uff65][ \t]{0,3}|[ \t\r\n]{1,4})"
+# An SSN's: white space, or a dash, dot or underscore with spaces around it (9 digits and
+# 2 separators of at most 7 fit the hold-back's 24). Not `/ , : + *`, which join lists of
+# numbers and ratios ("512/32/4096", "128, 64, 1024").
+_SSN_SEP = r"(?:[ \t]{0,3}[.\-_][ \t]{0,3}|[ \t\r\n]{1,4})"
 # Digit groups in a card's grouping shape, the same separator between each. Not glued to a
 # word, a `+` or a digit group with the same separator on either side; the sizes are
 # checked by `_card_grouping`. Python's `re` has no possessive backreference groups, so
@@ -66,7 +72,9 @@ _SEP = r"(?:[ \t]*[.\-/_|,*+:~\u00b7\u2022\u2027\u2219\u22c5\u30fb\u30fc\uff65][
 _SEPARATED_CARD = re.compile(
     rf"(?<![\w+])\d{{4}}(?P<sep>{_SEP})\d{{4,6}}(?:(?P=sep)\d{{1,5}}){{1,3}}(?!\w)(?!(?P=sep)\d)"
 )
-_SEPARATED_SSN = re.compile(rf"(?<![\w+])\d{{3}}(?P<sep>{_SEP})\d{{2}}(?P=sep)\d{{4}}(?!\w)(?!(?P=sep)\d)")
+_SEPARATED_SSN = re.compile(
+    rf"(?<![\w+])\d{{3}}(?P<sep>{_SSN_SEP})\d{{2}}(?P=sep)\d{{4}}(?!\w)(?!(?P=sep)\d)"
+)
 # The same groupings with white space between the groups, not the same run each time
 # ("4111 1111 1111  1111": a stream's pieces, or text copied from a form).
 _SPACE = r"[ \t\r\n]{1,4}"

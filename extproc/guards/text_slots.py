@@ -371,8 +371,8 @@ class _Walk:
 
     def delta_names(self, delta: dict[str, Any], top: str) -> None:
         """A nested object of a delta (`thinking_blocks`, `reasoning_details`, unknown):
-        its keys and names, per event. Its text (`streamed_leaf`) is the stream guard's;
-        `thinking_blocks[].signature`/`.data` are not guarded."""
+        its keys, names and integral numbers, per event. Its text (`streamed_leaf`) is the
+        stream guard's; `thinking_blocks[].signature`/`.data` are not guarded."""
         stack: list[tuple[Any, Any, tuple[Any, ...]]] = [(delta, top, (top,))]
         while stack:
             h, k, path = stack.pop()
@@ -381,6 +381,8 @@ class _Walk:
             if isinstance(v, str):
                 if not streamed_leaf(path) and not _signed(path):
                     slot = self.value(h, k, v, TOKEN, "assistant")
+            elif self.numbers and isinstance(v, (int, float)) and k not in _DELTA_NAMES:
+                slot = self.number(h, k, v, "assistant")  # (an `index` is a name, not a value)
             elif isinstance(v, dict):
                 stack.extend((v, ck, (*path, ck)) for ck in reversed(list(v)))
             elif isinstance(v, list):

@@ -487,7 +487,9 @@ def render(plan: dict, draw) -> bytes:
             ]
         )
     if "x_event" in plan:
-        queues.append([ev({"content": " "}, x_event=plan["x_event"])])
+        # An event of its own with an empty delta: a text piece here would change the
+        # streamed content the client reads (a space inside a planted value).
+        queues.append([ev({}, x_event=plan["x_event"])])
     for i, call in enumerate(plan["tool_calls"]):
         start = {
             "index": i,

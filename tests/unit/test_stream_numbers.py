@@ -64,3 +64,35 @@ async def test_the_numbers_the_gateway_reads_pass_as_numbers():
     )
     (out,) = await streamed("MASK", ev)
     assert out["usage"]["prompt_tokens"] == CARD and out["created"] == CARD
+
+
+async def test_a_card_as_a_number_inside_a_nested_delta_object_is_masked():
+    ev = {
+        **event(),
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "extra": {"n": CARD, "list": [CARD]},
+                    "thinking_blocks": [{"index": 0, "type": "thinking"}],
+                },
+                "finish_reason": None,
+            }
+        ],
+    }
+    (out,) = await streamed("MASK", ev)
+    delta = out["choices"][0]["delta"]
+    assert delta["extra"] == {"n": "<CREDIT_CARD>", "list": ["<CREDIT_CARD>"]}
+    assert delta["thinking_blocks"][0]["index"] == 0  # a name, left alone
+
+
+async def test_an_event_of_more_text_fields_than_the_gateway_follows_ends_the_stream():
+    # Each nested text string gets its own guard until the choice finishes: thousands of
+    # them in one event would cost time and memory for the rest of the stream.
+    from extproc.stream_fields import MAX_TEXT_FIELDS
+
+    nested = [{"text": f"part {i}"} for i in range(MAX_TEXT_FIELDS + 1)]
+    ev = {**event(), "choices": [{"index": 0, "delta": {"x": nested}, "finish_reason": None}]}
+    out = await streamed("MASK", ev)
+    assert out[-1]["error"]["code"] == "unguardable_response"
+    assert not any("part 1" in orjson.dumps(o).decode() for o in out)

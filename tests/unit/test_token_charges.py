@@ -193,6 +193,22 @@ async def test_a_json_request_whose_client_left_before_the_answer_is_charged_its
     ]
 
 
+async def test_a_client_that_leaves_while_a_provider_error_is_read_is_not_charged(gw):
+    stream = await sent(gw)
+    await stream.response_headers(F.response_headers({":status": "500", "content-type": "application/json"}))
+    stream.close("cancelled")
+    await closes_finished()
+    assert gw.token_charger.calls == []
+
+
+def test_a_budget_key_header_cannot_be_empty(tmp_path):
+    # Envoy would count such a key by client address and the processor charge the
+    # "(none)" bucket: two counters for one budget.
+    with pytest.raises(GatewayConfigError) as exc:
+        render_config(tmp_path, config('{header: ""}'))
+    assert any("tokenBudget.key.header" in p for p in exc.value.problems), exc.value.problems
+
+
 async def test_a_refused_request_is_not_charged(gw):
     stream = RouteStream(gw, SETTINGS)
     await stream.request_headers(headers_message())
