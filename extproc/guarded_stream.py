@@ -9,7 +9,7 @@ Per event it
   sentence-sized segments. A field's held text waits through other fields and calls
   until the field goes on or the choice finishes: a client joins each field's pieces;
 - masks (or rejects on) every other string of an event but its ids (tool names, finish
-  reasons, unknown fields: `text_slots.chunk_slots`), per event, and every string of a
+  reasons, unknown fields: `event_slots.chunk_slots`), per event, and every string of a
   provider's error event;
 - sends only an event's data (no comments, ids, event names: `_framed`);
 - ends the stream with an OpenAI-style error event and `[DONE]` when a guard rejects, or
@@ -25,10 +25,10 @@ import orjson
 
 from . import metrics
 from .errors import GatewayError, error_body
+from .guards.event_slots import chunk_slots, event_slots
 from .guards.pipeline import ResponseGuards
 from .guards.regex_guard import Finding, PatternTimeout
 from .guards.stream_guard import StreamRejected, StreamTextGuard
-from .guards.text_slots import chunk_slots, event_slots
 from .response_stream import PassThroughStream, ResponseStream, Unguardable
 from .sse import SSEEvent, encode
 from .stream_fields import (

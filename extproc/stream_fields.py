@@ -1,7 +1,7 @@
 """Per-choice state of a guarded stream: one stream guard per field of streamed text.
 
 A field is named by its path in the delta: ("content",), ("audio", "transcript"),
-("thinking_blocks", 0, "thinking") and any other nested text (`text_slots.streamed_leaf`),
+("thinking_blocks", 0, "thinking") and any other nested text (`event_slots.streamed_leaf`),
 ("tool_calls", 2) for the arguments of the tool call with index 2, ("function_call",) for
 legacy function-call arguments. A field's guard lives until the choice finishes (or the
 stream ends), whatever other fields come between its pieces: a client joins each field's
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .guards.event_slots import streamed_leaf
 from .guards.json_text import EscapeDecoder, LabelQuoter, ValueEnd
 from .guards.stream_guard import StreamTextGuard
-from .guards.text_slots import streamed_leaf
 
 # Delta fields holding text the client sees. Any other string field of a delta (but
 # `role`) is streamed text too; these must be text (or a list of parts) when present.

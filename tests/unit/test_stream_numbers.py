@@ -1,6 +1,6 @@
 """Stream events are walked like JSON answers: integral numbers outside the ones the
 gateway reads are scanned as their value, and strings where the gateway expects numbers
-(`usage`, `created`) are scanned like any other (text_slots.chunk_slots)."""
+(`usage`, `created`) are scanned like any other (event_slots.chunk_slots)."""
 
 from __future__ import annotations
 
