@@ -206,9 +206,13 @@ class GuardedStream(ResponseStream):
     async def _guard_text(self, state: ChoiceState, key: tuple, text: str, final: bool) -> str:
         field = state.fields.get(key)
         if field is None:
-            field = state.fields[key] = Field(self._new_guard(), json_args=key[0] in ARG_FIELDS)
+            field = state.fields[key] = Field(
+                self._new_guard(), json_args=key[0] in ARG_FIELDS, found=self._masks_number
+            )
         if field.decoder is not None:
             text = field.decoder.feed(text, final)
+        if field.numbers is not None:
+            text = field.numbers.feed(text, final)
         released = text
         if field.guard is not None:
             cut = field.ends.end_in(text) if field.ends is not None else None
@@ -309,6 +313,12 @@ class GuardedStream(ResponseStream):
             slot.set(masked)
             changed = True
         return changed
+
+    def _masks_number(self, integer: str) -> bool:
+        """Whether the regex guard finds anything in a streamed argument number's integer
+        (a few dozen characters at most: scanned here, on the loop)."""
+        scanner = self.guards.scanner if self.guards is not None else None
+        return scanner is not None and bool(scanner.scan(integer))
 
     def _new_guard(self) -> StreamTextGuard | None:
         g = self.guards

@@ -10,10 +10,11 @@ pieces, so a value split around another field must still be found.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .guards.event_slots import streamed_leaf
-from .guards.json_text import EscapeDecoder, LabelQuoter, ValueEnd
+from .guards.json_text import EscapeDecoder, IntegralNumbers, LabelQuoter, ValueEnd
 from .guards.stream_guard import StreamTextGuard
 
 # Delta fields holding text the client sees. Any other string field of a delta (but
@@ -27,9 +28,14 @@ NAME_KEYS = ("type", "index", "id", "format")
 
 
 class Field:
-    __slots__ = ("decoder", "ends", "guard", "names", "quoter", "webhook_buffer")
+    __slots__ = ("decoder", "ends", "guard", "names", "numbers", "quoter", "webhook_buffer")
 
-    def __init__(self, guard: StreamTextGuard | None, json_args: bool = False) -> None:
+    def __init__(
+        self,
+        guard: StreamTextGuard | None,
+        json_args: bool = False,
+        found: Callable[[str], bool] | None = None,
+    ) -> None:
         self.guard = guard
         self.webhook_buffer = ""
         # Arguments are JSON text: escapes are decoded before the guard (so `\u0040`
@@ -38,6 +44,9 @@ class Field:
         self.decoder = EscapeDecoder() if json_args else None
         self.quoter = LabelQuoter() if json_args else None
         self.ends = ValueEnd() if json_args else None
+        # A number written with a fraction or exponent is read as its integer when that is
+        # a value the guards mask (`found`), as requests and JSON answers read it.
+        self.numbers = IntegralNumbers(found) if json_args and found is not None else None
         # A nested field's object names (`type`, `index`...) as last seen.
         self.names: dict[str, Any] = {}
 

@@ -26,6 +26,7 @@ whoever parses it), and masking it blindly would turn `{"n": 4111111111111111}` 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -257,6 +258,53 @@ class LabelQuoter(_JsonStrings):
 
 def quote_labels(text: str) -> str:
     return LabelQuoter().feed(text)
+
+
+_NUMBER_OR_STRING = re.compile(r'["\\]|-?\d')
+_NUMBER = re.compile(r"-?\d[\d.eE+\-]*")
+
+
+class IntegralNumbers(_JsonStrings):
+    """Streaming: a number outside strings written with a fraction or exponent
+    (`4.111111111111111e15`) becomes the integer it stands for when `found(integer)` says a
+    guard would mask that integer, so the stream guard after it sees (and masks) the value
+    a client's JSON parser reads. Other numbers keep their bytes. A number at the end of a
+    piece waits for the next one (it may go on)."""
+
+    __slots__ = ("_found", "_held")
+
+    def __init__(self, found: Callable[[str], bool]) -> None:
+        super().__init__()
+        self._found = found
+        self._held = ""
+
+    def feed(self, text: str, final: bool = False) -> str:
+        text, self._held = self._held + text, ""
+        out: list[str] = []
+        start = 0
+        i = self._resume(len(text))
+        while (m := _NUMBER_OR_STRING.search(text, i)) is not None:
+            j = m.start()
+            if text[j] in '"\\':
+                step = self._string_step(text, j)
+                i = step if step is not None else j + 1
+                continue
+            if self._in_string:
+                i = m.end()
+                continue
+            token = _NUMBER.match(text, j)
+            assert token is not None  # the search matched its start
+            if token.end() == len(text) and not final:
+                self._held = text[j:]
+                text = text[:j]
+                break
+            integer = integral_text(token.group())
+            if integer is not None and self._found(integer):
+                out += (text[start:j], integer)
+                start = token.end()
+            i = token.end()
+        out.append(text[start:])
+        return "".join(out)
 
 
 class ValueEnd(_JsonStrings):

@@ -96,3 +96,55 @@ async def test_an_event_of_more_text_fields_than_the_gateway_follows_ends_the_st
     out = await streamed("MASK", ev)
     assert out[-1]["error"]["code"] == "unguardable_response"
     assert not any("part 1" in orjson.dumps(o).decode() for o in out)
+
+
+async def _streamed_arguments(action: str, args: str, step: int) -> str:
+    """A tool call's arguments streamed `step` characters an event: what a client joins
+    (and the error code, if the stream was ended)."""
+    env = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    start = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "pay", "arguments": ""}}
+    events = [{**env, "choices": [{"index": 0, "delta": {"tool_calls": [start]}, "finish_reason": None}]}]
+    for i in range(0, len(args), step):
+        piece = {"index": 0, "function": {"arguments": args[i : i + step]}}
+        events.append(
+            {**env, "choices": [{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}]}
+        )
+    events.append({**env, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    raw = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    out = await response_stream("r", guards(action), False, {}).feed(raw, True)
+    joined = ""
+    for e in out.split(b"\n\n"):
+        if e.startswith(b"data: {"):
+            doc = orjson.loads(e.removeprefix(b"data: "))
+            for choice in doc.get("choices") or []:
+                for call in (choice.get("delta") or {}).get("tool_calls") or []:
+                    joined += (call.get("function") or {}).get("arguments") or ""
+            if "error" in doc:
+                joined += f" <error {doc['error']['code']}>"
+    return joined
+
+
+@pytest.mark.parametrize("step", [1, 3, 200])
+@pytest.mark.parametrize(
+    "args, masked",
+    [
+        ('{"card": 4.111111111111111e15}', '{"card": "<CREDIT_CARD>"}'),
+        ('{"card": 41111111111111110e-1, "x": 1.5e3}', '{"card": "<CREDIT_CARD>", "x": 1.5e3}'),
+        (
+            '{"n": 4111111111111111.0, "y": 2.0}',
+            '{"n": "<CREDIT_CARD>", "y": 2.0}',
+        ),  # was '"<CREDIT_CARD>".0'
+        (
+            '{"s": "4.111111111111111e15 as text", "t": 1e2}',
+            '{"s": "4.111111111111111e15 as text", "t": 1e2}',
+        ),
+    ],
+)
+async def test_streamed_arguments_read_a_number_as_its_integer(args, masked, step):
+    # Requests and JSON answers read `4.111111111111111e15` as the card it stands for; a
+    # streamed tool call read it as written, so it reached the client.
+    assert await _streamed_arguments("MASK", args, step) == masked
+    if "<CREDIT_CARD>" in masked:
+        rejected = await _streamed_arguments("REJECT", args, step)
+        assert "4.111" not in rejected and "41111" not in rejected
+        assert rejected.endswith("<error content_policy_violation>")
