@@ -76,6 +76,14 @@ def bad_request(message: str, *, code: str, param: str | None = None) -> Gateway
     return GatewayError(400, message, code=code, param=param)
 
 
+def unguardable_response() -> GatewayError:
+    """A provider's answer the response guards cannot read: withheld, never passed on
+    unguarded."""
+    return GatewayError(
+        502, "the provider's response could not be checked by the gateway", code="unguardable_response"
+    )
+
+
 def unwritable_response() -> GatewayError:
     """A provider's JSON answer the gateway read and changed but cannot write back: orjson
     reads 1024 levels of nesting and writes 254 (requests are held to 200 at the edge,

@@ -18,8 +18,9 @@ from . import messages as msg
 from . import offload, redaction
 from . import wire as H
 from .accounting import Accounting
-from .errors import GatewayError, unwritable_response
+from .errors import GatewayError, unguardable_response, unwritable_response
 from .guarded_stream import response_stream
+from .guards.pipeline import ResponseGuards
 from .response_limits import declared_too_large, json_body_mode, read_too_large
 from .response_stream import ResponseStream
 from .response_translation import ResponseTranslation
@@ -56,6 +57,11 @@ class RouteResponse:
         # response body (to translate it).
         self.translation: ResponseTranslation | None = None
         self.attempt_body = False
+
+    @property
+    def _response_guards(self) -> ResponseGuards | None:
+        guards = self.route.guards
+        return guards.response if guards is not None else None
 
     async def response_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         hdrs = msg.headers_of(req.response_headers.headers)
@@ -130,7 +136,7 @@ class RouteResponse:
         acct.status = int(hdrs.get(":status", "0") or 0)
         internal = [k for k in hdrs if k.startswith(H.PREFIX)]
         if 200 <= acct.status < 300 and not req.response_headers.end_of_stream:
-            guards = self.route.guards.response if self.route.guards is not None else None
+            guards = self._response_guards
             if hdrs.get("content-type", "").startswith("text/event-stream"):
                 self.response = response_stream(self.route.name, guards, self.strip_usage, self.headers)
                 return msg.response_headers(remove=[*internal, "content-length"], body_mode=msg.STREAMED)
@@ -200,7 +206,7 @@ class RouteResponse:
         """A provider's error answer, translated, on a route with response guards: guarded
         like an answer (providers quote the request's text in their errors). One the guards
         cannot read is withheld."""
-        guards = self.route.guards.response if self.route.guards is not None else None
+        guards = self._response_guards
         if guards is None:
             return translated
         reply = translated.response_body.response
@@ -211,11 +217,7 @@ class RouteResponse:
             error = None
         try:
             if not isinstance(error, dict):
-                raise GatewayError(
-                    502,
-                    "the provider's response could not be checked by the gateway",
-                    code="unguardable_response",
-                )
+                raise unguardable_response()
             if not await guards.apply_error(error, len(body)):
                 return translated
             out = orjson.dumps(error)
@@ -241,22 +243,16 @@ class RouteResponse:
         except orjson.JSONDecodeError:
             completion = None
         if not isinstance(completion, dict):
-            if self.route.guards is not None and self.route.guards.response is not None:
+            if self._response_guards is not None:
                 # Nothing the guards can read, so nothing may pass unguarded.
-                return self._replace_response(
-                    GatewayError(
-                        502,
-                        "the provider's response could not be checked by the gateway",
-                        code="unguardable_response",
-                    )
-                )
+                return self._replace_response(unguardable_response())
             if redacted:
                 return msg.response_body(set_headers={"content-length": str(len(raw))}, body=raw)
             return msg.response_body()
         self.acct.take_usage(completion.get("usage"))
         self.acct.response_model = str(completion.get("model") or "")
         changed = False
-        guards = self.route.guards.response if self.route.guards is not None else None
+        guards = self._response_guards
         if guards is not None:
             try:
                 changed = await guards.apply(completion, self.headers, len(raw))

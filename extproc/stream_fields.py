@@ -13,18 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .guards.event_slots import streamed_leaf
+from .guards.event_slots import DELTA_NAMES, DELTA_TEXT, streamed_leaf
 from .guards.json_text import EscapeDecoder, IntegralNumbers, LabelQuoter, ValueEnd
 from .guards.stream_guard import StreamTextGuard
 
 # Delta fields holding text the client sees. Any other string field of a delta (but
 # `role`) is streamed text too; these must be text (or a list of parts) when present.
-GUARDED_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
+GUARDED_FIELDS = DELTA_TEXT
 # Fields whose streamed text is JSON: tool-call arguments.
 ARG_FIELDS = ("tool_calls", "function_call")
-# Keys of a nested object that name it rather than hold text; kept with held text
-# released later, so it lands in an object of the same kind.
-NAME_KEYS = ("type", "index", "id", "format")
+NAME_KEYS = DELTA_NAMES
 
 
 class Field:

@@ -8,12 +8,14 @@ once at start-up.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..config_model import ConfigModel, seconds
 from ..secrets import SecretRef
+from ..wire import SOURCE_ADDRESS
 
 # What a request meets when Redis cannot be reached in time: `open` lets it through (or,
 # for cooldowns, falls back to this replica's own view), `closed` refuses it (503).
@@ -79,6 +81,17 @@ class TokenCharge(ConfigModel):
 
     limit: str = Field(min_length=1)
     key: RateLimitKey
+
+
+def charge_inputs(keys: Iterable[RateLimitKey]) -> tuple[list[str], bool]:
+    """What the route-level filter needs from Envoy to charge budgets keyed by `keys` to
+    the client the budget check counted (shared_state/client_key.py): the request
+    attributes to ask for (the client's address), and whether the key headers Envoy copied
+    into dynamic metadata must be forwarded to it. `aigw render` gives the filter these,
+    and the processor refuses a bootstrap that does not."""
+    keys = list(keys)
+    attributes = [SOURCE_ADDRESS] if any(k.client_address for k in keys) else []
+    return attributes, any(k.header for k in keys)
 
 
 class LimitSpec(ConfigModel):

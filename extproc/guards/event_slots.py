@@ -17,10 +17,12 @@ from typing import Any
 from .slot_writers import TOKEN, Slot
 from .text_slots import _RESPONSE_OPAQUE, _SIGNED, TEXT_FIELDS, _Walk, binary_payload
 
-# Stream deltas: fields whose text (a string, or a list of parts flattened to its text) is
-# streamed, and the keys of a nested delta object that hold names rather than text.
-_DELTA_TEXT = ("content", *TEXT_FIELDS)
-_DELTA_NAMES = frozenset({"type", "id", "index", "format"})
+# Stream deltas: fields holding text the client sees (a string, or a list of parts
+# flattened to its text), and the keys of a nested delta object that name it rather than
+# hold text (stream_fields.py keeps them with held text released later, so it lands in an
+# object of the same kind).
+DELTA_TEXT = ("content", *TEXT_FIELDS)
+DELTA_NAMES = ("type", "index", "id", "format")
 
 
 def _signed(path: tuple[Any, ...]) -> bool:
@@ -35,7 +37,7 @@ def streamed_leaf(path: tuple[Any, ...]) -> bool:
         return False
     if path[0] == "audio":
         return path == ("audio", "transcript")
-    return path[-1] not in _DELTA_NAMES
+    return path[-1] not in DELTA_NAMES
 
 
 class _EventWalk(_Walk):
@@ -66,7 +68,7 @@ class _EventWalk(_Walk):
     def delta(self, delta: dict[str, Any]) -> None:
         for k in list(delta):
             v = delta[k]
-            if (isinstance(v, str) and k != "role") or (k in _DELTA_TEXT and isinstance(v, list)):
+            if (isinstance(v, str) and k != "role") or (k in DELTA_TEXT and isinstance(v, list)):
                 self.key(delta, k, None, "assistant")
                 continue  # streamed text: held back and guarded by the stream guard
             if k in ("tool_calls", "function_call"):
@@ -104,7 +106,7 @@ class _EventWalk(_Walk):
             if isinstance(v, str):
                 if not streamed_leaf(path) and not _signed(path):
                     slot = self.value(h, k, v, TOKEN, "assistant")
-            elif self.numbers and isinstance(v, (int, float)) and k not in _DELTA_NAMES:
+            elif self.numbers and isinstance(v, (int, float)) and k not in DELTA_NAMES:
                 slot = self.number(h, k, v, "assistant")  # (an `index` is a name, not a value)
             elif isinstance(v, dict):
                 stack.extend((v, ck, (*path, ck)) for ck in reversed(list(v)))

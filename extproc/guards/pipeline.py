@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import metrics, offload
-from ..errors import GatewayError
+from ..errors import GatewayError, unguardable_response
 from . import text_slots
 from .config import CustomResponse, RequestGuardConfig, ResponseGuardConfig
 from .holdback import Holdback
@@ -108,11 +108,7 @@ class ResponseGuards:
         if not isinstance(choices, list) or not all(
             isinstance(c, dict) and isinstance(c.get("message", {}), dict) for c in choices
         ):
-            raise GatewayError(
-                502,
-                "the provider's response could not be checked by the gateway",
-                code="unguardable_response",
-            )
+            raise unguardable_response()
         changed = False
         for choice in choices:
             # Log probabilities repeat the answer token by token: they would carry what

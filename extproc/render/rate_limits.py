@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import wire
+from ..config import shared_state
 from ..config.shared_state import LimitSpec
 from .envoy_parts import duration
 from .model import GatewaySpec
@@ -173,14 +174,10 @@ def token_charge(route: Route) -> dict[str, Any] | None:
 
 
 def charge_inputs(routes: list[Route]) -> tuple[list[str], dict[str, Any]]:
-    """What the route-level filter needs from Envoy to name a charged client as the budget
-    check did: the client's address (a request attribute) and the copied key headers
-    (dynamic metadata forwarded with the first message)."""
-    keys = [r.token_budget.key for r in routes if r.token_budget is not None]
-    attributes = [wire.SOURCE_ADDRESS] if any(k.client_address for k in keys) else []
-    forwarding = {}
-    if any(k.header for k in keys):
-        forwarding = {"forwarding_namespaces": {"untyped": [_KEY_NAMESPACE]}}
+    """The route-level filter's request attributes and metadata options for charging the
+    routes' budgets (config.shared_state.charge_inputs)."""
+    attributes, headers = shared_state.charge_inputs(r.token_budget.key for r in routes if r.token_budget)
+    forwarding = {"forwarding_namespaces": {"untyped": [_KEY_NAMESPACE]}} if headers else {}
     return attributes, forwarding
 
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from .. import wire
 from ..config import wiring
 from ..config.policy import RoutePolicy
+from ..config.shared_state import charge_inputs
 from ..guards.pipeline import RequestGuards, ResponseGuards, RouteGuards
 from ..secrets import SecretError
 from .bootstrap_shared import ExtProcFilter, filter_phase, format_validation_error
@@ -148,17 +149,19 @@ def _charge_attributes(
     """What the route-level filter needs from Envoy to charge these routes' budgets to the
     client the budget check counted (shared_state/client_key.py): the attributes it must
     ask for, and a problem when the key headers' metadata is not forwarded to it."""
-    keys = [r.policy.token_charge.key for r in charged if r.policy.token_charge is not None]
-    if any(k.header for k in keys):
+    charges = [(r.name, r.policy.token_charge) for r in charged if r.policy.token_charge is not None]
+    attributes, headers = charge_inputs(charge.key for _, charge in charges)
+    if headers:
         options = route_filter.config.get("metadata_options") or {}
         forwarded = ((options.get("forwarding_namespaces") or {}).get("untyped")) or []
         if wire.RATELIMIT_KEYS not in forwarded:
+            by_header = [name for name, charge in charges if charge.key.header]
             problems.append(
                 f"{route_filter.location}: metadata_options.forwarding_namespaces.untyped must "
-                f"include {wire.RATELIMIT_KEYS}: route(s) {', '.join(r.name for r in charged)} "
+                f"include {wire.RATELIMIT_KEYS}: route(s) {', '.join(by_header)} "
                 "charge a token budget keyed by a header copied there"
             )
-    return [wire.SOURCE_ADDRESS] if any(k.client_address for k in keys) else []
+    return attributes
 
 
 def _route_policy(where: str, aigw: Any, problems: list[str]) -> RoutePolicy | None:
