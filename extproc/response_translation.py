@@ -74,6 +74,18 @@ class ResponseTranslation:
     def _headers(self, req: pb.ProcessingRequest, hdrs: dict[str, str]) -> pb.ProcessingResponse:
         provider = self.backend.provider
         self.status = int(hdrs.get(":status", "0") or 0)
+        if self.status < 200 or 300 <= self.status < 400:
+            # A redirect (or an informational status) is no chat completion, and passed on
+            # it would send the client to wherever the provider pointed, its body unread
+            # by any guard.
+            self.failure = "upstream_invalid_response"
+            return self._reject(
+                GatewayError(
+                    502,
+                    f"{provider.name} answered with status {self.status}, not a chat completion",
+                    code=self.failure,
+                )
+            )
         if req.response_headers.end_of_stream:
             self.done = True
             if self.status >= 400:
@@ -85,9 +97,9 @@ class ResponseTranslation:
                     headers[":status"] = str(status)
                     self.status = status
                 return msg.replace_response(headers, out)
-            if 200 <= self.status < 300 and not provider.canonical_responses:
-                # A success without a body has nothing to translate: passed on, the client
-                # would get an empty 200 where it expects a chat completion.
+            if self.status < 400:
+                # A success without a body (a 200, a 204) holds no chat completion: passed
+                # on, the client would get an empty answer where it expects one.
                 self.failure = "upstream_invalid_response"
                 return self._reject(
                     GatewayError(502, f"{provider.name} returned an empty response", code=self.failure)

@@ -31,6 +31,8 @@ class ChunkedJSONProvider:
         self.size = 10
         self.text: str | None = None
         self.raw: bytes | None = None  # an answer written as is
+        self.status = 200
+        self.headers: dict[str, str] = {}  # added to the answer's
         self.requests = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -55,6 +57,8 @@ class ChunkedJSONProvider:
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             }
         )
+        if self.status != 200:  # a whole answer of that status, with `raw` as its body
+            return web.Response(status=self.status, body=self.raw, headers=self.headers)
         resp = web.StreamResponse(headers={"content-type": "application/json"})
         await resp.prepare(request)
         for i in range(0, len(body), 1 << 16):
@@ -194,6 +198,34 @@ def test_an_answer_nested_too_deep_to_write_back_is_a_502_not_a_gateway_error(bi
         assert r.status_code == 200 and r.content == chunky.raw
     finally:
         chunky.raw = None
+
+
+@pytest.mark.parametrize("route", ["chunked", "chunked-guarded"])
+@pytest.mark.parametrize(
+    "status, headers, body",
+    [
+        (302, {"location": "https://elsewhere.example/v1/chat/completions"}, b""),
+        (307, {"location": "/v2/chat", "content-type": "text/plain"}, b"moved: ask jane.doe@example.com"),
+        (204, {}, None),
+    ],
+)
+def test_a_redirect_or_an_empty_success_from_a_provider_is_a_502(big_stack, route, status, headers, body):
+    """Neither is a chat completion. Passed on, a redirect sent the client where the
+    provider pointed, its body unguarded even on a guarded route, and a 204 left the SDK
+    an empty answer to parse."""
+    stack, chunky = big_stack
+    chunky.status, chunky.headers, chunky.raw = status, headers, body
+    try:
+        r = stack.post({"model": "x", "messages": USER}, path=f"/{route}/v1/chat/completions")
+        assert r.status_code == 502, (r.status_code, r.text[:300])
+        err = r.json()["error"]
+        assert err["code"] == "upstream_invalid_response"
+        assert f"answered with status {status}" in err["message"] or "empty response" in err["message"]
+        assert "location" not in r.headers and "jane.doe" not in r.text
+    finally:
+        chunky.status, chunky.headers, chunky.raw = 200, {}, None
+    r = stack.post({"model": "x", "messages": USER}, path=f"/{route}/v1/chat/completions")
+    assert r.status_code == 200, r.text[:300]
 
 
 # ---- integers beyond 64 bits ------------------------------------------------------------

@@ -125,15 +125,36 @@ def test_a_streamed_model_that_is_not_a_string_is_not_recorded_and_breaks_nothin
     assert acct.response_model == "" and acct.total_tokens == 5
 
 
-@pytest.mark.parametrize("backend, model", [("ant", "claude-3-5-haiku-latest")])
-def test_a_translated_200_without_a_body_is_a_502_not_an_empty_answer(gw, backend, model):
+@pytest.mark.parametrize("backend, model", [("ant", "claude-3-5-haiku-latest"), ("mock-openai", "gpt-4o-mini")])
+@pytest.mark.parametrize("status", ["200", "204"])
+def test_a_success_without_a_body_is_a_502_not_an_empty_answer(gw, backend, model, status):
+    """Translated or not: an OpenAI-dialect backend's empty 200 used to pass as is."""
     found = gw.backend_named(backend)
     assert found is not None
     t = ResponseTranslation(found, model, "req-1", gw.max_response_bytes)
-    req = F.response_headers({":status": "200", "content-type": "application/json"}, end_of_stream=True)
-    status, body, _ = F.immediate(t.headers(req, msg.headers_of(req.response_headers.headers)))
-    assert status == 502 and body["error"]["code"] == "upstream_invalid_response"
+    req = F.response_headers({":status": status, "content-type": "application/json"}, end_of_stream=True)
+    status_, body, _ = F.immediate(t.headers(req, msg.headers_of(req.response_headers.headers)))
+    assert status_ == 502 and body["error"]["code"] == "upstream_invalid_response"
     assert t.failure == "upstream_invalid_response"
+
+
+@pytest.mark.parametrize("backend, model", [("ant", "claude-3-5-haiku-latest"), ("mock-openai", "gpt-4o-mini")])
+@pytest.mark.parametrize("status, end", [("302", True), ("301", False), ("307", False), ("101", True)])
+def test_a_redirect_from_a_provider_is_a_502_and_its_location_never_reaches_the_client(
+    gw, backend, model, status, end
+):
+    found = gw.backend_named(backend)
+    assert found is not None
+    t = ResponseTranslation(found, model, "req-1", gw.max_response_bytes)
+    req = F.response_headers(
+        {":status": status, "location": "https://elsewhere.example/", "content-type": "text/html"},
+        end_of_stream=end,
+    )
+    reply = t.headers(req, msg.headers_of(req.response_headers.headers))
+    status_, body, headers = F.immediate(reply)
+    assert status_ == 502 and body["error"]["code"] == "upstream_invalid_response"
+    assert f"status {status}" in body["error"]["message"]
+    assert "location" not in headers and t.failure == "upstream_invalid_response" and t.done
 
 
 # ---- request shapes the translators did not expect --------------------------------------------
