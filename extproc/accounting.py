@@ -57,6 +57,31 @@ class StreamEstimate(NamedTuple):
         )
 
 
+def answer_text(completion: dict[str, Any]) -> str:
+    """The text a JSON answer's choices hold (reasoning, content, refusal, tool calls'
+    names and arguments): its output, for an estimate when it reports no usage. Odd shapes
+    count as no text, never as an error."""
+    parts: list[str] = []
+    choices = completion.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        for key in ("reasoning_content", "content", "refusal"):
+            value = message.get(key)
+            if isinstance(value, str):
+                parts.append(value)
+            elif isinstance(value, list):  # content parts
+                texts = (p.get("text") for p in value if isinstance(p, dict))
+                parts.extend(t for t in texts if isinstance(t, str))
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict):
+                parts.extend(v for v in (fn.get("name"), fn.get("arguments")) if isinstance(v, str))
+    return "".join(parts)
+
+
 class Accounting:
     __slots__ = (
         "backend",

@@ -67,6 +67,7 @@ class RouteStream(RouteResponse):
         "limit",
         "picked",
         "request_id",
+        "request_raw",
         "route",
         "settings",
         "strip_usage",
@@ -87,6 +88,9 @@ class RouteStream(RouteResponse):
         self.picked: tuple[EndpointPicker, str] | None = None
         # Kept only when a cut-short stream may need a prompt-token estimate.
         self.canonical: dict[str, Any] | None = None
+        # Otherwise the client's body, for a prompt estimate if the answer reports no
+        # usage: bytes cost less to hold than the parsed request, and are rarely read.
+        self.request_raw: bytes | None = None
         # On a route with a token budget: the client it is charged to, as the budget check
         # named it (None: not charged).
         self.charged_client: Entries | None = None
@@ -180,6 +184,8 @@ class RouteStream(RouteResponse):
             self.canonical = canonical
         elif self.charged_client is not None:
             self.canonical = canonical  # for the estimate if the client leaves before the answer
+        else:
+            self.request_raw = body
         if self.settings.debug_bodies:
             log.debug(
                 "request body",

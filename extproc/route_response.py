@@ -15,9 +15,10 @@ import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from . import messages as msg
-from . import offload, redaction
+from . import offload, redaction, tokens
 from . import wire as H
-from .accounting import Accounting
+from .accounting import Accounting, StreamEstimate, answer_text
+from .canonical import parse_request
 from .errors import GatewayError, unguardable_response, unwritable_response
 from .guarded_stream import response_stream
 from .guards.pipeline import ResponseGuards
@@ -26,6 +27,10 @@ from .response_stream import ResponseStream
 from .response_translation import ResponseTranslation
 from .runtime.gateway import GatewayRuntime, RouteRuntime
 from .upstream_filter import UpstreamStream
+
+
+def _prompt_of_body(raw: bytes) -> tokens.Prompt:
+    return tokens.prompt_of(parse_request(raw))
 
 
 class RouteResponse:
@@ -44,6 +49,7 @@ class RouteResponse:
     strip_usage: bool
     headers: dict[str, str]
     canonical: dict[str, Any] | None
+    request_raw: bytes | None
 
     def __init__(self) -> None:
         self.attempts = 0
@@ -251,6 +257,8 @@ class RouteResponse:
             return msg.response_body()
         self.acct.take_usage(completion.get("usage"))
         self.acct.response_model = str(completion.get("model") or "")
+        if self.acct.total_tokens is None and 200 <= self.acct.status < 300:
+            await self._estimate_answer(completion)
         changed = False
         guards = self._response_guards
         if guards is not None:
@@ -271,6 +279,23 @@ class RouteResponse:
             msg.response_body(set_headers={"content-length": str(len(out))}, body=out),
             self.acct.dynamic_metadata(),
         )
+
+    async def _estimate_answer(self, completion: dict[str, Any]) -> None:
+        """An answer that reports no usage (some self-hosted servers send none) is counted
+        from its prompt and its text, as a stream without a usage chunk is: its metrics
+        and its token budget are charged, marked as estimated."""
+        canonical, raw = self.canonical, self.request_raw
+        if canonical is not None:
+            prompt = tokens.prompt_of(canonical)
+        elif raw is not None:
+            try:  # read again, off the loop when large (offload.py)
+                prompt = await offload.run(len(raw), _prompt_of_body, raw)
+            except GatewayError:  # (it was read once: cannot happen)
+                return
+        else:
+            return
+        estimate = StreamEstimate(prompt, answer_text(completion), self.acct.request_model)
+        self.acct.take_estimate(*await estimate.counts_async())
 
     def _note_attempt(self, hdrs: dict[str, str]) -> None:
         """Which backend answered, and on which attempt, as the upstream filter reported."""

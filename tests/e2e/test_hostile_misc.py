@@ -228,6 +228,34 @@ def test_a_redirect_or_an_empty_success_from_a_provider_is_a_502(big_stack, rout
     assert r.status_code == 200, r.text[:300]
 
 
+def test_an_answer_without_usage_is_still_counted(big_stack):
+    """A self-hosted server that reports no usage: the access log (and the metrics, and
+    a token budget) get an estimate from the prompt and the answer, not zero."""
+    stack, chunky = big_stack
+    words = "word " * 40
+    chunky.raw = orjson.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "c",
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": words}}
+            ],
+        }
+    )
+    try:
+        r = stack.post(
+            {"model": "x", "messages": USER},
+            path="/chunked/v1/chat/completions",
+        )
+        assert r.status_code == 200 and r.content == chunky.raw  # passed on as sent
+    finally:
+        chunky.raw = None
+    line = stack.access_log(r.headers["x-request-id"])
+    assert int(line["output_tokens"]) >= 40 and int(line["total_tokens"]) > int(line["output_tokens"]), line
+
+
 # ---- integers beyond 64 bits ------------------------------------------------------------
 
 

@@ -125,7 +125,9 @@ def test_a_streamed_model_that_is_not_a_string_is_not_recorded_and_breaks_nothin
     assert acct.response_model == "" and acct.total_tokens == 5
 
 
-@pytest.mark.parametrize("backend, model", [("ant", "claude-3-5-haiku-latest"), ("mock-openai", "gpt-4o-mini")])
+@pytest.mark.parametrize(
+    "backend, model", [("ant", "claude-3-5-haiku-latest"), ("mock-openai", "gpt-4o-mini")]
+)
 @pytest.mark.parametrize("status", ["200", "204"])
 def test_a_success_without_a_body_is_a_502_not_an_empty_answer(gw, backend, model, status):
     """Translated or not: an OpenAI-dialect backend's empty 200 used to pass as is."""
@@ -138,7 +140,9 @@ def test_a_success_without_a_body_is_a_502_not_an_empty_answer(gw, backend, mode
     assert t.failure == "upstream_invalid_response"
 
 
-@pytest.mark.parametrize("backend, model", [("ant", "claude-3-5-haiku-latest"), ("mock-openai", "gpt-4o-mini")])
+@pytest.mark.parametrize(
+    "backend, model", [("ant", "claude-3-5-haiku-latest"), ("mock-openai", "gpt-4o-mini")]
+)
 @pytest.mark.parametrize("status, end", [("302", True), ("301", False), ("307", False), ("101", True)])
 def test_a_redirect_from_a_provider_is_a_502_and_its_location_never_reaches_the_client(
     gw, backend, model, status, end

@@ -316,6 +316,47 @@ async def test_json_answer_usage_becomes_dynamic_metadata(gw):
     assert stream.acct.response_model == "gpt-4o-mini-2024" and stream.done
 
 
+ANSWER_WITHOUT_USAGE = {
+    "id": "c1",
+    "object": "chat.completion",
+    "model": "local-model",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "The quick brown fox jumps over the lazy dog.",
+                "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
+            "finish_reason": "stop",
+        },
+        {"index": 1, "message": "odd"},  # odd shapes count as no text, never as an error
+    ],
+}
+
+
+@pytest.mark.parametrize("usage", [None, {"prompt_tokens": "7"}, {"total_tokens": 9}])
+async def test_a_json_answer_without_usage_is_counted_from_its_prompt_and_text(gw, usage):
+    """As a stream without a usage chunk is: a self-hosted server that reports no usage
+    used to count as zero tokens, in the metrics and against a token budget."""
+    stream, _ = await answered(gw, {":status": "200", "content-type": "application/json"})
+    answer = ANSWER_WITHOUT_USAGE if usage is None else {**ANSWER_WITHOUT_USAGE, "usage": usage}
+    reply = await stream.response_body(F.response_body(answer))
+    acct = stream.acct
+    assert acct.estimated and acct.input_tokens is not None and acct.output_tokens is not None
+    assert acct.input_tokens >= 10 and 10 <= acct.output_tokens <= 16  # 10 words, a name and "{}"
+    meta = reply.dynamic_metadata.fields["aigw"].struct_value.fields
+    assert meta["tokens_estimated"].bool_value and meta["total_tokens"].number_value == acct.total_tokens
+
+
+async def test_an_error_without_usage_is_not_estimated(gw):
+    stream, _ = await answered(gw, {":status": "400", "content-type": "application/json"})
+    await stream.response_body(
+        F.response_body({"error": {"message": "bad", "type": "invalid_request_error"}})
+    )
+    assert stream.acct.total_tokens is None and not stream.acct.estimated
+
+
 async def test_streamed_usage_chunk_the_client_did_not_ask_for_is_dropped(gw):
     stream, _ = await answered(
         gw, {":status": "200", "content-type": "text/event-stream"}, {**F.CANONICAL, "stream": True}
