@@ -17,7 +17,8 @@ import pytest
 from extproc.mock.dialects.base import BadRequest
 from extproc.mock.dialects.gemini import GeminiDialect
 from extproc.providers import PROVIDERS
-from extproc.providers._gemini_request import DROPPED_FIELDS, SCHEMA_KEYS, clean_schema
+from extproc.providers._gemini_request import DROPPED_FIELDS
+from extproc.providers._gemini_schema import SCHEMA_KEYS, clean_schema
 from extproc.providers.base import UnsupportedRequest
 from extproc.sse import SSEParser
 from tests.provider_helpers import (
