@@ -32,6 +32,7 @@ from typing import Any
 
 from .json_text import JsonArguments, is_json, number_text
 from .slot_writers import TEXT, TOKEN, KeySlot, RawArgumentsSlot, Slot, TextSlot, TokenSlot
+from .text_documents import EncodedTextSlot, text_document
 
 # Message fields that hold text a provider reads or a client sees, besides `content`.
 TEXT_FIELDS = ("refusal", "reasoning_content", "reasoning")
@@ -47,7 +48,9 @@ _SCHEMA_TEXT_KEYS = frozenset({"description", "title"})
 #   conversations at random, and masking would unlink tool calls from their results.
 # - base64 media of 64+ characters (`image_url.url` data URLs, `input_audio.data`,
 #   `file.file_data`, `audio.data`): bytes, not text. Shorter or non-base64 values (an
-#   http URL) are guarded as strings.
+#   http URL) are guarded as strings. A text document in base64 (`data:text/plain;base64,`,
+#   JSON, CSV, source; or bare base64 under a text file's `filename`) is text, and is
+#   guarded decoded (text_documents.py).
 # - `thinking_blocks[].signature` and `.data`: a provider's signature over its own
 #   reasoning, and its encrypted reasoning. The provider verifies both when they come back,
 #   so nothing a client writes there reaches a model; masking one would only break the
@@ -224,6 +227,8 @@ class _Walk:
                 self.walk(part, k, TOKEN, role)
             elif k == "image_url" and isinstance(v, dict):
                 self.media(v, role, set(), {"url"})
+            elif k == "image_url" and self.document(part, k, role):
+                continue
             elif k == "image_url" and isinstance(v, str) and binary_payload(v):
                 continue
             elif k == "input_audio" and isinstance(v, dict):
@@ -242,9 +247,21 @@ class _Walk:
         text_keys: frozenset[str] = frozenset(),
     ) -> None:
         for k in list(obj):
+            if k in payloads and self.document(obj, k, role, obj.get("filename")):
+                continue
             if k in ids or (k in payloads and binary_payload(obj[k])):
                 continue  # opaque ids, binary media (not guarded, see above)
             self.walk(obj, k, TOKEN, role, text_keys, numbers=k != "expires_at")
+
+    def document(self, holder: dict[str, Any], key: str, role: str, filename: Any = None) -> bool:
+        """A text document in base64 at `holder[key]`: guarded as its decoded text (one
+        slot, free text for every guard). False when it is none."""
+        found = text_document(holder[key], filename)
+        if found is None:
+            return False
+        header, text = found
+        self.out.append(EncodedTextSlot(holder, key, header, text, role))
+        return True
 
     def call(self, call: Any, role: str) -> None:
         if not isinstance(call, dict):

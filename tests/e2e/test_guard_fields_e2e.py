@@ -3,6 +3,7 @@ arguments are masked in JSON answers and in streams cut at any byte, for provide
 translators build tool calls differently; request fields outside messages never reach the
 provider in clear."""
 
+import base64
 import json
 
 import httpx
@@ -65,6 +66,17 @@ def stack():
         [{"name": "in", "auth": {"secretRef": {"inline": KEY}}, **PROVIDERS["openai"]}],
         policy=REQUEST_GUARD,
     )
+    for name, action in (("in-gemini", "MASK"), ("in-gemini-reject", "REJECT")):
+        guard = {
+            "promptGuard": {"request": {"regex": {"action": action, "builtins": ["CREDIT_CARD", "EMAIL"]}}}
+        }
+        add_route(
+            doc,
+            name,
+            f"/{name}/v1/chat/completions",
+            [{"name": name, "auth": {"secretRef": {"inline": KEY}}, **PROVIDERS["gemini"]}],
+            policy=guard,
+        )
     s = Stack(doc).start()
     yield s
     s.stop()
@@ -165,3 +177,27 @@ def test_request_text_outside_messages_never_reaches_the_provider(stack):
     }
     assert body["messages"][1]["tool_calls"][0]["id"] == "call_1"
     assert body["tools"][0]["function"]["parameters"]["properties"]["card"]["enum"] == ["<CREDIT_CARD>"]
+
+
+def test_a_text_file_reaches_gemini_masked_or_not_at_all(stack):
+    """Gemini reads a `text/plain` file part inline: it used to pass every guard as binary
+    media. Now it is read decoded, masked and encoded back, or refused."""
+    doc = f"Customer: Jane\nCard: {CARD}\nMail: {EMAIL}\n"
+    part = {
+        "type": "file",
+        "file": {"file_data": "data:text/plain;base64," + base64.b64encode(doc.encode()).decode()},
+    }
+    messages = [{"role": "user", "content": [{"type": "text", "text": "summarise the file"}, part]}]
+    r = post(stack, "in-gemini", messages=messages, tools=None)
+    assert r.status_code == 200, r.text
+    body = stack.mocks["in-gemini"].requests[-1]["body"]
+    inline = [p["inlineData"] for p in body["contents"][0]["parts"] if "inlineData" in p]
+    assert inline and inline[0]["mimeType"] == "text/plain"
+    sent = base64.b64decode(inline[0]["data"]).decode()
+    assert sent == "Customer: Jane\nCard: <CREDIT_CARD>\nMail: <EMAIL>\n"
+    assert "4111" not in json.dumps(body) and "jane.doe" not in json.dumps(body)
+
+    seen = len(stack.mocks["in-gemini-reject"].requests)
+    r = post(stack, "in-gemini-reject", messages=messages, tools=None)
+    assert r.status_code == 403, r.text
+    assert len(stack.mocks["in-gemini-reject"].requests) == seen  # never sent

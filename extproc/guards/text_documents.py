@@ -1,0 +1,120 @@
+"""Text documents sent as base64 media: read by the guards as the text they are.
+
+A content part may carry a file as a base64 data URL (`file.file_data`, or an
+`image_url.url`). Images, audio and PDFs are bytes the guards cannot read, but a
+`text/plain`, CSV, JSON or source file is text: Gemini and Vertex AI take it inline, and
+the model reads every character. Skipped as media, such a file would carry anything past
+a guard. So a text document is decoded and guarded like any other text; a masked one is
+encoded back in its place. One the guards cannot read (not base64, not UTF-8, another
+charset) is refused on a guarded route rather than passed on unread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+import re
+from typing import Any
+
+from ..errors import GatewayError
+from .slot_writers import TEXT
+
+# Application types that are text (besides every `text/*`, `+json` and `+xml`).
+_TEXT_APPLICATION_TYPES = frozenset(
+    {
+        "application/json",
+        "application/xml",
+        "application/javascript",
+        "application/x-javascript",
+        "application/ecmascript",
+        "application/x-python",
+        "application/x-python-code",
+        "application/rtf",
+        "application/yaml",
+        "application/x-yaml",
+        "application/toml",
+        "application/sql",
+        "application/csv",
+        "application/x-sh",
+        "application/x-httpd-php",
+        "application/graphql",
+        "application/markdown",
+    }
+)
+_UTF8_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+_WHITE = re.compile(r"\s+")
+
+
+def _is_text_type(media_type: str) -> bool:
+    media = media_type.strip().lower()
+    return (
+        media.startswith("text/")
+        or media in _TEXT_APPLICATION_TYPES
+        or media.endswith(("+json", "+xml", "+yaml"))
+    )
+
+
+class EncodedTextSlot:
+    """A text document inside a base64 value, `holder[key]`: `text` is the decoded text,
+    and `set` writes a new text back, encoded after the same data-URL header."""
+
+    __slots__ = ("header", "holder", "key", "kind", "role", "text")
+
+    def __init__(self, holder: Any, key: Any, header: str, text: str, role: str) -> None:
+        self.holder, self.key, self.header = holder, key, header
+        self.text, self.role, self.kind = text, role, TEXT
+
+    def set(self, text: str) -> None:
+        self.holder[self.key] = self.header + base64.b64encode(text.encode("utf-8")).decode("ascii")
+        self.text = text
+
+
+def text_document(value: Any, filename: Any = None) -> tuple[str, str] | None:
+    """(header, text) when `value` is a text document in base64: a `data:` URL of a text
+    type, or bare base64 under a `filename` whose extension names one. None for anything
+    else (media, a URL, plain text). A text document the guards cannot read is a 400."""
+    if not isinstance(value, str):
+        return None
+    if value.startswith("data:"):
+        header, sep, data = value.partition(",")
+        params = header[5:].split(";")
+        if not sep or params[-1].strip().lower() != "base64" or not _is_text_type(params[0]):
+            return None  # not base64 (the translators refuse it), or not text
+        charsets = {
+            p.split("=", 1)[1].strip().strip('"').lower()
+            for p in params[1:-1]
+            if p.strip().lower().startswith("charset=")
+        }
+        if charsets - _UTF8_CHARSETS:
+            raise _unreadable(f"its charset is {', '.join(sorted(charsets))}")
+        return header + ",", _decoded(data)
+    if isinstance(filename, str):
+        guessed = mimetypes.guess_type(filename)[0]
+        if guessed is not None and _is_text_type(guessed):
+            return "", _decoded(value)
+    return None
+
+
+def _decoded(data: str) -> str:
+    compact = _WHITE.sub("", data)
+    try:
+        raw = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        try:  # the URL-safe alphabet, which some encoders use
+            raw = base64.urlsafe_b64decode(compact + "=" * (-len(compact) % 4))
+        except (binascii.Error, ValueError):
+            raise _unreadable("it is not valid base64") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _unreadable("it is not UTF-8 text") from None
+
+
+def _unreadable(why: str) -> GatewayError:
+    return GatewayError(
+        400,
+        f"a text file in the request cannot be read by this route's guards: {why}; "
+        "send text files base64-encoded as UTF-8",
+        code="unguardable_request",
+    )
