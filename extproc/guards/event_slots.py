@@ -45,7 +45,7 @@ class _EventWalk(_Walk):
         """A stream event, minus what the stream guards hold back and release
         (see `streamed_paths`): names, finish reasons, unknown fields."""
         for k in list(chunk):
-            if k in _RESPONSE_OPAQUE or k == "error":
+            if k in _RESPONSE_OPAQUE:
                 continue
             v = chunk[k]
             if k in ("usage", "created"):  # numbers the gateway reads; strings scanned
@@ -76,8 +76,8 @@ class _EventWalk(_Walk):
                     if not isinstance(call, dict):
                         continue
                     for ck in list(call):
-                        if ck in ("id", "index"):
-                            continue
+                        if k == "tool_calls" and ck in ("id", "index"):
+                            continue  # a provider's id; an index checked by the stream guard
                         fn = call[ck]
                         if k == "tool_calls" and ck == "function" and isinstance(fn, dict):
                             for fk in list(fn):

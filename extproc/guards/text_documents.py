@@ -40,8 +40,36 @@ _TEXT_APPLICATION_TYPES = frozenset(
         "application/x-httpd-php",
         "application/graphql",
         "application/markdown",
+        "application/x-ndjson",
+        "application/jsonl",
+        "application/x-jsonlines",
+        "application/typescript",
+        "application/x-typescript",
+        "application/x-ruby",
+        "application/x-perl",
+        "application/x-php",
+        "application/x-tex",
+        "application/x-latex",
+        "application/x-sql",
+        "application/x-toml",
+        "application/x-subrip",
+        "message/rfc822",
     }
 )
+# File names whose extension says text, whatever the host's mime.types knows: used for a
+# bare base64 `file_data`, or a data URL with no telling type (`application/octet-stream`).
+_TEXT_EXTENSIONS = frozenset(
+    """
+txt text md markdown rst adoc org csv tsv json jsonl ndjson json5 geojson yaml yml toml ini
+cfg conf config env properties log xml html htm xhtml svg css scss less js mjs cjs ts tsx
+jsx py pyi rb go rs java kt kts scala c h cc cpp cxx hpp hh cs fs swift m mm php pl pm lua
+r jl sh bash zsh fish ps1 bat cmd sql graphql gql proto tex bib srt vtt eml mbox ics vcf
+diff patch dockerfile makefile gradle tf hcl vue svelte dart ex exs erl hs elm clj lisp
+""".split()
+)
+_UNTYPED = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/unknown"})
+_STRICT_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_STRICT_URLSAFE = re.compile(r"[A-Za-z0-9_\-]*={0,2}")
 _UTF8_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 _WHITE = re.compile(r"\s+")
 
@@ -53,6 +81,17 @@ def _is_text_type(media_type: str) -> bool:
         or media in _TEXT_APPLICATION_TYPES
         or media.endswith(("+json", "+xml", "+yaml"))
     )
+
+
+def _is_text_name(filename: Any) -> bool:
+    if not isinstance(filename, str):
+        return False
+    name = filename.rsplit("/", 1)[-1].lower()
+    extension = name.rsplit(".", 1)[-1] if "." in name else name  # `Makefile`, `.env`
+    if extension in _TEXT_EXTENSIONS:
+        return True
+    guessed = mimetypes.guess_type(name)[0]
+    return guessed is not None and _is_text_type(guessed)
 
 
 class EncodedTextSlot:
@@ -79,8 +118,11 @@ def text_document(value: Any, filename: Any = None) -> tuple[str, str] | None:
     if value.startswith("data:"):
         header, sep, data = value.partition(",")
         params = header[5:].split(";")
-        if not sep or params[-1].strip().lower() != "base64" or not _is_text_type(params[0]):
-            return None  # not base64 (the translators refuse it), or not text
+        if not sep or params[-1].strip().lower() != "base64":
+            return None  # not base64: the translators refuse it
+        media = params[0].strip().lower() if len(params) > 1 else ""
+        if not (_is_text_type(media) or (media in _UNTYPED and _is_text_name(filename))):
+            return None
         charsets = {
             p.split("=", 1)[1].strip().strip('"').lower()
             for p in params[1:-1]
@@ -89,22 +131,24 @@ def text_document(value: Any, filename: Any = None) -> tuple[str, str] | None:
         if charsets - _UTF8_CHARSETS:
             raise _unreadable(f"its charset is {', '.join(sorted(charsets))}")
         return header + ",", _decoded(data)
-    if isinstance(filename, str):
-        guessed = mimetypes.guess_type(filename)[0]
-        if guessed is not None and _is_text_type(guessed):
-            return "", _decoded(value)
+    if _is_text_name(filename):
+        return "", _decoded(value)
     return None
 
 
 def _decoded(data: str) -> str:
+    """The text of base64 `data`, read strictly: a decoder that stopped at padding in the
+    middle would read less than a provider's might."""
     compact = _WHITE.sub("", data)
     try:
-        raw = base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        try:  # the URL-safe alphabet, which some encoders use
+        if _STRICT_BASE64.fullmatch(compact):
+            raw = base64.b64decode(compact, validate=True)
+        elif _STRICT_URLSAFE.fullmatch(compact):  # the URL-safe alphabet, which some encoders use
             raw = base64.urlsafe_b64decode(compact + "=" * (-len(compact) % 4))
-        except (binascii.Error, ValueError):
-            raise _unreadable("it is not valid base64") from None
+        else:
+            raise ValueError(compact[:20])
+    except (binascii.Error, ValueError):
+        raise _unreadable("it is not valid base64") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -190,7 +190,11 @@ class _Walk:
         role = m["role"] if isinstance(m.get("role"), str) else default_role
         for k in list(m):
             v = m[k]
-            if k == "content" and isinstance(v, list):
+            if k == "content" and role == "tool" and isinstance(v, list):
+                v = m[k] = _text_parts_joined(v)
+            if k == "content" and role == "tool" and isinstance(v, str):
+                self.json_text(m, k, v, role)  # (Gemini sends a JSON result decoded)
+            elif k == "content" and isinstance(v, list):
                 for i in range(len(v)):
                     self.part(v, i, role)
             elif k == "content" and v is not None and not isinstance(v, str):
@@ -199,14 +203,19 @@ class _Walk:
                 if isinstance(v, str):
                     self.value(m, k, v, TEXT, role)
             elif k == "tool_calls" and isinstance(v, list):
-                for call in v:
-                    self.call(call, role)
+                for i, call in enumerate(v):
+                    if isinstance(call, dict):
+                        self.call(call, role)
+                    else:  # not a call: whatever it holds is scanned
+                        self.walk(v, i, TOKEN, role)
             elif k == "function_call" and isinstance(v, dict):
                 self.function(v, role)
             elif k == "thinking_blocks" and isinstance(v, list):
-                for block in v:
+                for i, block in enumerate(v):
                     if isinstance(block, dict):
                         self.media(block, role, _SIGNED, set(), text_keys=frozenset({"thinking"}))
+                    else:
+                        self.walk(v, i, TOKEN, role)
             elif k == "tool_call_id":
                 continue  # an opaque id (not guarded, see above)
             elif k == "audio" and isinstance(v, dict):
@@ -278,18 +287,21 @@ class _Walk:
         for k in list(fn):
             v = fn[k]
             if k == "arguments" and isinstance(v, str):
-                self.arguments(fn, v, role)
+                self.json_text(fn, k, v, role)
             else:
                 self.walk(fn, k, TOKEN, role)
 
-    def arguments(self, fn: dict[str, Any], text: str, role: str) -> None:
+    def json_text(self, holder: dict[str, Any], key: str, text: str, role: str) -> None:
+        """Text that may be JSON, which translators may send decoded (call arguments, a
+        tool's result): for the regex guard, its tokens with escapes decoded (`\\u0040`
+        is the `@` a provider reads)."""
         if not self.regex:
-            self.out.append(TextSlot(fn, "arguments", text, role, TEXT))
+            self.out.append(TextSlot(holder, key, text, role, TEXT))
         elif is_json(text):
-            doc = JsonArguments(fn, "arguments", text)
+            doc = JsonArguments(holder, key, text)
             self.out.extend(TokenSlot(doc, i, t, role) for i, t in doc.tokens())
         elif text:
-            self.out.append(RawArgumentsSlot(fn, "arguments", text, role))
+            self.out.append(RawArgumentsSlot(holder, key, text, role))
 
     # ---- documents ----------------------------------------------------------------------
     def request(self, req: dict[str, Any]) -> None:
@@ -333,6 +345,26 @@ class _Walk:
                 self.message(choice[k], "assistant")
             else:
                 self.walk(choice, k, TOKEN, "assistant")
+
+
+def _is_text_part(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+
+
+def _text_parts_joined(parts: list[Any]) -> str | list[Any]:
+    """A tool result's text parts as one text, in the first one's place: what Anthropic and
+    Gemini send (text_of), so a value split across parts is read whole. Only text parts:
+    a string; otherwise the other parts are kept, in order."""
+    is_text = [
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in parts
+    ]
+    if parts and all(is_text):
+        return "".join(p["text"] for p in parts)
+    if sum(is_text) < 2:
+        return parts
+    first = is_text.index(True)
+    joined = {**parts[first], "text": "".join(p["text"] for p in parts if _is_text_part(p))}
+    return [joined if i == first else p for i, p in enumerate(parts) if i == first or not is_text[i]]
 
 
 def request_slots(req: dict[str, Any]) -> list[Slot]:

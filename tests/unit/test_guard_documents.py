@@ -65,6 +65,23 @@ TEXT_FILES = [
     pytest.param(
         file_part("data:text/plain;base64," + b64(("\ufeff" + f"card {CARD}").encode())), id="utf-8 BOM"
     ),
+    *(
+        pytest.param(file_part(b64(f"card: {CARD}"), filename=name), id=f"bare base64, {name}")
+        for name in ("customer.yaml", "app.log", "data.jsonl", "main.go", "tool.rb", ".env", "Makefile")
+    ),
+    *(
+        pytest.param(file_part(f"data:{media};base64," + b64(f"card: {CARD}")), id=media)
+        for media in (
+            "application/x-ndjson",
+            "application/x-ruby",
+            "application/typescript",
+            "message/rfc822",
+        )
+    ),
+    pytest.param(
+        file_part("data:application/octet-stream;base64," + b64(f"card {CARD}"), filename="notes.txt"),
+        id="untyped data URL, .txt filename",
+    ),
 ]
 
 
@@ -96,6 +113,8 @@ def test_a_text_document_is_masked_and_encoded_back(part):
         ("data:text/plain;base64," + b64(CARD.encode("utf-16")), "not UTF-8"),
         ("data:text/plain;base64," + b64(b"\xff\xfe" + bytes(70)), "not UTF-8"),
         ("data:text/plain;base64,***not base64***", "not valid base64"),
+        # A decoder that stopped at the first padding would read only "hello!!".
+        ("data:text/plain;base64," + b64("hello!!") + b64(f"card {CARD}"), "not valid base64"),
     ],
 )
 def test_a_text_document_the_guards_cannot_read_is_refused_not_passed(file_data, why):
@@ -110,6 +129,10 @@ def test_a_text_document_the_guards_cannot_read_is_refused_not_passed(file_data,
         pytest.param(file_part("data:image/png;base64," + b64(f"card {CARD} " * 8)), id="png"),
         pytest.param(file_part("data:application/pdf;base64," + b64(f"%PDF {CARD} " * 8)), id="pdf"),
         pytest.param(file_part(b64(f"card {CARD} " * 8), filename="scan.pdf"), id="bare, .pdf"),
+        pytest.param(
+            file_part("data:application/pdf;base64," + b64(f"%PDF {CARD} " * 8), filename="notes.txt"),
+            id="pdf named .txt (its type says binary)",
+        ),
         pytest.param(
             {"type": "input_audio", "input_audio": {"data": b64(f"{CARD} " * 8), "format": "wav"}}, id="audio"
         ),
