@@ -26,7 +26,14 @@ from .errors import GatewayError, bad_request
 from .inference.picker import EndpointPicker
 from .logs import access_log
 from .policies.field_defaults import apply_all
-from .route_request import ask_for_stream_usage, check_cooling, check_headers, pick_endpoints, too_large
+from .route_request import (
+    ask_for_stream_usage,
+    check_cooling,
+    check_headers,
+    check_output_guardable,
+    pick_endpoints,
+    too_large,
+)
 from .route_response import RouteResponse
 from .runtime.gateway import GatewayRuntime, RouteRuntime
 from .settings import ProcessorSettings
@@ -166,6 +173,7 @@ class RouteStream(RouteResponse):
                     code="model_required",
                     param="model",
                 )
+            check_output_guardable(canonical, self.route)
             check_cooling(self.gw, self.route)
             destination = None
             inference = self.route.inference

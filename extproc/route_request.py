@@ -91,3 +91,21 @@ def ask_for_stream_usage(canonical: dict[str, Any]) -> bool:
         return False
     canonical["stream_options"] = {**(options or {}), "include_usage": True}
     return True
+
+
+def check_output_guardable(canonical: dict[str, Any], route: RouteRuntime) -> None:
+    """Audio output on a route whose response guards mask: the guards would mask the
+    transcript while the audio still says every word. Refused before any provider is
+    called (a REJECT route reads the transcript and withholds the whole answer)."""
+    guards = route.guards
+    if guards is None or guards.response is None or not guards.response.may_mask:
+        return
+    modalities = canonical.get("modalities")
+    if (isinstance(modalities, list) and "audio" in modalities) or canonical.get("audio") is not None:
+        raise GatewayError(
+            400,
+            "this route masks answers, and spoken audio cannot be masked: ask for text output "
+            '(modalities: ["text"], no audio)',
+            code="audio_output_unguardable",
+            param="modalities",
+        )

@@ -99,6 +99,11 @@ class ResponseGuards:
         # For streams: how much text may still become part of a match (compiled once).
         self.holdback = Holdback(self.scanner, config.stream_window) if self.scanner else None
         self.webhook = WebhookGuard(config.webhook) if config.webhook else None
+        # Whether these guards may change an answer rather than only refuse it (a webhook
+        # may answer "mask"): audio output cannot be masked (route_request.py).
+        self.may_mask = (
+            config.regex is not None and config.regex.action == "MASK"
+        ) or self.webhook is not None
 
     async def apply(self, completion: dict[str, Any], headers: dict[str, str], size: int = 0) -> bool:
         """Guard a chat.completion in place: every string but its ids (`text_slots`). A

@@ -201,3 +201,14 @@ def test_a_text_file_reaches_gemini_masked_or_not_at_all(stack):
     r = post(stack, "in-gemini-reject", messages=messages, tools=None)
     assert r.status_code == 403, r.text
     assert len(stack.mocks["in-gemini-reject"].requests) == seen  # never sent
+
+
+def test_audio_output_on_a_masking_route_is_refused_before_the_provider(stack):
+    """The answer's transcript would be masked while its audio still says every word."""
+    seen = len(stack.mocks["openai"].requests)
+    r = post(
+        stack, "openai", modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"}, tools=None
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "audio_output_unguardable"
+    assert len(stack.mocks["openai"].requests) == seen

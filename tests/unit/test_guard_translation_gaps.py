@@ -177,3 +177,39 @@ def test_a_streamed_function_calls_other_fields_are_guarded(key):
     event = chunk([{"index": 0, "delta": {"function_call": {"name": "f", "arguments": "{}", key: EMAIL}}}])
     out = streamed("REJECT", [event, STOP, b"[DONE]"])
     assert not leaks(out) and b"content_policy" in out, out
+
+
+# ---- audio output -----------------------------------------------------------------------
+def route_with(response: dict | None):
+    from types import SimpleNamespace
+
+    guards = ResponseGuards(ResponseGuardConfig.model_validate(response), "r") if response else None
+    return SimpleNamespace(guards=SimpleNamespace(response=guards))
+
+
+MASKING = {"regex": {"action": "MASK", "builtins": BUILTINS}}
+WEBHOOK = {"webhook": {"url": "http://127.0.0.1:9"}}
+REJECTING = {"regex": {"action": "REJECT", "builtins": BUILTINS}}
+
+
+@pytest.mark.parametrize("response", [MASKING, WEBHOOK], ids=["regex MASK", "webhook"])
+@pytest.mark.parametrize(
+    "ask",
+    [{"modalities": ["text", "audio"]}, {"audio": {"voice": "alloy", "format": "wav"}}],
+    ids=["modalities", "audio"],
+)
+def test_audio_output_is_refused_where_answers_are_masked(response, ask):
+    """The transcript would be masked while the audio still says every word."""
+    from extproc.route_request import check_output_guardable
+
+    with pytest.raises(GatewayError) as err:
+        check_output_guardable({"model": "m", "messages": [], **ask}, route_with(response))
+    assert err.value.status == 400 and err.value.code == "audio_output_unguardable"
+
+
+@pytest.mark.parametrize("response", [REJECTING, None], ids=["regex REJECT", "no response guards"])
+def test_audio_output_passes_where_nothing_is_masked(response):
+    from extproc.route_request import check_output_guardable
+
+    check_output_guardable({"model": "m", "messages": [], "modalities": ["audio"]}, route_with(response))
+    check_output_guardable({"model": "m", "messages": [], "modalities": ["text"]}, route_with(MASKING))
