@@ -192,8 +192,8 @@ class _Walk:
             v = m[k]
             if k == "content" and role == "tool" and isinstance(v, list):
                 v = m[k] = _text_parts_joined(v)
-            if k == "content" and role == "tool" and isinstance(v, str):
-                self.json_text(m, k, v, role)  # (Gemini sends a JSON result decoded)
+            if k == "content" and role == "tool" and isinstance(v, str) and self.regex and is_json(v):
+                self.json_text(m, k, v, role)  # Gemini sends a JSON result decoded
             elif k == "content" and isinstance(v, list):
                 for i in range(len(v)):
                     self.part(v, i, role)

@@ -213,3 +213,10 @@ def test_audio_output_passes_where_nothing_is_masked(response):
 
     check_output_guardable({"model": "m", "messages": [], "modalities": ["audio"]}, route_with(response))
     check_output_guardable({"model": "m", "messages": [], "modalities": ["text"]}, route_with(MASKING))
+
+
+def test_a_tool_result_in_prose_is_masked_as_written():
+    """Only a JSON result is read as tokens; prose keeps its backslashes when masked."""
+    req = tool_result(f"saved C:\\u0041dir\\new.txt for {EMAIL}")
+    assert asyncio.run(request_guards("MASK").apply(req, {}))
+    assert req["messages"][2]["content"] == "saved C:\\u0041dir\\new.txt for <EMAIL>"
