@@ -97,14 +97,12 @@ class ResponseTranslation:
                     headers[":status"] = str(status)
                     self.status = status
                 return msg.replace_response(headers, out)
-            if self.status < 400:
-                # A success without a body (a 200, a 204) holds no chat completion: passed
-                # on, the client would get an empty answer where it expects one.
-                self.failure = "upstream_invalid_response"
-                return self._reject(
-                    GatewayError(502, f"{provider.name} returned an empty response", code=self.failure)
-                )
-            return msg.response_headers()
+            # A success without a body (a 200, a 204) holds no chat completion: passed on,
+            # the client would get an empty answer where it expects one.
+            self.failure = "upstream_invalid_response"
+            return self._reject(
+                GatewayError(502, f"{provider.name} returned an empty response", code=self.failure)
+            )
         streamed = hdrs.get("content-type", "").startswith("text/event-stream")
         if self.status < 400 and provider.canonical_responses:
             self.done = True

@@ -94,18 +94,26 @@ def ask_for_stream_usage(canonical: dict[str, Any]) -> bool:
 
 
 def check_output_guardable(canonical: dict[str, Any], route: RouteRuntime) -> None:
-    """Audio output on a route whose response guards mask: the guards would mask the
-    transcript while the audio still says every word. Refused before any provider is
-    called (a REJECT route reads the transcript and withholds the whole answer)."""
+    """Audio output on a route whose response guards mask (the guards would mask the
+    transcript while the audio still says every word), or streamed on a guarded route (the
+    audio leaves before its transcript is read). Refused before any provider is called;
+    a REJECT route reads a JSON answer's transcript and withholds the whole answer."""
     guards = route.guards
-    if guards is None or guards.response is None or not guards.response.may_mask:
+    if guards is None or guards.response is None:
         return
     modalities = canonical.get("modalities")
-    if (isinstance(modalities, list) and "audio" in modalities) or canonical.get("audio") is not None:
-        raise GatewayError(
-            400,
-            "this route masks answers, and spoken audio cannot be masked: ask for text output "
-            '(modalities: ["text"], no audio)',
-            code="audio_output_unguardable",
-            param="modalities",
-        )
+    if not ((isinstance(modalities, list) and "audio" in modalities) or canonical.get("audio") is not None):
+        return
+    if guards.response.may_mask:
+        why = "this route masks answers, and spoken audio cannot be masked"
+    elif canonical.get("stream") is True:
+        # A stream's audio leaves as it comes; its transcript is only read after.
+        why = "this route guards answers, and streamed audio leaves before its transcript is read"
+    else:
+        return
+    raise GatewayError(
+        400,
+        f'{why}: ask for text output (modalities: ["text"], no audio)',
+        code="audio_output_unguardable",
+        param="modalities",
+    )

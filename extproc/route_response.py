@@ -249,6 +249,13 @@ class RouteResponse:
         except orjson.JSONDecodeError:
             completion = None
         if not isinstance(completion, dict):
+            if not raw.strip() and 200 <= self.acct.status < 300:
+                # Nothing at all (a chunked answer with no bytes): no chat completion.
+                return self._replace_response(
+                    GatewayError(
+                        502, "the provider returned an empty response", code="upstream_invalid_response"
+                    )
+                )
             if self._response_guards is not None:
                 # Nothing the guards can read, so nothing may pass unguarded.
                 return self._replace_response(unguardable_response())

@@ -115,10 +115,13 @@ def text_document(value: Any, filename: Any = None) -> tuple[str, str] | None:
     else (media, a URL, plain text). A text document the guards cannot read is a 400."""
     if not isinstance(value, str):
         return None
-    if value.startswith("data:"):
-        header, sep, data = value.partition(",")
+    if value[:5].lower() == "data:":  # (the scheme is case-insensitive)
+        comma = value.find(",", 0, 400)  # a header is short: the payload is never copied twice
+        if comma < 0:
+            return None
+        header, data = value[:comma], value[comma + 1 :]
         params = header[5:].split(";")
-        if not sep or params[-1].strip().lower() != "base64":
+        if params[-1].strip().lower() != "base64":
             return None  # not base64: the translators refuse it
         media = params[0].strip().lower() if len(params) > 1 else ""
         if not (_is_text_type(media) or (media in _UNTYPED and _is_text_name(filename))):
@@ -141,10 +144,11 @@ def _decoded(data: str) -> str:
     middle would read less than a provider's might."""
     compact = _WHITE.sub("", data)
     try:
+        padding = "" if "=" in compact else "=" * (-len(compact) % 4)  # unpadded is common
         if _STRICT_BASE64.fullmatch(compact):
-            raw = base64.b64decode(compact, validate=True)
+            raw = base64.b64decode(compact + padding, validate=True)
         elif _STRICT_URLSAFE.fullmatch(compact):  # the URL-safe alphabet, which some encoders use
-            raw = base64.urlsafe_b64decode(compact + "=" * (-len(compact) % 4))
+            raw = base64.urlsafe_b64decode(compact + padding)
         else:
             raise ValueError(compact[:20])
     except (binascii.Error, ValueError):

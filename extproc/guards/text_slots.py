@@ -30,6 +30,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
+from ..errors import GatewayError, unguardable_response
 from .json_text import JsonArguments, is_json, number_text
 from .slot_writers import TEXT, TOKEN, KeySlot, RawArgumentsSlot, Slot, TextSlot, TokenSlot
 from .text_documents import EncodedTextSlot, text_document
@@ -64,6 +67,8 @@ _SCHEMA_TEXT_KEYS = frozenset({"description", "title"})
 #   stream events too (`event_slots.chunk_slots`). (`logprobs` are not walked: routes with response
 #   guards drop them.)
 _REQUEST_OPAQUE = frozenset({"model"})
+# Roles whose content is a tool's result (`function` is the legacy name).
+_RESULT_ROLES = ("tool", "function")
 _SIGNED = {"signature", "data"}
 _RESPONSE_OPAQUE = frozenset({"id", "model", "system_fingerprint"})
 _REQUEST_NUMBERS = frozenset(
@@ -131,6 +136,7 @@ class _Walk:
         # Integral numbers are slots too (regex walks of requests and JSON answers).
         self.numbers = regex and numbers
         self.out: list[Slot] = []
+        self.answer = False  # walking a provider's answer (set by `response`)
 
     # ---- primitives ---------------------------------------------------------------------
     def value(self, holder: Any, key: Any, text: str, kind: str, role: str) -> TextSlot | None:
@@ -190,11 +196,9 @@ class _Walk:
         role = m["role"] if isinstance(m.get("role"), str) else default_role
         for k in list(m):
             v = m[k]
-            if k == "content" and role == "tool" and isinstance(v, list):
-                v = m[k] = _text_parts_joined(v)
-            if k == "content" and role == "tool" and isinstance(v, str) and self.regex and is_json(v):
-                self.json_text(m, k, v, role)  # Gemini sends a JSON result decoded
-            elif k == "content" and isinstance(v, list):
+            if k == "content" and role in _RESULT_ROLES:
+                v = m[k] = _tool_result_as_sent(v)
+            if k == "content" and isinstance(v, list):
                 for i in range(len(v)):
                     self.part(v, i, role)
             elif k == "content" and v is not None and not isinstance(v, str):
@@ -265,7 +269,12 @@ class _Walk:
     def document(self, holder: dict[str, Any], key: str, role: str, filename: Any = None) -> bool:
         """A text document in base64 at `holder[key]`: guarded as its decoded text (one
         slot, free text for every guard). False when it is none."""
-        found = text_document(holder[key], filename)
+        try:
+            found = text_document(holder[key], filename)
+        except GatewayError:
+            if self.answer:  # a provider's answer, not the client's request: a 502
+                raise unguardable_response() from None
+            raise
         if found is None:
             return False
         header, text = found
@@ -287,21 +296,18 @@ class _Walk:
         for k in list(fn):
             v = fn[k]
             if k == "arguments" and isinstance(v, str):
-                self.json_text(fn, k, v, role)
+                self.arguments(fn, v, role)
             else:
                 self.walk(fn, k, TOKEN, role)
 
-    def json_text(self, holder: dict[str, Any], key: str, text: str, role: str) -> None:
-        """Text that may be JSON, which translators may send decoded (call arguments, a
-        tool's result): for the regex guard, its tokens with escapes decoded (`\\u0040`
-        is the `@` a provider reads)."""
+    def arguments(self, fn: dict[str, Any], text: str, role: str) -> None:
         if not self.regex:
-            self.out.append(TextSlot(holder, key, text, role, TEXT))
+            self.out.append(TextSlot(fn, "arguments", text, role, TEXT))
         elif is_json(text):
-            doc = JsonArguments(holder, key, text)
+            doc = JsonArguments(fn, "arguments", text)
             self.out.extend(TokenSlot(doc, i, t, role) for i, t in doc.tokens())
         elif text:
-            self.out.append(RawArgumentsSlot(holder, key, text, role))
+            self.out.append(RawArgumentsSlot(fn, "arguments", text, role))
 
     # ---- documents ----------------------------------------------------------------------
     def request(self, req: dict[str, Any]) -> None:
@@ -322,6 +328,7 @@ class _Walk:
                 self.walk(req, k, TOKEN, "user")
 
     def response(self, doc: dict[str, Any]) -> None:
+        self.answer = True
         for k in list(doc):
             if k in _RESPONSE_OPAQUE:
                 continue
@@ -347,23 +354,43 @@ class _Walk:
                 self.walk(choice, k, TOKEN, "assistant")
 
 
+def _tool_result_as_sent(content: Any) -> Any:
+    """A tool's result as the translators send it, so the guards read that: its text parts
+    joined (Anthropic and Gemini join them), and a JSON result without the `\\u` escapes
+    Gemini decodes (`jane.doe\\u0040example.com` is an email to the model). Read whole, a
+    value keeps its context (`"ssn": "…"`) for custom patterns."""
+    if isinstance(content, list):
+        content = _text_parts_joined(content)
+        texts = [p for p in content if _is_text_part(p)]
+        if len(texts) == 1:
+            texts[0]["text"] = _unescaped_json(texts[0]["text"])
+        return content
+    return _unescaped_json(content) if isinstance(content, str) else content
+
+
+def _unescaped_json(text: str) -> str:
+    """JSON text with its `\\u` escapes written out (the same JSON); other text as it is."""
+    if "\\u" not in text:
+        return text
+    try:
+        return orjson.dumps(orjson.loads(text)).decode()
+    except (orjson.JSONDecodeError, TypeError):  # not JSON, or beyond what orjson reads
+        return text
+
+
 def _is_text_part(part: Any) -> bool:
     return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
 
 
-def _text_parts_joined(parts: list[Any]) -> str | list[Any]:
-    """A tool result's text parts as one text, in the first one's place: what Anthropic and
-    Gemini send (text_of), so a value split across parts is read whole. Only text parts:
-    a string; otherwise the other parts are kept, in order."""
-    is_text = [
-        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in parts
-    ]
-    if parts and all(is_text):
-        return "".join(p["text"] for p in parts)
+def _text_parts_joined(parts: list[Any]) -> list[Any]:
+    """A tool result's text parts as one text, in the first one's place (its other keys,
+    `cache_control`, kept): what Anthropic and Gemini send (text_of), so a value split
+    across parts is read whole. Other parts are kept, in order."""
+    is_text = [_is_text_part(p) for p in parts]
     if sum(is_text) < 2:
         return parts
     first = is_text.index(True)
-    joined = {**parts[first], "text": "".join(p["text"] for p in parts if _is_text_part(p))}
+    joined = {**parts[first], "text": "".join(p["text"] for p, t in zip(parts, is_text, strict=True) if t)}
     return [joined if i == first else p for i, p in enumerate(parts) if i == first or not is_text[i]]
 
 

@@ -82,6 +82,8 @@ TEXT_FILES = [
         file_part("data:application/octet-stream;base64," + b64(f"card {CARD}"), filename="notes.txt"),
         id="untyped data URL, .txt filename",
     ),
+    pytest.param(file_part("data:text/plain;base64," + b64(f"card {CARD}!").rstrip("=")), id="unpadded"),
+    pytest.param(file_part("DATA:Text/Plain;BASE64," + b64(f"card {CARD}")), id="upper case"),
 ]
 
 
@@ -173,3 +175,17 @@ def test_the_webhook_reads_a_text_document_and_its_masks_are_encoded_back():
 def test_any_text_round_trips_through_a_data_url(text, media):
     header = f"data:{media};base64,"
     assert text_document(header + b64(text)) == (header, text.removeprefix("\ufeff"))
+
+
+def test_an_unreadable_text_document_in_an_answer_is_a_502_not_a_400():
+    from extproc.guards.config import ResponseGuardConfig
+    from extproc.guards.pipeline import ResponseGuards
+
+    guards = ResponseGuards(
+        ResponseGuardConfig.model_validate({"regex": {"action": "MASK", "builtins": ["EMAIL"]}}), "r"
+    )
+    part = file_part("data:text/plain;charset=utf-16;base64," + b64("x".encode("utf-16")))
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": [part]}}]}
+    with pytest.raises(GatewayError) as err:
+        asyncio.run(guards.apply(answer, {}))
+    assert err.value.status == 502 and err.value.code == "unguardable_response"

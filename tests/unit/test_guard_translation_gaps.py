@@ -96,9 +96,32 @@ def test_a_tool_results_text_parts_are_joined_in_the_first_ones_place():
     req = tool_result([{"type": "text", "text": "a"}, image, {"type": "text", "text": "b"}])
     asyncio.run(request_guards("MASK").apply(req, {}))
     assert req["messages"][2]["content"] == [{"type": "text", "text": "ab"}, image]
-    req = tool_result([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}])
+    cache = {"type": "ephemeral"}
+    req = tool_result([{"type": "text", "text": "a", "cache_control": cache}, {"type": "text", "text": "b"}])
     asyncio.run(request_guards("MASK").apply(req, {}))
-    assert req["messages"][2]["content"] == "ab"
+    assert req["messages"][2]["content"] == [{"type": "text", "text": "ab", "cache_control": cache}]
+
+
+@pytest.mark.parametrize("content", [ESCAPED, *SPLIT], ids=["json escapes", "card split", "email split"])
+def test_the_legacy_function_role_is_read_as_a_tool_result(content):
+    """Gemini treats `role: function` as a tool result too (joined, JSON decoded)."""
+    req = tool_result(copy.deepcopy(content))
+    req["messages"][2] = {"role": "function", "name": "lookup", "content": req["messages"][2]["content"]}
+    with pytest.raises(GatewayError):
+        asyncio.run(request_guards("REJECT").apply(copy.deepcopy(req), {}))
+    assert asyncio.run(request_guards("MASK").apply(req, {}))
+    assert not leaks(provider("gemini").translate_request(req, "m"))
+
+
+@pytest.mark.parametrize("content", ['{"ssn": "123-45-6789"}', r'{"ssn": "123\u002d45-6789", "n": "\u00e9"}'])
+def test_a_json_tool_result_keeps_its_context_for_custom_patterns(content):
+    """Read whole (escapes written out), not token by token: `ssn: …` still matches."""
+    config = {
+        "regex": {"action": "REJECT", "matches": [{"pattern": r"ssn\W+\d{3}-\d{2}-\d{4}", "name": "S"}]}
+    }
+    guards = RequestGuards(RequestGuardConfig.model_validate(config), "r")
+    with pytest.raises(GatewayError):
+        asyncio.run(guards.apply(tool_result(content), {}))
 
 
 def test_a_user_messages_json_text_is_still_scanned_as_text():
@@ -220,3 +243,13 @@ def test_a_tool_result_in_prose_is_masked_as_written():
     req = tool_result(f"saved C:\\u0041dir\\new.txt for {EMAIL}")
     assert asyncio.run(request_guards("MASK").apply(req, {}))
     assert req["messages"][2]["content"] == "saved C:\\u0041dir\\new.txt for <EMAIL>"
+
+
+def test_streamed_audio_is_refused_on_any_guarded_route():
+    """A stream's audio leaves as it comes; its transcript is read after."""
+    from extproc.route_request import check_output_guardable
+
+    with pytest.raises(GatewayError) as err:
+        check_output_guardable({"model": "m", "stream": True, "modalities": ["audio"]}, route_with(REJECTING))
+    assert err.value.code == "audio_output_unguardable"
+    check_output_guardable({"model": "m", "stream": True, "modalities": ["audio"]}, route_with(None))

@@ -559,3 +559,12 @@ async def test_direct_bodiless_provider_error_keeps_internal_headers_from_the_cl
     assert F.common(reply).status == F.pb.CommonResponse.CONTINUE_AND_REPLACE
     assert "x-aigw-backend" in F.removed(reply)
     assert F.new_body(reply)["error"]["type"] == "server_error"
+
+
+async def test_a_chunked_answer_with_no_bytes_is_a_502_not_an_empty_200(gw):
+    """The headers did not say the answer was empty (chunked, or HTTP/2): its body did."""
+    stream, _ = await answered(gw, {":status": "200", "content-type": "application/json"})
+    reply = await stream.response_body(F.response_body(b"", end_of_stream=True))
+    assert F.set_headers(reply)[":status"] == "502"
+    assert F.new_body(reply)["error"]["code"] == "upstream_invalid_response"
+    assert stream.acct.status == 502
