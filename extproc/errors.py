@@ -84,6 +84,11 @@ def unguardable_response() -> GatewayError:
     )
 
 
+def empty_response(who: str) -> GatewayError:
+    """A provider's success with no body: no chat completion to pass on."""
+    return GatewayError(502, f"{who} returned an empty response", code="upstream_invalid_response")
+
+
 def unwritable_response() -> GatewayError:
     """A provider's JSON answer the gateway read and changed but cannot write back: orjson
     reads 1024 levels of nesting and writes 254 (requests are held to 200 at the edge,

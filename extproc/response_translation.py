@@ -22,7 +22,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from . import messages as msg
 from . import redaction
 from .backends import Backend
-from .errors import GatewayError, unwritable_response
+from .errors import GatewayError, empty_response, unwritable_response
 from .providers.base import ProviderError, error_dict, openai_style_error
 from .response_limits import declared_too_large, json_body_mode, read_too_large
 from .stream_transcoder import StreamTranscoder
@@ -99,10 +99,9 @@ class ResponseTranslation:
                 return msg.replace_response(headers, out)
             # A success without a body (a 200, a 204) holds no chat completion: passed on,
             # the client would get an empty answer where it expects one.
-            self.failure = "upstream_invalid_response"
-            return self._reject(
-                GatewayError(502, f"{provider.name} returned an empty response", code=self.failure)
-            )
+            empty = empty_response(provider.name)
+            self.failure = empty.code
+            return self._reject(empty)
         streamed = hdrs.get("content-type", "").startswith("text/event-stream")
         if self.status < 400 and provider.canonical_responses:
             self.done = True

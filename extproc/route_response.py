@@ -19,7 +19,7 @@ from . import offload, redaction, tokens
 from . import wire as H
 from .accounting import Accounting, StreamEstimate, answer_text
 from .canonical import parse_request
-from .errors import GatewayError, unguardable_response, unwritable_response
+from .errors import GatewayError, empty_response, unguardable_response, unwritable_response
 from .guarded_stream import response_stream
 from .guards.pipeline import ResponseGuards
 from .response_limits import declared_too_large, json_body_mode, read_too_large
@@ -251,11 +251,7 @@ class RouteResponse:
         if not isinstance(completion, dict):
             if not raw.strip() and 200 <= self.acct.status < 300:
                 # Nothing at all (a chunked answer with no bytes): no chat completion.
-                return self._replace_response(
-                    GatewayError(
-                        502, "the provider returned an empty response", code="upstream_invalid_response"
-                    )
-                )
+                return self._replace_response(empty_response(self.acct.provider or "the provider"))
             if self._response_guards is not None:
                 # Nothing the guards can read, so nothing may pass unguarded.
                 return self._replace_response(unguardable_response())

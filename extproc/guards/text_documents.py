@@ -116,10 +116,10 @@ def text_document(value: Any, filename: Any = None) -> tuple[str, str] | None:
     if not isinstance(value, str):
         return None
     if value[:5].lower() == "data:":  # (the scheme is case-insensitive)
-        comma = value.find(",", 0, 400)  # a header is short: the payload is never copied twice
+        comma = value.find(",", 0, 400)  # a header is short: no search through the payload
         if comma < 0:
             return None
-        header, data = value[:comma], value[comma + 1 :]
+        header = value[:comma]
         params = header[5:].split(";")
         if params[-1].strip().lower() != "base64":
             return None  # not base64: the translators refuse it
@@ -133,7 +133,7 @@ def text_document(value: Any, filename: Any = None) -> tuple[str, str] | None:
         }
         if charsets - _UTF8_CHARSETS:
             raise _unreadable(f"its charset is {', '.join(sorted(charsets))}")
-        return header + ",", _decoded(data)
+        return header + ",", _decoded(value[comma + 1 :])  # (a media payload is never copied)
     if _is_text_name(filename):
         return "", _decoded(value)
     return None
