@@ -24,7 +24,7 @@ from . import redaction
 from .errors import GatewayError, error_body
 from .guards.regex_guard import PatternTimeout
 from .guards.stream_guard import StreamRejected
-from .sse import DONE, EventTooLarge, SSEEvent, SSEParser, encode
+from .sse import DONE, SSEEvent, SSEParser, encode
 
 log = logging.getLogger("aigw.stream")
 
@@ -53,15 +53,8 @@ class ResponseStream(ABC):
     # ---- bytes in, bytes out ------------------------------------------------------------
     async def feed(self, data: bytes, end_of_stream: bool) -> bytes:
         out: list[bytes] = []
-        try:
-            events = self.parser.feed(data)
-            if end_of_stream:
-                events += self.parser.close()
-        except EventTooLarge as exc:
-            if not self.terminated:
-                log.warning("provider stream event too large", extra={"fields": {"route": self.route}})
-                self._terminate(GatewayError(502, str(exc), code="upstream_invalid_stream"), out)
-            return b"".join(out)
+        # An oversized event ends the stream, but the whole events before it still go out.
+        events, too_large = self.parser.read(data, end_of_stream)
         if self.terminated:
             self._usage_after_end(events)
             return b""
@@ -72,7 +65,11 @@ class ResponseStream(ABC):
                 await self._event(ev, out)
                 if self.terminated:
                     break
-            if end_of_stream and not self.terminated:
+            if too_large is not None and not self.terminated:
+                await self._flush_all(out)  # the stream ends here: release what passed
+                log.warning("provider stream event too large", extra={"fields": {"route": self.route}})
+                self._terminate(GatewayError(502, str(too_large), code="upstream_invalid_stream"), out)
+            elif end_of_stream and not self.terminated:
                 if self.events == 0 and data and self.guarded:
                     raise Unguardable("the response is not an event stream")
                 await self._flush_all(out)

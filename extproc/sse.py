@@ -25,7 +25,12 @@ MAX_EVENT_CHARS = 4 * 1024 * 1024
 
 class EventTooLarge(ValueError):
     """An event grew past MAX_EVENT_CHARS before it ended. The parser then drops the rest
-    of the stream: the caller ends the client's stream with an error."""
+    of the stream: the caller ends the client's stream with an error. `events` holds the
+    whole events the same call read before it, which the caller still delivers."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.events: list[SSEEvent] = []
 
 
 @dataclass(slots=True)
@@ -80,24 +85,46 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if self._failed:
             return []
-        return self._consume(self._decoder.decode(chunk))
+        events: list[SSEEvent] = []
+        try:
+            self._consume(self._decoder.decode(chunk), events)
+        except EventTooLarge as exc:
+            exc.events = events  # whole events before the oversized one are not lost
+            raise
+        return events
+
+    def read(self, chunk: bytes, end_of_stream: bool) -> tuple[list[SSEEvent], EventTooLarge | None]:
+        """`feed` (and `close` at the end) without raising: every whole event before an
+        oversized one, and the error if there was one."""
+        events: list[SSEEvent] = []
+        try:
+            events += self.feed(chunk)
+            if end_of_stream:
+                events += self.close()
+        except EventTooLarge as exc:
+            return events + exc.events, exc
+        return events, None
 
     def close(self) -> list[SSEEvent]:
         """End of stream. A final event not followed by a blank line is dispatched anyway
         (browsers drop it, but providers do send a last event without the blank line)."""
         if self._failed:
             return []
-        events = self._consume(self._decoder.decode(b"", final=True))
-        if self._parts:
-            self._line("".join(self._parts), events)
-            self._parts = []
+        events: list[SSEEvent] = []
+        try:
+            self._consume(self._decoder.decode(b"", final=True), events)
+            if self._parts:
+                self._line("".join(self._parts), events)
+                self._parts = []
+        except EventTooLarge as exc:
+            exc.events = events
+            raise
         self._dispatch(events)
         return events
 
-    def _consume(self, text: str) -> list[SSEEvent]:
-        events: list[SSEEvent] = []
+    def _consume(self, text: str, events: list[SSEEvent]) -> None:
         if not text:
-            return events
+            return
         if not self._started:
             self._started = True
             if text[0] == "\ufeff":
@@ -112,7 +139,7 @@ class SSEParser:
                 self._parts.append(text)
                 self._parts_chars += len(text)
                 self._check()
-            return events
+            return
         if self._parts:
             self._parts.append(text)
             text = "".join(self._parts)
@@ -120,7 +147,7 @@ class SSEParser:
             self._parts_chars = 0
         if "\r" in text:
             self._lines(text, events)
-            return events
+            return
         # Only `\n` ends lines here (what every provider sends): whole events are cut at
         # blank lines, and the usual one-line `data: ...` event is taken without reading
         # it line by line. Anything else in a block goes through `_line` as before, so
@@ -137,7 +164,6 @@ class SSEParser:
             self._dispatch(events)
         if tail:
             self._lines(tail, events)
-        return events
 
     def _lines(self, text: str, events: list[SSEEvent]) -> None:
         """Every whole line of `text`, in order; an unfinished last line is kept."""

@@ -31,16 +31,16 @@ class StreamTranscoder:
         if self.done:
             return b""
         out: list[bytes] = []
+        # An oversized event ends the stream, but the whole events before it still go out.
+        events, too_large = self._parser.read(data, end_of_stream)
         try:
-            for event in self._parser.feed(data):
+            for event in events:
                 self._emit(self._translator.on_event(event), out)
                 if self.done:
                     return b"".join(out)
+            if too_large is not None:
+                raise too_large
             if end_of_stream:
-                for event in self._parser.close():
-                    self._emit(self._translator.on_event(event), out)
-                    if self.done:
-                        return b"".join(out)
                 self._emit(self._translator.on_end(), out)
                 if not self.done:
                     out.append(DONE)

@@ -89,6 +89,60 @@ def test_a_translated_stream_ends_with_an_error_when_an_event_never_ends():
     assert orjson.loads(events[-2].removeprefix(b"data: "))["error"]["code"] == "upstream_invalid_stream"
 
 
+# An oversized event in the same chunk as whole events: those still reach the client.
+OVERSIZED_TAIL = b"data: " + b"x" * (MAX_EVENT_CHARS + 16)
+
+
+def test_the_parser_keeps_the_whole_events_before_an_oversized_one():
+    parser = SSEParser()
+    with pytest.raises(EventTooLarge) as raised:
+        parser.feed(b"data: one\n\ndata: two\n\n" + OVERSIZED_TAIL)
+    assert [ev.data for ev in raised.value.events] == ["one", "two"]
+    events, error = SSEParser().read(b"data: one\r\n\r\n" + OVERSIZED_TAIL, True)
+    assert [ev.data for ev in events] == ["one"] and isinstance(error, EventTooLarge)
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+async def test_text_before_an_oversized_event_in_the_same_chunk_is_delivered(guarded):
+    guards = None
+    if guarded:
+        from extproc.guards.config import ResponseGuardConfig
+        from extproc.guards.pipeline import ResponseGuards
+
+        guards = ResponseGuards(
+            ResponseGuardConfig.model_validate({"regex": {"action": "MASK", "builtins": ["EMAIL"]}}), "r"
+        )
+    rs = response_stream("r", guards, False, {})
+    first = b'data: {"choices":[{"index":0,"delta":{"content":"Hello, mail a@b.io"}}]}\n\n'
+    out = await rs.feed(first + OVERSIZED_TAIL, False)
+    events = [e for e in out.split(b"\n\n") if e]
+    text = "".join(
+        orjson.loads(e.removeprefix(b"data: "))["choices"][0]["delta"].get("content", "")
+        for e in events[:-2]
+    )
+    assert text == ("Hello, mail <EMAIL>" if guarded else "Hello, mail a@b.io")
+    assert orjson.loads(events[-2].removeprefix(b"data: "))["error"]["code"] == "upstream_invalid_stream"
+    assert events[-1] == b"data: [DONE]" and rs.terminated
+    assert await rs.feed(b"data: more\n\n", True) == b""
+
+
+def test_a_translated_stream_delivers_the_text_before_an_oversized_event():
+    tc = StreamTranscoder(make_provider({"name": "a", "provider": "anthropic"}).stream_translator("m"))
+    head = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"m1","model":"m",'
+        b'"usage":{"input_tokens":3,"output_tokens":0}}}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"text","text":""}}\n\n'
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"Hello"}}\n\n'
+    )
+    out = tc.feed(head + OVERSIZED_TAIL, False)
+    events = [orjson.loads(e.removeprefix(b"data: ")) for e in out.split(b"\n\n") if e and e != b"data: [DONE]"]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in events if c.get("choices")) == "Hello"
+    assert events[-1]["error"]["code"] == "upstream_invalid_stream"
+    assert out.endswith(b"data: [DONE]\n\n") and tc.done
+
+
 # ---- Retry-After ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "value", ["Mon, 01 Jan 99999999999 00:00:00 GMT", "01 Jan 1000000000000000000000 00:00:00 GMT"]
