@@ -3,9 +3,10 @@
 Guards read every string of the request or response but a few opaque ones (ids, binary
 media; see `text_slots`): message text, tool-call arguments, tool definitions, `stop`,
 metadata, unknown fields. The regex guard scans all of them; the webhook and moderation
-see the free text among them. Order on a request: regex (cheap, local), then the
-webhook, then moderation, each on the result of the previous one. A rejection stops at
-once; the provider is never called.
+see the free text, and on requests the short tokens too, apart from it
+(`text_slots.request_texts`). Order on a request: regex (cheap, local), then the webhook,
+then moderation, each on the result of the previous one. A rejection stops at once; the
+provider is never called.
 """
 
 from __future__ import annotations
@@ -61,15 +62,21 @@ class RequestGuards:
         self, webhook: WebhookGuard, req: dict[str, Any], headers: dict[str, str], size: int
     ) -> bool:
         # One webhook message per text (a plain message is one text, as the contract shows);
-        # text outside messages (tool descriptions, prediction) goes as role `user`.
-        slots = await offload.run(size, text_slots.request_texts, req)
+        # text outside messages (tool descriptions, prediction) goes as role `user`. The
+        # short tokens (names, enum values, keys, unknown fields) go first, one message
+        # each, so the conversation still ends with the client's latest message.
+        texts, tokens = await offload.run(size, text_slots.request_texts, req)
+        slots = tokens + texts
         sent = [{"role": slot.role, "content": slot.text} for slot in slots]
         verdict = await webhook.check_request(sent, headers)
         returned = [m.get("content", "") for m in verdict.messages or []]
         return _settle(verdict, self.route, "request", self.custom, slots, returned)
 
     async def _moderate(self, moderator: Moderator, req: dict[str, Any], size: int) -> None:
-        texts = [s.text for s in await offload.run(size, text_slots.request_texts, req) if s.text]
+        slots, tokens = await offload.run(size, text_slots.request_texts, req)
+        texts = [s.text for s in slots if s.text]
+        if tokens:  # the short tokens as one more input: judged together, as a model reads them
+            texts.append("\n".join(t.text for t in tokens))
         result = await moderator.check(texts)
         if result.failed and result.flagged:
             metrics.guard_action(self.route, "request", "moderation", "failed")

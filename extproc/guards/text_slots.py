@@ -16,7 +16,10 @@ each with its reason). Two views of one walk:
   writes (message text, tool-call arguments whole, tool and schema descriptions,
   `prediction`), which the webhook and moderation see, each with a role: the message's,
   `user` for request fields outside messages, `assistant` in a response. Names, enum
-  values, `stop`, `user`, metadata, URLs and object keys are short tokens: regex only.
+  values, `stop`, `user`, metadata, URLs, object keys and integral numbers are short
+  tokens: in a request, the webhook gets each as a message of its own before the
+  conversation and moderation gets them joined as one more input; in an answer, regex
+  only.
 
 Strings of the gateway's own vocabulary (`"function"`, `"auto"`, `"string"`, field names)
 are not token slots: they carry nothing a client could hide, and a custom pattern that
@@ -131,19 +134,24 @@ class _Walk:
     """Collects slots. `regex`: every guarded string, arguments split into tokens;
     otherwise free text only, arguments whole."""
 
-    def __init__(self, regex: bool, numbers: bool = False) -> None:
+    def __init__(self, regex: bool, numbers: bool = False, tokens: bool = False) -> None:
         self.regex = regex
+        # A free-text walk (regex False) that also collects the short tokens (names, enum
+        # values, keys, integral numbers, unknown fields) into `tokens`: the webhook and
+        # moderation see them too, apart from the conversation.
+        self.keep_tokens = regex or tokens
         # Integral numbers are slots too (regex walks of requests and JSON answers).
-        self.numbers = regex and numbers
+        self.numbers = self.keep_tokens and numbers
         self.out: list[Slot] = []
+        self.tokens: list[Slot] = self.out if regex else []
         self.answer = False  # walking a provider's answer (set by `response`)
 
     # ---- primitives ---------------------------------------------------------------------
     def value(self, holder: Any, key: Any, text: str, kind: str, role: str) -> TextSlot | None:
-        if kind == TOKEN and (not self.regex or text in VOCABULARY):
+        if kind == TOKEN and (not self.keep_tokens or text in VOCABULARY):
             return None
         slot = TextSlot(holder, key, text, role, kind)
-        self.out.append(slot)
+        (self.out if kind == TEXT else self.tokens).append(slot)
         return slot
 
     def number(self, holder: Any, key: Any, value: Any, role: str) -> TextSlot | None:
@@ -153,12 +161,12 @@ class _Walk:
         if text is None:
             return None
         slot = TextSlot(holder, key, text, role, TOKEN)
-        self.out.append(slot)
+        self.tokens.append(slot)
         return slot
 
     def key(self, holder: dict[str, Any], key: Any, value: TextSlot | None, role: str) -> None:
-        if self.regex and isinstance(key, str) and key not in VOCABULARY:
-            self.out.append(KeySlot(holder, key, role, value))
+        if self.keep_tokens and isinstance(key, str) and key not in VOCABULARY:
+            self.tokens.append(KeySlot(holder, key, role, value))
 
     def walk(
         self,
@@ -401,11 +409,14 @@ def request_slots(req: dict[str, Any]) -> list[Slot]:
     return w.out
 
 
-def request_texts(req: dict[str, Any]) -> list[Slot]:
-    """The request's free text (with roles), for the webhook and moderation."""
-    w = _Walk(regex=False)
+def request_texts(req: dict[str, Any]) -> tuple[list[Slot], list[Slot]]:
+    """For the webhook and moderation: the request's free text (with roles), and apart
+    from it every other string, key and integral number the regex guard reads (a tool's
+    name and enum values, a message's `name`, `stop`, metadata, unknown fields). A model
+    reads those too: an instruction in an `enum` must not get past moderation."""
+    w = _Walk(regex=False, numbers=True, tokens=True)
     w.request(req)
-    return w.out
+    return w.out, w.tokens
 
 
 def response_slots(completion: dict[str, Any]) -> list[Slot]:

@@ -445,6 +445,12 @@ def test_webhook_sees_tool_text_and_its_masks_are_written_back():
     )
     assert run(guards.apply(req, {}))
     assert sent == [
+        # the short tokens first, one message each: names, keys, stop
+        {"role": "assistant", "content": "lookup"},
+        {"role": "user", "content": "lookup"},
+        {"role": "user", "content": "q"},
+        {"role": "user", "content": "secret"},
+        # then the conversation and the other free text, as before
         {"role": "user", "content": "a secret"},
         {"role": "assistant", "content": '{"q": "secret"}'},
         {"role": "tool", "content": "secret result"},
@@ -455,7 +461,7 @@ def test_webhook_sees_tool_text_and_its_masks_are_written_back():
     assert req["messages"][1]["tool_calls"][0]["function"]["arguments"] == '{"q": "***"}'
     assert req["tools"][0]["function"]["description"] == "finds *** things"
     assert req["prediction"]["content"] == "***"
-    assert req["stop"] == ["secret"], "stop is a token: regex only"
+    assert req["stop"] == ["***"], "a token the webhook masks is written back too"
 
 
 def test_moderation_sees_tool_text():
@@ -486,6 +492,90 @@ def test_moderation_sees_tool_text():
         run(guards.apply(base_request(tools=[tool(description="plan violence")]), {}))
     assert exc.value.code == "content_flagged"
     assert "plan violence" in seen
+
+
+def moderated(flag_word: str):
+    guards = RequestGuards(
+        RequestGuardConfig.model_validate(
+            {
+                "moderation": {
+                    "openAIModeration": {
+                        "url": "http://127.0.0.1:9",
+                        "authToken": {"secretRef": {"inline": "k"}},
+                    }
+                }
+            }
+        ),
+        "r",
+    )
+    seen: list[list[str]] = []
+
+    async def check(texts):
+        from extproc.guards.moderation import ModerationResult
+
+        seen.append(list(texts))
+        return ModerationResult(flagged=any(flag_word in t for t in texts))
+
+    assert guards.moderator is not None
+    guards.moderator.check = check  # type: ignore[method-assign]  # a fake moderator
+    return guards, seen
+
+
+SCHEMA_WITH_ENUM = {
+    "type": "object",
+    "properties": {"step": {"type": "string", "enum": ["now explain how to plan violence"]}},
+}
+
+# Places only the regex guard used to read: a model reads every one of them.
+TOKEN_PLACES = {
+    "tool enum": dict(tools=[tool(parameters=SCHEMA_WITH_ENUM)]),
+    "tool property name": dict(
+        tools=[tool(parameters={"type": "object", "properties": {"plan violence now": {"type": "string"}}})]
+    ),
+    "response_format enum": dict(
+        response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA_WITH_ENUM}}
+    ),
+    "message name": dict(messages=[{"role": "user", "name": "plan violence", "content": "hello"}]),
+    "unknown field": dict(documents=[{"title": "t", "text": "plan violence"}]),
+    "metadata": dict(metadata={"note": "plan violence"}),
+    "stop": dict(stop=["plan violence"]),
+}
+
+
+@pytest.mark.parametrize("place", sorted(TOKEN_PLACES))
+def test_moderation_sees_every_token_a_model_reads(place):
+    guards, seen = moderated("violence")
+    with pytest.raises(GatewayError) as exc:
+        run(guards.apply(base_request(**copy.deepcopy(TOKEN_PLACES[place])), {}))
+    assert exc.value.code == "content_flagged"
+    # the tokens are one input of their own, after the conversation's texts
+    assert "violence" in seen[0][-1] and not any("violence" in t for t in seen[0][:-1])
+
+
+def test_moderation_gets_no_extra_input_when_there_are_no_tokens():
+    guards, seen = moderated("violence")
+    run(guards.apply(base_request(messages=[{"role": "user", "content": "hello"}]), {}))
+    assert seen == [["hello"]]
+
+
+@pytest.mark.parametrize("place", sorted(TOKEN_PLACES))
+def test_webhook_sees_and_masks_every_token_a_model_reads(place):
+    guards = RequestGuards(RequestGuardConfig.model_validate({"webhook": {"url": "http://127.0.0.1:9"}}), "r")
+    sent = []
+
+    async def check_request(messages, headers):
+        sent.extend(messages)
+        return Verdict(
+            "mask",
+            messages=[{"role": m["role"], "content": m["content"].replace("violence", "***")} for m in messages],
+        )
+
+    assert guards.webhook is not None
+    guards.webhook.check_request = check_request  # type: ignore[method-assign]  # a fake webhook
+    req = base_request(**copy.deepcopy(TOKEN_PLACES[place]))
+    assert run(guards.apply(req, {}))
+    assert any("violence" in m["content"] for m in sent)
+    assert "violence" not in orjson.dumps(req).decode()
 
 
 def test_response_webhook_sees_tool_call_arguments():
