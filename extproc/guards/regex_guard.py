@@ -247,10 +247,15 @@ class TextScanner:
         parts: list[str] = []
         pos = 0
         for f in findings:
-            parts += (text[pos : f.start], "<", f.entity, ">")
+            parts += (text[pos : f.start], mask_label(f.entity))
             pos = f.end
         parts.append(text[pos:])
         return "".join(parts), findings
+
+
+def mask_label(entity: str) -> str:
+    """What a finding is replaced by: `<EMAIL>`, `<CC>`."""
+    return f"<{entity}>"
 
 
 def _resolve(candidates: list[tuple[Finding, int]]) -> list[Finding]:

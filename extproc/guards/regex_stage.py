@@ -14,9 +14,9 @@ from .. import metrics, offload
 from ..errors import GatewayError
 from . import normalize, scan_pool, scan_probe
 from .config import CustomResponse, ScanBudget
-from .regex_guard import Finding, PatternTimeout, TextScanner
+from .regex_guard import Finding, PatternTimeout, TextScanner, mask_label
 from .scan_jobs import JobResult
-from .slot_writers import Slot
+from .slot_writers import JoinedTextSlot, Slot
 
 log = logging.getLogger("aigw.guards")
 
@@ -139,7 +139,11 @@ class RegexStage:
             if findings:
                 for f in findings:
                     metrics.guard_action(self.route, self.direction, "regex", "masked", f.entity)
-                slots[i].set(masked)
+                slot = slots[i]
+                if isinstance(slot, JoinedTextSlot):  # each label into the part it starts in
+                    slot.set_found([(f.start, f.end, mask_label(f.entity)) for f in findings])
+                else:
+                    slot.set(masked)
                 changed = True
         return changed
 

@@ -84,3 +84,61 @@ class RawArgumentsSlot(TextSlot):
         stripped = self.text.lstrip()
         self.holder[self.key] = quote_labels(text) if stripped[:1] in ("{", "[") else text
         self.text = text
+
+
+class JoinedTextSlot:
+    """A message's text parts, read as the one text a model reads: joined with nothing
+    between, so a value split across parts (`"card 4111 1111"`, `" 1111 1111"`) is found
+    whole. The parts stay as they are; a mask goes back into them (`set_found`: each
+    finding's label in the part where it starts, the rest of its span cut from the parts
+    it covers), so a part's other keys (`cache_control`) keep their place."""
+
+    __slots__ = ("kind", "pieces", "role", "text")
+
+    def __init__(self, pieces: list[tuple[dict[str, Any], str]], role: str) -> None:
+        self.pieces = pieces  # (part, its text key: "text" or "refusal"), in order
+        self.text = "".join(part[key] for part, key in pieces)
+        self.role, self.kind = role, TEXT
+
+    def set_found(self, spans: list[tuple[int, int, str]]) -> None:
+        """Replace each (start, end) of the joined text by its label; spans in order, not
+        overlapping (a scanner's findings)."""
+        texts = [part[key] for part, key in self.pieces]
+        for start, end, label in reversed(spans):  # later spans first: offsets stay valid
+            _splice(texts, start, end, label)
+        for (part, key), text in zip(self.pieces, texts, strict=True):
+            part[key] = text
+        self.text = "".join(texts)
+
+    def set(self, text: str) -> None:
+        """A new joined text (a webhook's mask): the span between the first and the last
+        character that changed is written as one splice."""
+        old = self.text
+        if text == old:
+            return
+        limit = min(len(old), len(text))
+        prefix = 0
+        while prefix < limit and old[prefix] == text[prefix]:
+            prefix += 1
+        suffix = 0
+        while suffix < limit - prefix and old[-1 - suffix] == text[-1 - suffix]:
+            suffix += 1
+        self.set_found([(prefix, len(old) - suffix, text[prefix : len(text) - suffix])])
+
+
+def _splice(texts: list[str], start: int, end: int, replacement: str) -> None:
+    """`"".join(texts)[start:end] = replacement`, in place: the replacement goes into the
+    piece where `start` falls, and what the span covers of later pieces is cut from them."""
+    offset = 0
+    placed = False
+    for i, text in enumerate(texts):
+        lo, hi = offset, offset + len(text)
+        offset = hi
+        if not placed and (start < hi or (start == hi and i == len(texts) - 1)):
+            cut_end = min(end, hi) - lo
+            texts[i] = text[: start - lo] + replacement + text[cut_end:]
+            placed = True
+        elif placed and lo < end:
+            texts[i] = text[min(end, hi) - lo :]
+        if offset >= end and placed:
+            return

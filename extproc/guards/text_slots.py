@@ -33,15 +33,26 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
-
 from ..errors import GatewayError, unguardable_response
+from .api_vocabulary import VOCABULARY
 from .json_text import JsonArguments, is_json, number_text
-from .slot_writers import TEXT, TOKEN, KeySlot, RawArgumentsSlot, Slot, TextSlot, TokenSlot
+from .slot_writers import (
+    TEXT,
+    TOKEN,
+    JoinedTextSlot,
+    KeySlot,
+    RawArgumentsSlot,
+    Slot,
+    TextSlot,
+    TokenSlot,
+)
 from .text_documents import EncodedTextSlot, text_document
+from .tool_results import tool_result_as_sent
 
 # Message fields that hold text a provider reads or a client sees, besides `content`.
 TEXT_FIELDS = ("refusal", "reasoning_content", "reasoning")
+# A content part's text, under either key (`refusal`: an assistant's earlier refusal).
+_PART_TEXT_KEYS = ("text", "refusal")
 # Under these keys, a string in a tool, function or response_format definition is prose.
 _SCHEMA_TEXT_KEYS = frozenset({"description", "title"})
 
@@ -94,31 +105,6 @@ _REQUEST_NUMBERS = frozenset(
 _BASE64 = re.compile(r"[A-Za-z0-9+/=_\-\r\n]+")
 _DATA_BASE64 = re.compile(r"data:[^,]{0,200};base64,[A-Za-z0-9+/=_\-\r\n]*", re.S)
 _MIN_BINARY = 64  # shorter "base64" is cheap to scan and could be a bare card number
-
-# OpenAI chat-completions field names and enum values, JSON Schema keywords.
-VOCABULARY = frozenset(
-    """
-system developer user assistant tool function role content name refusal reasoning
-reasoning_content tool_calls tool_call_id function_call arguments audio id type text
-image_url url detail input_audio data format file file_data file_id filename
-messages model tools functions tool_choice parallel_tool_calls stop stream stream_options
-include_usage temperature top_p n max_tokens max_completion_tokens presence_penalty
-frequency_penalty logit_bias logprobs top_logprobs user metadata store prediction
-response_format seed service_tier modalities reasoning_effort verbosity web_search_options
-safety_identifier prompt_cache_key json_schema json_object schema strict description title
-parameters properties required items enum const default examples anyOf oneOf allOf not
-additionalProperties patternProperties $ref $defs definitions minimum maximum
-exclusiveMinimum exclusiveMaximum minLength maxLength minItems maxItems uniqueItems
-pattern nullable object string number integer boolean array null auto none low high
-medium minimal flex priority scale wav mp3 flac opus pcm16 aac alloy stop length
-content_filter chat.completion chat.completion.chunk choices message delta index
-finish_reason usage created system_fingerprint annotations url_citation transcript
-expires_at custom grammar thinking_blocks thinking redacted_thinking signature
-prompt_tokens completion_tokens total_tokens prompt_tokens_details completion_tokens_details
-cached_tokens reasoning_tokens audio_tokens accepted_prediction_tokens
-rejected_prediction_tokens start_index end_index
-""".split()
-)
 
 
 def binary_payload(value: Any) -> bool:
@@ -205,10 +191,11 @@ class _Walk:
         for k in list(m):
             v = m[k]
             if k == "content" and role in _RESULT_ROLES:
-                v = m[k] = _tool_result_as_sent(v)
+                v = m[k] = tool_result_as_sent(v)
             if k == "content" and isinstance(v, list):
+                joined = self.joined_text(v, role)
                 for i in range(len(v)):
-                    self.part(v, i, role)
+                    self.part(v, i, role, joined)
             elif k == "content" and v is not None and not isinstance(v, str):
                 self.walk(m, k, TEXT, role)
             elif k == "content" or (k in TEXT_FIELDS and isinstance(v, str)):
@@ -235,16 +222,34 @@ class _Walk:
             else:
                 self.walk(m, k, TOKEN, role)
 
-    def part(self, parts: list[Any], i: int, role: str) -> None:
+    def joined_text(self, parts: list[Any], role: str) -> bool:
+        """A message's text parts as one slot (JoinedTextSlot) when there are several: a
+        model reads them as one text, so a value split across them must be found whole.
+        True when it was added (the parts' texts are then not slots of their own)."""
+        pieces = [
+            (p, k)
+            for p in parts
+            if isinstance(p, dict)
+            for k in p
+            if k in _PART_TEXT_KEYS and isinstance(p[k], str)
+        ]
+        if len(pieces) < 2:
+            return False
+        self.out.append(JoinedTextSlot(pieces, role))
+        return True
+
+    def part(self, parts: list[Any], i: int, role: str, text_read: bool = False) -> None:
+        """One content part; `text_read`: its text is in the message's joined slot."""
         part = parts[i]
         if not isinstance(part, dict):
             self.walk(parts, i, TEXT, role)
             return
         for k in list(part):
             v = part[k]
-            if k in ("text", "refusal") and isinstance(v, str):
-                self.value(part, k, v, TEXT, role)
-            elif k == "type":
+            if k in _PART_TEXT_KEYS and isinstance(v, str):
+                if not text_read:
+                    self.value(part, k, v, TEXT, role)
+            elif k in ("type", "cache_control"):  # the API's own tokens
                 self.walk(part, k, TOKEN, role)
             elif k == "image_url" and isinstance(v, dict):
                 self.media(v, role, set(), {"url"})
@@ -360,46 +365,6 @@ class _Walk:
                 self.message(choice[k], "assistant")
             else:
                 self.walk(choice, k, TOKEN, "assistant")
-
-
-def _tool_result_as_sent(content: Any) -> Any:
-    """A tool's result as the translators send it, so the guards read that: its text parts
-    joined (Anthropic and Gemini join them), and a JSON result without the `\\u` escapes
-    Gemini decodes (`jane.doe\\u0040example.com` is an email to the model). Read whole, a
-    value keeps its context (`"ssn": "…"`) for custom patterns."""
-    if isinstance(content, list):
-        content = _text_parts_joined(content)
-        texts = [p for p in content if _is_text_part(p)]
-        if len(texts) == 1:
-            texts[0]["text"] = _unescaped_json(texts[0]["text"])
-        return content
-    return _unescaped_json(content) if isinstance(content, str) else content
-
-
-def _unescaped_json(text: str) -> str:
-    """JSON text with its `\\u` escapes written out (the same JSON); other text as it is."""
-    if "\\u" not in text:
-        return text
-    try:
-        return orjson.dumps(orjson.loads(text)).decode()
-    except (orjson.JSONDecodeError, TypeError):  # not JSON, or beyond what orjson reads
-        return text
-
-
-def _is_text_part(part: Any) -> bool:
-    return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-
-
-def _text_parts_joined(parts: list[Any]) -> list[Any]:
-    """A tool result's text parts as one text, in the first one's place (its other keys,
-    `cache_control`, kept): what Anthropic and Gemini send (text_of), so a value split
-    across parts is read whole. Other parts are kept, in order."""
-    is_text = [_is_text_part(p) for p in parts]
-    if sum(is_text) < 2:
-        return parts
-    first = is_text.index(True)
-    joined = {**parts[first], "text": "".join(p["text"] for p, t in zip(parts, is_text, strict=True) if t)}
-    return [joined if i == first else p for i, p in enumerate(parts) if i == first or not is_text[i]]
 
 
 def request_slots(req: dict[str, Any]) -> list[Slot]:

@@ -179,6 +179,32 @@ def test_request_text_outside_messages_never_reaches_the_provider(stack):
     assert body["tools"][0]["function"]["parameters"]["properties"]["card"]["enum"] == ["<CREDIT_CARD>"]
 
 
+def test_a_card_split_across_text_parts_is_masked_in_the_parts_or_refused(stack):
+    """Each part used to be scanned alone, so `"card 4111 1111"` + `" 1111 1111"` passed
+    even a REJECT route, and the model read the card whole."""
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "charge card 4111 1111"},
+                {"type": "text", "text": " 1111 1111 please"},
+            ],
+        }
+    ]
+    r = post(stack, "in", messages=messages, tools=None)
+    assert r.status_code == 200, r.text
+    sent = stack.mocks["in"].requests[-1]["body"]["messages"][0]["content"]
+    assert sent == [
+        {"type": "text", "text": "charge card <CREDIT_CARD>"},
+        {"type": "text", "text": " please"},
+    ]
+
+    seen = len(stack.mocks["in-gemini-reject"].requests)
+    r = post(stack, "in-gemini-reject", messages=messages, tools=None)
+    assert r.status_code == 403, r.text
+    assert len(stack.mocks["in-gemini-reject"].requests) == seen  # never sent
+
+
 def test_a_text_file_reaches_gemini_masked_or_not_at_all(stack):
     """Gemini reads a `text/plain` file part inline: it used to pass every guard as binary
     media. Now it is read decoded, masked and encoded back, or refused."""

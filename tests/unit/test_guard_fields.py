@@ -7,6 +7,7 @@ import base64
 import copy
 import itertools
 import json
+from typing import Any
 
 import orjson
 import pytest
@@ -527,7 +528,7 @@ SCHEMA_WITH_ENUM = {
 }
 
 # Places only the regex guard used to read: a model reads every one of them.
-TOKEN_PLACES = {
+TOKEN_PLACES: dict[str, dict[str, Any]] = {
     "tool enum": dict(tools=[tool(parameters=SCHEMA_WITH_ENUM)]),
     "tool property name": dict(
         tools=[tool(parameters={"type": "object", "properties": {"plan violence now": {"type": "string"}}})]
@@ -567,7 +568,9 @@ def test_webhook_sees_and_masks_every_token_a_model_reads(place):
         sent.extend(messages)
         return Verdict(
             "mask",
-            messages=[{"role": m["role"], "content": m["content"].replace("violence", "***")} for m in messages],
+            messages=[
+                {"role": m["role"], "content": m["content"].replace("violence", "***")} for m in messages
+            ],
         )
 
     assert guards.webhook is not None

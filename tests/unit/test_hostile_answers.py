@@ -117,8 +117,7 @@ async def test_text_before_an_oversized_event_in_the_same_chunk_is_delivered(gua
     out = await rs.feed(first + OVERSIZED_TAIL, False)
     events = [e for e in out.split(b"\n\n") if e]
     text = "".join(
-        orjson.loads(e.removeprefix(b"data: "))["choices"][0]["delta"].get("content", "")
-        for e in events[:-2]
+        orjson.loads(e.removeprefix(b"data: "))["choices"][0]["delta"].get("content", "") for e in events[:-2]
     )
     assert text == ("Hello, mail <EMAIL>" if guarded else "Hello, mail a@b.io")
     assert orjson.loads(events[-2].removeprefix(b"data: "))["error"]["code"] == "upstream_invalid_stream"
@@ -137,8 +136,12 @@ def test_a_translated_stream_delivers_the_text_before_an_oversized_event():
         b'"delta":{"type":"text_delta","text":"Hello"}}\n\n'
     )
     out = tc.feed(head + OVERSIZED_TAIL, False)
-    events = [orjson.loads(e.removeprefix(b"data: ")) for e in out.split(b"\n\n") if e and e != b"data: [DONE]"]
-    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in events if c.get("choices")) == "Hello"
+    events = [
+        orjson.loads(e.removeprefix(b"data: ")) for e in out.split(b"\n\n") if e and e != b"data: [DONE]"
+    ]
+    assert (
+        "".join(c["choices"][0]["delta"].get("content") or "" for c in events if c.get("choices")) == "Hello"
+    )
     assert events[-1]["error"]["code"] == "upstream_invalid_stream"
     assert out.endswith(b"data: [DONE]\n\n") and tc.done
 
