@@ -48,6 +48,7 @@ class ResponseStream(ABC):
         self.text_parts: list[str] = []  # what the client got, for an estimate if cut short
         self.text_kept = 0
         self.terminated = False
+        self.done_sent = False  # the provider's [DONE] went out to the client
         self.events = 0
 
     # ---- bytes in, bytes out ------------------------------------------------------------
@@ -66,9 +67,10 @@ class ResponseStream(ABC):
                 if self.terminated:
                     break
             if too_large is not None and not self.terminated:
-                await self._flush_all(out)  # the stream ends here: release what passed
                 log.warning("provider stream event too large", extra={"fields": {"route": self.route}})
-                self._terminate(GatewayError(502, str(too_large), code="upstream_invalid_stream"), out)
+                if not self.done_sent:  # (after [DONE], the client's stream is complete)
+                    await self._flush_all(out)  # the stream ends here: release what passed
+                    self._terminate(GatewayError(502, str(too_large), code="upstream_invalid_stream"), out)
             elif end_of_stream and not self.terminated:
                 if self.events == 0 and data and self.guarded:
                     raise Unguardable("the response is not an event stream")
@@ -125,6 +127,7 @@ class ResponseStream(ABC):
         if ev.data == "[DONE]":
             await self._flush_all(out)
             out.append(DONE)
+            self.done_sent = True
             return
         try:
             chunk = orjson.loads(ev.data)

@@ -63,20 +63,19 @@ class RequestGuards:
     ) -> bool:
         # One webhook message per text (a plain message is one text, as the contract shows);
         # text outside messages (tool descriptions, prediction) goes as role `user`. The
-        # short tokens (names, enum values, keys, unknown fields) go first, one message
-        # each, so the conversation still ends with the client's latest message.
-        texts, tokens = await offload.run(size, text_slots.request_texts, req)
-        slots = tokens + texts
+        # short tokens (names, enum values, keys, unknown fields) go first, one per line of
+        # one `user` message, so the conversation still ends with the client's latest one.
+        found = await offload.run(size, text_slots.request_texts, req)
+        slots = _token_lines(found.tokens) + found.texts
         sent = [{"role": slot.role, "content": slot.text} for slot in slots]
         verdict = await webhook.check_request(sent, headers)
         returned = [m.get("content", "") for m in verdict.messages or []]
         return _settle(verdict, self.route, "request", self.custom, slots, returned)
 
     async def _moderate(self, moderator: Moderator, req: dict[str, Any], size: int) -> None:
-        slots, tokens = await offload.run(size, text_slots.request_texts, req)
-        texts = [s.text for s in slots if s.text]
-        if tokens:  # the short tokens as one more input: judged together, as a model reads them
-            texts.append("\n".join(t.text for t in tokens))
+        found = await offload.run(size, text_slots.request_texts, req)
+        texts = [s.text for s in found.texts if s.text] + found.joined
+        texts += _token_inputs([t.text for t in found.tokens])
         result = await moderator.check(texts)
         if result.failed and result.flagged:
             metrics.guard_action(self.route, "request", "moderation", "failed")
@@ -89,6 +88,56 @@ class RequestGuards:
             for category in result.categories or ["flagged"]:
                 metrics.guard_action(self.route, "request", "moderation", "rejected", category)
             raise rejected(self.custom, "content_flagged")
+
+
+class _TokenLines:
+    """Short tokens as the lines of one webhook message; a mask comes back line by line.
+    A webhook that returns another number of lines cannot be applied: the request is
+    refused as when the webhook fails (never passed on half-masked)."""
+
+    role = "user"
+    kind = "text"
+
+    def __init__(self, tokens: list[Slot]) -> None:
+        self.tokens = tokens
+        self.text = "\n".join(t.text for t in tokens)
+
+    def set(self, text: str) -> None:
+        lines = text.split("\n")
+        if len(lines) != len(self.tokens):
+            raise GatewayError(502, "the content guard is unavailable", code="webhook_unavailable")
+        for token, line in zip(self.tokens, lines, strict=True):
+            if line != token.text:
+                token.set(line)
+        self.text = text
+
+
+def _token_lines(tokens: list[Slot]) -> list[Slot]:
+    """Tokens for the webhook: one message of one token per line; a token with a line
+    break in it goes as a message of its own."""
+    single = [t for t in tokens if "\n" not in t.text and "\r" not in t.text]
+    own = [t for t in tokens if "\n" in t.text or "\r" in t.text]
+    return ([_TokenLines(single)] if single else []) + own
+
+
+# Moderation reads the tokens in inputs of about this many characters: one input of them
+# all would dilute one bad token among many and could pass a model's input limit.
+_TOKEN_INPUT_CHARS = 2000
+
+
+def _token_inputs(tokens: list[str]) -> list[str]:
+    inputs: list[str] = []
+    lines: list[str] = []
+    size = 0
+    for token in tokens:
+        if lines and size + len(token) > _TOKEN_INPUT_CHARS:
+            inputs.append("\n".join(lines))
+            lines, size = [], 0
+        lines.append(token)
+        size += len(token) + 1
+    if lines:
+        inputs.append("\n".join(lines))
+    return inputs
 
 
 class ResponseGuards:

@@ -258,6 +258,12 @@ def mask_label(entity: str) -> str:
     return f"<{entity}>"
 
 
+def merge_findings(findings: list[Finding]) -> list[Finding]:
+    """Findings from several scans of overlapping text, as one scan's: sorted, overlaps
+    merged (`_resolve`, every finding ranked alike)."""
+    return _resolve([(f, 0) for f in findings])
+
+
 def _resolve(candidates: list[tuple[Finding, int]]) -> list[Finding]:
     """Merge overlapping candidates into one finding each.
 

@@ -14,9 +14,9 @@ from .. import metrics, offload
 from ..errors import GatewayError
 from . import normalize, scan_pool, scan_probe
 from .config import CustomResponse, ScanBudget
-from .regex_guard import Finding, PatternTimeout, TextScanner, mask_label
+from .regex_guard import Finding, PatternTimeout, TextScanner
 from .scan_jobs import JobResult
-from .slot_writers import JoinedTextSlot, Slot
+from .slot_writers import MessageParts, PartSlot, SeamSlot, Slot
 
 log = logging.getLogger("aigw.guards")
 
@@ -96,6 +96,7 @@ class RegexStage:
                 f"holds {total} characters of text; this route's guards scan at most {self.budget.max_chars}"
             )
         results, pooled, spent = await offload.run(size, self._scan_small, slots)
+        _keep_relevant(slots, results)
         # A REJECT route rejects on inline findings without queueing for a worker.
         self._reject_any(results)
         spent = await self._probe([slots[i].text for i in pooled], spent)
@@ -106,6 +107,7 @@ class RegexStage:
                 i: (masked, [Finding(*f) for f in found])
                 for i, (masked, found) in zip(job, outcome.outputs, strict=False)
             }
+            _keep_relevant(slots, done)
             self._reject_any(done)
             results.update(done)
         # Masks are written back in slot order, once every text was scanned.
@@ -134,17 +136,21 @@ class RegexStage:
 
     def _write_back(self, slots: list[Slot], results: dict[int, tuple[str, list[Finding]]]) -> bool:
         changed = False
+        message_parts: dict[int, MessageParts] = {}
         for i in sorted(results):
             masked, findings = results[i]
             if findings:
                 for f in findings:
                     metrics.guard_action(self.route, self.direction, "regex", "masked", f.entity)
                 slot = slots[i]
-                if isinstance(slot, JoinedTextSlot):  # each label into the part it starts in
-                    slot.set_found([(f.start, f.end, mask_label(f.entity)) for f in findings])
+                if isinstance(slot, (PartSlot, SeamSlot)):  # written with its message's parts
+                    slot.set_found(findings)
+                    message_parts[id(slot.parts)] = slot.parts
                 else:
                     slot.set(masked)
                 changed = True
+        for parts in message_parts.values():
+            parts.flush()
         return changed
 
     def _reject_any(self, results: dict[int, tuple[str, list[Finding]]]) -> None:
@@ -239,6 +245,14 @@ class RegexStage:
         if self.direction == "request":
             return GatewayError(413, f"the request {what}", code="guard_budget_exceeded")
         return GatewayError(502, f"the provider's response {what}", code="guard_budget_exceeded")
+
+
+def _keep_relevant(slots: list[Slot], results: dict[int, tuple[str, list[Finding]]]) -> None:
+    """A seam between two text parts counts only its findings that cross the boundary."""
+    for i, (masked, findings) in results.items():
+        slot = slots[i]
+        if findings and isinstance(slot, SeamSlot):
+            results[i] = (masked, slot.keep(findings))
 
 
 def _jobs(indices: list[int], slots: list[Slot]) -> list[list[int]]:

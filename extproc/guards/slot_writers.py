@@ -4,16 +4,23 @@ A slot is one guarded string with its role and kind, and a `set` that puts a new
 masked one) in its place without breaking the document around it: an object key is renamed
 in place, a token of tool-call arguments is replaced inside its JSON
 (`json_text.JsonArguments`), and arguments that are not JSON are written back with any
-label that lands outside a JSON string quoted.
+label that lands outside a JSON string quoted. A message's text parts are scanned alone
+and across their boundaries, and masked in place (`MessageParts`).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Protocol
 
 from .json_text import JsonArguments, decode_escapes, quote_labels
+from .regex_guard import Finding, mask_label, merge_findings
 
 TEXT, TOKEN = "text", "token"
+# How far from a boundary between two text parts of a message a value split across them
+# is looked for (MessageParts): a split card, email or phone number is a few dozen
+# characters; a custom pattern's match longer than this on one side of a boundary is not.
+SEAM_WINDOW = 1024
 
 
 class Slot(Protocol):
@@ -86,59 +93,137 @@ class RawArgumentsSlot(TextSlot):
         self.text = text
 
 
-class JoinedTextSlot:
-    """A message's text parts, read as the one text a model reads: joined with nothing
-    between, so a value split across parts (`"card 4111 1111"`, `" 1111 1111"`) is found
-    whole. The parts stay as they are; a mask goes back into them (`set_found`: each
-    finding's label in the part where it starts, the rest of its span cut from the parts
-    it covers), so a part's other keys (`cache_control`) keep their place."""
+class MessageParts:
+    """A message's text parts, read as the one text a model reads: each part is scanned
+    alone (`next_piece`), and the text around each boundary between two parts is scanned
+    joined with nothing between (`seam_slots`), so a value split across parts
+    (`"card 4111 1111"`, `" 1111 1111"`) is found whole. Only a seam's findings that
+    cross a boundary count; the others are the parts' own. Masks go back into the parts
+    themselves (`flush`: each label in the part where its value starts, the rest of the
+    value cut from the parts after it), so every part keeps its place and its other keys;
+    a `cache_control` on a part left empty moves to the part before it."""
 
-    __slots__ = ("kind", "pieces", "role", "text")
+    __slots__ = ("_next", "found", "pieces", "role", "starts", "text")
 
     def __init__(self, pieces: list[tuple[dict[str, Any], str]], role: str) -> None:
-        self.pieces = pieces  # (part, its text key: "text" or "refusal"), in order
-        self.text = "".join(part[key] for part, key in pieces)
-        self.role, self.kind = role, TEXT
-
-    def set_found(self, spans: list[tuple[int, int, str]]) -> None:
-        """Replace each (start, end) of the joined text by its label; spans in order, not
-        overlapping (a scanner's findings)."""
-        texts = [part[key] for part, key in self.pieces]
-        for start, end, label in reversed(spans):  # later spans first: offsets stay valid
-            _splice(texts, start, end, label)
-        for (part, key), text in zip(self.pieces, texts, strict=True):
-            part[key] = text
+        self.pieces = pieces  # (part, its text key), in order
+        self.role = role
+        texts = [part[key] for part, key in pieces]
+        self.starts = list(itertools.accumulate((len(t) for t in texts[:-1]), initial=0))
         self.text = "".join(texts)
+        self.found: list[Finding] = []
+        self._next = 0
+
+    def next_piece(self) -> PartSlot:
+        """The slot of the next part's text (the walk meets the parts in order)."""
+        slot = PartSlot(self, self._next)
+        self._next += 1
+        return slot
+
+    def seam_slots(self, window: int = SEAM_WINDOW) -> list[SeamSlot]:
+        """The joined text within `window` characters of each boundary (overlapping
+        windows merged into one)."""
+        ranges: list[list[int]] = []
+        for b in self.starts[1:]:
+            lo, hi = max(0, b - window), min(len(self.text), b + window)
+            if ranges and lo <= ranges[-1][1]:
+                ranges[-1][1] = hi
+            else:
+                ranges.append([lo, hi])
+        return [SeamSlot(self, lo, hi) for lo, hi in ranges]
+
+    def add(self, findings: list[Finding], offset: int) -> None:
+        self.found.extend(Finding(f.entity, f.start + offset, f.end + offset, f.score) for f in findings)
+
+    def flush(self) -> None:
+        """Write every finding reported so far into the parts (overlaps merged)."""
+        if not self.found:
+            return
+        spans = [(f.start, f.end, mask_label(f.entity)) for f in merge_findings(self.found)]
+        self.found = []
+        old = [part[key] for part, key in self.pieces]
+        new = splice_spans(old, spans)
+        for i, ((part, key), text) in enumerate(zip(self.pieces, new, strict=True)):
+            part[key] = text
+            if old[i] and not text and "cache_control" in part:
+                _move_breakpoint(self.pieces, i)
+        self.text = "".join(new)
+
+
+class PartSlot:
+    """One text part of a message (MessageParts), scanned alone."""
+
+    __slots__ = ("index", "kind", "parts", "role", "text")
+
+    def __init__(self, parts: MessageParts, index: int) -> None:
+        part, key = parts.pieces[index]
+        self.parts, self.index, self.text, self.role, self.kind = parts, index, part[key], parts.role, TEXT
+
+    def set_found(self, findings: list[Finding]) -> None:
+        self.parts.add(findings, self.parts.starts[self.index])
 
     def set(self, text: str) -> None:
-        """A new joined text (a webhook's mask): the span between the first and the last
-        character that changed is written as one splice."""
-        old = self.text
-        if text == old:
-            return
-        limit = min(len(old), len(text))
-        prefix = 0
-        while prefix < limit and old[prefix] == text[prefix]:
-            prefix += 1
-        suffix = 0
-        while suffix < limit - prefix and old[-1 - suffix] == text[-1 - suffix]:
-            suffix += 1
-        self.set_found([(prefix, len(old) - suffix, text[prefix : len(text) - suffix])])
+        part, key = self.parts.pieces[self.index]
+        part[key] = self.text = text
 
 
-def _splice(texts: list[str], start: int, end: int, replacement: str) -> None:
-    """`"".join(texts)[start:end] = replacement`, in place: the replacement goes into the
-    piece where `start` falls, and what the span covers of later pieces is cut from them."""
+class SeamSlot:
+    """The joined text around one or more boundaries between a message's text parts."""
+
+    __slots__ = ("hi", "kind", "lo", "parts", "role", "text")
+
+    def __init__(self, parts: MessageParts, lo: int, hi: int) -> None:
+        self.parts, self.lo, self.hi = parts, lo, hi
+        self.text, self.role, self.kind = parts.text[lo:hi], parts.role, TEXT
+
+    def keep(self, findings: list[Finding]) -> list[Finding]:
+        """Only findings that cross a boundary: the others are a part's own (and one cut
+        by the window's edge could be a false positive)."""
+        bounds = [b - self.lo for b in self.parts.starts[1:] if self.lo < b < self.hi]
+        return [f for f in findings if any(f.start < b < f.end for b in bounds)]
+
+    def set_found(self, findings: list[Finding]) -> None:
+        self.parts.add(findings, self.lo)
+
+    def set(self, text: str) -> None:
+        raise AssertionError("a seam is written back through its MessageParts")  # pragma: no cover
+
+
+def splice_spans(texts: list[str], spans: list[tuple[int, int, str]]) -> list[str]:
+    """`texts` after replacing each (start, end) of their concatenation by its label, in
+    one pass: the label goes into the text where `start` falls (at a boundary, the next
+    non-empty one; at the very end, the last), and what the span covers of later texts is
+    cut from them. Spans sorted, not overlapping."""
+    out: list[str] = []
+    k = 0
+    cut_to = 0  # the concatenation is replaced up to here
     offset = 0
-    placed = False
+    last = len(texts) - 1
     for i, text in enumerate(texts):
         lo, hi = offset, offset + len(text)
         offset = hi
-        if not placed and (start < hi or (start == hi and i == len(texts) - 1)):
-            cut_end = min(end, hi) - lo
-            texts[i] = text[: start - lo] + replacement + text[cut_end:]
-            placed = True
-        elif placed and lo < end:
-            texts[i] = text[min(end, hi) - lo :]
-        if offset >= end and placed:
+        pos = max(lo, cut_to)
+        buf: list[str] = []
+        while k < len(spans) and (spans[k][0] < hi or i == last):
+            start, end, label = spans[k]
+            buf += (text[pos - lo : start - lo], label)
+            pos, cut_to = min(end, hi), end
+            k += 1
+            if end > hi:
+                break
+        if pos < hi:
+            buf.append(text[pos - lo :])
+        out.append("".join(buf))
+    return out
+
+
+def _move_breakpoint(pieces: list[tuple[dict[str, Any], str]], emptied: int) -> None:
+    """A prompt-caching breakpoint on a part a mask emptied (which Anthropic's translator
+    drops) moves to the nearest part before it that still has text, unless that one has
+    its own: the cached prefix is then shorter, but still a breakpoint."""
+    part = pieces[emptied][0]
+    for before, key in reversed(pieces[:emptied]):
+        if before is not part and before[key]:
+            if "cache_control" not in before:
+                before["cache_control"] = part["cache_control"]
             return

@@ -31,6 +31,7 @@ The slots themselves, and how each writes a masked text back, are in `slot_write
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GatewayError, unguardable_response
@@ -39,8 +40,8 @@ from .json_text import JsonArguments, is_json, number_text
 from .slot_writers import (
     TEXT,
     TOKEN,
-    JoinedTextSlot,
     KeySlot,
+    MessageParts,
     RawArgumentsSlot,
     Slot,
     TextSlot,
@@ -107,6 +108,17 @@ _DATA_BASE64 = re.compile(r"data:[^,]{0,200};base64,[A-Za-z0-9+/=_\-\r\n]*", re.
 _MIN_BINARY = 64  # shorter "base64" is cheap to scan and could be a bare card number
 
 
+def _text_key(part: Any) -> str | None:
+    """The key of a part's text as the translators read it (`text` of a text part,
+    `refusal` of a refusal part); a text or refusal key a part's type does not use is
+    scanned alone, never joined to its neighbours."""
+    if isinstance(part, dict):
+        kind = part.get("type")
+        if kind in _PART_TEXT_KEYS and isinstance(part.get(kind), str):
+            return str(kind)
+    return None
+
+
 def binary_payload(value: Any) -> bool:
     """A long base64 value (or base64 data URL): media bytes, not text."""
     return (
@@ -130,6 +142,7 @@ class _Walk:
         self.numbers = self.keep_tokens and numbers
         self.out: list[Slot] = []
         self.tokens: list[Slot] = self.out if regex else []
+        self.joined: list[str] = []  # free-text walks: multi-part messages' joined text
         self.answer = False  # walking a provider's answer (set by `response`)
 
     # ---- primitives ---------------------------------------------------------------------
@@ -193,9 +206,11 @@ class _Walk:
             if k == "content" and role in _RESULT_ROLES:
                 v = m[k] = tool_result_as_sent(v)
             if k == "content" and isinstance(v, list):
-                joined = self.joined_text(v, role)
+                parts = self.message_parts(v, role)
                 for i in range(len(v)):
-                    self.part(v, i, role, joined)
+                    self.part(v, i, role, parts)
+                if parts is not None:
+                    self.out.extend(parts.seam_slots())
             elif k == "content" and v is not None and not isinstance(v, str):
                 self.walk(m, k, TEXT, role)
             elif k == "content" or (k in TEXT_FIELDS and isinstance(v, str)):
@@ -222,24 +237,21 @@ class _Walk:
             else:
                 self.walk(m, k, TOKEN, role)
 
-    def joined_text(self, parts: list[Any], role: str) -> bool:
-        """A message's text parts as one slot (JoinedTextSlot) when there are several: a
-        model reads them as one text, so a value split across them must be found whole.
-        True when it was added (the parts' texts are then not slots of their own)."""
-        pieces = [
-            (p, k)
-            for p in parts
-            if isinstance(p, dict)
-            for k in p
-            if k in _PART_TEXT_KEYS and isinstance(p[k], str)
-        ]
+    def message_parts(self, content: list[Any], role: str) -> MessageParts | None:
+        """A message's text parts (two or more), read joined as a model reads them: for the
+        regex guard, a MessageParts that scans each part and the text around each boundary
+        between parts. Free-text walks keep one slot per part (the webhook's contract) and
+        note the joined text for moderation (`joined`)."""
+        pieces = [(p, key) for p in content if (key := _text_key(p)) is not None]
         if len(pieces) < 2:
-            return False
-        self.out.append(JoinedTextSlot(pieces, role))
-        return True
+            return None
+        if not self.regex:
+            self.joined.append("".join(p[key] for p, key in pieces))
+            return None
+        return MessageParts(pieces, role)
 
-    def part(self, parts: list[Any], i: int, role: str, text_read: bool = False) -> None:
-        """One content part; `text_read`: its text is in the message's joined slot."""
+    def part(self, parts: list[Any], i: int, role: str, joined: MessageParts | None = None) -> None:
+        """One content part; `joined`: its message's text parts, when read joined."""
         part = parts[i]
         if not isinstance(part, dict):
             self.walk(parts, i, TEXT, role)
@@ -247,7 +259,9 @@ class _Walk:
         for k in list(part):
             v = part[k]
             if k in _PART_TEXT_KEYS and isinstance(v, str):
-                if not text_read:
+                if joined is not None and k == _text_key(part):
+                    self.out.append(joined.next_piece())
+                else:
                     self.value(part, k, v, TEXT, role)
             elif k in ("type", "cache_control"):  # the API's own tokens
                 self.walk(part, k, TOKEN, role)
@@ -374,14 +388,23 @@ def request_slots(req: dict[str, Any]) -> list[Slot]:
     return w.out
 
 
-def request_texts(req: dict[str, Any]) -> tuple[list[Slot], list[Slot]]:
-    """For the webhook and moderation: the request's free text (with roles), and apart
-    from it every other string, key and integral number the regex guard reads (a tool's
-    name and enum values, a message's `name`, `stop`, metadata, unknown fields). A model
-    reads those too: an instruction in an `enum` must not get past moderation."""
+@dataclass(slots=True)
+class RequestTexts:
+    """What the webhook and moderation read of a request (`request_texts`)."""
+
+    texts: list[Slot]  # the free text, with roles: one slot per message text or part
+    tokens: list[Slot]  # every other string, key and integral number the regex guard reads
+    joined: list[str]  # each multi-part message's text parts joined, as a model reads them
+
+
+def request_texts(req: dict[str, Any]) -> RequestTexts:
+    """For the webhook and moderation: the request's free text, and apart from it the
+    short tokens (a tool's name and enum values, a message's `name`, `stop`, metadata,
+    unknown fields) and the joined text of messages in several parts. A model reads those
+    too: an instruction in an `enum`, or split across parts, must not get past moderation."""
     w = _Walk(regex=False, numbers=True, tokens=True)
     w.request(req)
-    return w.out, w.tokens
+    return RequestTexts(w.out, w.tokens, w.joined)
 
 
 def response_slots(completion: dict[str, Any]) -> list[Slot]:

@@ -446,11 +446,8 @@ def test_webhook_sees_tool_text_and_its_masks_are_written_back():
     )
     assert run(guards.apply(req, {}))
     assert sent == [
-        # the short tokens first, one message each: names, keys, stop
-        {"role": "assistant", "content": "lookup"},
-        {"role": "user", "content": "lookup"},
-        {"role": "user", "content": "q"},
-        {"role": "user", "content": "secret"},
+        # the short tokens first, one per line of one message: names, keys, stop
+        {"role": "user", "content": "lookup\nlookup\nq\nsecret"},
         # then the conversation and the other free text, as before
         {"role": "user", "content": "a secret"},
         {"role": "assistant", "content": '{"q": "secret"}'},
@@ -579,6 +576,46 @@ def test_webhook_sees_and_masks_every_token_a_model_reads(place):
     assert run(guards.apply(req, {}))
     assert any("violence" in m["content"] for m in sent)
     assert "violence" not in orjson.dumps(req).decode()
+
+
+def token_webhook(answer):
+    guards = RequestGuards(RequestGuardConfig.model_validate({"webhook": {"url": "http://127.0.0.1:9"}}), "r")
+    sent: list[dict] = []
+
+    async def check_request(messages, headers):
+        sent.extend(messages)
+        return Verdict("mask", messages=[{**m, "content": answer(m["content"])} for m in messages])
+
+    assert guards.webhook is not None
+    guards.webhook.check_request = check_request  # type: ignore[method-assign]  # a fake webhook
+    return guards, sent
+
+
+def test_a_token_with_a_line_break_is_a_webhook_message_of_its_own():
+    guards, sent = token_webhook(lambda text: text.replace("bad", "***"))
+    req = base_request(stop=["bad one", "bad\ntwo"], metadata={"k": "bad three"})
+    assert run(guards.apply(req, {}))
+    assert [m["content"] for m in sent[:2]] == ["bad one\nbad three\nk", "bad\ntwo"]
+    assert req["stop"] == ["*** one", "***\ntwo"] and req["metadata"] == {"k": "*** three"}
+
+
+def test_a_webhook_mask_that_changes_the_token_lines_refuses_the_request():
+    """Its lines can no longer be matched to the tokens: never passed on half-masked."""
+    guards, _ = token_webhook(lambda text: text.replace("\n", " "))
+    with pytest.raises(GatewayError) as raised:
+        run(guards.apply(base_request(stop=["a", "b"]), {}))
+    assert raised.value.status == 502 and raised.value.code == "webhook_unavailable"
+
+
+def test_moderation_reads_many_tokens_in_inputs_of_bounded_size():
+    guards, seen = moderated("violence")
+    enum = [f"harmless value number {i}" for i in range(300)] + ["plan violence"]
+    tools = [tool(parameters={"type": "object", "properties": {"p": {"type": "string", "enum": enum}}})]
+    with pytest.raises(GatewayError):
+        run(guards.apply(base_request(tools=tools), {}))
+    inputs = seen[0][2:]  # after "hello" and the tool's description
+    assert len(inputs) > 1 and all(len(t) <= 2100 for t in inputs)
+    assert "\n".join(inputs).split("\n")[-1] == "plan violence"
 
 
 def test_response_webhook_sees_tool_call_arguments():

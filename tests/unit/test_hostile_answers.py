@@ -125,6 +125,13 @@ async def test_text_before_an_oversized_event_in_the_same_chunk_is_delivered(gua
     assert await rs.feed(b"data: more\n\n", True) == b""
 
 
+async def test_an_oversized_event_after_done_adds_nothing_to_a_finished_stream():
+    rs = response_stream("r", None, False, {})
+    first = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\ndata: [DONE]\n\n'
+    out = await rs.feed(first + OVERSIZED_TAIL, False)
+    assert out == first  # one [DONE], no error after it
+
+
 def test_a_translated_stream_delivers_the_text_before_an_oversized_event():
     tc = StreamTranscoder(make_provider({"name": "a", "provider": "anthropic"}).stream_translator("m"))
     head = (
