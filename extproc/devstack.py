@@ -149,7 +149,9 @@ class Processor(ManagedProcess):
         log_path: Path,
         extra_args: list[str] | None = None,
         log_format: str = "json",
+        python: str | None = None,
     ) -> None:
+        """`python`: the interpreter to run it with (default: this one's)."""
         self.bootstrap = bootstrap
         self.sockets = socket_path if isinstance(socket_path, list) else [socket_path]
         self.socket_path = self.sockets[0]
@@ -157,7 +159,7 @@ class Processor(ManagedProcess):
         super().__init__(
             "processor",
             [
-                sys.executable,
+                python or sys.executable,
                 "-m",
                 "extproc",
                 "serve",

@@ -8,6 +8,7 @@ measured in alternating rounds, the order swapped every round, and the medians c
     scripts/bench_compare                     # this tree against HEAD
     scripts/bench_compare --ref main~3        # against another commit
     scripts/bench_compare --ref HEAD --env GRPC_EXPERIMENTS=    # a setting, same code
+    scripts/bench_compare --ref HEAD --python /tmp/venv313/bin/python   # another interpreter
 
 The baseline's processor runs from a git worktree of `--ref` (checked out in a temporary
 directory and removed afterwards); the candidate is this tree, with `--env` settings. The
@@ -62,9 +63,12 @@ def worktree(ref: str) -> Iterator[Path]:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], check=False)
 
 
-def start(tmp: Path, mock_port: int, name: str, code: Path, env: dict[str, str]) -> bench_stack.Gateway:
+def start(
+    tmp: Path, mock_port: int, name: str, code: Path, env: dict[str, str], python: str | None = None
+) -> bench_stack.Gateway:
     """A gateway whose processor runs the package in `code` (`python -m extproc` finds it
-    in its working directory first), with `env` on top of this process's environment."""
+    in its working directory first), with `env` on top of this process's environment,
+    under `python` (a virtualenv's interpreter; default: this one)."""
     saved_cwd, saved_env = os.getcwd(), dict(os.environ)
     os.chdir(code)
     for variable in GRPC_DEFAULTS:
@@ -74,7 +78,7 @@ def start(tmp: Path, mock_port: int, name: str, code: Path, env: dict[str, str])
             os.environ.pop(variable, None)
     os.environ.update(env)
     try:
-        return bench_stack.Gateway(tmp, mock_port, name)
+        return bench_stack.Gateway(tmp, mock_port, name, python=python)
     finally:
         os.chdir(saved_cwd)
         os.environ.clear()
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ref", default="HEAD", help="the baseline's git ref (default HEAD)")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the candidate only")
+    ap.add_argument("--python", help="the candidate's interpreter (another virtualenv's python)")
     ap.add_argument("--rounds", type=int, default=6, help="alternating rounds (default 6)")
     ap.add_argument("--duration", type=int, default=4, help="seconds per wrk run (default 4)")
     args = ap.parse_args(argv)
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         with worktree(args.ref) as ref_tree:
             sides = {
                 "baseline": start(tmp, mock_port, "baseline", ref_tree, {}),
-                "candidate": start(tmp, mock_port, "candidate", ROOT, env),
+                "candidate": start(tmp, mock_port, "candidate", ROOT, env, args.python),
             }
             try:
                 for gw in sides.values():  # warm-up: connections, first-call costs
@@ -149,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args: argparse.Namespace, env: dict[str, str], results: dict[str, dict[str, list[float]]]) -> None:
     settings = " ".join(f"{k}={v}" for k, v in env.items()) or "no settings"
+    if args.python:
+        settings += f", under {args.python}"
     print(f"\nbaseline: {args.ref}; candidate: this tree, {settings}; {args.rounds} alternating rounds\n")
     print("| figure | baseline (median) | candidate (median) | change |")
     print("|---|---|---|---|")

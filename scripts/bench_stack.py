@@ -212,8 +212,10 @@ class Gateway:
         gateway: bool = True,
         workers: int = 1,
         tweak: Callable[[dict], None] | None = None,
+        python: str | None = None,
     ) -> None:
-        """`tweak` may change the gateway config before it is rendered."""
+        """`tweak` may change the gateway config before it is rendered; `python` runs the
+        processor (default: this interpreter)."""
         self.port, self.admin, health = free_port(), free_port(), free_port()
         sock = tmp / f"{name}.sock"
         config = gateway_config(mock_port, self.port, self.admin, health, sock, workers)
@@ -235,7 +237,12 @@ class Gateway:
         if gateway:
             started = time.monotonic()
             self.processor = Processor(
-                path, sockets, tmp / f"{name}-processor.log", ["--metrics-port", "0"], log_format="json"
+                path,
+                sockets,
+                tmp / f"{name}-processor.log",
+                ["--metrics-port", "0"],
+                log_format="json",
+                python=python,
             ).start()
             self.startup_s = time.monotonic() - started
         self.envoy = Envoy(path, tmp / f"{name}-envoy.log", self.admin).start()

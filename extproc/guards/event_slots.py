@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from .slot_writers import TOKEN, Slot
-from .text_slots import _RESPONSE_OPAQUE, _SIGNED, TEXT_FIELDS, _Walk, binary_payload
+from .text_documents import binary_payload
+from .text_slots import _RESPONSE_OPAQUE, _SIGNED, TEXT_FIELDS, _Walk
 
 # Stream deltas: fields holding text the client sees (a string, or a list of parts
 # flattened to its text), and the keys of a nested delta object that name it rather than

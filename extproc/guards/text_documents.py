@@ -20,6 +20,21 @@ from typing import Any
 from ..errors import GatewayError
 from .slot_writers import TEXT
 
+# Base64 media: bytes, not text (text_slots.py skips them unless they are a text document).
+_BASE64 = re.compile(r"[A-Za-z0-9+/=_\-\r\n]+")
+_DATA_BASE64 = re.compile(r"data:[^,]{0,200};base64,[A-Za-z0-9+/=_\-\r\n]*", re.S)
+_MIN_BINARY = 64  # shorter "base64" is cheap to scan and could be a bare card number
+
+
+def binary_payload(value: Any) -> bool:
+    """A long base64 value (or base64 data URL): media bytes, not text."""
+    return (
+        isinstance(value, str)
+        and len(value) >= _MIN_BINARY
+        and (_BASE64.fullmatch(value) is not None or _DATA_BASE64.fullmatch(value) is not None)
+    )
+
+
 # Application types that are text (besides every `text/*`, `+json` and `+xml`).
 _TEXT_APPLICATION_TYPES = frozenset(
     {

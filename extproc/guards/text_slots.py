@@ -30,7 +30,6 @@ The slots themselves, and how each writes a masked text back, are in `slot_write
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +46,7 @@ from .slot_writers import (
     TextSlot,
     TokenSlot,
 )
-from .text_documents import EncodedTextSlot, text_document
+from .text_documents import EncodedTextSlot, binary_payload, text_document
 from .tool_results import tool_result_as_sent
 
 # Message fields that hold text a provider reads or a client sees, besides `content`.
@@ -103,10 +102,6 @@ _REQUEST_NUMBERS = frozenset(
     }
 )
 
-_BASE64 = re.compile(r"[A-Za-z0-9+/=_\-\r\n]+")
-_DATA_BASE64 = re.compile(r"data:[^,]{0,200};base64,[A-Za-z0-9+/=_\-\r\n]*", re.S)
-_MIN_BINARY = 64  # shorter "base64" is cheap to scan and could be a bare card number
-
 
 def _text_key(part: Any) -> str | None:
     """The key of a part's text as the translators read it (`text` of a text part,
@@ -117,15 +112,6 @@ def _text_key(part: Any) -> str | None:
         if kind in _PART_TEXT_KEYS and isinstance(part.get(kind), str):
             return str(kind)
     return None
-
-
-def binary_payload(value: Any) -> bool:
-    """A long base64 value (or base64 data URL): media bytes, not text."""
-    return (
-        isinstance(value, str)
-        and len(value) >= _MIN_BINARY
-        and (_BASE64.fullmatch(value) is not None or _DATA_BASE64.fullmatch(value) is not None)
-    )
 
 
 class _Walk:
